@@ -1,0 +1,328 @@
+//! Frames: the messages of the socket protocol, one Rust type per direction.
+//!
+//! Both directions are internally tagged by `op`, so a JSON frame reads
+//! `{"op":"send","id":1,...}`. The same types are encoded as MessagePack maps with named fields
+//! for binary transports (see [`crate::codec`]). New optional fields can be added without a
+//! version bump; receivers ignore fields they do not know.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ConnId, ConvId, DeviceId, MsgId, UserId};
+
+/// The protocol version this crate speaks. A client names it in `auth`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The content of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    /// Plain text.
+    Text {
+        /// The text, UTF-8.
+        text: String,
+    },
+}
+
+/// A stored message as every device sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Server-assigned id, unique across the deployment.
+    pub msg_id: MsgId,
+    /// The conversation the message belongs to.
+    pub conv_id: ConvId,
+    /// Position in the conversation: 1, 2, 3, … with no gaps.
+    pub seq: u64,
+    /// Who sent it.
+    pub from: UserId,
+    /// The sender's idempotency key for this message.
+    pub client_msg_id: String,
+    /// Server time of acceptance, milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// What was said.
+    pub body: Body,
+}
+
+/// A frame sent by a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Must be the first frame of a connection.
+    Auth {
+        /// The token from `POST /v1/sessions`.
+        token: String,
+        /// Protocol version the client speaks; absent means 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proto: Option<u32>,
+        /// What this device already has: the last seq it holds per conversation. Present (even
+        /// empty) asks the server to send everything missed, conversation by conversation;
+        /// conversations not listed count as seq 0. Absent: no catch-up on this connection.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<BTreeMap<ConvId, u64>>,
+    },
+    /// Send a message to a user. Answered by `sent` or `error` with the same `id`.
+    Send {
+        /// Request id chosen by the client, echoed in the answer.
+        id: u64,
+        /// The recipient.
+        to: UserId,
+        /// The sender's idempotency key (1–64 bytes). Resending the same key returns the original
+        /// message's `msg_id` and `seq` and stores nothing new.
+        client_msg_id: String,
+        /// The content.
+        body: Body,
+    },
+    /// Acknowledge pushed messages (`msg` frames), so the server stops retrying them.
+    Ack {
+        /// The acknowledged messages.
+        msg_ids: Vec<MsgId>,
+    },
+    /// Page a conversation's history. Answered by `history` or `error` with the same `id`.
+    History {
+        /// Request id.
+        id: u64,
+        /// The conversation; the caller must take part in it.
+        conv_id: ConvId,
+        /// Return messages with seq greater than this, oldest first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_seq: Option<u64>,
+        /// Return messages with seq lower than this, newest first. Ignored if `after_seq` is set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before_seq: Option<u64>,
+        /// At most this many (1–500, default 100).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Liveness probe; the server answers `pong`. Any frame counts as liveness.
+    Ping,
+}
+
+/// Stable error codes, the same on the socket and in REST bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame or request body could not be parsed, or a field is invalid.
+    BadRequest,
+    /// The frame's `op` is not one this server knows.
+    UnknownOp,
+    /// The frame is larger than the advertised maximum.
+    FrameTooLarge,
+    /// The message body is larger than allowed.
+    BodyTooLarge,
+    /// Missing, malformed, expired or tampered credentials.
+    Unauthorized,
+    /// The credentials are valid but do not allow this.
+    Forbidden,
+    /// The thing does not exist, or the caller may not know it exists.
+    NotFound,
+    /// A unique name or key is already taken.
+    Conflict,
+    /// The password does not meet the rules.
+    WeakPassword,
+    /// Too many requests; retry later.
+    RateLimited,
+    /// The server failed; the request may be retried.
+    Internal,
+    /// The server is shutting down or over capacity; retry elsewhere or later.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::WeakPassword => "weak_password",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Why a connection was closed. Sent in the last `close` frame and recorded by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// No valid `auth` frame arrived within the auth timeout.
+    AuthTimeout,
+    /// The `auth` frame's token was missing, malformed, expired, tampered or for a deleted user.
+    AuthFailed,
+    /// A frame other than `auth` arrived before authentication.
+    AuthRequired,
+    /// The client asked for a protocol version this server does not speak.
+    UnsupportedVersion,
+    /// Nothing arrived for the advertised number of heartbeat intervals.
+    HeartbeatTimeout,
+    /// A frame exceeded the maximum size; nothing of it was buffered.
+    FrameTooLarge,
+    /// The byte stream could not be framed (e.g. it ended inside a frame).
+    ProtocolError,
+    /// The client did not keep up: its outbound queue or unacked window overflowed.
+    SlowConsumer,
+    /// Pushed messages stayed unacknowledged past their retry TTL; reconnect and resume.
+    AckTimeout,
+    /// Another connection authenticated as the same user and device.
+    Replaced,
+    /// The server is shutting down; reconnect (after `retry_after_ms`).
+    ServerShutdown,
+    /// The client closed the connection.
+    ClientClosed,
+    /// The transport failed (reset, write error).
+    TransportError,
+}
+
+impl CloseReason {
+    /// The reason as it appears on the wire and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::AuthTimeout => "auth_timeout",
+            CloseReason::AuthFailed => "auth_failed",
+            CloseReason::AuthRequired => "auth_required",
+            CloseReason::UnsupportedVersion => "unsupported_version",
+            CloseReason::HeartbeatTimeout => "heartbeat_timeout",
+            CloseReason::FrameTooLarge => "frame_too_large",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::AckTimeout => "ack_timeout",
+            CloseReason::Replaced => "replaced",
+            CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::TransportError => "transport_error",
+        }
+    }
+
+    /// The WebSocket close code that goes with this reason (4000–4999 is the application range).
+    pub fn ws_code(self) -> u16 {
+        match self {
+            CloseReason::ClientClosed => 1000,
+            CloseReason::ServerShutdown => 1001,
+            CloseReason::AuthTimeout => 4001,
+            CloseReason::AuthFailed => 4002,
+            CloseReason::AuthRequired => 4003,
+            CloseReason::UnsupportedVersion => 4004,
+            CloseReason::HeartbeatTimeout => 4005,
+            CloseReason::FrameTooLarge => 4006,
+            CloseReason::ProtocolError => 4007,
+            CloseReason::SlowConsumer => 4008,
+            CloseReason::AckTimeout => 4009,
+            CloseReason::Replaced => 4010,
+            CloseReason::TransportError => 4011,
+        }
+    }
+
+    /// Whether a client should reconnect after this close. Reconnecting after `auth_failed` or
+    /// `replaced` would only fail again or fight the other connection.
+    pub fn should_reconnect(self) -> bool {
+        !matches!(
+            self,
+            CloseReason::AuthFailed | CloseReason::Replaced | CloseReason::UnsupportedVersion
+        )
+    }
+}
+
+/// A frame sent by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// Authentication succeeded. Advertises the heartbeat the client must keep.
+    AuthOk {
+        /// Protocol version in use.
+        proto: u32,
+        /// The authenticated user.
+        user_id: UserId,
+        /// The device named in the token.
+        device_id: DeviceId,
+        /// This connection's id on the node (for logs and support).
+        conn_id: ConnId,
+        /// Send something (at least a `ping`) at least this often, in milliseconds.
+        heartbeat_ms: u64,
+        /// The server closes the connection after this many silent heartbeat intervals.
+        max_missed_heartbeats: u32,
+        /// Largest frame the server accepts, in bytes.
+        max_frame_bytes: u32,
+    },
+    /// A message pushed to this device: live, or as part of a resume. Acknowledge with `ack`.
+    Msg(Message),
+    /// The answer to `send`: the message is durable.
+    Sent {
+        /// The `id` of the `send` request.
+        id: u64,
+        /// The message id.
+        msg_id: MsgId,
+        /// The conversation.
+        conv_id: ConvId,
+        /// The message's seq in the conversation.
+        seq: u64,
+        /// Server acceptance time, ms since the Unix epoch.
+        ts: u64,
+        /// True when this `client_msg_id` had been stored before; nothing new was stored.
+        duplicate: bool,
+    },
+    /// The answer to `history`.
+    History {
+        /// The `id` of the `history` request.
+        id: u64,
+        /// The conversation.
+        conv_id: ConvId,
+        /// The page, ordered as asked (ascending for `after_seq`, descending for `before_seq`).
+        messages: Vec<Message>,
+        /// The conversation's last seq when the page was read.
+        last_seq: u64,
+    },
+    /// During resume: this device misses `from_seq..=to_seq` of a conversation, too many to push;
+    /// page them with `history`. Never sent for a range that is pushed.
+    Gap {
+        /// The conversation.
+        conv_id: ConvId,
+        /// First missing seq.
+        from_seq: u64,
+        /// Last missing seq.
+        to_seq: u64,
+    },
+    /// The resume catch-up is complete: every missed message was pushed or announced by `gap`.
+    Synced {
+        /// How many conversations had something missed.
+        conversations: u32,
+    },
+    /// Answer to `ping`.
+    Pong,
+    /// A request or frame failed. The connection stays open.
+    Error {
+        /// The request id, when the failed frame carried one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// Stable machine-readable code.
+        code: ErrorCode,
+        /// A sentence for humans.
+        message: String,
+    },
+    /// The last frame before the server closes the connection.
+    Close {
+        /// Why.
+        reason: CloseReason,
+        /// A sentence for humans.
+        message: String,
+        /// When set, wait this long before reconnecting.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+}
+
+impl ServerFrame {
+    /// An `error` frame.
+    pub fn error(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerFrame::Error { id, code, message: message.into() }
+    }
+}
+
+/// Every `op` a client may send; used to tell an unknown op from a malformed frame.
+pub const CLIENT_OPS: &[&str] = &["auth", "send", "ack", "history", "ping"];

@@ -1,0 +1,27 @@
+//! The tern wire protocol, sans-IO.
+//!
+//! This crate owns everything two tern peers must agree on and nothing else: no sockets, no
+//! runtime, time is passed in as [`std::time::Instant`]. The server, the client SDK, the fuzz
+//! targets and the property tests all share it.
+//!
+//! Layout:
+//! - [`ids`] — distinct identifier types (`UserId`, `ConvId`, `MsgId`, `DeviceId`, `ConnId`).
+//! - [`frame`] — every frame a client or server sends, as serde types, with the stable error
+//!   codes and close reasons.
+//! - [`codec`] — the two encodings of one set of types (JSON for browsers, MessagePack for
+//!   binary) and the length-prefixed stream framing used over raw TCP.
+//! - [`session`] — the server-side connection state machine: auth deadline and heartbeat.
+//! - [`inbox`] — the client-side per-conversation ordering and dedup tracker (what a device has
+//!   seen, what it must fetch), shared by the SDK and usable by any other client.
+
+pub mod codec;
+pub mod frame;
+pub mod ids;
+pub mod inbox;
+pub mod session;
+
+pub use codec::{Codec, DecodeError, FrameDecoder, FrameTooLarge};
+pub use frame::{
+    Body, ClientFrame, CloseReason, ErrorCode, Message, PROTOCOL_VERSION, ServerFrame,
+};
+pub use ids::{ConnId, ConvId, DeviceId, MsgId, UserId};
