@@ -178,6 +178,8 @@ pub enum CloseReason {
     ClientClosed,
     /// The transport failed (reset, write error).
     TransportError,
+    /// The server failed while serving the connection (e.g. storage); reconnect later.
+    InternalError,
 }
 
 impl CloseReason {
@@ -197,6 +199,7 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::ClientClosed => "client_closed",
             CloseReason::TransportError => "transport_error",
+            CloseReason::InternalError => "internal_error",
         }
     }
 
@@ -216,6 +219,7 @@ impl CloseReason {
             CloseReason::AckTimeout => 4009,
             CloseReason::Replaced => 4010,
             CloseReason::TransportError => 4011,
+            CloseReason::InternalError => 1011,
         }
     }
 

@@ -1,1 +1,30 @@
-//! placeholder
+//! The tern server library: everything `tern serve` runs, as layers with one-way data flow.
+//!
+//! ```text
+//! transport → gateway → logic → store → dispatch → bus → gateway → transport
+//! ```
+//!
+//! - [`gateway`] — connections: transports (`ws`, `tcp`) below, the per-connection task above
+//!   (auth deadline, heartbeat, ACK retry, resume).
+//! - [`logic`] — accounts, the send path, history, resume plans. Knows nothing of sockets.
+//! - [`store`] — the [`store::Store`] trait, the embedded SQLite engine, the conformance suite.
+//! - [`dispatch`] — from "durable" to "queued on every matching connection", encode once.
+//! - [`bus`] — node-to-node delivery; in-process in embedded mode.
+//! - [`api`] — REST (control, history) and the WebSocket upgrade.
+//! - [`auth`], [`config`], [`error`], [`server`] — credentials, settings, the one error type,
+//!   and the wiring.
+
+pub mod api;
+pub mod auth;
+pub mod bus;
+pub mod clock;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod gateway;
+pub mod logic;
+pub mod server;
+pub mod store;
+
+pub use config::Config;
+pub use server::{Server, StartError};

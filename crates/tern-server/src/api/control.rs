@@ -1,0 +1,107 @@
+//! The control endpoints: health, accounts, login (which names where to connect).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tern_proto::{DeviceId, UserId};
+
+use super::{ApiState, Caller, JsonBody};
+use crate::auth::Identity;
+use crate::error::Error;
+
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RegisterRequest {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct UserView {
+    user_id: UserId,
+    username: String,
+}
+
+pub(super) async fn register(
+    State(state): State<ApiState>,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> Result<(StatusCode, Json<UserView>), Error> {
+    let user_id = state.logic.register(&req.username, &req.password).await?;
+    tracing::info!(user_id = user_id.0, username = %req.username, "user registered");
+    Ok((StatusCode::CREATED, Json(UserView { user_id, username: req.username })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LoginRequest {
+    username: String,
+    password: String,
+    device_id: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct Endpoints {
+    ws: String,
+    tcp: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct LoginResponse {
+    user_id: UserId,
+    device_id: DeviceId,
+    token: String,
+    expires_at: u64,
+    endpoints: Endpoints,
+}
+
+pub(super) async fn login(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> Result<Json<LoginResponse>, Error> {
+    let device_id = DeviceId::parse(&req.device_id).map_err(Error::bad_request)?;
+    let user_id = state.logic.check_password(&req.username, &req.password).await?;
+    let issued = state.logic.auth().issue(&Identity { user_id, device_id: device_id.clone() });
+    Ok(Json(LoginResponse {
+        user_id,
+        device_id,
+        token: issued.token,
+        expires_at: issued.expires_at,
+        endpoints: endpoints(&state, &headers),
+    }))
+}
+
+/// Where to connect: configured addresses, else this node as the client reached it.
+fn endpoints(state: &ApiState, headers: &HeaderMap) -> Endpoints {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("127.0.0.1");
+    let ws = if state.advertise_ws.is_empty() { format!("ws://{host}/v1/ws") } else { state.advertise_ws.clone() };
+    let tcp = if state.advertise_tcp.is_empty() {
+        // Strip the HTTP port (IPv6 literals keep their brackets).
+        let hostname = match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        format!("{hostname}:{}", state.tcp_addr.port())
+    } else {
+        state.advertise_tcp.clone()
+    };
+    Endpoints { ws, tcp }
+}
+
+pub(super) async fn user_by_name(
+    State(state): State<ApiState>,
+    _caller: Caller,
+    Path(username): Path<String>,
+) -> Result<Json<UserView>, Error> {
+    let (user_id, username) = state.logic.user_by_name(&username).await?;
+    Ok(Json(UserView { user_id, username }))
+}

@@ -1,0 +1,37 @@
+//! Conversation history over REST, for participants only.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use tern_proto::{ConvId, Message};
+
+use super::{ApiState, Caller, QueryParams};
+use crate::error::Error;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryQuery {
+    after_seq: Option<u64>,
+    before_seq: Option<u64>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub(super) struct HistoryPage {
+    conv_id: ConvId,
+    messages: Vec<Message>,
+    last_seq: u64,
+}
+
+/// `GET /v1/conversations/{conv_id}/messages?after_seq=&before_seq=&limit=`. A conversation the
+/// caller is not in answers exactly like one that does not exist.
+pub(super) async fn messages(
+    State(state): State<ApiState>,
+    Caller(caller): Caller,
+    Path(conv): Path<String>,
+    QueryParams(q): QueryParams<HistoryQuery>,
+) -> Result<Json<HistoryPage>, Error> {
+    let conv_id = state.logic.conversation_for(caller.user_id, &conv)?;
+    let (messages, last_seq) = state.logic.history(caller.user_id, conv_id, q.after_seq, q.before_seq, q.limit).await?;
+    Ok(Json(HistoryPage { conv_id, messages, last_seq }))
+}

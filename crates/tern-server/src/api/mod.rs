@@ -1,0 +1,122 @@
+//! The HTTP side: REST API (control and history) and the WebSocket upgrade, on one port.
+//!
+//! Every error body is `{"error":{"code","message"}}` from [`crate::error::Error`], including
+//! malformed JSON, unknown routes and missing credentials.
+
+mod control;
+mod conversations;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State, WebSocketUpgrade};
+use axum::http::request::Parts;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+
+use crate::auth::Identity;
+use crate::error::Error;
+use crate::gateway::Gateway;
+use crate::gateway::transport::ws::WsIo;
+use crate::logic::Logic;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Logic layer.
+    pub logic: Arc<Logic>,
+    /// Connections.
+    pub gateway: Arc<Gateway>,
+    /// Largest inbound WebSocket frame.
+    pub max_frame_bytes: usize,
+    /// Advertised WebSocket URL (empty: derive from the Host header).
+    pub advertise_ws: String,
+    /// Advertised TCP address (empty: derive from the Host header).
+    pub advertise_tcp: String,
+    /// The bound TCP port, for derived TCP endpoints.
+    pub tcp_addr: SocketAddr,
+}
+
+/// Builds the router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(control::healthz))
+        .route("/v1/users", post(control::register))
+        .route("/v1/users/by-name/{username}", get(control::user_by_name))
+        .route("/v1/sessions", post(control::login))
+        .route("/v1/conversations/{conv_id}/messages", get(conversations::messages))
+        .route("/v1/ws", get(websocket))
+        .fallback(|| async { Error::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+async fn websocket(
+    State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let max = state.max_frame_bytes;
+    // tungstenite's defaults hold a 128 KiB read buffer per connection and accept 64 MiB
+    // messages; both are cut to what a tern frame needs.
+    upgrade
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| state.gateway.serve(WsIo::new(socket, max), peer))
+}
+
+/// A JSON request body whose parse errors answer in tern's error format.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => {
+                Err(Error::bad_request("expected a JSON body with Content-Type: application/json"))
+            }
+            Err(r) => Err(Error::bad_request(r.body_text())),
+        }
+    }
+}
+
+/// Query parameters whose parse errors answer in tern's error format.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(r @ QueryRejection::FailedToDeserializeQueryString(_)) => Err(Error::bad_request(r.body_text())),
+            Err(r) => Err(Error::bad_request(r.body_text())),
+        }
+    }
+}
+
+/// The caller, from `Authorization: Bearer <token>`.
+pub struct Caller(pub Identity);
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Error> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::unauthorized("missing Authorization: Bearer <token> header"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| Error::unauthorized("Authorization header must be \"Bearer <token>\""))?;
+        Ok(Caller(state.logic.authenticate(token.trim()).await?))
+    }
+}

@@ -1,0 +1,242 @@
+//! Credentials: password hashing (Argon2id) and login tokens (HS256 JWT).
+//!
+//! Hashing is deliberately slow and memory-hungry (~19 MiB, tens of ms), so it runs on blocking
+//! threads behind a semaphore: a burst of logins queues instead of exhausting memory or starving
+//! the runtime.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tern_proto::{DeviceId, UserId};
+use tokio::sync::Semaphore;
+
+use crate::clock::now_ms;
+
+const ISSUER: &str = "tern";
+const AUDIENCE: &str = "tern-client";
+
+/// Why a token was refused. Callers show one generic message; the variant is for logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Past its expiry.
+    #[error("token expired")]
+    Expired,
+    /// Malformed, wrongly signed, wrong algorithm, issuer or audience, or not yet valid.
+    #[error("token invalid: {0}")]
+    Invalid(String),
+}
+
+/// What a token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id, as a string per RFC 7519.
+    pub sub: String,
+    /// Device id.
+    pub did: String,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Issued at (seconds).
+    pub iat: u64,
+    /// Not before (seconds).
+    pub nbf: u64,
+    /// Expiry (seconds).
+    pub exp: u64,
+}
+
+/// An authenticated identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user.
+    pub user_id: UserId,
+    /// The device.
+    pub device_id: DeviceId,
+}
+
+/// Issues and verifies tokens, hashes and checks passwords.
+pub struct Auth {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl_secs: u64,
+    hashing: Arc<Semaphore>,
+}
+
+/// An issued token.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The JWT.
+    pub token: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+impl Auth {
+    /// Builds from a secret; `ttl_secs` is the token lifetime.
+    pub fn new(secret: &[u8], ttl_secs: u64, max_concurrent_hashes: usize) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl_secs,
+            hashing: Arc::new(Semaphore::new(max_concurrent_hashes)),
+        }
+    }
+
+    /// Reads the secret from config, else from `<data_dir>/token.secret`, creating it once.
+    pub fn load_secret(configured: &str, data_dir: &Path) -> std::io::Result<Vec<u8>> {
+        if !configured.is_empty() {
+            return Ok(configured.as_bytes().to_vec());
+        }
+        let path = data_dir.join("token.secret");
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() >= 32 => return Ok(bytes),
+            Ok(_) => return Err(std::io::Error::other(format!("{} is shorter than 32 bytes", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(data_dir)?;
+        let secret: [u8; 32] = rand::random();
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(&path, hex.as_bytes())?;
+        Ok(hex.into_bytes())
+    }
+
+    /// Issues a token for a user's device.
+    pub fn issue(&self, identity: &Identity) -> IssuedToken {
+        let now = now_ms() / 1000;
+        let claims = Claims {
+            sub: identity.user_id.0.to_string(),
+            did: identity.device_id.0.clone(),
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            iat: now,
+            nbf: now,
+            exp: now + self.ttl_secs,
+        };
+        // HS256 signing of a plain struct cannot fail.
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default();
+        IssuedToken { token, expires_at: claims.exp }
+    }
+
+    /// Verifies a token: signature, algorithm, expiry, not-before, issuer, audience, and claims.
+    pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid(e.to_string()),
+            }
+        })?;
+        let user_id = data.claims.sub.parse::<u64>().map(UserId).map_err(|_| TokenError::Invalid("bad sub".into()))?;
+        let device_id = DeviceId::parse(&data.claims.did).map_err(|e| TokenError::Invalid(e.into()))?;
+        Ok(Identity { user_id, device_id })
+    }
+
+    /// Hashes a password with Argon2id and a random salt.
+    pub async fn hash_password(&self, password: String) -> Result<String, String> {
+        let _permit = self.hashing.acquire().await.map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || {
+            let salt_bytes: [u8; 16] = rand::random();
+            let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| e.to_string())?;
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Checks a password against a stored hash (constant-time compare inside argon2).
+    pub async fn verify_password(&self, password: String, hash: String) -> bool {
+        let Ok(_permit) = self.hashing.acquire().await else { return false };
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        Auth::new(&[7u8; 32], 3600, 2)
+    }
+
+    fn id() -> Identity {
+        Identity { user_id: UserId(42), device_id: DeviceId("phone".into()) }
+    }
+
+    #[test]
+    fn issued_tokens_verify() {
+        let a = auth();
+        assert_eq!(a.verify(&a.issue(&id()).token), Ok(id()));
+    }
+
+    #[test]
+    fn foreign_tampered_and_expired_tokens_are_refused() {
+        let a = auth();
+        let other = Auth::new(&[8u8; 32], 3600, 2);
+        assert!(matches!(a.verify(&other.issue(&id()).token), Err(TokenError::Invalid(_))));
+
+        // Swap the payload for one claiming another user, keeping the signature.
+        let token = a.issue(&id()).token;
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = a.issue(&Identity { user_id: UserId(1), device_id: DeviceId("phone".into()) }).token;
+        let forged_payload = forged.split('.').nth(1).unwrap();
+        let tampered = format!("{}.{}.{}", parts[0], forged_payload.replace('E', "F"), parts[2]);
+        assert!(a.verify(&tampered).is_err());
+
+        let now = now_ms() / 1000;
+        let stale = Claims {
+            sub: "42".into(),
+            did: "phone".into(),
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            iat: now - 7200,
+            nbf: now - 7200,
+            exp: now - 3600,
+        };
+        let expired = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &stale, &a.encoding).unwrap();
+        assert_eq!(a.verify(&expired), Err(TokenError::Expired));
+        assert!(a.verify("not.a.token").is_err());
+        assert!(a.verify("").is_err());
+    }
+
+    #[tokio::test]
+    async fn passwords_hash_and_verify() {
+        let a = auth();
+        let h = a.hash_password("correct horse".into()).await.unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(a.verify_password("correct horse".into(), h.clone()).await);
+        assert!(!a.verify_password("wrong horse".into(), h).await);
+    }
+}

@@ -1,0 +1,64 @@
+//! How a delivery reaches the node(s) holding its recipients' connections.
+//!
+//! Dispatch publishes an [`Envelope`] on the [`Bus`]; each node's bus hands envelopes for it to
+//! that node's [`LocalDelivery`] (the connection registry). In embedded mode [`LocalBus`] does
+//! that in-process with no copy; a clustered bus (NATS) implements the same trait, so dispatch
+//! and logic never change.
+
+use std::sync::Arc;
+
+use tern_proto::{DeviceId, UserId};
+
+use crate::dispatch::OutFrame;
+
+/// Who a delivery is for.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Every connected device of these users, except one device (the sender's own).
+    Users {
+        /// Recipients.
+        users: Vec<UserId>,
+        /// The device that must not get it (it already has it: it sent it).
+        skip: Option<(UserId, DeviceId)>,
+    },
+}
+
+/// One delivery: a target and the frame, encoded at most once per codec however many
+/// connections it reaches.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// Who.
+    pub target: Target,
+    /// What.
+    pub frame: Arc<OutFrame>,
+}
+
+/// A node's fan-out to its own connections.
+pub trait LocalDelivery: Send + Sync + 'static {
+    /// Delivers to the matching local connections. Must not block.
+    fn deliver(&self, envelope: &Envelope);
+}
+
+/// Carries envelopes between nodes.
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes an envelope. Must not block: called on the store's commit path.
+    fn publish(&self, envelope: Envelope);
+}
+
+/// The embedded bus: one node, delivery is a function call.
+pub struct LocalBus {
+    local: Arc<dyn LocalDelivery>,
+}
+
+impl LocalBus {
+    /// A bus delivering straight to `local`.
+    pub fn new(local: Arc<dyn LocalDelivery>) -> Self {
+        Self { local }
+    }
+}
+
+impl Bus for LocalBus {
+    fn publish(&self, envelope: Envelope) {
+        self.local.deliver(&envelope);
+    }
+}

@@ -1,0 +1,278 @@
+//! Configuration: one struct, read from a TOML file, then `TERN_*` environment variables
+//! (`TERN_GATEWAY__HEARTBEAT_MS=10000`), then command-line flags. Every field has a default and a
+//! doc comment; [`Config::validate`] rejects nonsense at start-up with one line naming the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the server can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen and keep data.
+    pub server: ServerConfig,
+    /// Tokens and passwords.
+    pub auth: AuthConfig,
+    /// Connections: timers, limits, queues, retries.
+    pub gateway: GatewayConfig,
+    /// Message rules.
+    pub messages: MessagesConfig,
+    /// The embedded store.
+    pub store: StoreConfig,
+}
+
+/// Listening addresses and the data directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// HTTP address: REST API and WebSocket (`/v1/ws`).
+    pub http: SocketAddr,
+    /// Raw TCP address: length-prefixed MessagePack frames.
+    pub tcp: SocketAddr,
+    /// Directory of the embedded store and the generated token secret.
+    pub data_dir: PathBuf,
+    /// WebSocket URL handed out at login; empty means `ws://<Host header>/v1/ws`.
+    pub advertise_ws: String,
+    /// TCP `host:port` handed out at login; empty means the Host header's host and the TCP port.
+    pub advertise_tcp: String,
+}
+
+/// Token and password settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HMAC secret for tokens (at least 32 bytes). Empty: a random one is generated once and kept
+    /// in `<data_dir>/token.secret`, so tokens survive restarts.
+    pub token_secret: String,
+    /// How long a login token is valid, in seconds.
+    pub token_ttl_secs: u64,
+    /// How many password hashes may run at once (each takes ~19 MiB and tens of ms of CPU).
+    pub max_concurrent_hashes: usize,
+}
+
+/// Connection handling.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// A new connection must authenticate within this many milliseconds.
+    pub auth_timeout_ms: u64,
+    /// Heartbeat interval advertised to clients, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// Silent heartbeat intervals tolerated before a connection is closed.
+    pub max_missed_heartbeats: u32,
+    /// Largest accepted inbound frame, in bytes (checked before buffering).
+    pub max_frame_bytes: usize,
+    /// Frames queued towards one connection before it counts as a slow consumer and is closed.
+    pub outbound_queue: usize,
+    /// Pushed messages awaiting a device ACK on one connection before it counts as a slow consumer.
+    pub max_unacked: usize,
+    /// Requests (`send`, `history`) one connection may have in flight; reading pauses beyond it.
+    pub max_inflight_requests: usize,
+    /// First retry of an unacknowledged push, in milliseconds; doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    /// Longest wait between retries of one push, in milliseconds.
+    pub retry_max_ms: u64,
+    /// How long a push is retried before the connection is closed (`ack_timeout`) so the device
+    /// reconnects and resumes, in milliseconds.
+    pub push_ttl_ms: u64,
+    /// On resume, a conversation missing more than this many messages gets a `gap` answer
+    /// (fetch with `history`) instead of a push of each one.
+    pub resume_push_limit: u64,
+}
+
+/// Message rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagesConfig {
+    /// Largest message body, in bytes of its JSON encoding.
+    pub max_body_bytes: usize,
+}
+
+/// SQLite durability trade-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync every commit: an acknowledged message survives power loss.
+    Full,
+    /// fsync at checkpoints: survives a process crash (kill -9), may lose the last commits on
+    /// power loss.
+    Normal,
+}
+
+/// The embedded store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `full` or `normal`; see [`Synchronous`].
+    pub synchronous: Synchronous,
+    /// Most writes committed in one transaction (group commit).
+    pub max_batch: usize,
+    /// Read connections kept open.
+    pub readers: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            tcp: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            data_dir: PathBuf::from("tern-data"),
+            advertise_ws: String::new(),
+            advertise_tcp: String::new(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { token_secret: String::new(), token_ttl_secs: 24 * 3600, max_concurrent_hashes: 4 }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            auth_timeout_ms: 10_000,
+            heartbeat_ms: 25_000,
+            max_missed_heartbeats: 3,
+            max_frame_bytes: 64 * 1024,
+            outbound_queue: 4096,
+            max_unacked: 8192,
+            max_inflight_requests: 256,
+            retry_initial_ms: 2_000,
+            retry_max_ms: 30_000,
+            push_ttl_ms: 120_000,
+            resume_push_limit: 1_000,
+        }
+    }
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 16 * 1024 }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { synchronous: Synchronous::Full, max_batch: 512, readers: 4 }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            gateway: GatewayConfig::default(),
+            messages: MessagesConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+/// A setting is wrong; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reads the optional TOML file, then `TERN_*` environment variables over it.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("TERN").prefix_separator("_").separator("__"),
+        );
+        let cfg: Config = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// Checks the values make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.gateway;
+        let checks: [(bool, &str); 12] = [
+            (g.auth_timeout_ms > 0, "gateway.auth_timeout_ms must be > 0"),
+            (g.heartbeat_ms >= 100, "gateway.heartbeat_ms must be >= 100"),
+            (g.max_missed_heartbeats >= 1, "gateway.max_missed_heartbeats must be >= 1"),
+            (
+                (256..=16 * 1024 * 1024).contains(&g.max_frame_bytes),
+                "gateway.max_frame_bytes must be between 256 and 16777216",
+            ),
+            (g.outbound_queue >= 16, "gateway.outbound_queue must be >= 16"),
+            (g.max_unacked >= 16, "gateway.max_unacked must be >= 16"),
+            (g.max_inflight_requests >= 1, "gateway.max_inflight_requests must be >= 1"),
+            (
+                g.retry_initial_ms > 0 && g.retry_initial_ms <= g.retry_max_ms,
+                "gateway.retry_initial_ms must be > 0 and <= gateway.retry_max_ms",
+            ),
+            (g.push_ttl_ms >= g.retry_initial_ms, "gateway.push_ttl_ms must be >= gateway.retry_initial_ms"),
+            (
+                self.messages.max_body_bytes >= 16 && self.messages.max_body_bytes < g.max_frame_bytes,
+                "messages.max_body_bytes must be >= 16 and below gateway.max_frame_bytes",
+            ),
+            ((1..=65_536).contains(&self.store.max_batch), "store.max_batch must be between 1 and 65536"),
+            (self.store.readers >= 1, "store.readers must be >= 1"),
+        ];
+        if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(ConfigError((*msg).to_owned()));
+        }
+        if !self.auth.token_secret.is_empty() && self.auth.token_secret.len() < 32 {
+            return Err(ConfigError("auth.token_secret must be at least 32 bytes".into()));
+        }
+        if self.auth.token_ttl_secs < 60 {
+            return Err(ConfigError("auth.token_ttl_secs must be >= 60".into()));
+        }
+        if self.auth.max_concurrent_hashes == 0 {
+            return Err(ConfigError("auth.max_concurrent_hashes must be >= 1".into()));
+        }
+        if g.resume_push_limit == 0 {
+            return Err(ConfigError("gateway.resume_push_limit must be >= 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Auth timeout as a duration.
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_millis(self.gateway.auth_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_values_override_defaults_and_typos_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tern.toml");
+        std::fs::write(&path, "[gateway]\nheartbeat_ms = 5000\n").unwrap();
+        let cfg = Config::load(Some(&path)).unwrap();
+        assert_eq!(cfg.gateway.heartbeat_ms, 5000);
+        assert_eq!(cfg.gateway.max_missed_heartbeats, 3);
+
+        std::fs::write(&path, "[gateway]\nheartbeat = 5000\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("heartbeat"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting() {
+        let mut cfg = Config::default();
+        cfg.gateway.max_frame_bytes = 10;
+        assert!(cfg.validate().unwrap_err().to_string().contains("gateway.max_frame_bytes"));
+    }
+}

@@ -1,0 +1,397 @@
+//! One connection's task: a single `select!` loop over the close signal, finished requests,
+//! queued pushes, inbound frames and timers. Writes are batched per loop turn; reading pauses
+//! while too many requests are in flight, so a fast sender is slowed at its own socket.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tern_proto::session::{ServerSession, SessionConfig, Verdict};
+use tern_proto::{ClientFrame, CloseReason, Codec, ConnId, ConvId, PROTOCOL_VERSION, ServerFrame};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tracing::Instrument;
+
+use super::Gateway;
+use super::transport::{FrameIo, ReadError};
+use super::unacked::Unacked;
+use crate::auth::Identity;
+use crate::dispatch::{ConnHandle, Kick, OutFrame};
+use crate::error::Error;
+use crate::logic::ResumeItem;
+
+/// Why the connection ends, and the sentence sent with it.
+struct Close {
+    reason: CloseReason,
+    message: String,
+}
+
+impl Close {
+    fn new(reason: CloseReason, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}
+
+type Response = Pin<Box<dyn Future<Output = Arc<OutFrame>> + Send>>;
+
+const RESUME_CHUNK: usize = 256;
+const DRAIN_BATCH: usize = 256;
+
+struct Conn<T> {
+    gw: Arc<Gateway>,
+    io: T,
+    conn_id: ConnId,
+    codec: Codec,
+    session: ServerSession,
+    kick: Arc<Kick>,
+    unacked: Unacked,
+    /// Per conversation, the last seq covered by resume; queued live pushes at or below it are
+    /// already on their way and are dropped.
+    resumed: HashMap<ConvId, u64>,
+    out: Vec<Arc<OutFrame>>,
+    write_timeout: Duration,
+}
+
+pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, peer: SocketAddr) {
+    let span = tracing::info_span!("conn", conn_id = conn_id.0, transport = io.kind(), %peer, user_id = tracing::field::Empty);
+    async move {
+        let cfg = &gw.cfg;
+        let session = ServerSession::new(
+            std::time::Instant::now(),
+            SessionConfig {
+                auth_timeout: Duration::from_millis(cfg.auth_timeout_ms),
+                heartbeat: Duration::from_millis(cfg.heartbeat_ms),
+                max_missed_heartbeats: cfg.max_missed_heartbeats,
+            },
+        );
+        let write_timeout = Duration::from_millis(cfg.heartbeat_ms);
+        let mut conn = Conn {
+            unacked: Unacked::new(gw.retry_policy()),
+            gw,
+            io,
+            conn_id,
+            codec: Codec::Json,
+            session,
+            kick: Arc::default(),
+            resumed: HashMap::new(),
+            out: Vec::new(),
+            write_timeout,
+        };
+        tracing::debug!("connection opened");
+        let mut registered = None;
+        let close = match conn.drive(&mut registered).await {
+            Ok(never) => match never {},
+            Err(close) => close,
+        };
+        if let Some(user) = registered {
+            conn.gw.registry.deregister(user, conn.conn_id);
+        }
+        conn.finish(close).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+impl<T: FrameIo> Conn<T> {
+    async fn drive(&mut self, registered: &mut Option<tern_proto::UserId>) -> Result<std::convert::Infallible, Close> {
+        let (identity, resume) = self.authenticate().await?;
+        tracing::Span::current().record("user_id", identity.user_id.0);
+
+        let (tx, rx) = mpsc::channel(self.gw.cfg.outbound_queue);
+        let handle = ConnHandle { conn_id: self.conn_id, device_id: identity.device_id.clone(), tx, kick: Arc::clone(&self.kick) };
+        // Register before reading what was missed: a message committed from here on is queued
+        // for us, one committed before is in the store; overlaps are dropped by seq.
+        self.gw.registry.register(identity.user_id, handle);
+        *registered = Some(identity.user_id);
+        tracing::info!(device_id = %identity.device_id, "authenticated");
+
+        self.out.push(OutFrame::new(ServerFrame::AuthOk {
+            proto: PROTOCOL_VERSION,
+            user_id: identity.user_id,
+            device_id: identity.device_id.clone(),
+            conn_id: self.conn_id,
+            heartbeat_ms: self.gw.cfg.heartbeat_ms,
+            max_missed_heartbeats: self.gw.cfg.max_missed_heartbeats,
+            max_frame_bytes: u32::try_from(self.gw.cfg.max_frame_bytes).unwrap_or(u32::MAX),
+        }));
+        self.flush().await?;
+        if let Some(have) = resume {
+            self.resume(&identity, &have).await?;
+        }
+        self.serve(identity, rx).await
+    }
+
+    async fn authenticate(&mut self) -> Result<(Identity, Option<BTreeMap<ConvId, u64>>), Close> {
+        let timeout_ms = self.gw.cfg.auth_timeout_ms;
+        let deadline = Instant::from_std(self.session.poll_timeout().unwrap_or_else(std::time::Instant::now));
+        let no_auth = || Close::new(CloseReason::AuthTimeout, format!("no valid auth frame within {timeout_ms} ms"));
+        let received = tokio::select! {
+            biased;
+            _ = self.gw.shutdown.cancelled() => return Err(Close::new(CloseReason::ServerShutdown, "server is shutting down")),
+            _ = sleep_until(deadline) => return Err(no_auth()),
+            r = self.io.recv() => r,
+        };
+        let (codec, bytes) = match received {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Err(Close::new(CloseReason::ClientClosed, "closed before authenticating")),
+            Err(e) => return Err(Close::new(e.close_reason(), e.to_string())),
+        };
+        self.codec = codec;
+        let now = std::time::Instant::now();
+        let frame = match codec.decode::<ClientFrame>(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                self.session.on_bad_frame(now);
+                return Err(Close::new(CloseReason::AuthFailed, format!("the first frame must be auth: {e}")));
+            }
+        };
+        match self.session.on_frame(now, &frame) {
+            Verdict::Authenticate => {}
+            Verdict::Close(reason) => {
+                let message = match reason {
+                    CloseReason::UnsupportedVersion => format!("this server speaks protocol version {PROTOCOL_VERSION}"),
+                    _ => "the first frame must be auth".to_owned(),
+                };
+                return Err(Close::new(reason, message));
+            }
+            Verdict::Process => return Err(Close::new(CloseReason::ProtocolError, "unexpected state")),
+        }
+        let ClientFrame::Auth { token, resume, .. } = frame else {
+            return Err(Close::new(CloseReason::ProtocolError, "unexpected state"));
+        };
+        match timeout_at(deadline, self.gw.logic.authenticate(&token)).await {
+            Err(_) => Err(no_auth()),
+            Ok(Err(e)) => Err(Close::new(CloseReason::AuthFailed, e.message)),
+            Ok(Ok(identity)) => {
+                self.session.auth_succeeded(std::time::Instant::now());
+                Ok((identity, resume))
+            }
+        }
+    }
+
+    /// Sends everything the device missed, conversation by conversation, then `synced`.
+    async fn resume(&mut self, identity: &Identity, have: &BTreeMap<ConvId, u64>) -> Result<(), Close> {
+        let items = self
+            .gw
+            .logic
+            .resume(identity.user_id, have)
+            .await
+            .map_err(|e| Close::new(CloseReason::InternalError, format!("resume failed: {}", e.message)))?;
+        let conversations = u32::try_from(items.len()).unwrap_or(u32::MAX);
+        for item in items {
+            match item {
+                ResumeItem::Push(messages) => {
+                    if let Some(last) = messages.last() {
+                        self.resumed.insert(last.conv_id, last.seq);
+                    }
+                    for chunk in messages.chunks(RESUME_CHUNK) {
+                        self.out.extend(chunk.iter().map(|m| OutFrame::new(ServerFrame::Msg(m.clone()))));
+                        self.flush().await?;
+                    }
+                }
+                ResumeItem::Gap { conv_id, from_seq, to_seq } => {
+                    self.resumed.insert(conv_id, to_seq);
+                    self.out.push(OutFrame::new(ServerFrame::Gap { conv_id, from_seq, to_seq }));
+                }
+            }
+        }
+        self.out.push(OutFrame::new(ServerFrame::Synced { conversations }));
+        self.flush().await
+    }
+
+    async fn serve(&mut self, identity: Identity, mut rx: mpsc::Receiver<Arc<OutFrame>>) -> Result<std::convert::Infallible, Close> {
+        let identity = Arc::new(identity);
+        let mut inflight: FuturesUnordered<Response> = FuturesUnordered::new();
+        let max_inflight = self.gw.cfg.max_inflight_requests;
+        let kick = Arc::clone(&self.kick);
+        loop {
+            let deadline = [self.session.poll_timeout(), self.unacked.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map_or_else(|| Instant::now() + Duration::from_secs(3600), Instant::from_std);
+            tokio::select! {
+                biased;
+                reason = kick.kicked() => return Err(Close::new(reason, kicked_message(reason))),
+                _ = self.gw.shutdown.cancelled() => {
+                    return Err(Close::new(CloseReason::ServerShutdown, "server is shutting down; reconnect"));
+                }
+                Some(response) = inflight.next(), if !inflight.is_empty() => self.out.push(response),
+                pushed = rx.recv() => {
+                    let Some(frame) = pushed else {
+                        return Err(Close::new(CloseReason::Replaced, kicked_message(CloseReason::Replaced)));
+                    };
+                    self.queue_push(frame)?;
+                    for _ in 0..DRAIN_BATCH {
+                        match rx.try_recv() {
+                            Ok(frame) => self.queue_push(frame)?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                received = self.io.recv(), if inflight.len() < max_inflight => {
+                    self.on_inbound(received, &identity, &mut inflight).await?;
+                }
+                _ = sleep_until(deadline) => self.on_timer()?,
+            }
+            self.flush().await?;
+        }
+    }
+
+    fn queue_push(&mut self, frame: Arc<OutFrame>) -> Result<(), Close> {
+        if let ServerFrame::Msg(m) = frame.frame() {
+            if self.resumed.get(&m.conv_id).is_some_and(|&upto| m.seq <= upto) {
+                return Ok(());
+            }
+            if self.unacked.len() >= self.gw.cfg.max_unacked {
+                return Err(Close::new(
+                    CloseReason::SlowConsumer,
+                    format!("more than {} pushed messages unacknowledged", self.gw.cfg.max_unacked),
+                ));
+            }
+            self.unacked.sent(m.msg_id, Arc::clone(&frame), std::time::Instant::now());
+        }
+        self.out.push(frame);
+        Ok(())
+    }
+
+    async fn on_inbound(
+        &mut self,
+        received: Result<Option<(Codec, Bytes)>, ReadError>,
+        identity: &Arc<Identity>,
+        inflight: &mut FuturesUnordered<Response>,
+    ) -> Result<(), Close> {
+        let (codec, bytes) = match received {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Err(Close::new(CloseReason::ClientClosed, "closed by the client")),
+            Err(e) => return Err(Close::new(e.close_reason(), e.to_string())),
+        };
+        let now = std::time::Instant::now();
+        let frame = match codec.decode::<ClientFrame>(&bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                if let Verdict::Close(reason) = self.session.on_bad_frame(now) {
+                    return Err(Close::new(reason, e.message));
+                }
+                tracing::debug!(code = e.code.as_str(), "bad frame");
+                self.out.push(OutFrame::new(ServerFrame::error(e.id, e.code, e.message)));
+                return Ok(());
+            }
+        };
+        if let Verdict::Close(reason) = self.session.on_frame(now, &frame) {
+            return Err(Close::new(reason, "auth was already done on this connection"));
+        }
+        match frame {
+            ClientFrame::Ping => self.out.push(OutFrame::new(ServerFrame::Pong)),
+            ClientFrame::Ack { msg_ids } => self.unacked.acked(&msg_ids),
+            ClientFrame::Send { id, to, client_msg_id, body } => {
+                // Queue now, in arrival order; wait for durability off the loop.
+                match self.gw.logic.send(identity, to, client_msg_id, &body).await {
+                    Err(e) => self.out.push(error_frame(id, e)),
+                    Ok(ticket) => inflight.push(Box::pin(async move {
+                        match ticket.await {
+                            Ok(Ok(a)) => OutFrame::new(ServerFrame::Sent {
+                                id,
+                                msg_id: a.message.msg_id,
+                                conv_id: a.message.conv_id,
+                                seq: a.message.seq,
+                                ts: a.message.ts,
+                                duplicate: a.duplicate,
+                            }),
+                            Ok(Err(e)) => error_frame(id, Error::from(e)),
+                            Err(_) => error_frame(id, Error::from(crate::store::StoreError::Closed)),
+                        }
+                    })),
+                }
+            }
+            ClientFrame::History { id, conv_id, after_seq, before_seq, limit } => {
+                let logic = Arc::clone(&self.gw.logic);
+                let user = identity.user_id;
+                inflight.push(Box::pin(async move {
+                    match logic.history(user, conv_id, after_seq, before_seq, limit).await {
+                        Ok((messages, last_seq)) => {
+                            OutFrame::new(ServerFrame::History { id, conv_id, messages, last_seq })
+                        }
+                        Err(e) => error_frame(id, e),
+                    }
+                }));
+            }
+            ClientFrame::Auth { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn on_timer(&mut self) -> Result<(), Close> {
+        let now = std::time::Instant::now();
+        if let Some(reason) = self.session.handle_timeout(now) {
+            let silence = self.gw.cfg.heartbeat_ms * u64::from(self.gw.cfg.max_missed_heartbeats);
+            return Err(Close::new(reason, format!("nothing received for {silence} ms")));
+        }
+        let due = self.unacked.due(now);
+        if due.expired {
+            return Err(Close::new(
+                CloseReason::AckTimeout,
+                format!("pushed messages unacknowledged for {} ms; reconnect and resume", self.gw.cfg.push_ttl_ms),
+            ));
+        }
+        self.out.extend(due.resend);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), Close> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let result = timeout(self.write_timeout, self.io.send(self.codec, &self.out)).await;
+        self.out.clear();
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Close::new(CloseReason::TransportError, format!("write failed: {e}"))),
+            Err(_) => Err(Close::new(
+                CloseReason::SlowConsumer,
+                format!("socket not writable for {} ms", self.write_timeout.as_millis()),
+            )),
+        }
+    }
+
+    /// Says goodbye with a reason (when the peer can still hear it) and records the close.
+    async fn finish(mut self, close: Close) {
+        let Close { reason, message } = close;
+        self.gw.record_close(reason);
+        match reason {
+            CloseReason::ClientClosed | CloseReason::TransportError => {
+                tracing::info!(reason = reason.as_str(), %message, "connection closed");
+            }
+            _ => {
+                tracing::info!(reason = reason.as_str(), %message, "closing connection");
+                let retry_after_ms = match reason {
+                    CloseReason::ServerShutdown => Some(500 + rand::random::<u64>() % 4500),
+                    CloseReason::SlowConsumer | CloseReason::InternalError => Some(1000),
+                    _ => None,
+                };
+                self.out.clear();
+                self.out.push(OutFrame::new(ServerFrame::Close { reason, message, retry_after_ms }));
+                let _ = timeout(Duration::from_secs(1), self.io.send(self.codec, &self.out)).await;
+            }
+        }
+        self.io.close(reason).await;
+    }
+}
+
+fn error_frame(id: u64, e: Error) -> Arc<OutFrame> {
+    OutFrame::new(ServerFrame::error(Some(id), e.code, e.message))
+}
+
+fn kicked_message(reason: CloseReason) -> String {
+    match reason {
+        CloseReason::Replaced => "another connection authenticated as this user and device".into(),
+        CloseReason::SlowConsumer => "outbound queue overflowed; reconnect and resume".into(),
+        other => other.as_str().replace('_', " "),
+    }
+}

@@ -1,0 +1,82 @@
+//! The access layer: connections from accept to close.
+//!
+//! Each transport under [`transport`] turns its socket into a [`transport::FrameIo`]; from there
+//! every connection runs the same task ([`conn`]): authenticate under a deadline → register with
+//! dispatch → resume what the device missed → serve requests, pushes, ACK retries and heartbeats
+//! → always deregister and record why it closed.
+
+mod conn;
+pub mod transport;
+mod unacked;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tern_proto::{CloseReason, ConnId};
+use tokio_util::sync::CancellationToken;
+pub use unacked::RetryPolicy;
+
+use crate::config::GatewayConfig;
+use crate::dispatch::Registry;
+use crate::logic::Logic;
+
+/// Shared state of all connections on this node.
+pub struct Gateway {
+    logic: Arc<Logic>,
+    registry: Arc<Registry>,
+    cfg: GatewayConfig,
+    shutdown: CancellationToken,
+    next_conn: AtomicU64,
+    open: AtomicUsize,
+    closes: Mutex<HashMap<CloseReason, u64>>,
+}
+
+impl Gateway {
+    /// Builds the gateway.
+    pub fn new(logic: Arc<Logic>, registry: Arc<Registry>, cfg: GatewayConfig, shutdown: CancellationToken) -> Self {
+        Self {
+            logic,
+            registry,
+            cfg,
+            shutdown,
+            next_conn: AtomicU64::new(1),
+            open: AtomicUsize::new(0),
+            closes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs one connection to its end.
+    pub async fn serve<T: transport::FrameIo>(self: Arc<Self>, io: T, peer: SocketAddr) {
+        let conn_id = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
+        self.open.fetch_add(1, Ordering::Relaxed);
+        conn::run(Arc::clone(&self), io, conn_id, peer).await;
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Connections currently open on this node.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// How many connections closed for each reason since start.
+    pub fn close_counts(&self) -> HashMap<CloseReason, u64> {
+        self.closes.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn record_close(&self, reason: CloseReason) {
+        if let Ok(mut c) = self.closes.lock() {
+            *c.entry(reason).or_default() += 1;
+        }
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(self.cfg.retry_initial_ms),
+            max: Duration::from_millis(self.cfg.retry_max_ms),
+            ttl: Duration::from_millis(self.cfg.push_ttl_ms),
+        }
+    }
+}

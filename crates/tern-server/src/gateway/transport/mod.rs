@@ -1,0 +1,60 @@
+//! Transports: each turns its byte stream into inbound frame payloads and writes outbound
+//! [`OutFrame`]s in its own encoding. Above this line a connection looks the same whatever
+//! carries it.
+
+pub mod tcp;
+pub mod ws;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tern_proto::{Codec, CloseReason};
+
+use crate::dispatch::OutFrame;
+
+/// Why reading failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// A frame was larger than allowed; nothing of it was buffered.
+    #[error("frame of {announced} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Announced or observed size (0 if unknown).
+        announced: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The stream ended inside a frame.
+    #[error("connection ended inside a frame ({0} bytes of an incomplete frame)")]
+    Truncated(usize),
+    /// Anything else at the transport level.
+    #[error("{0}")]
+    Transport(String),
+}
+
+impl ReadError {
+    /// The close reason for this failure.
+    pub fn close_reason(&self) -> CloseReason {
+        match self {
+            ReadError::TooLarge { .. } => CloseReason::FrameTooLarge,
+            ReadError::Truncated(_) => CloseReason::ProtocolError,
+            ReadError::Transport(_) => CloseReason::TransportError,
+        }
+    }
+}
+
+/// One connection's frame I/O.
+pub trait FrameIo: Send + 'static {
+    /// The next inbound frame's payload and its encoding; `Ok(None)` when the peer closed
+    /// cleanly. Must be cancel-safe: dropping the future loses no bytes.
+    fn recv(&mut self) -> impl Future<Output = Result<Option<(Codec, Bytes)>, ReadError>> + Send;
+
+    /// Writes frames encoded with `codec`, flushing once for the whole batch.
+    fn send(&mut self, codec: Codec, frames: &[Arc<OutFrame>]) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// Closes the transport, with the reason where the transport can carry one.
+    fn close(&mut self, reason: CloseReason) -> impl Future<Output = ()> + Send;
+
+    /// Name for logs (`ws`, `tcp`).
+    fn kind(&self) -> &'static str;
+}

@@ -1,0 +1,83 @@
+//! Raw TCP: each frame is a 4-byte big-endian length and a MessagePack payload.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tern_proto::{Codec, CloseReason, FrameDecoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{FrameIo, ReadError};
+use crate::dispatch::OutFrame;
+
+/// A TCP connection's framing state.
+pub struct TcpIo {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    limit: usize,
+}
+
+impl TcpIo {
+    /// Wraps an accepted stream; frames above `max_frame` bytes are refused.
+    pub fn new(stream: TcpStream, max_frame: usize) -> Self {
+        Self { stream, decoder: FrameDecoder::new(max_frame), rbuf: BytesMut::new(), wbuf: BytesMut::new(), limit: max_frame }
+    }
+}
+
+impl FrameIo for TcpIo {
+    async fn recv(&mut self) -> Result<Option<(Codec, Bytes)>, ReadError> {
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(payload)) => return Ok(Some((Codec::MsgPack, payload))),
+                Ok(None) => {}
+                Err(e) => return Err(ReadError::TooLarge { announced: e.announced, limit: self.limit }),
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 512 {
+                self.rbuf.reserve(4096);
+            }
+            let n = self.stream.read_buf(&mut self.rbuf).await.map_err(|e| ReadError::Transport(e.to_string()))?;
+            if n == 0 {
+                return if self.rbuf.is_empty() { Ok(None) } else { Err(ReadError::Truncated(self.rbuf.len())) };
+            }
+        }
+    }
+
+    async fn send(&mut self, _codec: Codec, frames: &[Arc<OutFrame>]) -> std::io::Result<()> {
+        // Raw TCP always speaks MessagePack. One write for the whole batch.
+        if let [one] = frames {
+            return self.stream.write_all(one.binary_prefixed()).await;
+        }
+        self.wbuf.clear();
+        for f in frames {
+            self.wbuf.extend_from_slice(f.binary_prefixed());
+        }
+        let result = self.stream.write_all(&self.wbuf).await;
+        if self.wbuf.capacity() > 64 * 1024 {
+            self.wbuf = BytesMut::new();
+        }
+        result
+    }
+
+    async fn close(&mut self, _reason: CloseReason) {
+        let _ = self.stream.shutdown().await;
+        // Read and discard what the peer still sends for a moment: closing with unread input
+        // makes the kernel send RST, which can destroy our `close` frame before it is read.
+        let drain = async {
+            let mut sink = [0u8; 4096];
+            let mut budget = 256 * 1024;
+            while budget > 0 {
+                match self.stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => budget -= n.min(budget),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), drain).await;
+    }
+
+    fn kind(&self) -> &'static str {
+        "tcp"
+    }
+}

@@ -1,0 +1,158 @@
+//! Pushes awaiting a device ACK on one connection, with their retry schedule.
+//!
+//! Each push is resent with exponential backoff (initial, doubling, capped) until it is
+//! acknowledged or its TTL passes. A push past its TTL means the device is not processing what it
+//! receives: the connection is closed (`ack_timeout`) so the device reconnects and resumes from
+//! the store — a push is never silently abandoned.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tern_proto::MsgId;
+
+use crate::dispatch::OutFrame;
+
+/// Retry timing.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// First retry after this long.
+    pub initial: Duration,
+    /// Longest gap between retries.
+    pub max: Duration,
+    /// Give up (close the connection) after this long.
+    pub ttl: Duration,
+}
+
+struct Pending {
+    frame: Arc<OutFrame>,
+    first_sent: Instant,
+    next_at: Instant,
+    attempts: u32,
+}
+
+/// What the retry timer asks for.
+#[derive(Debug, Default)]
+pub struct Due {
+    /// Resend these.
+    pub resend: Vec<Arc<OutFrame>>,
+    /// Some push outlived its TTL.
+    pub expired: bool,
+}
+
+/// The unacknowledged pushes of one connection.
+pub struct Unacked {
+    policy: RetryPolicy,
+    pending: HashMap<MsgId, Pending>,
+    /// Deadlines; entries whose push was acked or rescheduled are skipped when popped.
+    schedule: BinaryHeap<Reverse<(Instant, MsgId)>>,
+}
+
+impl Unacked {
+    /// An empty tracker.
+    pub fn new(policy: RetryPolicy) -> Self {
+        Self { policy, pending: HashMap::new(), schedule: BinaryHeap::new() }
+    }
+
+    /// How many pushes await an ACK.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// A push was sent at `now`.
+    pub fn sent(&mut self, id: MsgId, frame: Arc<OutFrame>, now: Instant) {
+        let next_at = now + self.policy.initial;
+        self.pending.insert(id, Pending { frame, first_sent: now, next_at, attempts: 0 });
+        self.schedule.push(Reverse((next_at, id)));
+    }
+
+    /// The device acknowledged these.
+    pub fn acked(&mut self, ids: &[MsgId]) {
+        for id in ids {
+            self.pending.remove(id);
+        }
+        if self.pending.is_empty() {
+            self.schedule.clear();
+        }
+    }
+
+    /// When [`due`](Self::due) must next be called.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, id))) = self.schedule.peek().copied() {
+            match self.pending.get(&id) {
+                Some(p) if p.next_at == at => return Some(at),
+                _ => {
+                    self.schedule.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// Collects what must be resent at `now`, rescheduling it.
+    pub fn due(&mut self, now: Instant) -> Due {
+        let mut due = Due::default();
+        while let Some(Reverse((at, id))) = self.schedule.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.schedule.pop();
+            let Some(p) = self.pending.get_mut(&id) else { continue };
+            if p.next_at != at {
+                continue;
+            }
+            if now.duration_since(p.first_sent) >= self.policy.ttl {
+                due.expired = true;
+                continue;
+            }
+            p.attempts += 1;
+            let backoff = self.policy.initial.saturating_mul(1u32 << p.attempts.min(16)).min(self.policy.max);
+            p.next_at = now + backoff;
+            self.schedule.push(Reverse((p.next_at, id)));
+            due.resend.push(Arc::clone(&p.frame));
+        }
+        due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tern_proto::ServerFrame;
+
+    use super::*;
+
+    const POLICY: RetryPolicy =
+        RetryPolicy { initial: Duration::from_secs(1), max: Duration::from_secs(4), ttl: Duration::from_secs(10) };
+
+    #[test]
+    fn retries_back_off_stop_on_ack_and_expire_at_ttl() {
+        let t0 = Instant::now();
+        let mut u = Unacked::new(POLICY);
+        u.sent(MsgId(1), OutFrame::new(ServerFrame::Pong), t0);
+        u.sent(MsgId(2), OutFrame::new(ServerFrame::Pong), t0);
+        assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        assert!(u.due(t0 + Duration::from_millis(999)).resend.is_empty());
+        assert_eq!(u.due(t0 + Duration::from_secs(1)).resend.len(), 2);
+        u.acked(&[MsgId(2)]);
+        // Second retry 2 s after the first, then 4 s (capped).
+        assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(3)));
+        assert_eq!(u.due(t0 + Duration::from_secs(3)).resend.len(), 1);
+        assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(7)));
+        assert_eq!(u.due(t0 + Duration::from_secs(7)).resend.len(), 1);
+        assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(11)));
+        let due = u.due(t0 + Duration::from_secs(11));
+        assert!(due.expired && due.resend.is_empty());
+    }
+
+    #[test]
+    fn acked_pushes_are_never_resent() {
+        let t0 = Instant::now();
+        let mut u = Unacked::new(POLICY);
+        u.sent(MsgId(1), OutFrame::new(ServerFrame::Pong), t0);
+        u.acked(&[MsgId(1), MsgId(99)]);
+        assert_eq!(u.len(), 0);
+        assert_eq!(u.next_deadline(), None);
+        assert!(u.due(t0 + Duration::from_secs(60)).resend.is_empty());
+    }
+}

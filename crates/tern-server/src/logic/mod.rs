@@ -1,0 +1,238 @@
+//! Logic: what users may do and what it means — accounts, the send path, history, resume.
+//!
+//! The send path is validate → authorize → queue for the store (which dedups, assigns the seq and
+//! makes it durable) → the store's commit listener routes it. Logic never touches connections.
+
+mod accounts;
+mod ids;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+pub use accounts::{validate_password, validate_username};
+use tern_proto::{Body, ConvId, ErrorCode, Message, UserId};
+
+use crate::auth::{Auth, Identity, TokenError};
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::error::Error;
+use crate::store::{AppendTicket, NewMessage, Page, Store, encode_body};
+pub use ids::MsgIdGen;
+
+/// Largest history page.
+pub const MAX_PAGE: u32 = 500;
+/// History page size when none is asked for.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// One step of a resume: push these messages, or announce a gap to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeItem {
+    /// Missed messages of one conversation, ascending.
+    Push(Vec<Message>),
+    /// Too many missed; the device must page `from_seq..=to_seq` with `history`.
+    Gap {
+        /// The conversation.
+        conv_id: ConvId,
+        /// First missing.
+        from_seq: u64,
+        /// Last missing.
+        to_seq: u64,
+    },
+}
+
+/// The logic layer. Shared behind an `Arc`.
+pub struct Logic {
+    store: Arc<dyn Store>,
+    auth: Auth,
+    ids: MsgIdGen,
+    max_body_bytes: usize,
+    resume_push_limit: u64,
+    /// Users known to exist (accounts are never deleted yet), so the send path skips a store
+    /// read per message. Bounded: cleared when it grows past `KNOWN_USERS_MAX`.
+    known_users: Mutex<HashSet<UserId>>,
+}
+
+const KNOWN_USERS_MAX: usize = 1 << 20;
+
+impl Logic {
+    /// Builds the logic layer.
+    pub fn new(store: Arc<dyn Store>, auth: Auth, cfg: &Config) -> Self {
+        Self {
+            store,
+            auth,
+            ids: MsgIdGen::new(0),
+            max_body_bytes: cfg.messages.max_body_bytes,
+            resume_push_limit: cfg.gateway.resume_push_limit,
+            known_users: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Token handling.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// Verifies a connection's token and that its user still exists.
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, Error> {
+        let identity = self.auth.verify(token).map_err(|e| match e {
+            TokenError::Expired => Error::unauthorized("token expired; log in again"),
+            TokenError::Invalid(why) => {
+                tracing::debug!(%why, "token refused");
+                Error::unauthorized("token invalid")
+            }
+        })?;
+        if !self.user_exists(identity.user_id).await? {
+            return Err(Error::unauthorized("token invalid"));
+        }
+        Ok(identity)
+    }
+
+    async fn user_exists(&self, user: UserId) -> Result<bool, Error> {
+        if self.known_users.lock().is_ok_and(|k| k.contains(&user)) {
+            return Ok(true);
+        }
+        let exists = self.store.user_by_id(user).await?.is_some();
+        if exists && let Ok(mut known) = self.known_users.lock() {
+            if known.len() >= KNOWN_USERS_MAX {
+                known.clear();
+            }
+            known.insert(user);
+        }
+        Ok(exists)
+    }
+
+    /// Validates a message and queues it for the store. Returns once it is queued (so one
+    /// connection's sends keep their order); the ticket resolves once it is durable.
+    pub async fn send(&self, from: &Identity, to: UserId, client_msg_id: String, body: &Body) -> Result<AppendTicket, Error> {
+        if client_msg_id.is_empty() || client_msg_id.len() > 64 {
+            return Err(Error::bad_request("client_msg_id must be 1 to 64 bytes"));
+        }
+        match body {
+            Body::Text { text } if text.is_empty() => return Err(Error::bad_request("text must not be empty")),
+            Body::Text { .. } => {}
+        }
+        let encoded = encode_body(body);
+        if encoded.len() > self.max_body_bytes {
+            return Err(Error::new(
+                ErrorCode::BodyTooLarge,
+                format!("message body is {} bytes, the limit is {}", encoded.len(), self.max_body_bytes),
+            ));
+        }
+        if !self.user_exists(to).await? {
+            return Err(Error::not_found(format!("user {to} does not exist")));
+        }
+        let msg = NewMessage {
+            msg_id: self.ids.next(),
+            conv_id: ConvId::direct(from.user_id, to),
+            from: from.user_id,
+            from_device: from.device_id.clone(),
+            client_msg_id,
+            ts: now_ms(),
+            body: encoded,
+        };
+        Ok(self.store.append(msg).await?)
+    }
+
+    /// Parses a conversation id the caller names, answering `not_found` both for ids that do
+    /// not parse and for conversations the caller is not in — so a probe learns nothing.
+    pub fn conversation_for(&self, user: UserId, conv: &str) -> Result<ConvId, Error> {
+        match conv.parse::<ConvId>() {
+            Ok(c) if c.has_participant(user) => Ok(c),
+            _ => Err(Error::not_found("conversation not found")),
+        }
+    }
+
+    /// A page of history, for participants only. `after` wins over `before`; neither means the
+    /// newest page (descending).
+    pub async fn history(
+        &self,
+        user: UserId,
+        conv: ConvId,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<Message>, u64), Error> {
+        if !conv.has_participant(user) {
+            return Err(Error::not_found("conversation not found"));
+        }
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(Error::bad_request(format!("limit must be 1 to {MAX_PAGE}")));
+        }
+        let page = match (after, before) {
+            (Some(a), _) => Page::After(a),
+            (None, Some(b)) => Page::Before(b),
+            (None, None) => Page::Before(u64::MAX),
+        };
+        // Read last_seq first: a message committed in between shows up in the page but not in
+        // last_seq, never the other way round.
+        let last_seq = self.store.last_seq(conv).await?;
+        let messages = self.store.messages(conv, page, limit).await?;
+        Ok((messages, last_seq))
+    }
+
+    /// What a device that has `have` (last seq per conversation) missed, conversation by
+    /// conversation: each conversation is pushed in full or announced as a gap.
+    pub async fn resume(&self, user: UserId, have: &BTreeMap<ConvId, u64>) -> Result<Vec<ResumeItem>, Error> {
+        let mut items = Vec::new();
+        for (conv, last) in self.store.conversations_of(user).await? {
+            let held = have.get(&conv).copied().unwrap_or(0);
+            if last <= held {
+                continue;
+            }
+            if last - held > self.resume_push_limit {
+                items.push(ResumeItem::Gap { conv_id: conv, from_seq: held + 1, to_seq: last });
+                continue;
+            }
+            let mut missed = Vec::with_capacity((last - held) as usize);
+            let mut after = held;
+            while after < last {
+                let page = self.store.messages(conv, Page::After(after), MAX_PAGE).await?;
+                let Some(tail) = page.last() else { break };
+                after = tail.seq;
+                missed.extend(page.into_iter().filter(|m| m.seq <= last));
+            }
+            items.push(ResumeItem::Push(missed));
+        }
+        Ok(items)
+    }
+
+    /// Registers an account.
+    pub async fn register(&self, username: &str, password: &str) -> Result<UserId, Error> {
+        validate_username(username)?;
+        validate_password(username, password)?;
+        let hash = self
+            .auth
+            .hash_password(password.to_owned())
+            .await
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("password hashing failed: {e}")))?;
+        let id = self.store.create_user(username, &hash).await?;
+        Ok(id)
+    }
+
+    /// Checks a username and password; the same error for an unknown user and a wrong password.
+    pub async fn check_password(&self, username: &str, password: &str) -> Result<UserId, Error> {
+        let wrong = || Error::unauthorized("wrong username or password");
+        let Some(user) = self.store.user_by_name(username).await? else {
+            // Spend the same time as a real check so response timing does not reveal which
+            // usernames exist.
+            let _ = self.auth.hash_password(password.to_owned()).await;
+            return Err(wrong());
+        };
+        if self.auth.verify_password(password.to_owned(), user.password_hash).await {
+            Ok(user.id)
+        } else {
+            Err(wrong())
+        }
+    }
+
+    /// Looks a user up by name.
+    pub async fn user_by_name(&self, username: &str) -> Result<(UserId, String), Error> {
+        let user = self
+            .store
+            .user_by_name(username)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user {username:?} does not exist")))?;
+        Ok((user.id, user.username))
+    }
+}

@@ -1,0 +1,153 @@
+//! Wiring: builds every layer for embedded mode and runs the listeners.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tern_proto::CloseReason;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::auth::Auth;
+use crate::bus::{Bus, LocalBus};
+use crate::config::{Config, ConfigError};
+use crate::dispatch::{Dispatcher, Registry};
+use crate::gateway::Gateway;
+use crate::gateway::transport::tcp::TcpIo;
+use crate::logic::Logic;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+/// Start-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory or store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(String),
+}
+
+/// A running tern node.
+pub struct Server {
+    http_addr: SocketAddr,
+    tcp_addr: SocketAddr,
+    shutdown: CancellationToken,
+    gateway: Arc<Gateway>,
+    registry: Arc<Registry>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Validates the config, opens the store and starts listening.
+    pub async fn start(cfg: Config) -> Result<Self, StartError> {
+        cfg.validate()?;
+        let http = TcpListener::bind(cfg.server.http).await.map_err(|source| StartError::Bind { addr: cfg.server.http, source })?;
+        let tcp = TcpListener::bind(cfg.server.tcp).await.map_err(|source| StartError::Bind { addr: cfg.server.tcp, source })?;
+        let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr: cfg.server.http, source })?;
+        let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind { addr: cfg.server.tcp, source })?;
+
+        // Build bottom-up along the data flow: connections registry ← bus ← dispatch ← store ← logic.
+        let registry = Arc::new(Registry::default());
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(registry.clone()));
+        let dispatcher = Arc::new(Dispatcher::new(bus));
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&cfg.server.data_dir, &cfg.store, dispatcher).map_err(|e| StartError::Store(e.to_string()))?,
+        );
+        let secret = Auth::load_secret(&cfg.auth.token_secret, &cfg.server.data_dir)
+            .map_err(|e| StartError::Store(format!("token secret: {e}")))?;
+        let auth = Auth::new(&secret, cfg.auth.token_ttl_secs, cfg.auth.max_concurrent_hashes);
+        let logic = Arc::new(Logic::new(store, auth, &cfg));
+        let shutdown = CancellationToken::new();
+        let gateway = Arc::new(Gateway::new(logic.clone(), registry.clone(), cfg.gateway.clone(), shutdown.clone()));
+
+        let state = ApiState {
+            logic,
+            gateway: gateway.clone(),
+            max_frame_bytes: cfg.gateway.max_frame_bytes,
+            advertise_ws: cfg.server.advertise_ws.clone(),
+            advertise_tcp: cfg.server.advertise_tcp.clone(),
+            tcp_addr,
+        };
+        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let http_task = {
+            use axum::serve::ListenerExt;
+            // axum leaves Nagle on; small frames would wait for ACKs.
+            let listener = http.tap_io(|s| {
+                let _ = s.set_nodelay(true);
+            });
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "http listener failed");
+                }
+            })
+        };
+        let tcp_task = tokio::spawn(accept_tcp(tcp, gateway.clone(), cfg.gateway.max_frame_bytes, shutdown.clone()));
+        tracing::info!(%http_addr, %tcp_addr, data_dir = %cfg.server.data_dir.display(), "tern listening");
+        Ok(Self { http_addr, tcp_addr, shutdown, gateway, registry, tasks: vec![http_task, tcp_task] })
+    }
+
+    /// The bound HTTP address (REST + WebSocket).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound raw TCP address.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// The connection layer (for counters).
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Stops accepting, tells every client to reconnect, and waits (up to `deadline`) for the
+    /// connections to close. Queued writes are committed by the store writer before it exits.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.shutdown.cancel();
+        self.registry.kick_all(CloseReason::ServerShutdown);
+        let wait = async {
+            while self.gateway.open_connections() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let _ = tokio::time::timeout(deadline, wait).await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn accept_tcp(listener: TcpListener, gateway: Arc<Gateway>, max_frame: usize, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(gateway.clone().serve(TcpIo::new(stream, max_frame), peer));
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

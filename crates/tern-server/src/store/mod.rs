@@ -1,0 +1,144 @@
+//! Storage behind one trait, so logic never knows which engine it talks to.
+//!
+//! The embedded engine is [`sqlite::SqliteStore`]: SQLite in WAL mode, one writer thread doing
+//! group commit, a small pool of read connections. A clustered engine implements the same
+//! [`Store`] trait; [`conformance`] is the suite every engine must pass.
+//!
+//! The store is where a message becomes durable and gets its seq. After each commit it hands the
+//! new messages, in commit order, to a [`CommitListener`] (dispatch), *before* the senders are
+//! answered: so a live push never overtakes the store, and pushes leave in seq order.
+
+pub mod conformance;
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use tern_proto::{ConvId, DeviceId, Message, MsgId, UserId};
+use tokio::sync::oneshot;
+
+/// A boxed future, so the trait stays object-safe (`Arc<dyn Store>`).
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What can go wrong in a store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value is taken (username, or a client_msg_id reused in another conversation).
+    #[error("{0}")]
+    Conflict(String),
+    /// The engine failed; the operation did not happen.
+    #[error("storage failure: {0}")]
+    Backend(String),
+    /// The store is shutting down.
+    #[error("storage is closed")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// A stored account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// Its id.
+    pub id: UserId,
+    /// The name, as registered.
+    pub username: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// A message to store. The store assigns the seq.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Id chosen by logic (unique per deployment).
+    pub msg_id: MsgId,
+    /// The conversation.
+    pub conv_id: ConvId,
+    /// The sender.
+    pub from: UserId,
+    /// The sender's device; its own push is skipped.
+    pub from_device: DeviceId,
+    /// The sender's idempotency key.
+    pub client_msg_id: String,
+    /// Acceptance time, ms since the Unix epoch.
+    pub ts: u64,
+    /// The body, JSON-encoded once by logic.
+    pub body: Bytes,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The stored message: the new one, or the original for a duplicate.
+    pub message: Message,
+    /// True when the client_msg_id had been stored before; nothing new was written.
+    pub duplicate: bool,
+}
+
+/// A message that has just become durable, as handed to the [`CommitListener`].
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The message.
+    pub message: Message,
+    /// The device that sent it.
+    pub from_device: DeviceId,
+}
+
+/// Receives every newly committed message, in commit order, before senders are answered.
+/// Called on the store's writer; must not block.
+pub trait CommitListener: Send + Sync + 'static {
+    /// These messages are durable.
+    fn committed(&self, batch: &[Committed]);
+}
+
+/// Encodes a body once, for [`NewMessage::body`].
+pub fn encode_body(body: &tern_proto::Body) -> Bytes {
+    // A `Body` always serializes (string keys, no custom impls).
+    Bytes::from(serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// A page request over one conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// Seq greater than this, ascending.
+    After(u64),
+    /// Seq lower than this, descending.
+    Before(u64),
+}
+
+/// An append that has been queued; await it for the durable result.
+pub type AppendTicket = oneshot::Receiver<Result<Appended, StoreError>>;
+
+/// The storage engine.
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account; `Conflict` if the name is taken (case-insensitively).
+    fn create_user<'a>(&'a self, username: &'a str, password_hash: &'a str) -> BoxFut<'a, Result<UserId, StoreError>>;
+
+    /// Finds an account by name, case-insensitively.
+    fn user_by_name<'a>(&'a self, username: &'a str) -> BoxFut<'a, Result<Option<UserRecord>, StoreError>>;
+
+    /// Finds an account by id.
+    fn user_by_id(&self, id: UserId) -> BoxFut<'_, Result<Option<UserRecord>, StoreError>>;
+
+    /// Queues a message for the writer. The returned future finishes once the message is
+    /// *queued*; its ticket resolves once it is durable. Appends queued in call order are
+    /// sequenced in call order, so one sender's messages keep their order.
+    ///
+    /// A `client_msg_id` already stored for this sender in the same conversation resolves to
+    /// the original (`duplicate: true`); in another conversation, to `Conflict`.
+    fn append(&self, msg: NewMessage) -> BoxFut<'_, Result<AppendTicket, StoreError>>;
+
+    /// A page of a conversation, at most `limit` messages.
+    fn messages(&self, conv: ConvId, page: Page, limit: u32) -> BoxFut<'_, Result<Vec<Message>, StoreError>>;
+
+    /// The last seq of a conversation (0 if it has none).
+    fn last_seq(&self, conv: ConvId) -> BoxFut<'_, Result<u64, StoreError>>;
+
+    /// Every conversation the user takes part in, with its last seq.
+    fn conversations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<(ConvId, u64)>, StoreError>>;
+}
