@@ -1,1 +1,287 @@
-//! placeholder
+//! The tern client SDK.
+//!
+//! [`http`] registers and logs in (REST); [`Client::connect`] opens a long connection over
+//! WebSocket or TCP and keeps it: it authenticates, resumes from what this device already has,
+//! acknowledges pushes, drops duplicates, fetches gaps, reconnects with exponential backoff and
+//! full jitter, and resends unanswered requests (sends are idempotent by `client_msg_id`). The
+//! app sees one ordered [`Event`] stream: every message exactly once, in seq order per
+//! conversation.
+//!
+//! Layout: [`http`] (REST calls), `conn` (one transport connection), `driver` (the background
+//! task that owns the connection and the ordering state).
+
+mod conn;
+mod driver;
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tern_proto::inbox::Inbox;
+pub use tern_proto::{Body, CloseReason, ConvId, DeviceId, ErrorCode, Message, MsgId, UserId};
+use tern_proto::{ClientFrame, ServerFrame};
+use tokio::sync::{mpsc, oneshot};
+
+/// Where to connect, as named by the server at login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoints {
+    /// WebSocket URL.
+    pub ws: String,
+    /// TCP `host:port`.
+    pub tcp: String,
+}
+
+/// A logged-in device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// HTTP base URL of the server (`http://127.0.0.1:7070`).
+    pub server: String,
+    /// The user.
+    pub user_id: UserId,
+    /// This device.
+    pub device_id: DeviceId,
+    /// The login token.
+    pub token: String,
+    /// Token expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// Where to connect.
+    pub endpoints: Endpoints,
+}
+
+/// What can go wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error.
+    #[error("{}: {message}", code.as_str())]
+    Server {
+        /// Stable code.
+        code: ErrorCode,
+        /// The server's sentence.
+        message: String,
+    },
+    /// The server closed the connection and reconnecting would not help.
+    #[error("connection refused by the server ({}): {message}", reason.as_str())]
+    Refused {
+        /// The close reason.
+        reason: CloseReason,
+        /// The server's sentence.
+        message: String,
+    },
+    /// The server could not be reached or spoke nonsense.
+    #[error("{0}")]
+    Transport(String),
+    /// The client was closed.
+    #[error("client closed")]
+    Closed,
+}
+
+impl Error {
+    /// The server error code, if this is a server error.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Which transport to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket with JSON text frames.
+    WsJson,
+    /// WebSocket with MessagePack binary frames.
+    WsBinary,
+    /// Raw TCP with length-prefixed MessagePack.
+    Tcp,
+}
+
+/// Connection behaviour.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The transport.
+    pub transport: Transport,
+    /// Catch up on connect (send watermarks in `auth.resume`). Off for send-only clients.
+    pub resume: bool,
+    /// What this device already has, per conversation (e.g. loaded from disk).
+    pub watermarks: BTreeMap<ConvId, u64>,
+    /// First reconnect delay ceiling; doubles per failed attempt (full jitter).
+    pub backoff_initial: Duration,
+    /// Largest reconnect delay ceiling.
+    pub backoff_max: Duration,
+    /// Events buffered for the app before the connection stops reading.
+    pub event_buffer: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            transport: Transport::WsJson,
+            resume: true,
+            watermarks: BTreeMap::new(),
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+            event_buffer: 4096,
+        }
+    }
+}
+
+/// What the app receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Authenticated (again).
+    Connected {
+        /// Server connection id.
+        conn_id: u64,
+    },
+    /// A message, exactly once, in seq order within its conversation.
+    Message(Message),
+    /// The catch-up after (re)connecting is complete.
+    Synced,
+    /// The server had none of a range it should have had. Never expected; reported instead of
+    /// waited on forever.
+    Missing {
+        /// The conversation.
+        conv_id: ConvId,
+        /// First missing seq.
+        from_seq: u64,
+        /// Last missing seq.
+        to_seq: u64,
+    },
+    /// The connection dropped.
+    Disconnected {
+        /// The server's reason, if it gave one.
+        reason: Option<CloseReason>,
+        /// Details.
+        message: String,
+        /// Whether the client will reconnect by itself.
+        reconnecting: bool,
+    },
+}
+
+/// The answer to a send: the message is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Server message id.
+    pub msg_id: MsgId,
+    /// Conversation.
+    pub conv_id: ConvId,
+    /// Seq in the conversation.
+    pub seq: u64,
+    /// Server time, ms.
+    pub ts: u64,
+    /// The client_msg_id had been stored before.
+    pub duplicate: bool,
+}
+
+/// A page of history.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HistoryPage {
+    /// The conversation.
+    pub conv_id: ConvId,
+    /// The messages.
+    pub messages: Vec<Message>,
+    /// The conversation's last seq.
+    pub last_seq: u64,
+}
+
+enum Command {
+    Request { frame: ClientFrame, reply: oneshot::Sender<Result<ServerFrame, Error>> },
+    Close,
+}
+
+/// A connected client. Cheap to clone; all clones share one connection.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    inbox: Arc<Mutex<Inbox>>,
+    session: Arc<Session>,
+}
+
+/// The app's event stream.
+pub struct Events(mpsc::Receiver<Event>);
+
+impl Events {
+    /// The next event; `None` once the client is closed for good.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.0.recv().await
+    }
+
+    /// The next message, skipping other events.
+    pub async fn next_message(&mut self) -> Option<Message> {
+        loop {
+            if let Event::Message(m) = self.0.recv().await? {
+                return Some(m);
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Connects and authenticates. Fails if the first attempt fails; afterwards the client
+    /// reconnects by itself.
+    pub async fn connect(session: Session, options: Options) -> Result<(Client, Events), Error> {
+        let inbox = Arc::new(Mutex::new(Inbox::with_watermarks(&options.watermarks)));
+        let (commands, command_rx) = mpsc::channel(1024);
+        let (events_tx, events_rx) = mpsc::channel(options.event_buffer);
+        let session = Arc::new(session);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let driver = driver::Driver::new(Arc::clone(&session), options, Arc::clone(&inbox), command_rx, events_tx);
+        tokio::spawn(driver.run(ready_tx));
+        ready_rx.await.map_err(|_| Error::Closed)??;
+        Ok((Client { commands, inbox, session }, Events(events_rx)))
+    }
+
+    /// The session this client uses.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// What this device has, per conversation: persist it to resume from there next time.
+    pub fn watermarks(&self) -> BTreeMap<ConvId, u64> {
+        self.inbox.lock().map(|i| i.watermarks()).unwrap_or_default()
+    }
+
+    async fn request(&self, frame: ClientFrame) -> Result<ServerFrame, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Request { frame, reply }).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Sends a text message with a fresh client_msg_id.
+    pub async fn send_text(&self, to: UserId, text: impl Into<String>) -> Result<Sent, Error> {
+        self.send(to, Body::Text { text: text.into() }, new_client_msg_id()).await
+    }
+
+    /// Sends a message with the given idempotency key. Safe to call again with the same key:
+    /// the answer is the original message. The request survives reconnects.
+    pub async fn send(&self, to: UserId, body: Body, client_msg_id: String) -> Result<Sent, Error> {
+        let frame = ClientFrame::Send { id: 0, to, client_msg_id, body };
+        match self.request(frame).await? {
+            ServerFrame::Sent { msg_id, conv_id, seq, ts, duplicate, .. } => Ok(Sent { msg_id, conv_id, seq, ts, duplicate }),
+            other => Err(Error::Transport(format!("unexpected answer to send: {other:?}"))),
+        }
+    }
+
+    /// A page of history over the connection: `after_seq` ascending, else `before_seq`
+    /// descending (newest first when both are `None`).
+    pub async fn history(&self, conv_id: ConvId, after_seq: Option<u64>, before_seq: Option<u64>, limit: u32) -> Result<HistoryPage, Error> {
+        let frame = ClientFrame::History { id: 0, conv_id, after_seq, before_seq, limit: Some(limit) };
+        match self.request(frame).await? {
+            ServerFrame::History { conv_id, messages, last_seq, .. } => Ok(HistoryPage { conv_id, messages, last_seq }),
+            other => Err(Error::Transport(format!("unexpected answer to history: {other:?}"))),
+        }
+    }
+
+    /// Closes the connection; the event stream ends.
+    pub async fn close(&self) {
+        let _ = self.commands.send(Command::Close).await;
+    }
+}
+
+/// A random client_msg_id.
+pub fn new_client_msg_id() -> String {
+    format!("{:016x}{:08x}", rand::random::<u64>(), rand::random::<u32>())
+}

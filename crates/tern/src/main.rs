@@ -1,1 +1,118 @@
-fn main() {}
+//! `tern`: the server (`tern serve`) and a command-line client (`register`, `login`, `send`,
+//! `listen`). Client errors print one line and exit non-zero.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tern", version, about = "tern: one server for IM and live push over long connections")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded store in the data directory).
+    Serve {
+        /// TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (store and token secret).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// HTTP address: REST API and WebSocket.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
+        /// Raw TCP address.
+        #[arg(long)]
+        tcp: Option<std::net::SocketAddr>,
+        /// Log as JSON lines.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Create an account.
+    Register {
+        /// Username.
+        username: String,
+        #[command(flatten)]
+        common: cli::ServerArgs,
+        /// Password (or set TERN_PASSWORD).
+        #[arg(long, env = "TERN_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// Log in and save the session to the profile file.
+    Login {
+        /// Username.
+        username: String,
+        #[command(flatten)]
+        common: cli::ServerArgs,
+        /// Password (or set TERN_PASSWORD).
+        #[arg(long, env = "TERN_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// This device's id.
+        #[arg(long, default_value = "cli")]
+        device: String,
+        #[command(flatten)]
+        profile: cli::ProfileArg,
+    },
+    /// Send a text message to a user (by username).
+    Send {
+        /// Recipient's username.
+        #[arg(long)]
+        to: String,
+        /// The text.
+        text: String,
+        #[command(flatten)]
+        profile: cli::ProfileArg,
+        /// Transport.
+        #[arg(long, value_enum, default_value = "ws")]
+        transport: cli::TransportArg,
+    },
+    /// Print each incoming message as one JSON line; resumes from where the last listen stopped.
+    Listen {
+        #[command(flatten)]
+        profile: cli::ProfileArg,
+        /// Transport.
+        #[arg(long, value_enum, default_value = "ws")]
+        transport: cli::TransportArg,
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tern: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.command {
+            Command::Serve { config, data_dir, http, tcp, log_json } => {
+                cli::serve::run(config, data_dir, http, tcp, log_json).await
+            }
+            Command::Register { username, common, password } => cli::account::register(&common, &username, &password).await,
+            Command::Login { username, common, password, device, profile } => {
+                cli::account::login(&common, &username, &password, &device, &profile).await
+            }
+            Command::Send { to, text, profile, transport } => cli::chat::send(&profile, transport, &to, &text).await,
+            Command::Listen { profile, transport, count } => cli::chat::listen(&profile, transport, count).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tern: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

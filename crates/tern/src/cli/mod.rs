@@ -1,0 +1,85 @@
+//! Subcommands.
+
+pub mod account;
+pub mod chat;
+pub mod serve;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tern_client::{ConvId, Session, Transport};
+
+/// Where the server is.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// HTTP base URL of the server.
+    #[arg(long, env = "TERN_SERVER", default_value = "http://127.0.0.1:7070")]
+    pub server: String,
+}
+
+/// Which profile file holds the session.
+#[derive(clap::Args)]
+pub struct ProfileArg {
+    /// Profile file (session and resume position). One per user/device.
+    #[arg(long, env = "TERN_PROFILE", default_value = "tern-profile.json")]
+    pub profile: PathBuf,
+}
+
+/// Transport choice on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum TransportArg {
+    /// WebSocket, JSON frames.
+    Ws,
+    /// Raw TCP, MessagePack frames.
+    Tcp,
+}
+
+impl From<TransportArg> for Transport {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Ws => Transport::WsJson,
+            TransportArg::Tcp => Transport::Tcp,
+        }
+    }
+}
+
+/// What `tern login` saves and `send`/`listen` use.
+#[derive(Serialize, Deserialize)]
+pub struct Profile {
+    /// The session.
+    pub session: Session,
+    /// What `listen` has printed, per conversation.
+    #[serde(default)]
+    pub watermarks: BTreeMap<ConvId, u64>,
+}
+
+impl Profile {
+    /// Reads a profile.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read profile {} (run `tern login` first)", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("profile {} is not valid", path.display()))
+    }
+
+    /// Writes a profile atomically (write + rename), readable by the owner only.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec_pretty(self)?;
+        {
+            use std::io::Write;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    }
+}

@@ -1,0 +1,63 @@
+//! `tern serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tern_server::{Config, Server};
+use tracing_subscriber::EnvFilter;
+
+pub async fn run(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    http: Option<SocketAddr>,
+    tcp: Option<SocketAddr>,
+    log_json: bool,
+) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+
+    let mut cfg = Config::load(config.as_deref())?;
+    if let Some(d) = data_dir {
+        cfg.server.data_dir = d;
+    }
+    if let Some(a) = http {
+        cfg.server.http = a;
+    }
+    if let Some(a) = tcp {
+        cfg.server.tcp = a;
+    }
+    let server = Server::start(cfg).await?;
+    // One stable line on stdout for scripts and tests.
+    println!("tern listening http={} tcp={}", server.http_addr(), server.tcp_addr());
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
