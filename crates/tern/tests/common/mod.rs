@@ -1,0 +1,212 @@
+//! Test harness: servers on port 0 in a temp dir, users, SDK clients, raw protocol peers.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use bytes::BufMut;
+use futures_util::{SinkExt, StreamExt};
+use tern_client::{Client, Event, Events, Message, Options, Session, Transport};
+use tern_proto::{ClientFrame, Codec, ServerFrame};
+use tern_server::{Config, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+pub const PASSWORD: &str = "correct horse battery";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.server.http = "127.0.0.1:0".parse().unwrap();
+        cfg.server.tcp = "127.0.0.1:0".parse().unwrap();
+        cfg.server.data_dir = dir.path().to_path_buf();
+        // Tests write thousands of messages; fsync per commit only slows them down.
+        cfg.store.synchronous = tern_server::config::Synchronous::Normal;
+        tweak(&mut cfg);
+        let server = Server::start(cfg).await.unwrap();
+        Self { server, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.server.http_addr())
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.server.http_addr())
+    }
+
+    /// Registers `name` (if needed) and logs in `device`.
+    pub async fn login(&self, name: &str, device: &str) -> Session {
+        match tern_client::http::register(&self.url(), name, PASSWORD).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(tern_client::ErrorCode::Conflict) => {}
+            Err(e) => panic!("register {name}: {e}"),
+        }
+        tern_client::http::login(&self.url(), name, PASSWORD, device).await.unwrap()
+    }
+}
+
+pub async fn connect(session: &Session, transport: Transport) -> (Client, Events) {
+    let opts = Options { transport, ..Options::default() };
+    Client::connect(session.clone(), opts).await.unwrap()
+}
+
+/// Collects exactly `n` messages (failing on timeout), then checks nothing more arrives for a
+/// short while.
+pub async fn expect_messages(events: &mut Events, n: usize) -> Vec<Message> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        match tokio::time::timeout(WAIT, events.next_message()).await {
+            Ok(Some(m)) => got.push(m),
+            Ok(None) => panic!("event stream ended after {} of {n} messages", got.len()),
+            Err(_) => panic!("timed out after {} of {n} messages", got.len()),
+        }
+    }
+    expect_quiet(events, Duration::from_millis(300)).await;
+    got
+}
+
+/// Asserts no message arrives within `d`.
+pub async fn expect_quiet(events: &mut Events, d: Duration) {
+    if let Ok(Some(m)) = tokio::time::timeout(d, events.next_message()).await {
+        panic!("unexpected extra message: {m:?}");
+    }
+}
+
+/// Waits for a specific kind of event.
+pub async fn wait_event(events: &mut Events, pred: impl Fn(&Event) -> bool) -> Event {
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Some(e)) if pred(&e) => return e,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("event stream ended"),
+            Err(_) => panic!("timed out waiting for event"),
+        }
+    }
+}
+
+pub fn texts(ms: &[Message]) -> Vec<String> {
+    ms.iter()
+        .map(|m| match &m.body {
+            tern_client::Body::Text { text } => text.clone(),
+        })
+        .collect()
+}
+
+/// A raw WebSocket peer speaking JSON, for protocol-level tests.
+pub struct RawWs {
+    pub ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+}
+
+impl RawWs {
+    pub async fn open(server: &TestServer) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url()).await.unwrap();
+        Self { ws }
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(WsMessage::Text(text.into().into())).await.unwrap();
+    }
+
+    pub async fn send_frame(&mut self, frame: &ClientFrame) {
+        self.send_text(String::from_utf8(Codec::Json.encode(frame)).unwrap()).await;
+    }
+
+    pub async fn auth(&mut self, session: &Session) -> ServerFrame {
+        self.send_frame(&ClientFrame::Auth { token: session.token.clone(), proto: None, resume: None }).await;
+        self.recv().await.expect("auth answer")
+    }
+
+    /// Next server frame; `None` once the socket closed.
+    pub async fn recv(&mut self) -> Option<ServerFrame> {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for a frame");
+            match msg {
+                None | Some(Err(_)) => return None,
+                Some(Ok(WsMessage::Text(t))) => return Some(Codec::Json.decode(t.as_bytes()).unwrap()),
+                Some(Ok(WsMessage::Binary(b))) => return Some(Codec::MsgPack.decode(&b).unwrap()),
+                Some(Ok(WsMessage::Close(_))) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Reads until the `close` frame and returns its reason, checking the socket then ends.
+    pub async fn expect_close(&mut self) -> (tern_proto::CloseReason, String) {
+        loop {
+            match self.recv().await {
+                Some(ServerFrame::Close { reason, message, .. }) => {
+                    assert!(self.recv().await.is_none(), "socket ends after close");
+                    return (reason, message);
+                }
+                Some(_) => {}
+                None => panic!("socket closed without a close frame"),
+            }
+        }
+    }
+}
+
+/// A raw TCP peer speaking length-prefixed MessagePack.
+pub struct RawTcp {
+    pub stream: TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl RawTcp {
+    pub async fn open(server: &TestServer) -> Self {
+        let stream = TcpStream::connect(server.server.tcp_addr()).await.unwrap();
+        Self { stream, buf: bytes::BytesMut::new() }
+    }
+
+    pub async fn send_frame(&mut self, frame: &ClientFrame) {
+        let bytes = Codec::MsgPack.encode_prefixed(frame);
+        self.stream.write_all(&bytes).await.unwrap();
+    }
+
+    pub async fn send_raw_payload(&mut self, payload: &[u8]) {
+        let mut b = bytes::BytesMut::new();
+        b.put_u32(payload.len() as u32);
+        b.put_slice(payload);
+        self.stream.write_all(&b).await.unwrap();
+    }
+
+    pub async fn recv(&mut self) -> Option<ServerFrame> {
+        let decoder = tern_proto::FrameDecoder::new(1 << 24);
+        loop {
+            if let Some(p) = decoder.decode(&mut self.buf).unwrap() {
+                return Some(Codec::MsgPack.decode(&p).unwrap());
+            }
+            let n = tokio::time::timeout(WAIT, self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("timed out waiting for a frame")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    pub async fn expect_close(&mut self) -> (tern_proto::CloseReason, String) {
+        loop {
+            match self.recv().await {
+                Some(ServerFrame::Close { reason, message, .. }) => {
+                    assert!(self.recv().await.is_none(), "socket ends after close");
+                    return (reason, message);
+                }
+                Some(_) => {}
+                None => panic!("socket closed without a close frame"),
+            }
+        }
+    }
+}
