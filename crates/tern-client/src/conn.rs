@@ -14,8 +14,16 @@ use crate::{Error, Session, Transport};
 const MAX_SERVER_FRAME: usize = 64 * 1024 * 1024;
 
 pub(crate) enum Conn {
-    Ws { ws: Box<WebSocketStream<MaybeTlsStream<TcpStream>>>, codec: Codec },
-    Tcp { stream: TcpStream, rbuf: BytesMut, wbuf: BytesMut, decoder: FrameDecoder },
+    Ws {
+        ws: Box<WebSocketStream<MaybeTlsStream<TcpStream>>>,
+        codec: Codec,
+    },
+    Tcp {
+        stream: TcpStream,
+        rbuf: BytesMut,
+        wbuf: BytesMut,
+        decoder: FrameDecoder,
+    },
 }
 
 fn transport(e: impl std::fmt::Display) -> Error {
@@ -28,19 +36,41 @@ impl Conn {
             Transport::WsJson | Transport::WsBinary => {
                 let (ws, _) = tokio_tungstenite::connect_async(session.endpoints.ws.as_str())
                     .await
-                    .map_err(|e| Error::Transport(format!("websocket connect to {} failed: {e}", session.endpoints.ws)))?;
+                    .map_err(|e| {
+                        Error::Transport(format!(
+                            "websocket connect to {} failed: {e}",
+                            session.endpoints.ws
+                        ))
+                    })?;
                 if let MaybeTlsStream::Plain(s) = ws.get_ref() {
                     let _ = s.set_nodelay(true);
                 }
-                let codec = if transport_kind == Transport::WsJson { Codec::Json } else { Codec::MsgPack };
-                Ok(Conn::Ws { ws: Box::new(ws), codec })
+                let codec = if transport_kind == Transport::WsJson {
+                    Codec::Json
+                } else {
+                    Codec::MsgPack
+                };
+                Ok(Conn::Ws {
+                    ws: Box::new(ws),
+                    codec,
+                })
             }
             Transport::Tcp => {
                 let stream = TcpStream::connect(session.endpoints.tcp.as_str())
                     .await
-                    .map_err(|e| Error::Transport(format!("tcp connect to {} failed: {e}", session.endpoints.tcp)))?;
+                    .map_err(|e| {
+                        Error::Transport(format!(
+                            "tcp connect to {} failed: {e}",
+                            session.endpoints.tcp
+                        ))
+                    })?;
                 let _ = stream.set_nodelay(true);
-                Ok(Conn::Tcp { stream, rbuf: BytesMut::with_capacity(8192), wbuf: BytesMut::new(), decoder: FrameDecoder::new(MAX_SERVER_FRAME) })
+                Ok(Conn::Tcp {
+                    stream,
+                    rbuf: BytesMut::with_capacity(8192),
+                    wbuf: BytesMut::new(),
+                    decoder: FrameDecoder::new(MAX_SERVER_FRAME),
+                })
             }
         }
     }
@@ -52,7 +82,9 @@ impl Conn {
                 for f in frames {
                     let bytes = codec.encode(f);
                     let msg = match codec {
-                        Codec::Json => WsMessage::Text(String::from_utf8(bytes).map_err(transport)?.into()),
+                        Codec::Json => {
+                            WsMessage::Text(String::from_utf8(bytes).map_err(transport)?.into())
+                        }
                         Codec::MsgPack => WsMessage::Binary(bytes.into()),
                     };
                     ws.feed(msg).await.map_err(transport)?;
@@ -75,16 +107,25 @@ impl Conn {
     pub(crate) async fn recv(&mut self) -> Result<Option<ServerFrame>, Error> {
         match self {
             Conn::Ws { ws, .. } => loop {
-                let Some(msg) = ws.next().await else { return Ok(None) };
+                let Some(msg) = ws.next().await else {
+                    return Ok(None);
+                };
                 let decoded = match msg.map_err(transport)? {
                     WsMessage::Text(t) => Codec::Json.decode(t.as_bytes()),
                     WsMessage::Binary(b) => Codec::MsgPack.decode(&b),
                     WsMessage::Close(_) => return Ok(None),
                     _ => continue,
                 };
-                return decoded.map(Some).map_err(|e| Error::Transport(format!("undecodable server frame: {e}")));
+                return decoded
+                    .map(Some)
+                    .map_err(|e| Error::Transport(format!("undecodable server frame: {e}")));
             },
-            Conn::Tcp { stream, rbuf, decoder, .. } => loop {
+            Conn::Tcp {
+                stream,
+                rbuf,
+                decoder,
+                ..
+            } => loop {
                 if let Some(payload) = decoder.decode(rbuf).map_err(transport)? {
                     return Codec::MsgPack
                         .decode(&payload)

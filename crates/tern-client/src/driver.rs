@@ -21,8 +21,14 @@ const AUTH_WAIT: Duration = Duration::from_secs(10);
 const PAGE: u64 = 500;
 
 enum Pending {
-    App { frame: ClientFrame, reply: oneshot::Sender<Result<ServerFrame, Error>> },
-    Fill { conv_id: ConvId, frame: ClientFrame },
+    App {
+        frame: ClientFrame,
+        reply: oneshot::Sender<Result<ServerFrame, Error>>,
+    },
+    Fill {
+        conv_id: ConvId,
+        frame: ClientFrame,
+    },
 }
 
 impl Pending {
@@ -37,7 +43,11 @@ enum End {
     /// The app closed the client.
     Closed,
     /// The connection was lost; reconnect (after the server's hint, if any).
-    Lost { reason: Option<CloseReason>, message: String, retry_after: Option<Duration> },
+    Lost {
+        reason: Option<CloseReason>,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The server refused us for good.
     Fatal(Error),
 }
@@ -69,7 +79,16 @@ impl Driver {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
     ) -> Self {
-        Self { session, opts, inbox, commands, events, pending: BTreeMap::new(), next_id: 1, acks: Vec::new() }
+        Self {
+            session,
+            opts,
+            inbox,
+            commands,
+            events,
+            pending: BTreeMap::new(),
+            next_id: 1,
+            acks: Vec::new(),
+        }
     }
 
     async fn emit(&self, event: Event) {
@@ -92,10 +111,19 @@ impl Driver {
                     match self.session_loop(conn, heartbeat, dead_after).await {
                         End::Closed => return,
                         End::Fatal(e) => return self.give_up(e).await,
-                        End::Lost { reason, message, retry_after } => {
+                        End::Lost {
+                            reason,
+                            message,
+                            retry_after,
+                        } => {
                             tracing::debug!(?reason, %message, "connection lost");
                             hint = retry_after;
-                            self.emit(Event::Disconnected { reason, message, reconnecting: true }).await;
+                            self.emit(Event::Disconnected {
+                                reason,
+                                message,
+                                reconnecting: true,
+                            })
+                            .await;
                         }
                     }
                 }
@@ -120,7 +148,11 @@ impl Driver {
 
     /// Exponential backoff with full jitter: uniform in [0, min(max, initial · 2^attempt)].
     fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self.opts.backoff_initial.saturating_mul(1u32 << attempt.min(20)).min(self.opts.backoff_max);
+        let ceiling = self
+            .opts
+            .backoff_initial
+            .saturating_mul(1u32 << attempt.min(20))
+            .min(self.opts.backoff_max);
         ceiling.mul_f64(rand::random::<f64>())
     }
 
@@ -150,39 +182,81 @@ impl Driver {
                 let _ = reply.send(Err(e.clone()));
             }
         }
-        self.emit(Event::Disconnected { reason, message, reconnecting: false }).await;
+        self.emit(Event::Disconnected {
+            reason,
+            message,
+            reconnecting: false,
+        })
+        .await;
     }
 
-    fn queue(&mut self, mut frame: ClientFrame, reply: oneshot::Sender<Result<ServerFrame, Error>>) -> ClientFrame {
+    fn queue(
+        &mut self,
+        mut frame: ClientFrame,
+        reply: oneshot::Sender<Result<ServerFrame, Error>>,
+    ) -> ClientFrame {
         let id = self.next_id;
         self.next_id += 1;
         set_id(&mut frame, id);
-        self.pending.insert(id, Pending::App { frame: frame.clone(), reply });
+        self.pending.insert(
+            id,
+            Pending::App {
+                frame: frame.clone(),
+                reply,
+            },
+        );
         frame
     }
 
     async fn open(&mut self) -> Result<(Conn, u64, Duration, Duration), Error> {
         let mut conn = Conn::open(&self.session, self.opts.transport).await?;
-        let resume = self.opts.resume.then(|| self.inbox.lock().map(|i| i.watermarks()).unwrap_or_default());
-        let auth = ClientFrame::Auth { token: self.session.token.clone(), proto: Some(PROTOCOL_VERSION), resume };
+        let resume = self.opts.resume.then(|| {
+            self.inbox
+                .lock()
+                .map(|i| i.watermarks())
+                .unwrap_or_default()
+        });
+        let auth = ClientFrame::Auth {
+            token: self.session.token.clone(),
+            proto: Some(PROTOCOL_VERSION),
+            resume,
+        };
         conn.send(&[auth]).await?;
         match timeout(AUTH_WAIT, conn.recv()).await {
             Err(_) => Err(Error::Transport("no answer to auth".into())),
             Ok(Err(e)) => Err(e),
             Ok(Ok(None)) => Err(Error::Transport("connection closed during auth".into())),
-            Ok(Ok(Some(ServerFrame::AuthOk { conn_id, heartbeat_ms, max_missed_heartbeats, .. }))) => {
+            Ok(Ok(Some(ServerFrame::AuthOk {
+                conn_id,
+                heartbeat_ms,
+                max_missed_heartbeats,
+                ..
+            }))) => {
                 let heartbeat = Duration::from_millis(heartbeat_ms.max(100));
                 // Declare the server dead a little after it would declare us dead.
                 let dead_after = heartbeat * (max_missed_heartbeats.max(1) + 1);
                 Ok((conn, conn_id.0, heartbeat, dead_after))
             }
-            Ok(Ok(Some(ServerFrame::Close { reason, message, .. }))) => Err(Error::Refused { reason, message }),
-            Ok(Ok(Some(other))) => Err(Error::Transport(format!("unexpected first frame: {other:?}"))),
+            Ok(Ok(Some(ServerFrame::Close {
+                reason, message, ..
+            }))) => Err(Error::Refused { reason, message }),
+            Ok(Ok(Some(other))) => Err(Error::Transport(format!(
+                "unexpected first frame: {other:?}"
+            ))),
         }
     }
 
-    async fn session_loop(&mut self, mut conn: Conn, heartbeat: Duration, dead_after: Duration) -> End {
-        let lost = |message: String| End::Lost { reason: None, message, retry_after: None };
+    async fn session_loop(
+        &mut self,
+        mut conn: Conn,
+        heartbeat: Duration,
+        dead_after: Duration,
+    ) -> End {
+        let lost = |message: String| End::Lost {
+            reason: None,
+            message,
+            retry_after: None,
+        };
         // Whatever was unanswered on the last connection is asked again, in order. Sends are
         // idempotent by client_msg_id, history is a read.
         let resend: Vec<ClientFrame> = self.pending.values().map(|p| p.frame().clone()).collect();
@@ -196,7 +270,11 @@ impl Driver {
         let mut ack_at: Option<Instant> = None;
         let mut goodbye: Option<(CloseReason, String, Option<Duration>)> = None;
         loop {
-            let wake = [Some(ping_at), Some(last_rx + dead_after), ack_at].into_iter().flatten().min().unwrap_or(ping_at);
+            let wake = [Some(ping_at), Some(last_rx + dead_after), ack_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(ping_at);
             let step: Result<(), Error> = tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Close) => {
@@ -249,7 +327,11 @@ impl Driver {
             };
             if let Err(e) = step {
                 return match goodbye {
-                    Some((reason, message, retry_after)) => End::Lost { reason: Some(reason), message, retry_after },
+                    Some((reason, message, retry_after)) => End::Lost {
+                        reason: Some(reason),
+                        message,
+                        retry_after,
+                    },
                     None => lost(e.to_string()),
                 };
             }
@@ -279,14 +361,21 @@ impl Driver {
                 let outcome = self.with_inbox(|i| i.receive(m));
                 self.apply(outcome, conn).await?;
             }
-            ServerFrame::Sent { id, conv_id, seq, .. } => {
+            ServerFrame::Sent {
+                id, conv_id, seq, ..
+            } => {
                 if let Some(Pending::App { reply, .. }) = self.pending.remove(&id) {
                     let outcome = self.with_inbox(|i| i.sent(conv_id, seq));
                     let _ = reply.send(Ok(frame));
                     self.apply(outcome, conn).await?;
                 }
             }
-            ServerFrame::History { id, conv_id, ref messages, .. } => match self.pending.remove(&id) {
+            ServerFrame::History {
+                id,
+                conv_id,
+                ref messages,
+                ..
+            } => match self.pending.remove(&id) {
                 Some(Pending::App { reply, .. }) => {
                     let _ = reply.send(Ok(frame));
                 }
@@ -297,7 +386,11 @@ impl Driver {
                 }
                 None => {}
             },
-            ServerFrame::Error { id: Some(id), code, message } => match self.pending.remove(&id) {
+            ServerFrame::Error {
+                id: Some(id),
+                code,
+                message,
+            } => match self.pending.remove(&id) {
                 Some(Pending::App { reply, .. }) => {
                     let _ = reply.send(Err(Error::Server { code, message }));
                 }
@@ -308,8 +401,14 @@ impl Driver {
                 }
                 None => {}
             },
-            ServerFrame::Error { id: None, code, message } => tracing::warn!(?code, %message, "server reported an error"),
-            ServerFrame::Gap { conv_id, to_seq, .. } => {
+            ServerFrame::Error {
+                id: None,
+                code,
+                message,
+            } => tracing::warn!(?code, %message, "server reported an error"),
+            ServerFrame::Gap {
+                conv_id, to_seq, ..
+            } => {
                 if let Some(fetch) = self.with_inbox(|i| i.gap(conv_id, to_seq)) {
                     self.fetch(fetch, conn).await?;
                 }
@@ -329,7 +428,12 @@ impl Driver {
             self.emit(Event::Message(m)).await;
         }
         if let Some((conv_id, from_seq, to_seq)) = outcome.missing {
-            self.emit(Event::Missing { conv_id, from_seq, to_seq }).await;
+            self.emit(Event::Missing {
+                conv_id,
+                from_seq,
+                to_seq,
+            })
+            .await;
         }
         if let Some(fetch) = outcome.fetch {
             self.fetch(fetch, conn).await?;
@@ -341,8 +445,20 @@ impl Driver {
         let id = self.next_id;
         self.next_id += 1;
         let limit = (f.to_seq - f.after_seq).min(PAGE) as u32;
-        let frame = ClientFrame::History { id, conv_id: f.conv_id, after_seq: Some(f.after_seq), before_seq: None, limit: Some(limit) };
-        self.pending.insert(id, Pending::Fill { conv_id: f.conv_id, frame: frame.clone() });
+        let frame = ClientFrame::History {
+            id,
+            conv_id: f.conv_id,
+            after_seq: Some(f.after_seq),
+            before_seq: None,
+            limit: Some(limit),
+        };
+        self.pending.insert(
+            id,
+            Pending::Fill {
+                conv_id: f.conv_id,
+                frame: frame.clone(),
+            },
+        );
         conn.send(&[frame]).await
     }
 }

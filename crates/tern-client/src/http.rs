@@ -27,11 +27,18 @@ async fn parse<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Error>
     let status = resp.status();
     let bytes = resp.bytes().await.map_err(transport)?;
     if status.is_success() {
-        return serde_json::from_slice(&bytes).map_err(|e| Error::Transport(format!("unexpected response: {e}")));
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Transport(format!("unexpected response: {e}")));
     }
     match serde_json::from_slice::<Wrapper>(&bytes) {
-        Ok(w) => Err(Error::Server { code: w.error.code, message: w.error.message }),
-        Err(_) => Err(Error::Transport(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))),
+        Ok(w) => Err(Error::Server {
+            code: w.error.code,
+            message: w.error.message,
+        }),
+        Err(_) => Err(Error::Transport(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        ))),
     }
 }
 
@@ -46,12 +53,22 @@ pub async fn register(server: &str, username: &str, password: &str) -> Result<Us
         user_id: UserId,
     }
     let body = serde_json::json!({ "username": username, "password": password });
-    let resp = client().post(url(server, "/v1/users")).json(&body).send().await.map_err(transport)?;
+    let resp = client()
+        .post(url(server, "/v1/users"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(transport)?;
     Ok(parse::<Created>(resp).await?.user_id)
 }
 
 /// Logs a device in.
-pub async fn login(server: &str, username: &str, password: &str, device_id: &str) -> Result<Session, Error> {
+pub async fn login(
+    server: &str,
+    username: &str,
+    password: &str,
+    device_id: &str,
+) -> Result<Session, Error> {
     #[derive(Deserialize)]
     struct LoggedIn {
         user_id: UserId,
@@ -60,8 +77,14 @@ pub async fn login(server: &str, username: &str, password: &str, device_id: &str
         expires_at: u64,
         endpoints: Endpoints,
     }
-    let body = serde_json::json!({ "username": username, "password": password, "device_id": device_id });
-    let resp = client().post(url(server, "/v1/sessions")).json(&body).send().await.map_err(transport)?;
+    let body =
+        serde_json::json!({ "username": username, "password": password, "device_id": device_id });
+    let resp = client()
+        .post(url(server, "/v1/sessions"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(transport)?;
     let r: LoggedIn = parse(resp).await?;
     Ok(Session {
         server: server.trim_end_matches('/').to_owned(),
@@ -80,16 +103,31 @@ pub async fn lookup_user(session: &Session, username: &str) -> Result<UserId, Er
         user_id: UserId,
     }
     let path = format!("/v1/users/by-name/{username}");
-    let resp = client().get(url(&session.server, &path)).bearer_auth(&session.token).send().await.map_err(transport)?;
+    let resp = client()
+        .get(url(&session.server, &path))
+        .bearer_auth(&session.token)
+        .send()
+        .await
+        .map_err(transport)?;
     Ok(parse::<Found>(resp).await?.user_id)
 }
 
 /// A page of history over REST.
-pub async fn history(session: &Session, conv: ConvId, after_seq: Option<u64>, limit: u32) -> Result<HistoryPage, Error> {
+pub async fn history(
+    session: &Session,
+    conv: ConvId,
+    after_seq: Option<u64>,
+    limit: u32,
+) -> Result<HistoryPage, Error> {
     let mut path = format!("/v1/conversations/{conv}/messages?limit={limit}");
     if let Some(a) = after_seq {
         path.push_str(&format!("&after_seq={a}"));
     }
-    let resp = client().get(url(&session.server, &path)).bearer_auth(&session.token).send().await.map_err(transport)?;
+    let resp = client()
+        .get(url(&session.server, &path))
+        .bearer_auth(&session.token)
+        .send()
+        .await
+        .map_err(transport)?;
     parse(resp).await
 }

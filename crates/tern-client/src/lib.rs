@@ -188,7 +188,10 @@ pub struct HistoryPage {
 }
 
 enum Command {
-    Request { frame: ClientFrame, reply: oneshot::Sender<Result<ServerFrame, Error>> },
+    Request {
+        frame: ClientFrame,
+        reply: oneshot::Sender<Result<ServerFrame, Error>>,
+    },
     Close,
 }
 
@@ -228,10 +231,23 @@ impl Client {
         let (events_tx, events_rx) = mpsc::channel(options.event_buffer);
         let session = Arc::new(session);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let driver = driver::Driver::new(Arc::clone(&session), options, Arc::clone(&inbox), command_rx, events_tx);
+        let driver = driver::Driver::new(
+            Arc::clone(&session),
+            options,
+            Arc::clone(&inbox),
+            command_rx,
+            events_tx,
+        );
         tokio::spawn(driver.run(ready_tx));
         ready_rx.await.map_err(|_| Error::Closed)??;
-        Ok((Client { commands, inbox, session }, Events(events_rx)))
+        Ok((
+            Client {
+                commands,
+                inbox,
+                session,
+            },
+            Events(events_rx),
+        ))
     }
 
     /// The session this client uses.
@@ -241,37 +257,87 @@ impl Client {
 
     /// What this device has, per conversation: persist it to resume from there next time.
     pub fn watermarks(&self) -> BTreeMap<ConvId, u64> {
-        self.inbox.lock().map(|i| i.watermarks()).unwrap_or_default()
+        self.inbox
+            .lock()
+            .map(|i| i.watermarks())
+            .unwrap_or_default()
     }
 
     async fn request(&self, frame: ClientFrame) -> Result<ServerFrame, Error> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Request { frame, reply }).await.map_err(|_| Error::Closed)?;
+        self.commands
+            .send(Command::Request { frame, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
     /// Sends a text message with a fresh client_msg_id.
     pub async fn send_text(&self, to: UserId, text: impl Into<String>) -> Result<Sent, Error> {
-        self.send(to, Body::Text { text: text.into() }, new_client_msg_id()).await
+        self.send(to, Body::Text { text: text.into() }, new_client_msg_id())
+            .await
     }
 
     /// Sends a message with the given idempotency key. Safe to call again with the same key:
     /// the answer is the original message. The request survives reconnects.
     pub async fn send(&self, to: UserId, body: Body, client_msg_id: String) -> Result<Sent, Error> {
-        let frame = ClientFrame::Send { id: 0, to, client_msg_id, body };
+        let frame = ClientFrame::Send {
+            id: 0,
+            to,
+            client_msg_id,
+            body,
+        };
         match self.request(frame).await? {
-            ServerFrame::Sent { msg_id, conv_id, seq, ts, duplicate, .. } => Ok(Sent { msg_id, conv_id, seq, ts, duplicate }),
-            other => Err(Error::Transport(format!("unexpected answer to send: {other:?}"))),
+            ServerFrame::Sent {
+                msg_id,
+                conv_id,
+                seq,
+                ts,
+                duplicate,
+                ..
+            } => Ok(Sent {
+                msg_id,
+                conv_id,
+                seq,
+                ts,
+                duplicate,
+            }),
+            other => Err(Error::Transport(format!(
+                "unexpected answer to send: {other:?}"
+            ))),
         }
     }
 
     /// A page of history over the connection: `after_seq` ascending, else `before_seq`
     /// descending (newest first when both are `None`).
-    pub async fn history(&self, conv_id: ConvId, after_seq: Option<u64>, before_seq: Option<u64>, limit: u32) -> Result<HistoryPage, Error> {
-        let frame = ClientFrame::History { id: 0, conv_id, after_seq, before_seq, limit: Some(limit) };
+    pub async fn history(
+        &self,
+        conv_id: ConvId,
+        after_seq: Option<u64>,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<HistoryPage, Error> {
+        let frame = ClientFrame::History {
+            id: 0,
+            conv_id,
+            after_seq,
+            before_seq,
+            limit: Some(limit),
+        };
         match self.request(frame).await? {
-            ServerFrame::History { conv_id, messages, last_seq, .. } => Ok(HistoryPage { conv_id, messages, last_seq }),
-            other => Err(Error::Transport(format!("unexpected answer to history: {other:?}"))),
+            ServerFrame::History {
+                conv_id,
+                messages,
+                last_seq,
+                ..
+            } => Ok(HistoryPage {
+                conv_id,
+                messages,
+                last_seq,
+            }),
+            other => Err(Error::Transport(format!(
+                "unexpected answer to history: {other:?}"
+            ))),
         }
     }
 
@@ -283,5 +349,9 @@ impl Client {
 
 /// A random client_msg_id.
 pub fn new_client_msg_id() -> String {
-    format!("{:016x}{:08x}", rand::random::<u64>(), rand::random::<u32>())
+    format!(
+        "{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    )
 }

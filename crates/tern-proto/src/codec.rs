@@ -134,7 +134,10 @@ impl FrameDecoder {
         }
         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len > self.max_frame {
-            return Err(FrameTooLarge { announced: len, limit: self.max_frame });
+            return Err(FrameTooLarge {
+                announced: len,
+                limit: self.max_frame,
+            });
         }
         if buf.len() < LEN_PREFIX + len {
             buf.reserve(LEN_PREFIX + len - buf.len());
@@ -157,15 +160,27 @@ mod tests {
         let mut resume = BTreeMap::new();
         resume.insert(ConvId::direct(UserId(1), UserId(2)), 7);
         vec![
-            ClientFrame::Auth { token: "t".into(), proto: Some(1), resume: Some(resume) },
-            ClientFrame::Auth { token: "t".into(), proto: None, resume: None },
+            ClientFrame::Auth {
+                token: "t".into(),
+                proto: Some(1),
+                resume: Some(resume),
+            },
+            ClientFrame::Auth {
+                token: "t".into(),
+                proto: None,
+                resume: None,
+            },
             ClientFrame::Send {
                 id: 3,
                 to: UserId(2),
                 client_msg_id: "c1".into(),
-                body: Body::Text { text: "héllo".into() },
+                body: Body::Text {
+                    text: "héllo".into(),
+                },
             },
-            ClientFrame::Ack { msg_ids: vec![MsgId(1), MsgId(u64::MAX)] },
+            ClientFrame::Ack {
+                msg_ids: vec![MsgId(1), MsgId(u64::MAX)],
+            },
             ClientFrame::History {
                 id: 4,
                 conv_id: ConvId::direct(UserId(1), UserId(2)),
@@ -199,7 +214,10 @@ mod tests {
             body: Body::Text { text: "hi".into() },
         });
         for codec in [Codec::Json, Codec::MsgPack] {
-            assert_eq!(codec.decode::<ServerFrame>(&codec.encode(&msg)), Ok(msg.clone()));
+            assert_eq!(
+                codec.decode::<ServerFrame>(&codec.encode(&msg)),
+                Ok(msg.clone())
+            );
         }
         let json: serde_json::Value = serde_json::from_slice(&Codec::Json.encode(&msg)).unwrap();
         assert_eq!(json["op"], "msg");
@@ -213,19 +231,27 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert_eq!(e.id, None);
 
-        let e = Codec::Json.decode::<ClientFrame>(br#"{"op":"dance","id":9}"#).unwrap_err();
+        let e = Codec::Json
+            .decode::<ClientFrame>(br#"{"op":"dance","id":9}"#)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::UnknownOp);
         assert_eq!(e.id, Some(9));
 
-        let e = Codec::Json.decode::<ClientFrame>(br#"{"op":"send","id":5,"to":"x"}"#).unwrap_err();
+        let e = Codec::Json
+            .decode::<ClientFrame>(br#"{"op":"send","id":5,"to":"x"}"#)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert_eq!(e.id, Some(5));
 
-        let e = Codec::Json.decode::<ClientFrame>(br#"{"id":5}"#).unwrap_err();
+        let e = Codec::Json
+            .decode::<ClientFrame>(br#"{"id":5}"#)
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert!(e.message.contains("op"));
 
-        let e = Codec::MsgPack.decode::<ClientFrame>(&[0xc1, 0x00]).unwrap_err();
+        let e = Codec::MsgPack
+            .decode::<ClientFrame>(&[0xc1, 0x00])
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
     }
 
@@ -235,7 +261,11 @@ mod tests {
         let mut buf = BytesMut::new();
         assert_eq!(d.decode(&mut buf), Ok(None));
         buf.put_slice(&[0, 0]);
-        assert_eq!(d.decode(&mut buf), Ok(None), "truncated prefix is not a frame yet");
+        assert_eq!(
+            d.decode(&mut buf),
+            Ok(None),
+            "truncated prefix is not a frame yet"
+        );
         buf.put_slice(&[0, 3, b'a', b'b']);
         assert_eq!(d.decode(&mut buf), Ok(None));
         buf.put_slice(&[b'c', 0, 0, 0, 1, b'z']);
@@ -246,7 +276,10 @@ mod tests {
         let mut huge = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
         assert_eq!(
             d.decode(&mut huge),
-            Err(FrameTooLarge { announced: u32::MAX as usize, limit: 16 })
+            Err(FrameTooLarge {
+                announced: u32::MAX as usize,
+                limit: 16
+            })
         );
         assert!(huge.capacity() < 64, "nothing reserved for a refused frame");
     }
@@ -256,6 +289,9 @@ mod tests {
         let bytes = Codec::MsgPack.encode_prefixed(&ClientFrame::Ping);
         let mut buf = BytesMut::from(&bytes[..]);
         let payload = FrameDecoder::new(1024).decode(&mut buf).unwrap().unwrap();
-        assert_eq!(Codec::MsgPack.decode::<ClientFrame>(&payload), Ok(ClientFrame::Ping));
+        assert_eq!(
+            Codec::MsgPack.decode::<ClientFrame>(&payload),
+            Ok(ClientFrame::Ping)
+        );
     }
 }

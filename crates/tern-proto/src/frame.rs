@@ -324,7 +324,11 @@ pub enum ServerFrame {
 impl ServerFrame {
     /// An `error` frame.
     pub fn error(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerFrame::Error { id, code, message: message.into() }
+        ServerFrame::Error {
+            id,
+            code,
+            message: message.into(),
+        }
     }
 }
 

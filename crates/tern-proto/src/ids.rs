@@ -167,14 +167,19 @@ mod tests {
         assert_eq!("d:3:9".parse::<ConvId>(), Ok(c));
         assert!(c.has_participant(UserId(9)));
         assert!(!c.has_participant(UserId(4)));
-        assert_eq!(c.participants().collect::<Vec<_>>(), vec![UserId(3), UserId(9)]);
+        assert_eq!(
+            c.participants().collect::<Vec<_>>(),
+            vec![UserId(3), UserId(9)]
+        );
         let me = ConvId::direct(UserId(5), UserId(5));
         assert_eq!(me.participants().collect::<Vec<_>>(), vec![UserId(5)]);
     }
 
     #[test]
     fn non_canonical_conversation_ids_are_rejected() {
-        for bad in ["", "d:", "d:1", "d:9:3", "d:01:3", "d:-1:3", "x:1:2", "d:1:2:3", "d:1:"] {
+        for bad in [
+            "", "d:", "d:1", "d:9:3", "d:01:3", "d:-1:3", "x:1:2", "d:1:2:3", "d:1:",
+        ] {
             assert_eq!(bad.parse::<ConvId>(), Err(BadConvId), "{bad}");
         }
     }

@@ -56,7 +56,12 @@ pub struct ServerSession {
 impl ServerSession {
     /// A session for a connection accepted at `now`.
     pub fn new(now: Instant, config: SessionConfig) -> Self {
-        Self { config, phase: Phase::AwaitingAuth, auth_deadline: now + config.auth_timeout, last_seen: now }
+        Self {
+            config,
+            phase: Phase::AwaitingAuth,
+            auth_deadline: now + config.auth_timeout,
+            last_seen: now,
+        }
     }
 
     /// The current phase.
@@ -81,7 +86,9 @@ impl ServerSession {
                 self.phase = Phase::Authenticating;
                 Verdict::Authenticate
             }
-            (Phase::AwaitingAuth | Phase::Authenticating, _) => self.close(CloseReason::AuthRequired),
+            (Phase::AwaitingAuth | Phase::Authenticating, _) => {
+                self.close(CloseReason::AuthRequired)
+            }
             // A second `auth` on an authenticated connection is a client bug; refusing it keeps
             // one identity per connection.
             (Phase::Active, ClientFrame::Auth { .. }) => self.close(CloseReason::ProtocolError),
@@ -157,7 +164,11 @@ mod tests {
     };
 
     fn auth() -> ClientFrame {
-        ClientFrame::Auth { token: "t".into(), proto: None, resume: None }
+        ClientFrame::Auth {
+            token: "t".into(),
+            proto: None,
+            resume: None,
+        }
     }
 
     #[test]
@@ -166,7 +177,10 @@ mod tests {
         let mut s = ServerSession::new(t0, CFG);
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
         assert_eq!(s.handle_timeout(t0 + Duration::from_millis(4999)), None);
-        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(5)), Some(CloseReason::AuthTimeout));
+        assert_eq!(
+            s.handle_timeout(t0 + Duration::from_secs(5)),
+            Some(CloseReason::AuthTimeout)
+        );
         assert_eq!(s.phase(), Phase::Closed(CloseReason::AuthTimeout));
         assert_eq!(s.poll_timeout(), None);
     }
@@ -176,7 +190,10 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ServerSession::new(t0, CFG);
         s.on_activity(t0 + Duration::from_secs(4));
-        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(5)), Some(CloseReason::AuthTimeout));
+        assert_eq!(
+            s.handle_timeout(t0 + Duration::from_secs(5)),
+            Some(CloseReason::AuthTimeout)
+        );
     }
 
     #[test]
@@ -184,7 +201,10 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ServerSession::new(t0, CFG);
         assert_eq!(s.on_frame(t0, &auth()), Verdict::Authenticate);
-        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(6)), Some(CloseReason::AuthTimeout));
+        assert_eq!(
+            s.handle_timeout(t0 + Duration::from_secs(6)),
+            Some(CloseReason::AuthTimeout)
+        );
         s.auth_succeeded(t0 + Duration::from_secs(7));
         assert_eq!(s.phase(), Phase::Closed(CloseReason::AuthTimeout));
     }
@@ -193,12 +213,22 @@ mod tests {
     fn frames_before_auth_close_the_connection() {
         let t0 = Instant::now();
         let mut s = ServerSession::new(t0, CFG);
-        assert_eq!(s.on_frame(t0, &ClientFrame::Ping), Verdict::Close(CloseReason::AuthRequired));
+        assert_eq!(
+            s.on_frame(t0, &ClientFrame::Ping),
+            Verdict::Close(CloseReason::AuthRequired)
+        );
         let mut s = ServerSession::new(t0, CFG);
         assert_eq!(s.on_bad_frame(t0), Verdict::Close(CloseReason::AuthFailed));
         let mut s = ServerSession::new(t0, CFG);
-        let v2 = ClientFrame::Auth { token: "t".into(), proto: Some(2), resume: None };
-        assert_eq!(s.on_frame(t0, &v2), Verdict::Close(CloseReason::UnsupportedVersion));
+        let v2 = ClientFrame::Auth {
+            token: "t".into(),
+            proto: Some(2),
+            resume: None,
+        };
+        assert_eq!(
+            s.on_frame(t0, &v2),
+            Verdict::Close(CloseReason::UnsupportedVersion)
+        );
     }
 
     #[test]
@@ -214,8 +244,14 @@ mod tests {
             assert_eq!(s.on_frame(now, &ClientFrame::Ping), Verdict::Process);
         }
         assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(30)));
-        assert_eq!(s.handle_timeout(now + Duration::from_secs(30)), Some(CloseReason::HeartbeatTimeout));
-        assert_eq!(s.on_frame(now, &ClientFrame::Ping), Verdict::Close(CloseReason::HeartbeatTimeout));
+        assert_eq!(
+            s.handle_timeout(now + Duration::from_secs(30)),
+            Some(CloseReason::HeartbeatTimeout)
+        );
+        assert_eq!(
+            s.on_frame(now, &ClientFrame::Ping),
+            Verdict::Close(CloseReason::HeartbeatTimeout)
+        );
     }
 
     #[test]
@@ -225,6 +261,9 @@ mod tests {
         s.on_frame(t0, &auth());
         s.auth_succeeded(t0);
         assert_eq!(s.on_bad_frame(t0), Verdict::Process);
-        assert_eq!(s.on_frame(t0, &auth()), Verdict::Close(CloseReason::ProtocolError));
+        assert_eq!(
+            s.on_frame(t0, &auth()),
+            Verdict::Close(CloseReason::ProtocolError)
+        );
     }
 }

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tern_proto::{DeviceId, UserId};
@@ -102,7 +102,12 @@ impl Auth {
         let path = data_dir.join("token.secret");
         match std::fs::read(&path) {
             Ok(bytes) if bytes.len() >= 32 => return Ok(bytes),
-            Ok(_) => return Err(std::io::Error::other(format!("{} is shorter than 32 bytes", path.display()))),
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "{} is shorter than 32 bytes",
+                    path.display()
+                )));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -126,20 +131,29 @@ impl Auth {
             exp: now + self.ttl_secs,
         };
         // HS256 signing of a plain struct cannot fail.
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default();
-        IssuedToken { token, expires_at: claims.exp }
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .unwrap_or_default();
+        IssuedToken {
+            token,
+            expires_at: claims.exp,
+        }
     }
 
     /// Verifies a token: signature, algorithm, expiry, not-before, issuer, audience, and claims.
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
-            }
-        })?;
-        let user_id = data.claims.sub.parse::<u64>().map(UserId).map_err(|_| TokenError::Invalid("bad sub".into()))?;
-        let device_id = DeviceId::parse(&data.claims.did).map_err(|e| TokenError::Invalid(e.into()))?;
+            })?;
+        let user_id = data
+            .claims
+            .sub
+            .parse::<u64>()
+            .map(UserId)
+            .map_err(|_| TokenError::Invalid("bad sub".into()))?;
+        let device_id =
+            DeviceId::parse(&data.claims.did).map_err(|e| TokenError::Invalid(e.into()))?;
         Ok(Identity { user_id, device_id })
     }
 
@@ -160,10 +174,16 @@ impl Auth {
 
     /// Checks a password against a stored hash (constant-time compare inside argon2).
     pub async fn verify_password(&self, password: String, hash: String) -> bool {
-        let Ok(_permit) = self.hashing.acquire().await else { return false };
+        let Ok(_permit) = self.hashing.acquire().await else {
+            return false;
+        };
         tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash)
-                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+                .map(|parsed| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
                 .unwrap_or(false)
         })
         .await
@@ -192,7 +212,10 @@ mod tests {
     }
 
     fn id() -> Identity {
-        Identity { user_id: UserId(42), device_id: DeviceId("phone".into()) }
+        Identity {
+            user_id: UserId(42),
+            device_id: DeviceId("phone".into()),
+        }
     }
 
     #[test]
@@ -205,14 +228,27 @@ mod tests {
     fn foreign_tampered_and_expired_tokens_are_refused() {
         let a = auth();
         let other = Auth::new(&[8u8; 32], 3600, 2);
-        assert!(matches!(a.verify(&other.issue(&id()).token), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            a.verify(&other.issue(&id()).token),
+            Err(TokenError::Invalid(_))
+        ));
 
         // Swap the payload for one claiming another user, keeping the signature.
         let token = a.issue(&id()).token;
         let parts: Vec<&str> = token.split('.').collect();
-        let forged = a.issue(&Identity { user_id: UserId(1), device_id: DeviceId("phone".into()) }).token;
+        let forged = a
+            .issue(&Identity {
+                user_id: UserId(1),
+                device_id: DeviceId("phone".into()),
+            })
+            .token;
         let forged_payload = forged.split('.').nth(1).unwrap();
-        let tampered = format!("{}.{}.{}", parts[0], forged_payload.replace('E', "F"), parts[2]);
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            forged_payload.replace('E', "F"),
+            parts[2]
+        );
         assert!(a.verify(&tampered).is_err());
 
         let now = now_ms() / 1000;
@@ -225,7 +261,8 @@ mod tests {
             nbf: now - 7200,
             exp: now - 3600,
         };
-        let expired = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &stale, &a.encoding).unwrap();
+        let expired =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &stale, &a.encoding).unwrap();
         assert_eq!(a.verify(&expired), Err(TokenError::Expired));
         assert!(a.verify("not.a.token").is_err());
         assert!(a.verify("").is_err());

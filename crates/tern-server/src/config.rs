@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Everything the server can be told.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where to listen and keep data.
@@ -128,7 +128,11 @@ impl Default for ServerConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { token_secret: String::new(), token_ttl_secs: 24 * 3600, max_concurrent_hashes: 4 }
+        Self {
+            token_secret: String::new(),
+            token_ttl_secs: 24 * 3600,
+            max_concurrent_hashes: 4,
+        }
     }
 }
 
@@ -152,24 +156,18 @@ impl Default for GatewayConfig {
 
 impl Default for MessagesConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 16 * 1024 }
+        Self {
+            max_body_bytes: 16 * 1024,
+        }
     }
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { synchronous: Synchronous::Full, max_batch: 512, readers: 4 }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
         Self {
-            server: ServerConfig::default(),
-            auth: AuthConfig::default(),
-            gateway: GatewayConfig::default(),
-            messages: MessagesConfig::default(),
-            store: StoreConfig::default(),
+            synchronous: Synchronous::Full,
+            max_batch: 512,
+            readers: 4,
         }
     }
 }
@@ -187,7 +185,9 @@ impl Config {
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
         builder = builder.add_source(
-            config::Environment::with_prefix("TERN").prefix_separator("_").separator("__"),
+            config::Environment::with_prefix("TERN")
+                .prefix_separator("_")
+                .separator("__"),
         );
         let cfg: Config = builder
             .build()
@@ -202,37 +202,57 @@ impl Config {
         let checks: [(bool, &str); 12] = [
             (g.auth_timeout_ms > 0, "gateway.auth_timeout_ms must be > 0"),
             (g.heartbeat_ms >= 100, "gateway.heartbeat_ms must be >= 100"),
-            (g.max_missed_heartbeats >= 1, "gateway.max_missed_heartbeats must be >= 1"),
+            (
+                g.max_missed_heartbeats >= 1,
+                "gateway.max_missed_heartbeats must be >= 1",
+            ),
             (
                 (256..=16 * 1024 * 1024).contains(&g.max_frame_bytes),
                 "gateway.max_frame_bytes must be between 256 and 16777216",
             ),
-            (g.outbound_queue >= 16, "gateway.outbound_queue must be >= 16"),
+            (
+                g.outbound_queue >= 16,
+                "gateway.outbound_queue must be >= 16",
+            ),
             (g.max_unacked >= 16, "gateway.max_unacked must be >= 16"),
-            (g.max_inflight_requests >= 1, "gateway.max_inflight_requests must be >= 1"),
+            (
+                g.max_inflight_requests >= 1,
+                "gateway.max_inflight_requests must be >= 1",
+            ),
             (
                 g.retry_initial_ms > 0 && g.retry_initial_ms <= g.retry_max_ms,
                 "gateway.retry_initial_ms must be > 0 and <= gateway.retry_max_ms",
             ),
-            (g.push_ttl_ms >= g.retry_initial_ms, "gateway.push_ttl_ms must be >= gateway.retry_initial_ms"),
             (
-                self.messages.max_body_bytes >= 16 && self.messages.max_body_bytes < g.max_frame_bytes,
+                g.push_ttl_ms >= g.retry_initial_ms,
+                "gateway.push_ttl_ms must be >= gateway.retry_initial_ms",
+            ),
+            (
+                self.messages.max_body_bytes >= 16
+                    && self.messages.max_body_bytes < g.max_frame_bytes,
                 "messages.max_body_bytes must be >= 16 and below gateway.max_frame_bytes",
             ),
-            ((1..=65_536).contains(&self.store.max_batch), "store.max_batch must be between 1 and 65536"),
+            (
+                (1..=65_536).contains(&self.store.max_batch),
+                "store.max_batch must be between 1 and 65536",
+            ),
             (self.store.readers >= 1, "store.readers must be >= 1"),
         ];
         if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(ConfigError((*msg).to_owned()));
         }
         if !self.auth.token_secret.is_empty() && self.auth.token_secret.len() < 32 {
-            return Err(ConfigError("auth.token_secret must be at least 32 bytes".into()));
+            return Err(ConfigError(
+                "auth.token_secret must be at least 32 bytes".into(),
+            ));
         }
         if self.auth.token_ttl_secs < 60 {
             return Err(ConfigError("auth.token_ttl_secs must be >= 60".into()));
         }
         if self.auth.max_concurrent_hashes == 0 {
-            return Err(ConfigError("auth.max_concurrent_hashes must be >= 1".into()));
+            return Err(ConfigError(
+                "auth.max_concurrent_hashes must be >= 1".into(),
+            ));
         }
         if g.resume_push_limit == 0 {
             return Err(ConfigError("gateway.resume_push_limit must be >= 1".into()));
@@ -273,6 +293,11 @@ mod tests {
     fn invalid_values_name_the_setting() {
         let mut cfg = Config::default();
         cfg.gateway.max_frame_bytes = 10;
-        assert!(cfg.validate().unwrap_err().to_string().contains("gateway.max_frame_bytes"));
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("gateway.max_frame_bytes")
+        );
     }
 }

@@ -20,7 +20,10 @@ pub struct Error {
 impl Error {
     /// An error with a code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     /// `bad_request`.
@@ -62,7 +65,10 @@ impl From<StoreError> for Error {
             StoreError::Closed => Error::new(ErrorCode::Unavailable, "the server is shutting down"),
             StoreError::Backend(m) => {
                 tracing::error!(error = %m, "store failure");
-                Error::new(ErrorCode::Internal, "storage failure; the request was not applied, retry it")
+                Error::new(
+                    ErrorCode::Internal,
+                    "storage failure; the request was not applied, retry it",
+                )
             }
         }
     }

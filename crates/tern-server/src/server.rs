@@ -17,8 +17,8 @@ use crate::dispatch::{Dispatcher, Registry};
 use crate::gateway::Gateway;
 use crate::gateway::transport::tcp::TcpIo;
 use crate::logic::Logic;
-use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
 
 /// Start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,24 +53,50 @@ impl Server {
     /// Validates the config, opens the store and starts listening.
     pub async fn start(cfg: Config) -> Result<Self, StartError> {
         cfg.validate()?;
-        let http = TcpListener::bind(cfg.server.http).await.map_err(|source| StartError::Bind { addr: cfg.server.http, source })?;
-        let tcp = TcpListener::bind(cfg.server.tcp).await.map_err(|source| StartError::Bind { addr: cfg.server.tcp, source })?;
-        let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr: cfg.server.http, source })?;
-        let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind { addr: cfg.server.tcp, source })?;
+        let http = TcpListener::bind(cfg.server.http)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: cfg.server.http,
+                source,
+            })?;
+        let tcp = TcpListener::bind(cfg.server.tcp)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: cfg.server.tcp,
+                source,
+            })?;
+        let http_addr = http.local_addr().map_err(|source| StartError::Bind {
+            addr: cfg.server.http,
+            source,
+        })?;
+        let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
+            addr: cfg.server.tcp,
+            source,
+        })?;
 
         // Build bottom-up along the data flow: connections registry ← bus ← dispatch ← store ← logic.
         let registry = Arc::new(Registry::default());
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(registry.clone()));
         let dispatcher = Arc::new(Dispatcher::new(bus));
         let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&cfg.server.data_dir, &cfg.store, dispatcher).map_err(|e| StartError::Store(e.to_string()))?,
+            SqliteStore::open(&cfg.server.data_dir, &cfg.store, dispatcher)
+                .map_err(|e| StartError::Store(e.to_string()))?,
         );
         let secret = Auth::load_secret(&cfg.auth.token_secret, &cfg.server.data_dir)
             .map_err(|e| StartError::Store(format!("token secret: {e}")))?;
-        let auth = Auth::new(&secret, cfg.auth.token_ttl_secs, cfg.auth.max_concurrent_hashes);
+        let auth = Auth::new(
+            &secret,
+            cfg.auth.token_ttl_secs,
+            cfg.auth.max_concurrent_hashes,
+        );
         let logic = Arc::new(Logic::new(store, auth, &cfg));
         let shutdown = CancellationToken::new();
-        let gateway = Arc::new(Gateway::new(logic.clone(), registry.clone(), cfg.gateway.clone(), shutdown.clone()));
+        let gateway = Arc::new(Gateway::new(
+            logic.clone(),
+            registry.clone(),
+            cfg.gateway.clone(),
+            shutdown.clone(),
+        ));
 
         let state = ApiState {
             logic,
@@ -89,15 +115,29 @@ impl Server {
             });
             let stop = shutdown.clone();
             tokio::spawn(async move {
-                let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
                 if let Err(e) = served {
                     tracing::error!(error = %e, "http listener failed");
                 }
             })
         };
-        let tcp_task = tokio::spawn(accept_tcp(tcp, gateway.clone(), cfg.gateway.max_frame_bytes, shutdown.clone()));
+        let tcp_task = tokio::spawn(accept_tcp(
+            tcp,
+            gateway.clone(),
+            cfg.gateway.max_frame_bytes,
+            shutdown.clone(),
+        ));
         tracing::info!(%http_addr, %tcp_addr, data_dir = %cfg.server.data_dir.display(), "tern listening");
-        Ok(Self { http_addr, tcp_addr, shutdown, gateway, registry, tasks: vec![http_task, tcp_task] })
+        Ok(Self {
+            http_addr,
+            tcp_addr,
+            shutdown,
+            gateway,
+            registry,
+            tasks: vec![http_task, tcp_task],
+        })
     }
 
     /// The bound HTTP address (REST + WebSocket).
@@ -132,7 +172,12 @@ impl Server {
     }
 }
 
-async fn accept_tcp(listener: TcpListener, gateway: Arc<Gateway>, max_frame: usize, stop: CancellationToken) {
+async fn accept_tcp(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    max_frame: usize,
+    stop: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tern", version, about = "tern: one server for IM and live push over long connections")]
+#[command(
+    name = "tern",
+    version,
+    about = "tern: one server for IM and live push over long connections"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -88,7 +92,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tern: cannot start the runtime: {e}");
@@ -97,15 +104,36 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match args.command {
-            Command::Serve { config, data_dir, http, tcp, log_json } => {
-                cli::serve::run(config, data_dir, http, tcp, log_json).await
-            }
-            Command::Register { username, common, password } => cli::account::register(&common, &username, &password).await,
-            Command::Login { username, common, password, device, profile } => {
-                cli::account::login(&common, &username, &password, &device, &profile).await
-            }
-            Command::Send { to, text, profile, transport } => cli::chat::send(&profile, transport, &to, &text).await,
-            Command::Listen { profile, transport, count } => cli::chat::listen(&profile, transport, count).await,
+            Command::Serve {
+                config,
+                data_dir,
+                http,
+                tcp,
+                log_json,
+            } => cli::serve::run(config, data_dir, http, tcp, log_json).await,
+            Command::Register {
+                username,
+                common,
+                password,
+            } => cli::account::register(&common, &username, &password).await,
+            Command::Login {
+                username,
+                common,
+                password,
+                device,
+                profile,
+            } => cli::account::login(&common, &username, &password, &device, &profile).await,
+            Command::Send {
+                to,
+                text,
+                profile,
+                transport,
+            } => cli::chat::send(&profile, transport, &to, &text).await,
+            Command::Listen {
+                profile,
+                transport,
+                count,
+            } => cli::chat::listen(&profile, transport, count).await,
         }
     });
     match result {

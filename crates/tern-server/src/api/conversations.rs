@@ -1,7 +1,7 @@
 //! Conversation history over REST, for participants only.
 
-use axum::extract::{Path, State};
 use axum::Json;
+use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use tern_proto::{ConvId, Message};
 
@@ -32,6 +32,13 @@ pub(super) async fn messages(
     QueryParams(q): QueryParams<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, Error> {
     let conv_id = state.logic.conversation_for(caller.user_id, &conv)?;
-    let (messages, last_seq) = state.logic.history(caller.user_id, conv_id, q.after_seq, q.before_seq, q.limit).await?;
-    Ok(Json(HistoryPage { conv_id, messages, last_seq }))
+    let (messages, last_seq) = state
+        .logic
+        .history(caller.user_id, conv_id, q.after_seq, q.before_seq, q.limit)
+        .await?;
+    Ok(Json(HistoryPage {
+        conv_id,
+        messages,
+        last_seq,
+    }))
 }

@@ -9,12 +9,12 @@ mod conversations;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 use serde::de::DeserializeOwned;
 
 use crate::auth::Identity;
@@ -47,7 +47,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/users", post(control::register))
         .route("/v1/users/by-name/{username}", get(control::user_by_name))
         .route("/v1/sessions", post(control::login))
-        .route("/v1/conversations/{conv_id}/messages", get(conversations::messages))
+        .route(
+            "/v1/conversations/{conv_id}/messages",
+            get(conversations::messages),
+        )
         .route("/v1/ws", get(websocket))
         .fallback(|| async { Error::not_found("no such endpoint") })
         .with_state(state)
@@ -79,9 +82,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => {
-                Err(Error::bad_request("expected a JSON body with Content-Type: application/json"))
-            }
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(Error::bad_request(
+                "expected a JSON body with Content-Type: application/json",
+            )),
             Err(r) => Err(Error::bad_request(r.body_text())),
         }
     }
@@ -96,7 +99,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Self(v)),
-            Err(r @ QueryRejection::FailedToDeserializeQueryString(_)) => Err(Error::bad_request(r.body_text())),
+            Err(r @ QueryRejection::FailedToDeserializeQueryString(_)) => {
+                Err(Error::bad_request(r.body_text()))
+            }
             Err(r) => Err(Error::bad_request(r.body_text())),
         }
     }
@@ -114,9 +119,9 @@ impl FromRequestParts<ApiState> for Caller {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| Error::unauthorized("missing Authorization: Bearer <token> header"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| Error::unauthorized("Authorization header must be \"Bearer <token>\""))?;
+        let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+            Error::unauthorized("Authorization header must be \"Bearer <token>\"")
+        })?;
         Ok(Caller(state.logic.authenticate(token.trim()).await?))
     }
 }

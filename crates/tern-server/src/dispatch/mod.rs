@@ -32,7 +32,11 @@ pub struct OutFrame {
 impl OutFrame {
     /// Wraps a frame for sending.
     pub fn new(frame: ServerFrame) -> Arc<Self> {
-        Arc::new(Self { frame, json: OnceLock::new(), binary: OnceLock::new() })
+        Arc::new(Self {
+            frame,
+            json: OnceLock::new(),
+            binary: OnceLock::new(),
+        })
     }
 
     /// The frame.
@@ -50,17 +54,20 @@ impl OutFrame {
 
     /// JSON encoding.
     pub fn json(&self) -> &Bytes {
-        self.json.get_or_init(|| Bytes::from(Codec::Json.encode(&self.frame)))
+        self.json
+            .get_or_init(|| Bytes::from(Codec::Json.encode(&self.frame)))
     }
 
     /// MessagePack encoding preceded by its 4-byte big-endian length (stream transports).
     pub fn binary_prefixed(&self) -> &Bytes {
-        self.binary.get_or_init(|| Codec::MsgPack.encode_prefixed(&self.frame))
+        self.binary
+            .get_or_init(|| Codec::MsgPack.encode_prefixed(&self.frame))
     }
 
     /// MessagePack encoding without prefix (message-oriented transports).
     pub fn binary(&self) -> Bytes {
-        self.binary_prefixed().slice(tern_proto::codec::LEN_PREFIX..)
+        self.binary_prefixed()
+            .slice(tern_proto::codec::LEN_PREFIX..)
     }
 }
 
@@ -80,7 +87,10 @@ impl CommitListener for Dispatcher {
     fn committed(&self, batch: &[Committed]) {
         for c in batch {
             let users = c.message.conv_id.participants().collect();
-            let target = Target::Users { users, skip: Some((c.message.from, c.from_device.clone())) };
+            let target = Target::Users {
+                users,
+                skip: Some((c.message.from, c.from_device.clone())),
+            };
             let frame = OutFrame::new(ServerFrame::Msg(c.message.clone()));
             self.bus.publish(Envelope { target, frame });
         }

@@ -34,7 +34,11 @@ impl Kick {
     /// Resolves once kicked.
     pub async fn kicked(&self) -> CloseReason {
         self.token.cancelled().await;
-        self.reason.lock().ok().and_then(|r| *r).unwrap_or(CloseReason::ServerShutdown)
+        self.reason
+            .lock()
+            .ok()
+            .and_then(|r| *r)
+            .unwrap_or(CloseReason::ServerShutdown)
     }
 }
 
@@ -70,7 +74,10 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: RandomState::new() }
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
     }
 }
 
@@ -82,7 +89,9 @@ impl Registry {
     /// Adds a connection. A connection of the same user and device is replaced: it is removed
     /// and kicked with `replaced`.
     pub fn register(&self, user: UserId, handle: ConnHandle) {
-        let Ok(mut shard) = self.shard(user).lock() else { return };
+        let Ok(mut shard) = self.shard(user).lock() else {
+            return;
+        };
         let conns = shard.entry(user).or_default();
         if let Some(pos) = conns.iter().position(|c| c.device_id == handle.device_id) {
             let old = conns.swap_remove(pos);
@@ -93,7 +102,9 @@ impl Registry {
 
     /// Removes a connection (no-op if it was already replaced).
     pub fn deregister(&self, user: UserId, conn_id: ConnId) {
-        let Ok(mut shard) = self.shard(user).lock() else { return };
+        let Ok(mut shard) = self.shard(user).lock() else {
+            return;
+        };
         if let Some(conns) = shard.get_mut(&user) {
             conns.retain(|c| c.conn_id != conn_id);
             if conns.is_empty() {
@@ -104,7 +115,9 @@ impl Registry {
 
     /// Connections of a user on this node.
     pub fn connections_of(&self, user: UserId) -> usize {
-        self.shard(user).lock().map_or(0, |s| s.get(&user).map_or(0, Vec::len))
+        self.shard(user)
+            .lock()
+            .map_or(0, |s| s.get(&user).map_or(0, Vec::len))
     }
 
     /// Kicks every connection (shutdown).
@@ -122,10 +135,16 @@ impl LocalDelivery for Registry {
         match &envelope.target {
             Target::Users { users, skip } => {
                 for user in users {
-                    let Ok(shard) = self.shard(*user).lock() else { continue };
-                    let Some(conns) = shard.get(user) else { continue };
+                    let Ok(shard) = self.shard(*user).lock() else {
+                        continue;
+                    };
+                    let Some(conns) = shard.get(user) else {
+                        continue;
+                    };
                     for c in conns {
-                        let skipped = skip.as_ref().is_some_and(|(u, d)| u == user && *d == c.device_id);
+                        let skipped = skip
+                            .as_ref()
+                            .is_some_and(|(u, d)| u == user && *d == c.device_id);
                         if !skipped {
                             c.push(&envelope.frame);
                         }
@@ -144,7 +163,15 @@ mod tests {
 
     fn handle(id: u64, device: &str, cap: usize) -> (ConnHandle, mpsc::Receiver<Arc<OutFrame>>) {
         let (tx, rx) = mpsc::channel(cap);
-        (ConnHandle { conn_id: ConnId(id), device_id: DeviceId(device.into()), tx, kick: Arc::default() }, rx)
+        (
+            ConnHandle {
+                conn_id: ConnId(id),
+                device_id: DeviceId(device.into()),
+                tx,
+                kick: Arc::default(),
+            },
+            rx,
+        )
     }
 
     #[test]
@@ -158,7 +185,10 @@ mod tests {
         reg.register(UserId(1), a2);
         reg.register(UserId(2), b1);
         let env = |skip| Envelope {
-            target: Target::Users { users: vec![UserId(1), UserId(2)], skip },
+            target: Target::Users {
+                users: vec![UserId(1), UserId(2)],
+                skip,
+            },
             frame: OutFrame::new(ServerFrame::Pong),
         };
         reg.deliver(&env(Some((UserId(2), DeviceId("phone".into())))));
@@ -168,8 +198,14 @@ mod tests {
         reg.deliver(&env(None));
         reg.deliver(&env(None)); // phone's queue (capacity 1) overflows
         assert!(slow_kick.token.is_cancelled());
-        assert_eq!(*slow_kick.reason.lock().unwrap(), Some(CloseReason::SlowConsumer));
-        assert_eq!(ra2.try_recv().map(|f| f.frame().clone()).ok(), Some(ServerFrame::Pong));
+        assert_eq!(
+            *slow_kick.reason.lock().unwrap(),
+            Some(CloseReason::SlowConsumer)
+        );
+        assert_eq!(
+            ra2.try_recv().map(|f| f.frame().clone()).ok(),
+            Some(ServerFrame::Pong)
+        );
         assert!(rb1.try_recv().is_ok());
     }
 
@@ -181,7 +217,10 @@ mod tests {
         let (new, _r2) = handle(2, "phone", 4);
         reg.register(UserId(1), old);
         reg.register(UserId(1), new);
-        assert_eq!(*old_kick.reason.lock().unwrap(), Some(CloseReason::Replaced));
+        assert_eq!(
+            *old_kick.reason.lock().unwrap(),
+            Some(CloseReason::Replaced)
+        );
         reg.deregister(UserId(1), ConnId(1));
         assert_eq!(reg.connections_of(UserId(1)), 1);
         reg.deregister(UserId(1), ConnId(2));

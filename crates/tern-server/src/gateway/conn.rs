@@ -34,7 +34,10 @@ struct Close {
 
 impl Close {
     fn new(reason: CloseReason, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -99,12 +102,20 @@ pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, pe
 }
 
 impl<T: FrameIo> Conn<T> {
-    async fn drive(&mut self, registered: &mut Option<tern_proto::UserId>) -> Result<std::convert::Infallible, Close> {
+    async fn drive(
+        &mut self,
+        registered: &mut Option<tern_proto::UserId>,
+    ) -> Result<std::convert::Infallible, Close> {
         let (identity, resume) = self.authenticate().await?;
         tracing::Span::current().record("user_id", identity.user_id.0);
 
         let (tx, rx) = mpsc::channel(self.gw.cfg.outbound_queue);
-        let handle = ConnHandle { conn_id: self.conn_id, device_id: identity.device_id.clone(), tx, kick: Arc::clone(&self.kick) };
+        let handle = ConnHandle {
+            conn_id: self.conn_id,
+            device_id: identity.device_id.clone(),
+            tx,
+            kick: Arc::clone(&self.kick),
+        };
         // Register before reading what was missed: a message committed from here on is queued
         // for us, one committed before is in the store; overlaps are dropped by seq.
         self.gw.registry.register(identity.user_id, handle);
@@ -129,8 +140,17 @@ impl<T: FrameIo> Conn<T> {
 
     async fn authenticate(&mut self) -> Result<(Identity, Option<BTreeMap<ConvId, u64>>), Close> {
         let timeout_ms = self.gw.cfg.auth_timeout_ms;
-        let deadline = Instant::from_std(self.session.poll_timeout().unwrap_or_else(std::time::Instant::now));
-        let no_auth = || Close::new(CloseReason::AuthTimeout, format!("no valid auth frame within {timeout_ms} ms"));
+        let deadline = Instant::from_std(
+            self.session
+                .poll_timeout()
+                .unwrap_or_else(std::time::Instant::now),
+        );
+        let no_auth = || {
+            Close::new(
+                CloseReason::AuthTimeout,
+                format!("no valid auth frame within {timeout_ms} ms"),
+            )
+        };
         let received = tokio::select! {
             biased;
             _ = self.gw.shutdown.cancelled() => return Err(Close::new(CloseReason::ServerShutdown, "server is shutting down")),
@@ -139,7 +159,12 @@ impl<T: FrameIo> Conn<T> {
         };
         let (codec, bytes) = match received {
             Ok(Some(frame)) => frame,
-            Ok(None) => return Err(Close::new(CloseReason::ClientClosed, "closed before authenticating")),
+            Ok(None) => {
+                return Err(Close::new(
+                    CloseReason::ClientClosed,
+                    "closed before authenticating",
+                ));
+            }
             Err(e) => return Err(Close::new(e.close_reason(), e.to_string())),
         };
         self.codec = codec;
@@ -148,19 +173,26 @@ impl<T: FrameIo> Conn<T> {
             Ok(f) => f,
             Err(e) => {
                 self.session.on_bad_frame(now);
-                return Err(Close::new(CloseReason::AuthFailed, format!("the first frame must be auth: {e}")));
+                return Err(Close::new(
+                    CloseReason::AuthFailed,
+                    format!("the first frame must be auth: {e}"),
+                ));
             }
         };
         match self.session.on_frame(now, &frame) {
             Verdict::Authenticate => {}
             Verdict::Close(reason) => {
                 let message = match reason {
-                    CloseReason::UnsupportedVersion => format!("this server speaks protocol version {PROTOCOL_VERSION}"),
+                    CloseReason::UnsupportedVersion => {
+                        format!("this server speaks protocol version {PROTOCOL_VERSION}")
+                    }
                     _ => "the first frame must be auth".to_owned(),
                 };
                 return Err(Close::new(reason, message));
             }
-            Verdict::Process => return Err(Close::new(CloseReason::ProtocolError, "unexpected state")),
+            Verdict::Process => {
+                return Err(Close::new(CloseReason::ProtocolError, "unexpected state"));
+            }
         }
         let ClientFrame::Auth { token, resume, .. } = frame else {
             return Err(Close::new(CloseReason::ProtocolError, "unexpected state"));
@@ -176,13 +208,22 @@ impl<T: FrameIo> Conn<T> {
     }
 
     /// Sends everything the device missed, conversation by conversation, then `synced`.
-    async fn resume(&mut self, identity: &Identity, have: &BTreeMap<ConvId, u64>) -> Result<(), Close> {
+    async fn resume(
+        &mut self,
+        identity: &Identity,
+        have: &BTreeMap<ConvId, u64>,
+    ) -> Result<(), Close> {
         let items = self
             .gw
             .logic
             .resume(identity.user_id, have)
             .await
-            .map_err(|e| Close::new(CloseReason::InternalError, format!("resume failed: {}", e.message)))?;
+            .map_err(|e| {
+                Close::new(
+                    CloseReason::InternalError,
+                    format!("resume failed: {}", e.message),
+                )
+            })?;
         let conversations = u32::try_from(items.len()).unwrap_or(u32::MAX);
         for item in items {
             match item {
@@ -191,21 +232,38 @@ impl<T: FrameIo> Conn<T> {
                         self.resumed.insert(last.conv_id, last.seq);
                     }
                     for chunk in messages.chunks(RESUME_CHUNK) {
-                        self.out.extend(chunk.iter().map(|m| OutFrame::new(ServerFrame::Msg(m.clone()))));
+                        self.out.extend(
+                            chunk
+                                .iter()
+                                .map(|m| OutFrame::new(ServerFrame::Msg(m.clone()))),
+                        );
                         self.flush().await?;
                     }
                 }
-                ResumeItem::Gap { conv_id, from_seq, to_seq } => {
+                ResumeItem::Gap {
+                    conv_id,
+                    from_seq,
+                    to_seq,
+                } => {
                     self.resumed.insert(conv_id, to_seq);
-                    self.out.push(OutFrame::new(ServerFrame::Gap { conv_id, from_seq, to_seq }));
+                    self.out.push(OutFrame::new(ServerFrame::Gap {
+                        conv_id,
+                        from_seq,
+                        to_seq,
+                    }));
                 }
             }
         }
-        self.out.push(OutFrame::new(ServerFrame::Synced { conversations }));
+        self.out
+            .push(OutFrame::new(ServerFrame::Synced { conversations }));
         self.flush().await
     }
 
-    async fn serve(&mut self, identity: Identity, mut rx: mpsc::Receiver<Arc<OutFrame>>) -> Result<std::convert::Infallible, Close> {
+    async fn serve(
+        &mut self,
+        identity: Identity,
+        mut rx: mpsc::Receiver<Arc<OutFrame>>,
+    ) -> Result<std::convert::Infallible, Close> {
         let identity = Arc::new(identity);
         let mut inflight: FuturesUnordered<Response> = FuturesUnordered::new();
         let max_inflight = self.gw.cfg.max_inflight_requests;
@@ -215,7 +273,10 @@ impl<T: FrameIo> Conn<T> {
                 .into_iter()
                 .flatten()
                 .min()
-                .map_or_else(|| Instant::now() + Duration::from_secs(3600), Instant::from_std);
+                .map_or_else(
+                    || Instant::now() + Duration::from_secs(3600),
+                    Instant::from_std,
+                );
             tokio::select! {
                 biased;
                 reason = kick.kicked() => return Err(Close::new(reason, kicked_message(reason))),
@@ -246,16 +307,24 @@ impl<T: FrameIo> Conn<T> {
 
     fn queue_push(&mut self, frame: Arc<OutFrame>) -> Result<(), Close> {
         if let ServerFrame::Msg(m) = frame.frame() {
-            if self.resumed.get(&m.conv_id).is_some_and(|&upto| m.seq <= upto) {
+            if self
+                .resumed
+                .get(&m.conv_id)
+                .is_some_and(|&upto| m.seq <= upto)
+            {
                 return Ok(());
             }
             if self.unacked.len() >= self.gw.cfg.max_unacked {
                 return Err(Close::new(
                     CloseReason::SlowConsumer,
-                    format!("more than {} pushed messages unacknowledged", self.gw.cfg.max_unacked),
+                    format!(
+                        "more than {} pushed messages unacknowledged",
+                        self.gw.cfg.max_unacked
+                    ),
                 ));
             }
-            self.unacked.sent(m.msg_id, Arc::clone(&frame), std::time::Instant::now());
+            self.unacked
+                .sent(m.msg_id, Arc::clone(&frame), std::time::Instant::now());
         }
         self.out.push(frame);
         Ok(())
@@ -269,7 +338,12 @@ impl<T: FrameIo> Conn<T> {
     ) -> Result<(), Close> {
         let (codec, bytes) = match received {
             Ok(Some(frame)) => frame,
-            Ok(None) => return Err(Close::new(CloseReason::ClientClosed, "closed by the client")),
+            Ok(None) => {
+                return Err(Close::new(
+                    CloseReason::ClientClosed,
+                    "closed by the client",
+                ));
+            }
             Err(e) => return Err(Close::new(e.close_reason(), e.to_string())),
         };
         let now = std::time::Instant::now();
@@ -280,17 +354,26 @@ impl<T: FrameIo> Conn<T> {
                     return Err(Close::new(reason, e.message));
                 }
                 tracing::debug!(code = e.code.as_str(), "bad frame");
-                self.out.push(OutFrame::new(ServerFrame::error(e.id, e.code, e.message)));
+                self.out
+                    .push(OutFrame::new(ServerFrame::error(e.id, e.code, e.message)));
                 return Ok(());
             }
         };
         if let Verdict::Close(reason) = self.session.on_frame(now, &frame) {
-            return Err(Close::new(reason, "auth was already done on this connection"));
+            return Err(Close::new(
+                reason,
+                "auth was already done on this connection",
+            ));
         }
         match frame {
             ClientFrame::Ping => self.out.push(OutFrame::new(ServerFrame::Pong)),
             ClientFrame::Ack { msg_ids } => self.unacked.acked(&msg_ids),
-            ClientFrame::Send { id, to, client_msg_id, body } => {
+            ClientFrame::Send {
+                id,
+                to,
+                client_msg_id,
+                body,
+            } => {
                 // Queue now, in arrival order; wait for durability off the loop.
                 match self.gw.logic.send(identity, to, client_msg_id, &body).await {
                     Err(e) => self.out.push(error_frame(id, e)),
@@ -305,19 +388,33 @@ impl<T: FrameIo> Conn<T> {
                                 duplicate: a.duplicate,
                             }),
                             Ok(Err(e)) => error_frame(id, Error::from(e)),
-                            Err(_) => error_frame(id, Error::from(crate::store::StoreError::Closed)),
+                            Err(_) => {
+                                error_frame(id, Error::from(crate::store::StoreError::Closed))
+                            }
                         }
                     })),
                 }
             }
-            ClientFrame::History { id, conv_id, after_seq, before_seq, limit } => {
+            ClientFrame::History {
+                id,
+                conv_id,
+                after_seq,
+                before_seq,
+                limit,
+            } => {
                 let logic = Arc::clone(&self.gw.logic);
                 let user = identity.user_id;
                 inflight.push(Box::pin(async move {
-                    match logic.history(user, conv_id, after_seq, before_seq, limit).await {
-                        Ok((messages, last_seq)) => {
-                            OutFrame::new(ServerFrame::History { id, conv_id, messages, last_seq })
-                        }
+                    match logic
+                        .history(user, conv_id, after_seq, before_seq, limit)
+                        .await
+                    {
+                        Ok((messages, last_seq)) => OutFrame::new(ServerFrame::History {
+                            id,
+                            conv_id,
+                            messages,
+                            last_seq,
+                        }),
                         Err(e) => error_frame(id, e),
                     }
                 }));
@@ -331,13 +428,19 @@ impl<T: FrameIo> Conn<T> {
         let now = std::time::Instant::now();
         if let Some(reason) = self.session.handle_timeout(now) {
             let silence = self.gw.cfg.heartbeat_ms * u64::from(self.gw.cfg.max_missed_heartbeats);
-            return Err(Close::new(reason, format!("nothing received for {silence} ms")));
+            return Err(Close::new(
+                reason,
+                format!("nothing received for {silence} ms"),
+            ));
         }
         let due = self.unacked.due(now);
         if due.expired {
             return Err(Close::new(
                 CloseReason::AckTimeout,
-                format!("pushed messages unacknowledged for {} ms; reconnect and resume", self.gw.cfg.push_ttl_ms),
+                format!(
+                    "pushed messages unacknowledged for {} ms; reconnect and resume",
+                    self.gw.cfg.push_ttl_ms
+                ),
             ));
         }
         self.out.extend(due.resend);
@@ -352,10 +455,16 @@ impl<T: FrameIo> Conn<T> {
         self.out.clear();
         match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Close::new(CloseReason::TransportError, format!("write failed: {e}"))),
+            Ok(Err(e)) => Err(Close::new(
+                CloseReason::TransportError,
+                format!("write failed: {e}"),
+            )),
             Err(_) => Err(Close::new(
                 CloseReason::SlowConsumer,
-                format!("socket not writable for {} ms", self.write_timeout.as_millis()),
+                format!(
+                    "socket not writable for {} ms",
+                    self.write_timeout.as_millis()
+                ),
             )),
         }
     }
@@ -376,7 +485,11 @@ impl<T: FrameIo> Conn<T> {
                     _ => None,
                 };
                 self.out.clear();
-                self.out.push(OutFrame::new(ServerFrame::Close { reason, message, retry_after_ms }));
+                self.out.push(OutFrame::new(ServerFrame::Close {
+                    reason,
+                    message,
+                    retry_after_ms,
+                }));
                 let _ = timeout(Duration::from_secs(1), self.io.send(self.codec, &self.out)).await;
             }
         }

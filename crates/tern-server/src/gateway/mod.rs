@@ -36,7 +36,12 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the gateway.
-    pub fn new(logic: Arc<Logic>, registry: Arc<Registry>, cfg: GatewayConfig, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        logic: Arc<Logic>,
+        registry: Arc<Registry>,
+        cfg: GatewayConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             logic,
             registry,

@@ -52,7 +52,11 @@ pub struct Unacked {
 impl Unacked {
     /// An empty tracker.
     pub fn new(policy: RetryPolicy) -> Self {
-        Self { policy, pending: HashMap::new(), schedule: BinaryHeap::new() }
+        Self {
+            policy,
+            pending: HashMap::new(),
+            schedule: BinaryHeap::new(),
+        }
     }
 
     /// How many pushes await an ACK.
@@ -63,7 +67,15 @@ impl Unacked {
     /// A push was sent at `now`.
     pub fn sent(&mut self, id: MsgId, frame: Arc<OutFrame>, now: Instant) {
         let next_at = now + self.policy.initial;
-        self.pending.insert(id, Pending { frame, first_sent: now, next_at, attempts: 0 });
+        self.pending.insert(
+            id,
+            Pending {
+                frame,
+                first_sent: now,
+                next_at,
+                attempts: 0,
+            },
+        );
         self.schedule.push(Reverse((next_at, id)));
     }
 
@@ -98,7 +110,9 @@ impl Unacked {
                 break;
             }
             self.schedule.pop();
-            let Some(p) = self.pending.get_mut(&id) else { continue };
+            let Some(p) = self.pending.get_mut(&id) else {
+                continue;
+            };
             if p.next_at != at {
                 continue;
             }
@@ -107,7 +121,11 @@ impl Unacked {
                 continue;
             }
             p.attempts += 1;
-            let backoff = self.policy.initial.saturating_mul(1u32 << p.attempts.min(16)).min(self.policy.max);
+            let backoff = self
+                .policy
+                .initial
+                .saturating_mul(1u32 << p.attempts.min(16))
+                .min(self.policy.max);
             p.next_at = now + backoff;
             self.schedule.push(Reverse((p.next_at, id)));
             due.resend.push(Arc::clone(&p.frame));
@@ -122,8 +140,11 @@ mod tests {
 
     use super::*;
 
-    const POLICY: RetryPolicy =
-        RetryPolicy { initial: Duration::from_secs(1), max: Duration::from_secs(4), ttl: Duration::from_secs(10) };
+    const POLICY: RetryPolicy = RetryPolicy {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(4),
+        ttl: Duration::from_secs(10),
+    };
 
     #[test]
     fn retries_back_off_stop_on_ack_and_expire_at_ttl() {

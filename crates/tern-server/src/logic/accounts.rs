@@ -20,9 +20,28 @@ pub fn validate_username(name: &str) -> Result<(), Error> {
 }
 
 const COMMON: &[&str] = &[
-    "password", "password1", "password123", "12345678", "123456789", "1234567890", "qwertyuiop",
-    "qwerty123", "iloveyou", "11111111", "00000000", "abcdefgh", "abc12345", "letmein1", "welcome1",
-    "admin123", "passw0rd", "sunshine", "football", "baseball", "princess", "trustno1",
+    "password",
+    "password1",
+    "password123",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "qwertyuiop",
+    "qwerty123",
+    "iloveyou",
+    "11111111",
+    "00000000",
+    "abcdefgh",
+    "abc12345",
+    "letmein1",
+    "welcome1",
+    "admin123",
+    "passw0rd",
+    "sunshine",
+    "football",
+    "baseball",
+    "princess",
+    "trustno1",
 ];
 
 /// A password is 8–128 characters, not the username, not one repeated character, not a
@@ -60,16 +79,39 @@ mod tests {
         for ok in ["bob", "Alice_2", "x23"] {
             assert!(validate_username(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "ab", "2bob", "_bob", "bob smith", "bob!", "ä_user", &"a".repeat(33)] {
-            assert_eq!(validate_username(bad).unwrap_err().code, ErrorCode::BadRequest, "{bad}");
+        for bad in [
+            "",
+            "ab",
+            "2bob",
+            "_bob",
+            "bob smith",
+            "bob!",
+            "ä_user",
+            &"a".repeat(33),
+        ] {
+            assert_eq!(
+                validate_username(bad).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn passwords() {
         assert!(validate_password("bob", "correct horse").is_ok());
-        for bad in ["short", "aaaaaaaaaa", "Password1", "xxbobxxyy", &"p".repeat(129)] {
-            assert_eq!(validate_password("bob", bad).unwrap_err().code, ErrorCode::WeakPassword, "{bad}");
+        for bad in [
+            "short",
+            "aaaaaaaaaa",
+            "Password1",
+            "xxbobxxyy",
+            &"p".repeat(129),
+        ] {
+            assert_eq!(
+                validate_password("bob", bad).unwrap_err().code,
+                ErrorCode::WeakPassword,
+                "{bad}"
+            );
         }
     }
 }

@@ -103,19 +103,31 @@ impl Logic {
 
     /// Validates a message and queues it for the store. Returns once it is queued (so one
     /// connection's sends keep their order); the ticket resolves once it is durable.
-    pub async fn send(&self, from: &Identity, to: UserId, client_msg_id: String, body: &Body) -> Result<AppendTicket, Error> {
+    pub async fn send(
+        &self,
+        from: &Identity,
+        to: UserId,
+        client_msg_id: String,
+        body: &Body,
+    ) -> Result<AppendTicket, Error> {
         if client_msg_id.is_empty() || client_msg_id.len() > 64 {
             return Err(Error::bad_request("client_msg_id must be 1 to 64 bytes"));
         }
         match body {
-            Body::Text { text } if text.is_empty() => return Err(Error::bad_request("text must not be empty")),
+            Body::Text { text } if text.is_empty() => {
+                return Err(Error::bad_request("text must not be empty"));
+            }
             Body::Text { .. } => {}
         }
         let encoded = encode_body(body);
         if encoded.len() > self.max_body_bytes {
             return Err(Error::new(
                 ErrorCode::BodyTooLarge,
-                format!("message body is {} bytes, the limit is {}", encoded.len(), self.max_body_bytes),
+                format!(
+                    "message body is {} bytes, the limit is {}",
+                    encoded.len(),
+                    self.max_body_bytes
+                ),
             ));
         }
         if !self.user_exists(to).await? {
@@ -173,7 +185,11 @@ impl Logic {
 
     /// What a device that has `have` (last seq per conversation) missed, conversation by
     /// conversation: each conversation is pushed in full or announced as a gap.
-    pub async fn resume(&self, user: UserId, have: &BTreeMap<ConvId, u64>) -> Result<Vec<ResumeItem>, Error> {
+    pub async fn resume(
+        &self,
+        user: UserId,
+        have: &BTreeMap<ConvId, u64>,
+    ) -> Result<Vec<ResumeItem>, Error> {
         let mut items = Vec::new();
         for (conv, last) in self.store.conversations_of(user).await? {
             let held = have.get(&conv).copied().unwrap_or(0);
@@ -181,13 +197,20 @@ impl Logic {
                 continue;
             }
             if last - held > self.resume_push_limit {
-                items.push(ResumeItem::Gap { conv_id: conv, from_seq: held + 1, to_seq: last });
+                items.push(ResumeItem::Gap {
+                    conv_id: conv,
+                    from_seq: held + 1,
+                    to_seq: last,
+                });
                 continue;
             }
             let mut missed = Vec::with_capacity((last - held) as usize);
             let mut after = held;
             while after < last {
-                let page = self.store.messages(conv, Page::After(after), MAX_PAGE).await?;
+                let page = self
+                    .store
+                    .messages(conv, Page::After(after), MAX_PAGE)
+                    .await?;
                 let Some(tail) = page.last() else { break };
                 after = tail.seq;
                 missed.extend(page.into_iter().filter(|m| m.seq <= last));
@@ -205,7 +228,9 @@ impl Logic {
             .auth
             .hash_password(password.to_owned())
             .await
-            .map_err(|e| Error::new(ErrorCode::Internal, format!("password hashing failed: {e}")))?;
+            .map_err(|e| {
+                Error::new(ErrorCode::Internal, format!("password hashing failed: {e}"))
+            })?;
         let id = self.store.create_user(username, &hash).await?;
         Ok(id)
     }
@@ -219,7 +244,11 @@ impl Logic {
             let _ = self.auth.hash_password(password.to_owned()).await;
             return Err(wrong());
         };
-        if self.auth.verify_password(password.to_owned(), user.password_hash).await {
+        if self
+            .auth
+            .verify_password(password.to_owned(), user.password_hash)
+            .await
+        {
             Ok(user.id)
         } else {
             Err(wrong())

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use tern_proto::{Body, ConvId, DeviceId, MsgId, UserId};
 
-use super::{CommitListener, Committed, NewMessage, Page, Store, StoreError};
 use super::encode_body;
+use super::{CommitListener, Committed, NewMessage, Page, Store, StoreError};
 
 /// A listener that ignores commits.
 pub fn null_listener() -> Arc<dyn CommitListener> {
@@ -40,12 +40,18 @@ pub fn new_message(conv: ConvId, from: UserId, client_msg_id: &str) -> NewMessag
         from_device: DeviceId("dev".into()),
         client_msg_id: client_msg_id.to_owned(),
         ts: 1,
-        body: encode_body(&Body::Text { text: client_msg_id.to_owned() }),
+        body: encode_body(&Body::Text {
+            text: client_msg_id.to_owned(),
+        }),
     }
 }
 
 async fn append(store: &dyn Store, msg: NewMessage) -> Result<super::Appended, StoreError> {
-    store.append(msg).await?.await.map_err(|_| StoreError::Closed)?
+    store
+        .append(msg)
+        .await?
+        .await
+        .map_err(|_| StoreError::Closed)?
 }
 
 /// Runs every check. `open` makes a fresh, empty store wired to the given listener.
@@ -59,12 +65,21 @@ pub async fn run_all(mut open: impl FnMut(Arc<dyn CommitListener>) -> Arc<dyn St
 
 async fn users_are_unique_case_insensitively(store: Arc<dyn Store>) {
     let alice = store.create_user("Alice", "h1").await.unwrap();
-    assert_eq!(store.create_user("alice", "h2").await, Err(StoreError::Conflict("username \"alice\" is taken".into())));
+    assert_eq!(
+        store.create_user("alice", "h2").await,
+        Err(StoreError::Conflict("username \"alice\" is taken".into()))
+    );
     let bob = store.create_user("bob", "h3").await.unwrap();
     assert_ne!(alice, bob);
     let rec = store.user_by_name("ALICE").await.unwrap().unwrap();
-    assert_eq!((rec.id, rec.username.as_str(), rec.password_hash.as_str()), (alice, "Alice", "h1"));
-    assert_eq!(store.user_by_id(bob).await.unwrap().unwrap().username, "bob");
+    assert_eq!(
+        (rec.id, rec.username.as_str(), rec.password_hash.as_str()),
+        (alice, "Alice", "h1")
+    );
+    assert_eq!(
+        store.user_by_id(bob).await.unwrap().unwrap().username,
+        "bob"
+    );
     assert_eq!(store.user_by_id(UserId(9_999_999)).await.unwrap(), None);
     assert_eq!(store.user_by_name("carol").await.unwrap(), None);
 }
@@ -76,24 +91,41 @@ async fn seqs_are_gap_free_and_duplicates_store_nothing(store: Arc<dyn Store>) {
     let m1 = append(&*store, new_message(ab, a, "x1")).await.unwrap();
     let m2 = append(&*store, new_message(ab, b, "y1")).await.unwrap();
     let other = append(&*store, new_message(ac, a, "x2")).await.unwrap();
-    assert_eq!((m1.message.seq, m2.message.seq, other.message.seq), (1, 2, 1), "seq is per conversation");
+    assert_eq!(
+        (m1.message.seq, m2.message.seq, other.message.seq),
+        (1, 2, 1),
+        "seq is per conversation"
+    );
 
     let again = append(&*store, new_message(ab, a, "x1")).await.unwrap();
     assert!(again.duplicate);
-    assert_eq!(again.message, m1.message, "a resend returns the original message");
+    assert_eq!(
+        again.message, m1.message,
+        "a resend returns the original message"
+    );
     // The same key from another sender is another message.
     let b_x1 = append(&*store, new_message(ab, b, "x1")).await.unwrap();
     assert_eq!((b_x1.duplicate, b_x1.message.seq), (false, 3));
     // The same key in another conversation is refused.
-    assert!(matches!(append(&*store, new_message(ac, a, "x1")).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        append(&*store, new_message(ac, a, "x1")).await,
+        Err(StoreError::Conflict(_))
+    ));
 
     let all = store.messages(ab, Page::After(0), 100).await.unwrap();
-    assert_eq!(all.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3], "one stored copy each");
+    assert_eq!(
+        all.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "one stored copy each"
+    );
     assert_eq!(store.last_seq(ab).await.unwrap(), 3);
     assert_eq!(store.last_seq(ConvId::direct(b, c)).await.unwrap(), 0);
 }
 
-async fn concurrent_senders_get_gap_free_increasing_seqs(store: Arc<dyn Store>, recorder: Arc<Recorder>) {
+async fn concurrent_senders_get_gap_free_increasing_seqs(
+    store: Arc<dyn Store>,
+    recorder: Arc<Recorder>,
+) {
     let conv = ConvId::direct(UserId(10), UserId(11));
     let mut tasks = Vec::new();
     for sender in 0..6u64 {
@@ -102,7 +134,10 @@ async fn concurrent_senders_get_gap_free_increasing_seqs(store: Arc<dyn Store>, 
             let from = UserId(10 + sender % 2);
             let mut seqs = Vec::new();
             for i in 0..50 {
-                let ticket = store.append(new_message(conv, from, &format!("s{sender}-{i}"))).await.unwrap();
+                let ticket = store
+                    .append(new_message(conv, from, &format!("s{sender}-{i}")))
+                    .await
+                    .unwrap();
                 seqs.push(ticket.await.unwrap().unwrap().message.seq);
             }
             seqs
@@ -111,33 +146,69 @@ async fn concurrent_senders_get_gap_free_increasing_seqs(store: Arc<dyn Store>, 
     let mut all = BTreeSet::new();
     for t in tasks {
         let seqs = t.await.unwrap();
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "one sender's seqs increase: {seqs:?}");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one sender's seqs increase: {seqs:?}"
+        );
         all.extend(seqs);
     }
     assert_eq!(all, (1..=300).collect(), "gap-free and unique");
-    let reported: Vec<u64> = recorder.0.lock().unwrap().iter().filter(|(c, _)| *c == conv).map(|(_, s)| *s).collect();
-    assert_eq!(reported, (1..=300).collect::<Vec<_>>(), "commits reported once each, in seq order");
+    let reported: Vec<u64> = recorder
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(c, _)| *c == conv)
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(
+        reported,
+        (1..=300).collect::<Vec<_>>(),
+        "commits reported once each, in seq order"
+    );
 }
 
 async fn pages_and_conversation_lists(store: Arc<dyn Store>) {
     let (a, b, c) = (UserId(21), UserId(22), UserId(23));
     let ab = ConvId::direct(a, b);
     for i in 0..10 {
-        append(&*store, new_message(ab, a, &format!("p{i}"))).await.unwrap();
+        append(&*store, new_message(ab, a, &format!("p{i}")))
+            .await
+            .unwrap();
     }
-    append(&*store, new_message(ConvId::direct(c, a), c, "q")).await.unwrap();
-    append(&*store, new_message(ConvId::direct(a, a), a, "self")).await.unwrap();
+    append(&*store, new_message(ConvId::direct(c, a), c, "q"))
+        .await
+        .unwrap();
+    append(&*store, new_message(ConvId::direct(a, a), a, "self"))
+        .await
+        .unwrap();
 
     let after = store.messages(ab, Page::After(3), 4).await.unwrap();
-    assert_eq!(after.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![4, 5, 6, 7]);
+    assert_eq!(
+        after.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![4, 5, 6, 7]
+    );
     assert_eq!(after[0].body, Body::Text { text: "p3".into() });
     let before = store.messages(ab, Page::Before(4), 10).await.unwrap();
-    assert_eq!(before.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![3, 2, 1]);
-    assert!(store.messages(ab, Page::After(10), 10).await.unwrap().is_empty());
+    assert_eq!(
+        before.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![3, 2, 1]
+    );
+    assert!(
+        store
+            .messages(ab, Page::After(10), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let mut convs = store.conversations_of(a).await.unwrap();
     convs.sort();
-    let mut expected = vec![(ab, 10), (ConvId::direct(a, c), 1), (ConvId::direct(a, a), 1)];
+    let mut expected = vec![
+        (ab, 10),
+        (ConvId::direct(a, c), 1),
+        (ConvId::direct(a, a), 1),
+    ];
     expected.sort();
     assert_eq!(convs, expected);
     assert_eq!(store.conversations_of(b).await.unwrap(), vec![(ab, 10)]);

@@ -117,10 +117,17 @@ pub type AppendTicket = oneshot::Receiver<Result<Appended, StoreError>>;
 /// The storage engine.
 pub trait Store: Send + Sync + 'static {
     /// Creates an account; `Conflict` if the name is taken (case-insensitively).
-    fn create_user<'a>(&'a self, username: &'a str, password_hash: &'a str) -> BoxFut<'a, Result<UserId, StoreError>>;
+    fn create_user<'a>(
+        &'a self,
+        username: &'a str,
+        password_hash: &'a str,
+    ) -> BoxFut<'a, Result<UserId, StoreError>>;
 
     /// Finds an account by name, case-insensitively.
-    fn user_by_name<'a>(&'a self, username: &'a str) -> BoxFut<'a, Result<Option<UserRecord>, StoreError>>;
+    fn user_by_name<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFut<'a, Result<Option<UserRecord>, StoreError>>;
 
     /// Finds an account by id.
     fn user_by_id(&self, id: UserId) -> BoxFut<'_, Result<Option<UserRecord>, StoreError>>;
@@ -134,7 +141,12 @@ pub trait Store: Send + Sync + 'static {
     fn append(&self, msg: NewMessage) -> BoxFut<'_, Result<AppendTicket, StoreError>>;
 
     /// A page of a conversation, at most `limit` messages.
-    fn messages(&self, conv: ConvId, page: Page, limit: u32) -> BoxFut<'_, Result<Vec<Message>, StoreError>>;
+    fn messages(
+        &self,
+        conv: ConvId,
+        page: Page,
+        limit: u32,
+    ) -> BoxFut<'_, Result<Vec<Message>, StoreError>>;
 
     /// The last seq of a conversation (0 if it has none).
     fn last_seq(&self, conv: ConvId) -> BoxFut<'_, Result<u64, StoreError>>;

@@ -54,8 +54,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id ON messages(sender, client_
 
 /// One queued write.
 enum Write {
-    CreateUser { username: String, password_hash: String, reply: oneshot::Sender<Result<UserId, StoreError>> },
-    Append { msg: NewMessage, reply: oneshot::Sender<Result<Appended, StoreError>> },
+    CreateUser {
+        username: String,
+        password_hash: String,
+        reply: oneshot::Sender<Result<UserId, StoreError>>,
+    },
+    Append {
+        msg: NewMessage,
+        reply: oneshot::Sender<Result<Appended, StoreError>>,
+    },
 }
 
 /// The embedded SQLite store. Cheap to share behind an `Arc`.
@@ -77,7 +84,11 @@ impl ReaderPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     {
-        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let conn = pool.idle.lock().map_err(|_| StoreError::Closed)?.pop();
@@ -113,7 +124,11 @@ fn open_connection(path: &Path, sync: Option<Synchronous>) -> Result<Connection,
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`, starts the writer thread, and hands every
     /// commit to `listener`.
-    pub fn open(dir: &Path, cfg: &StoreConfig, listener: Arc<dyn CommitListener>) -> Result<Self, StoreError> {
+    pub fn open(
+        dir: &Path,
+        cfg: &StoreConfig,
+        listener: Arc<dyn CommitListener>,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("tern.db");
@@ -125,14 +140,24 @@ impl SqliteStore {
         let max_batch = cfg.max_batch;
         std::thread::Builder::new()
             .name("tern-store-writer".into())
-            .spawn(move || Writer { conn, listener, seqs: HashMap::new() }.run(rx, max_batch))
+            .spawn(move || {
+                Writer {
+                    conn,
+                    listener,
+                    seqs: HashMap::new(),
+                }
+                .run(rx, max_batch)
+            })
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         let readers = Arc::new(ReaderPool {
             path,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(cfg.readers),
         });
-        Ok(Self { writes: tx, readers })
+        Ok(Self {
+            writes: tx,
+            readers,
+        })
     }
 }
 
@@ -158,8 +183,14 @@ struct Writer {
 
 /// A write's answer, held until its transaction commits.
 enum Reply {
-    User(oneshot::Sender<Result<UserId, StoreError>>, Result<UserId, StoreError>),
-    Append(oneshot::Sender<Result<Appended, StoreError>>, Result<Appended, StoreError>),
+    User(
+        oneshot::Sender<Result<UserId, StoreError>>,
+        Result<UserId, StoreError>,
+    ),
+    Append(
+        oneshot::Sender<Result<Appended, StoreError>>,
+        Result<Appended, StoreError>,
+    ),
 }
 
 impl Writer {
@@ -221,16 +252,20 @@ impl Writer {
         let mut batch_ids: HashMap<(UserId, String), Appended> = HashMap::new();
         for write in batch {
             match write {
-                Write::CreateUser { username, password_hash, reply } => {
+                Write::CreateUser {
+                    username,
+                    password_hash,
+                    reply,
+                } => {
                     let now = now_ms() as i64;
                     let result = tx
                         .prepare_cached("INSERT INTO users (username, password_hash, created_at) VALUES (?1, ?2, ?3)")?
                         .execute(params![username, password_hash, now]);
                     let result = match result {
                         Ok(_) => Ok(UserId(tx.last_insert_rowid() as u64)),
-                        Err(e) if is_constraint(&e) => {
-                            Err(StoreError::Conflict(format!("username {username:?} is taken")))
-                        }
+                        Err(e) if is_constraint(&e) => Err(StoreError::Conflict(format!(
+                            "username {username:?} is taken"
+                        ))),
                         Err(e) => return Err(e),
                     };
                     replies.push(Reply::User(reply, result));
@@ -243,7 +278,10 @@ impl Writer {
                     };
                     if let Some(original) = earlier {
                         let result = if original.conv_id == msg.conv_id {
-                            Ok(Appended { message: original, duplicate: true })
+                            Ok(Appended {
+                                message: original,
+                                duplicate: true,
+                            })
                         } else {
                             Err(StoreError::Conflict(format!(
                                 "client_msg_id {:?} was already used for another conversation",
@@ -260,7 +298,10 @@ impl Writer {
                     let body: Body = match serde_json::from_slice(&msg.body) {
                         Ok(b) => b,
                         Err(e) => {
-                            replies.push(Reply::Append(reply, Err(StoreError::Backend(format!("unreadable body: {e}")))));
+                            replies.push(Reply::Append(
+                                reply,
+                                Err(StoreError::Backend(format!("unreadable body: {e}"))),
+                            ));
                             continue;
                         }
                     };
@@ -289,9 +330,15 @@ impl Writer {
                         ts: msg.ts,
                         body,
                     };
-                    let appended = Appended { message: message.clone(), duplicate: false };
+                    let appended = Appended {
+                        message: message.clone(),
+                        duplicate: false,
+                    };
                     batch_ids.insert(key, appended.clone());
-                    committed.push(Committed { message, from_device: msg.from_device });
+                    committed.push(Committed {
+                        message,
+                        from_device: msg.from_device,
+                    });
                     replies.push(Reply::Append(reply, Ok(appended)));
                 }
             }
@@ -347,7 +394,11 @@ fn row_to_message(row: &rusqlite::Row<'_>) -> Result<Message, rusqlite::Error> {
     })
 }
 
-fn find_by_client_id(conn: &Connection, sender: UserId, client_msg_id: &str) -> Result<Option<Message>, rusqlite::Error> {
+fn find_by_client_id(
+    conn: &Connection,
+    sender: UserId,
+    client_msg_id: &str,
+) -> Result<Option<Message>, rusqlite::Error> {
     conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender = ?1 AND client_msg_id = ?2"
     ))?
@@ -356,21 +407,38 @@ fn find_by_client_id(conn: &Connection, sender: UserId, client_msg_id: &str) -> 
 }
 
 fn user_from_row(row: &rusqlite::Row<'_>) -> Result<UserRecord, rusqlite::Error> {
-    Ok(UserRecord { id: UserId(row.get::<_, i64>(0)? as u64), username: row.get(1)?, password_hash: row.get(2)? })
+    Ok(UserRecord {
+        id: UserId(row.get::<_, i64>(0)? as u64),
+        username: row.get(1)?,
+        password_hash: row.get(2)?,
+    })
 }
 
-
 impl Store for SqliteStore {
-    fn create_user<'a>(&'a self, username: &'a str, password_hash: &'a str) -> BoxFut<'a, Result<UserId, StoreError>> {
+    fn create_user<'a>(
+        &'a self,
+        username: &'a str,
+        password_hash: &'a str,
+    ) -> BoxFut<'a, Result<UserId, StoreError>> {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            let write = Write::CreateUser { username: username.to_owned(), password_hash: password_hash.to_owned(), reply };
-            self.writes.send(write).await.map_err(|_| StoreError::Closed)?;
+            let write = Write::CreateUser {
+                username: username.to_owned(),
+                password_hash: password_hash.to_owned(),
+                reply,
+            };
+            self.writes
+                .send(write)
+                .await
+                .map_err(|_| StoreError::Closed)?;
             rx.await.map_err(|_| StoreError::Closed)?
         })
     }
 
-    fn user_by_name<'a>(&'a self, username: &'a str) -> BoxFut<'a, Result<Option<UserRecord>, StoreError>> {
+    fn user_by_name<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFut<'a, Result<Option<UserRecord>, StoreError>> {
         let username = username.to_owned();
         Box::pin(self.readers.run(move |c| {
             c.prepare_cached("SELECT id, username, password_hash FROM users WHERE username = ?1")?
@@ -390,12 +458,20 @@ impl Store for SqliteStore {
     fn append(&self, msg: NewMessage) -> BoxFut<'_, Result<AppendTicket, StoreError>> {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            self.writes.send(Write::Append { msg, reply }).await.map_err(|_| StoreError::Closed)?;
+            self.writes
+                .send(Write::Append { msg, reply })
+                .await
+                .map_err(|_| StoreError::Closed)?;
             Ok(rx)
         })
     }
 
-    fn messages(&self, conv: ConvId, page: Page, limit: u32) -> BoxFut<'_, Result<Vec<Message>, StoreError>> {
+    fn messages(
+        &self,
+        conv: ConvId,
+        page: Page,
+        limit: u32,
+    ) -> BoxFut<'_, Result<Vec<Message>, StoreError>> {
         Box::pin(self.readers.run(move |c| {
             let (sql, bound) = match page {
                 Page::After(seq) => (
@@ -441,7 +517,6 @@ impl Store for SqliteStore {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,16 +538,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conv = ConvId::direct(UserId(1), UserId(2));
         {
-            let store = SqliteStore::open(dir.path(), &StoreConfig::default(), conformance::null_listener()).unwrap();
+            let store = SqliteStore::open(
+                dir.path(),
+                &StoreConfig::default(),
+                conformance::null_listener(),
+            )
+            .unwrap();
             for i in 0..3 {
-                let t = store.append(conformance::new_message(conv, UserId(1), &format!("c{i}"))).await.unwrap();
+                let t = store
+                    .append(conformance::new_message(conv, UserId(1), &format!("c{i}")))
+                    .await
+                    .unwrap();
                 t.await.unwrap().unwrap();
             }
         }
-        let store = SqliteStore::open(dir.path(), &StoreConfig::default(), conformance::null_listener()).unwrap();
-        let t = store.append(conformance::new_message(conv, UserId(2), "next")).await.unwrap();
-        assert_eq!(t.await.unwrap().unwrap().message.seq, 4, "seq continues after reopen");
-        let dup = store.append(conformance::new_message(conv, UserId(1), "c1")).await.unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            &StoreConfig::default(),
+            conformance::null_listener(),
+        )
+        .unwrap();
+        let t = store
+            .append(conformance::new_message(conv, UserId(2), "next"))
+            .await
+            .unwrap();
+        assert_eq!(
+            t.await.unwrap().unwrap().message.seq,
+            4,
+            "seq continues after reopen"
+        );
+        let dup = store
+            .append(conformance::new_message(conv, UserId(1), "c1"))
+            .await
+            .unwrap();
         let dup = dup.await.unwrap().unwrap();
         assert!(dup.duplicate);
         assert_eq!(dup.message.seq, 2);

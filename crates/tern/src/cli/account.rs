@@ -8,10 +8,23 @@ pub async fn register(server: &ServerArgs, username: &str, password: &str) -> an
     Ok(())
 }
 
-pub async fn login(server: &ServerArgs, username: &str, password: &str, device: &str, profile: &ProfileArg) -> anyhow::Result<()> {
+pub async fn login(
+    server: &ServerArgs,
+    username: &str,
+    password: &str,
+    device: &str,
+    profile: &ProfileArg,
+) -> anyhow::Result<()> {
     let session = tern_client::http::login(&server.server, username, password, device).await?;
     let user_id = session.user_id;
-    Profile { session, watermarks: Default::default() }.save(&profile.profile)?;
-    println!("logged in as {username} (user {user_id}); session saved to {}", profile.profile.display());
+    Profile {
+        session,
+        watermarks: Default::default(),
+    }
+    .save(&profile.profile)?;
+    println!(
+        "logged in as {username} (user {user_id}); session saved to {}",
+        profile.profile.display()
+    );
     Ok(())
 }

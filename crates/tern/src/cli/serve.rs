@@ -15,7 +15,9 @@ pub async fn run(
     log_json: bool,
 ) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if log_json {
         logs.json().init();
     } else {
@@ -34,7 +36,11 @@ pub async fn run(
     }
     let server = Server::start(cfg).await?;
     // One stable line on stdout for scripts and tests.
-    println!("tern listening http={} tcp={}", server.http_addr(), server.tcp_addr());
+    println!(
+        "tern listening http={} tcp={}",
+        server.http_addr(),
+        server.tcp_addr()
+    );
 
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -46,13 +52,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

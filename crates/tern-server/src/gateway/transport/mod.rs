@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tern_proto::{Codec, CloseReason};
+use tern_proto::{CloseReason, Codec};
 
 use crate::dispatch::OutFrame;
 
@@ -50,7 +50,11 @@ pub trait FrameIo: Send + 'static {
     fn recv(&mut self) -> impl Future<Output = Result<Option<(Codec, Bytes)>, ReadError>> + Send;
 
     /// Writes frames encoded with `codec`, flushing once for the whole batch.
-    fn send(&mut self, codec: Codec, frames: &[Arc<OutFrame>]) -> impl Future<Output = std::io::Result<()>> + Send;
+    fn send(
+        &mut self,
+        codec: Codec,
+        frames: &[Arc<OutFrame>],
+    ) -> impl Future<Output = std::io::Result<()>> + Send;
 
     /// Closes the transport, with the reason where the transport can carry one.
     fn close(&mut self, reason: CloseReason) -> impl Future<Output = ()> + Send;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tern_proto::{Codec, CloseReason, FrameDecoder};
+use tern_proto::{CloseReason, Codec, FrameDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,7 +22,13 @@ pub struct TcpIo {
 impl TcpIo {
     /// Wraps an accepted stream; frames above `max_frame` bytes are refused.
     pub fn new(stream: TcpStream, max_frame: usize) -> Self {
-        Self { stream, decoder: FrameDecoder::new(max_frame), rbuf: BytesMut::new(), wbuf: BytesMut::new(), limit: max_frame }
+        Self {
+            stream,
+            decoder: FrameDecoder::new(max_frame),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            limit: max_frame,
+        }
     }
 }
 
@@ -32,14 +38,27 @@ impl FrameIo for TcpIo {
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(payload)) => return Ok(Some((Codec::MsgPack, payload))),
                 Ok(None) => {}
-                Err(e) => return Err(ReadError::TooLarge { announced: e.announced, limit: self.limit }),
+                Err(e) => {
+                    return Err(ReadError::TooLarge {
+                        announced: e.announced,
+                        limit: self.limit,
+                    });
+                }
             }
             if self.rbuf.capacity() - self.rbuf.len() < 512 {
                 self.rbuf.reserve(4096);
             }
-            let n = self.stream.read_buf(&mut self.rbuf).await.map_err(|e| ReadError::Transport(e.to_string()))?;
+            let n = self
+                .stream
+                .read_buf(&mut self.rbuf)
+                .await
+                .map_err(|e| ReadError::Transport(e.to_string()))?;
             if n == 0 {
-                return if self.rbuf.is_empty() { Ok(None) } else { Err(ReadError::Truncated(self.rbuf.len())) };
+                return if self.rbuf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Truncated(self.rbuf.len()))
+                };
             }
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::SinkExt;
-use tern_proto::{Codec, CloseReason};
+use tern_proto::{CloseReason, Codec};
 
 use super::{FrameIo, ReadError};
 use crate::dispatch::OutFrame;
@@ -20,14 +20,19 @@ pub struct WsIo {
 impl WsIo {
     /// Wraps an upgraded socket whose limits were set at upgrade time.
     pub fn new(ws: WebSocket, max_frame: usize) -> Self {
-        Self { ws, limit: max_frame }
+        Self {
+            ws,
+            limit: max_frame,
+        }
     }
 }
 
 impl FrameIo for WsIo {
     async fn recv(&mut self) -> Result<Option<(Codec, Bytes)>, ReadError> {
         loop {
-            let Some(msg) = self.ws.recv().await else { return Ok(None) };
+            let Some(msg) = self.ws.recv().await else {
+                return Ok(None);
+            };
             match msg {
                 Ok(Message::Text(t)) => return Ok(Some((Codec::Json, Bytes::from(t)))),
                 Ok(Message::Binary(b)) => return Ok(Some((Codec::MsgPack, b))),
@@ -40,7 +45,10 @@ impl FrameIo for WsIo {
                     // tungstenite reports its size limit as a capacity error; it checks the
                     // frame header before reading the payload.
                     if text.contains("too long") || text.contains("Space limit") {
-                        return Err(ReadError::TooLarge { announced: 0, limit: self.limit });
+                        return Err(ReadError::TooLarge {
+                            announced: 0,
+                            limit: self.limit,
+                        });
                     }
                     return Err(ReadError::Transport(text));
                 }
@@ -53,7 +61,8 @@ impl FrameIo for WsIo {
             let msg = match codec {
                 Codec::Json => {
                     // Our JSON encoder only emits UTF-8.
-                    let text = Utf8Bytes::try_from(f.json().clone()).map_err(std::io::Error::other)?;
+                    let text =
+                        Utf8Bytes::try_from(f.json().clone()).map_err(std::io::Error::other)?;
                     Message::Text(text)
                 }
                 Codec::MsgPack => Message::Binary(f.binary()),
@@ -64,7 +73,10 @@ impl FrameIo for WsIo {
     }
 
     async fn close(&mut self, reason: CloseReason) {
-        let frame = CloseFrame { code: reason.ws_code(), reason: Utf8Bytes::from(reason.as_str()) };
+        let frame = CloseFrame {
+            code: reason.ws_code(),
+            reason: Utf8Bytes::from(reason.as_str()),
+        };
         let _ = self.ws.send(Message::Close(Some(frame))).await;
         // Drain until the peer's close so the client sees a clean close handshake.
         let drain = async { while let Some(Ok(_)) = self.ws.recv().await {} };
