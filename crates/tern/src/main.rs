@@ -88,6 +88,15 @@ enum Command {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Load scenarios against a running server.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// 1:1 messages with persistence and ACKs: throughput and latency.
+    P2p(cli::bench::P2pArgs),
 }
 
 fn main() -> ExitCode {
@@ -134,6 +143,7 @@ fn main() -> ExitCode {
                 transport,
                 count,
             } => cli::chat::listen(&profile, transport, count).await,
+            Command::Bench(BenchCommand::P2p(args)) => cli::bench::p2p(args).await,
         }
     });
     match result {

@@ -375,7 +375,7 @@ impl<T: FrameIo> Conn<T> {
                 body,
             } => {
                 // Queue now, in arrival order; wait for durability off the loop.
-                match self.gw.logic.send(identity, to, client_msg_id, &body).await {
+                match self.gw.logic.send(identity, to, client_msg_id, body).await {
                     Err(e) => self.out.push(error_frame(id, e)),
                     Ok(ticket) => inflight.push(Box::pin(async move {
                         match ticket.await {

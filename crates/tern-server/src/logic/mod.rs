@@ -108,18 +108,18 @@ impl Logic {
         from: &Identity,
         to: UserId,
         client_msg_id: String,
-        body: &Body,
+        body: Body,
     ) -> Result<AppendTicket, Error> {
         if client_msg_id.is_empty() || client_msg_id.len() > 64 {
             return Err(Error::bad_request("client_msg_id must be 1 to 64 bytes"));
         }
-        match body {
+        match &body {
             Body::Text { text } if text.is_empty() => {
                 return Err(Error::bad_request("text must not be empty"));
             }
             Body::Text { .. } => {}
         }
-        let encoded = encode_body(body);
+        let encoded = encode_body(&body);
         if encoded.len() > self.max_body_bytes {
             return Err(Error::new(
                 ErrorCode::BodyTooLarge,
@@ -140,7 +140,8 @@ impl Logic {
             from_device: from.device_id.clone(),
             client_msg_id,
             ts: now_ms(),
-            body: encoded,
+            body,
+            body_json: encoded,
         };
         Ok(self.store.append(msg).await?)
     }

@@ -40,9 +40,12 @@ pub fn new_message(conv: ConvId, from: UserId, client_msg_id: &str) -> NewMessag
         from_device: DeviceId("dev".into()),
         client_msg_id: client_msg_id.to_owned(),
         ts: 1,
-        body: encode_body(&Body::Text {
+        body_json: encode_body(&Body::Text {
             text: client_msg_id.to_owned(),
         }),
+        body: Body::Text {
+            text: client_msg_id.to_owned(),
+        },
     }
 }
 

@@ -67,8 +67,10 @@ pub struct NewMessage {
     pub client_msg_id: String,
     /// Acceptance time, ms since the Unix epoch.
     pub ts: u64,
-    /// The body, JSON-encoded once by logic.
-    pub body: Bytes,
+    /// The body.
+    pub body: tern_proto::Body,
+    /// The body, JSON-encoded once by logic (what is stored).
+    pub body_json: Bytes,
 }
 
 /// The result of an append.

@@ -1,6 +1,7 @@
 //! Subcommands.
 
 pub mod account;
+pub mod bench;
 pub mod chat;
 pub mod serve;
 

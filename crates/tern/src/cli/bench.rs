@@ -1,0 +1,219 @@
+//! `tern bench p2p`: 1:1 messages end to end (send → durable → ACK, and → push → delivered),
+//! measured with the real SDK against a running server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tern_client::{Client, Options, Session, Transport};
+
+use super::TransportArg;
+
+/// Options of the p2p scenario.
+#[derive(clap::Args)]
+pub struct P2pArgs {
+    /// HTTP base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    pub server: String,
+    /// Sender/receiver pairs (each a user with its own connection).
+    #[arg(long, default_value_t = 20)]
+    pub pairs: usize,
+    /// Total messages per second across all pairs; 0 = as fast as ACKs allow.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Sends in flight per sender (unacknowledged).
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+    /// Text bytes per message.
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+    /// Transport for every connection.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: TransportArg,
+    /// Print the result as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct SenderResult {
+    acked: u64,
+    ack_us: Vec<u32>,
+}
+
+struct ReceiverResult {
+    received: u64,
+    duplicates: u64,
+    delivery_us: Vec<u32>,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[idx]) / 1000.0
+}
+
+async fn user(server: &str, name: &str) -> anyhow::Result<Session> {
+    const PASSWORD: &str = "bench password 1";
+    tern_client::http::register(server, name, PASSWORD)
+        .await
+        .with_context(|| format!("register {name}"))?;
+    Ok(tern_client::http::login(server, name, PASSWORD, "bench").await?)
+}
+
+pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.pairs > 0 && args.window > 0 && args.duration > 0,
+        "pairs, window and duration must be > 0"
+    );
+    let run: u32 = rand::random();
+    let transport: Transport = args.transport.into();
+    eprintln!("bench p2p: creating {} users", args.pairs * 2);
+    let mut pairs = Vec::new();
+    for i in 0..args.pairs {
+        let s = user(&args.server, &format!("b{run:08x}s{i}")).await?;
+        let r = user(&args.server, &format!("b{run:08x}r{i}")).await?;
+        pairs.push((s, r));
+    }
+    let opts = Options {
+        transport,
+        ..Options::default()
+    };
+    let epoch = Instant::now();
+    let deadline = epoch + Duration::from_secs(args.duration);
+    let mut receivers = Vec::new();
+    let mut senders = Vec::new();
+    for (s, r) in pairs {
+        let (_rc, mut events) = Client::connect(r.clone(), opts.clone()).await?;
+        let expected_from = s.user_id;
+        receivers.push(tokio::spawn(async move {
+            let _keep = _rc;
+            let mut out = ReceiverResult {
+                received: 0,
+                duplicates: 0,
+                delivery_us: Vec::new(),
+            };
+            let mut last_seq = 0u64;
+            let idle = Duration::from_secs(3);
+            while let Ok(Some(m)) = tokio::time::timeout(idle, events.next_message()).await {
+                if m.from != expected_from {
+                    continue;
+                }
+                if m.seq <= last_seq {
+                    out.duplicates += 1;
+                    continue;
+                }
+                last_seq = m.seq;
+                out.received += 1;
+                if let tern_client::Body::Text { text } = &m.body
+                    && let Some(sent_us) =
+                        text.split(' ').next().and_then(|t| t.parse::<u64>().ok())
+                {
+                    let now_us = epoch.elapsed().as_micros() as u64;
+                    out.delivery_us
+                        .push(now_us.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32);
+                }
+            }
+            out
+        }));
+        let (sc, _se) = Client::connect(s, opts.clone()).await?;
+        let to = r.user_id;
+        let per_pair_interval =
+            (args.rate > 0).then(|| Duration::from_secs_f64(args.pairs as f64 / args.rate as f64));
+        let window = Arc::new(tokio::sync::Semaphore::new(args.window));
+        let pad = "x".repeat(args.payload.saturating_sub(21));
+        senders.push(tokio::spawn(async move {
+            let _keep = _se;
+            let mut inflight = Vec::new();
+            let mut ack_us = Vec::new();
+            let mut next = Instant::now();
+            while Instant::now() < deadline {
+                if let Some(iv) = per_pair_interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += iv;
+                }
+                let Ok(permit) = Arc::clone(&window).acquire_owned().await else {
+                    break;
+                };
+                let client = sc.clone();
+                let sent_us = epoch.elapsed().as_micros() as u64;
+                let text = format!("{sent_us:020} {pad}");
+                inflight.push(tokio::spawn(async move {
+                    let started = Instant::now();
+                    let ok = client.send_text(to, text).await.is_ok();
+                    drop(permit);
+                    ok.then(|| started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32)
+                }));
+                if inflight.len() >= 4096 {
+                    // Keep the join handles bounded.
+                    inflight = collect(inflight, &mut ack_us).await;
+                }
+            }
+            collect(inflight, &mut ack_us).await;
+            SenderResult {
+                acked: ack_us.len() as u64,
+                ack_us,
+            }
+        }));
+    }
+    eprintln!(
+        "bench p2p: {} pairs sending for {} s",
+        args.pairs, args.duration
+    );
+    let mut acked = 0;
+    let mut ack_us = Vec::new();
+    for s in senders {
+        let r = s.await?;
+        acked += r.acked;
+        ack_us.extend(r.ack_us);
+    }
+    let send_secs = epoch.elapsed().as_secs_f64();
+    let (mut received, mut duplicates, mut delivery_us) = (0, 0, Vec::new());
+    for r in receivers {
+        let r = r.await?;
+        received += r.received;
+        duplicates += r.duplicates;
+        delivery_us.extend(r.delivery_us);
+    }
+    ack_us.sort_unstable();
+    delivery_us.sort_unstable();
+    let result = serde_json::json!({
+        "scenario": "p2p",
+        "pairs": args.pairs,
+        "rate": args.rate,
+        "window": args.window,
+        "payload": args.payload,
+        "duration_s": send_secs,
+        "acked": acked,
+        "msgs_per_sec": acked as f64 / send_secs,
+        "ack_p50_ms": percentile(&ack_us, 0.50),
+        "ack_p99_ms": percentile(&ack_us, 0.99),
+        "delivery_p50_ms": percentile(&delivery_us, 0.50),
+        "delivery_p99_ms": percentile(&delivery_us, 0.99),
+        "lost": acked.saturating_sub(received),
+        "duplicates": duplicates,
+    });
+    if args.json {
+        println!("{result}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    }
+    Ok(())
+}
+
+/// Awaits finished send tasks, keeping ACK latencies; returns the unfinished ones.
+async fn collect(
+    handles: Vec<tokio::task::JoinHandle<Option<u32>>>,
+    out: &mut Vec<u32>,
+) -> Vec<tokio::task::JoinHandle<Option<u32>>> {
+    for h in handles {
+        if let Ok(Some(us)) = h.await {
+            out.push(us);
+        }
+    }
+    Vec::new()
+}
