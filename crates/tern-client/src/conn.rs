@@ -127,10 +127,13 @@ impl Conn {
                 ..
             } => loop {
                 if let Some(payload) = decoder.decode(rbuf).map_err(transport)? {
-                    return Codec::MsgPack
-                        .decode(&payload)
-                        .map(Some)
-                        .map_err(|e| Error::Transport(format!("undecodable server frame: {e}")));
+                    match Codec::MsgPack.decode(&payload) {
+                        Ok(frame) => return Ok(Some(frame)),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "skipping undecodable server frame");
+                            continue;
+                        }
+                    }
                 }
                 if rbuf.capacity() - rbuf.len() < 1024 {
                     rbuf.reserve(8192);
