@@ -46,6 +46,30 @@ fn url(server: &str, path: &str) -> String {
     format!("{}{path}", server.trim_end_matches('/'))
 }
 
+async fn post<T: DeserializeOwned>(
+    server: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<T, Error> {
+    let resp = client()
+        .post(url(server, path))
+        .json(&body)
+        .send()
+        .await
+        .map_err(transport)?;
+    parse(resp).await
+}
+
+async fn get<T: DeserializeOwned>(session: &Session, path: &str) -> Result<T, Error> {
+    let resp = client()
+        .get(url(&session.server, path))
+        .bearer_auth(&session.token)
+        .send()
+        .await
+        .map_err(transport)?;
+    parse(resp).await
+}
+
 /// Registers an account; returns its id.
 pub async fn register(server: &str, username: &str, password: &str) -> Result<UserId, Error> {
     #[derive(Deserialize)]
@@ -53,13 +77,7 @@ pub async fn register(server: &str, username: &str, password: &str) -> Result<Us
         user_id: UserId,
     }
     let body = serde_json::json!({ "username": username, "password": password });
-    let resp = client()
-        .post(url(server, "/v1/users"))
-        .json(&body)
-        .send()
-        .await
-        .map_err(transport)?;
-    Ok(parse::<Created>(resp).await?.user_id)
+    Ok(post::<Created>(server, "/v1/users", body).await?.user_id)
 }
 
 /// Logs a device in.
@@ -79,13 +97,7 @@ pub async fn login(
     }
     let body =
         serde_json::json!({ "username": username, "password": password, "device_id": device_id });
-    let resp = client()
-        .post(url(server, "/v1/sessions"))
-        .json(&body)
-        .send()
-        .await
-        .map_err(transport)?;
-    let r: LoggedIn = parse(resp).await?;
+    let r: LoggedIn = post(server, "/v1/sessions", body).await?;
     Ok(Session {
         server: server.trim_end_matches('/').to_owned(),
         user_id: r.user_id,
@@ -103,13 +115,7 @@ pub async fn lookup_user(session: &Session, username: &str) -> Result<UserId, Er
         user_id: UserId,
     }
     let path = format!("/v1/users/by-name/{username}");
-    let resp = client()
-        .get(url(&session.server, &path))
-        .bearer_auth(&session.token)
-        .send()
-        .await
-        .map_err(transport)?;
-    Ok(parse::<Found>(resp).await?.user_id)
+    Ok(get::<Found>(session, &path).await?.user_id)
 }
 
 /// A page of history over REST.
@@ -123,11 +129,5 @@ pub async fn history(
     if let Some(a) = after_seq {
         path.push_str(&format!("&after_seq={a}"));
     }
-    let resp = client()
-        .get(url(&session.server, &path))
-        .bearer_auth(&session.token)
-        .send()
-        .await
-        .map_err(transport)?;
-    parse(resp).await
+    get(session, &path).await
 }

@@ -373,115 +373,88 @@ async fn someone_elses_conversation_is_indistinguishable_from_a_missing_one() {
 async fn rest_accounts_answer_bad_input_with_clear_errors() {
     let srv = TestServer::start().await;
     let http = reqwest::Client::new();
-    let post = |path: &str, body: String| {
+    let post = |path: &str, body: &str| {
         http.post(format!("{}{path}", srv.url()))
             .header("content-type", "application/json")
-            .body(body)
+            .body(body.to_owned())
             .send()
     };
-    let check = |status: u16, code: &str| {
-        let code = code.to_owned();
-        move |resp: reqwest::Response| async move {
-            assert_eq!(resp.status().as_u16(), status);
-            let v: serde_json::Value = resp.json().await.unwrap();
-            assert_eq!(v["error"]["code"], code.as_str(), "{v}");
-            assert!(
-                v["error"]["message"]
-                    .as_str()
-                    .is_some_and(|m| !m.is_empty())
-            );
-        }
-    };
-    check(400, "bad_request")(post("/v1/users", "{oops".into()).await.unwrap()).await;
-    check(400, "bad_request")(
-        post("/v1/users", r#"{"username":"x"}"#.into())
-            .await
-            .unwrap(),
-    )
-    .await;
-    check(400, "bad_request")(
-        post(
-            "/v1/users",
-            r#"{"username":"no spaces","password":"long enough pw"}"#.into(),
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    check(400, "weak_password")(
-        post(
-            "/v1/users",
-            r#"{"username":"zed","password":"short"}"#.into(),
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    check(400, "weak_password")(
-        post(
-            "/v1/users",
-            r#"{"username":"zed","password":"password123"}"#.into(),
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
     let created = post(
         "/v1/users",
-        r#"{"username":"zed","password":"a fine passphrase"}"#.into(),
+        r#"{"username":"zed","password":"a fine passphrase"}"#,
     )
     .await
     .unwrap();
     assert_eq!(created.status(), 201);
-    check(409, "conflict")(
-        post(
+    let login = |user: &str, pw: &str, dev: &str| {
+        format!(r#"{{"username":"{user}","password":"{pw}","device_id":"{dev}"}}"#)
+    };
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("/v1/users", "{oops".into(), 400, "bad_request"),
+        (
+            "/v1/users",
+            r#"{"username":"x"}"#.into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "/v1/users",
+            r#"{"username":"no spaces","password":"long enough pw"}"#.into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "/v1/users",
+            r#"{"username":"zed2","password":"short"}"#.into(),
+            400,
+            "weak_password",
+        ),
+        (
+            "/v1/users",
+            r#"{"username":"zed2","password":"password123"}"#.into(),
+            400,
+            "weak_password",
+        ),
+        (
             "/v1/users",
             r#"{"username":"ZED","password":"another passphrase"}"#.into(),
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    check(401, "unauthorized")(
-        post(
+            409,
+            "conflict",
+        ),
+        (
             "/v1/sessions",
-            r#"{"username":"zed","password":"wrong passphrase","device_id":"d"}"#.into(),
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    check(401, "unauthorized")(
-        post(
+            login("zed", "wrong passphrase", "d"),
+            401,
+            "unauthorized",
+        ),
+        (
             "/v1/sessions",
-            r#"{"username":"nobody","password":"a fine passphrase","device_id":"d"}"#.into(),
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    check(400, "bad_request")(
-        post(
+            login("nobody", "a fine passphrase", "d"),
+            401,
+            "unauthorized",
+        ),
+        (
             "/v1/sessions",
-            r#"{"username":"zed","password":"a fine passphrase","device_id":"bad device"}"#.into(),
-        )
+            login("zed", "a fine passphrase", "bad device"),
+            400,
+            "bad_request",
+        ),
+        ("/v1/nope", "{}".into(), 404, "not_found"),
+    ];
+    for (path, body, status, code) in cases {
+        let resp = post(path, &body).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path} {body}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{path} {body}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let ok = post("/v1/sessions", &login("zed", "a fine passphrase", "d"))
         .await
-        .unwrap(),
-    )
-    .await;
-    check(404, "not_found")(
-        http.get(format!("{}/v1/nope", srv.url()))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let ok = post(
-        "/v1/sessions",
-        r#"{"username":"zed","password":"a fine passphrase","device_id":"d"}"#.into(),
-    )
-    .await
-    .unwrap();
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let v: serde_json::Value = ok.json().await.unwrap();
     assert_eq!(

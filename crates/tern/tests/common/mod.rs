@@ -144,8 +144,7 @@ impl RawWs {
         self.recv().await.expect("auth answer")
     }
 
-    /// Next server frame; `None` once the socket closed.
-    pub async fn recv(&mut self) -> Option<ServerFrame> {
+    async fn recv_frame(&mut self) -> Option<ServerFrame> {
         loop {
             let msg = tokio::time::timeout(WAIT, self.ws.next())
                 .await
@@ -158,22 +157,6 @@ impl RawWs {
                 Some(Ok(WsMessage::Binary(b))) => return Some(Codec::MsgPack.decode(&b).unwrap()),
                 Some(Ok(WsMessage::Close(_))) => return None,
                 Some(Ok(_)) => {}
-            }
-        }
-    }
-
-    /// Reads until the `close` frame and returns its reason, checking the socket then ends.
-    pub async fn expect_close(&mut self) -> (tern_proto::CloseReason, String) {
-        loop {
-            match self.recv().await {
-                Some(ServerFrame::Close {
-                    reason, message, ..
-                }) => {
-                    assert!(self.recv().await.is_none(), "socket ends after close");
-                    return (reason, message);
-                }
-                Some(_) => {}
-                None => panic!("socket closed without a close frame"),
             }
         }
     }
@@ -206,7 +189,7 @@ impl RawTcp {
         self.stream.write_all(&b).await.unwrap();
     }
 
-    pub async fn recv(&mut self) -> Option<ServerFrame> {
+    async fn recv_frame(&mut self) -> Option<ServerFrame> {
         let decoder = tern_proto::FrameDecoder::new(1 << 24);
         loop {
             if let Some(p) = decoder.decode(&mut self.buf).unwrap() {
@@ -221,8 +204,15 @@ impl RawTcp {
             }
         }
     }
+}
 
-    pub async fn expect_close(&mut self) -> (tern_proto::CloseReason, String) {
+/// What both raw peers can do.
+pub trait RawPeer {
+    /// Next server frame; `None` once the socket closed.
+    fn recv(&mut self) -> impl Future<Output = Option<ServerFrame>>;
+
+    /// Reads until the `close` frame and returns its reason, checking the socket then ends.
+    async fn expect_close(&mut self) -> (tern_proto::CloseReason, String) {
         loop {
             match self.recv().await {
                 Some(ServerFrame::Close {
@@ -235,5 +225,17 @@ impl RawTcp {
                 None => panic!("socket closed without a close frame"),
             }
         }
+    }
+}
+
+impl RawPeer for RawWs {
+    fn recv(&mut self) -> impl Future<Output = Option<ServerFrame>> {
+        self.recv_frame()
+    }
+}
+
+impl RawPeer for RawTcp {
+    fn recv(&mut self) -> impl Future<Output = Option<ServerFrame>> {
+        self.recv_frame()
     }
 }
