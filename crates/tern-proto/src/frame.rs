@@ -60,6 +60,10 @@ pub enum ClientFrame {
         /// conversations not listed count as seq 0. Absent: no catch-up on this connection.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume: Option<BTreeMap<ConvId, u64>>,
+        /// Compressions this client can decode (`"br"` = brotli). Large room batches are sent
+        /// compressed to clients that list one; others get them plain.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        accept_compression: Vec<String>,
     },
     /// Send a message to a user. Answered by `sent` or `error` with the same `id`.
     Send {
@@ -96,6 +100,69 @@ pub enum ClientFrame {
     },
     /// Liveness probe; the server answers `pong`. Any frame counts as liveness.
     Ping,
+    /// Enter a live room, leaving the current one if any (one room per connection). Answered by
+    /// `joined` or `error`. Joining the room the connection is already in changes nothing.
+    Join {
+        /// Request id.
+        id: u64,
+        /// The room: 1–64 characters of `[A-Za-z0-9_.:-]`.
+        room: String,
+    },
+    /// Leave the current room. Answered by `left`.
+    Leave {
+        /// Request id.
+        id: u64,
+    },
+}
+
+/// Delivery lane of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Never dropped, bypasses aggregation (gifts, invites, system notices).
+    High,
+    /// Aggregated into room batches, dropped first when a connection falls behind (danmaku).
+    #[default]
+    Low,
+}
+
+/// What a push was addressed to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PushScope {
+    /// Some users (all their devices).
+    User,
+    /// Some devices.
+    Device,
+    /// One room.
+    Room {
+        /// The room.
+        room: String,
+    },
+    /// Every room of an area.
+    Area {
+        /// The area.
+        area: String,
+    },
+    /// Every connection.
+    All,
+}
+
+/// A push from a business server (not a stored chat message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Push {
+    /// Unique id; clients drop a second copy of the same id.
+    pub msg_id: MsgId,
+    /// Lane.
+    pub priority: Priority,
+    /// 0 = best effort; 1 = must arrive: acknowledge it with `ack`, the server retries until it is.
+    pub qos: u8,
+    /// What it was addressed to.
+    pub scope: PushScope,
+    /// Server acceptance time, ms since the Unix epoch.
+    pub ts: u64,
+    /// The business payload, any JSON value.
+    pub data: serde_json::Value,
 }
 
 /// Stable error codes, the same on the socket and in REST bodies.
@@ -309,6 +376,41 @@ pub enum ServerFrame {
         /// A sentence for humans.
         message: String,
     },
+    /// The answer to `join`.
+    Joined {
+        /// The `id` of the `join` request.
+        id: u64,
+        /// The room now joined.
+        room: String,
+        /// The room's area.
+        area: String,
+        /// Connections in the room right now (this node's view in a cluster: see docs).
+        online: u64,
+    },
+    /// The answer to `leave`.
+    Left {
+        /// The `id` of the `leave` request.
+        id: u64,
+        /// The room left, if the connection was in one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+    },
+    /// One push.
+    Push(Push),
+    /// Several low-priority, best-effort pushes aggregated over a window, in order.
+    Batch {
+        /// What they were addressed to (the same for all of them).
+        scope: PushScope,
+        /// The pushes, oldest first.
+        pushes: Vec<Push>,
+    },
+    /// The online count of the room this connection is in, sent periodically.
+    Online {
+        /// The room.
+        room: String,
+        /// Connections in it.
+        count: u64,
+    },
     /// The last frame before the server closes the connection.
     Close {
         /// Why.
@@ -333,4 +435,10 @@ impl ServerFrame {
 }
 
 /// Every `op` a client may send; used to tell an unknown op from a malformed frame.
-pub const CLIENT_OPS: &[&str] = &["auth", "send", "ack", "history", "ping"];
+pub const CLIENT_OPS: &[&str] = &["auth", "send", "ack", "history", "ping", "join", "leave"];
+
+/// Checks a room or area name: 1–64 characters of `[A-Za-z0-9_.:-]`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}

@@ -168,6 +168,7 @@ mod tests {
             token: "t".into(),
             proto: None,
             resume: None,
+            accept_compression: vec![],
         }
     }
 
@@ -224,6 +225,7 @@ mod tests {
             token: "t".into(),
             proto: Some(2),
             resume: None,
+            accept_compression: vec![],
         };
         assert_eq!(
             s.on_frame(t0, &v2),

@@ -173,6 +173,7 @@ async fn oversized_frames_are_refused_before_buffering() {
         token: alice.token.clone(),
         proto: None,
         resume: None,
+        accept_compression: vec![],
     })
     .await;
     assert!(matches!(tcp.recv().await, Some(ServerFrame::AuthOk { .. })));
@@ -193,6 +194,7 @@ async fn a_truncated_length_prefix_is_a_protocol_error() {
         token: alice.token.clone(),
         proto: None,
         resume: None,
+        accept_compression: vec![],
     })
     .await;
     assert!(matches!(tcp.recv().await, Some(ServerFrame::AuthOk { .. })));
@@ -231,6 +233,7 @@ async fn connections_that_never_authenticate_or_go_silent_are_closed_with_a_reas
             token: alice.token.clone(),
             proto: Some(99),
             resume: None,
+            accept_compression: vec![],
         })
         .await;
     assert_eq!(
@@ -288,6 +291,7 @@ async fn bad_expired_and_tampered_tokens_are_refused() {
             token: token.into(),
             proto: None,
             resume: None,
+            accept_compression: vec![],
         })
         .await;
         let (reason, message) = ws.expect_close().await;

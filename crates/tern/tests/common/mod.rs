@@ -139,6 +139,7 @@ impl RawWs {
             token: session.token.clone(),
             proto: None,
             resume: None,
+            accept_compression: vec![],
         })
         .await;
         self.recv().await.expect("auth answer")
