@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::conn::Conn;
-use crate::{Command, Error, Event, Options, Session};
+use crate::{Command, Credentials, Error, Event, Options};
 
 /// Flush ACKs at this many, or after `ACK_DELAY`, whichever comes first.
 const ACK_BATCH: usize = 128;
@@ -21,20 +21,15 @@ const AUTH_WAIT: Duration = Duration::from_secs(10);
 const PAGE: u64 = 500;
 
 enum Pending {
-    App {
-        frame: ClientFrame,
-        reply: oneshot::Sender<Result<ServerFrame, Error>>,
-    },
-    Fill {
-        conv_id: ConvId,
-        frame: ClientFrame,
-    },
+    App { frame: ClientFrame, reply: oneshot::Sender<Result<ServerFrame, Error>> },
+    Fill { conv_id: ConvId, frame: ClientFrame },
+    Rejoin { frame: ClientFrame },
 }
 
 impl Pending {
     fn frame(&self) -> &ClientFrame {
         match self {
-            Pending::App { frame, .. } | Pending::Fill { frame, .. } => frame,
+            Pending::App { frame, .. } | Pending::Fill { frame, .. } | Pending::Rejoin { frame } => frame,
         }
     }
 }
@@ -43,17 +38,13 @@ enum End {
     /// The app closed the client.
     Closed,
     /// The connection was lost; reconnect (after the server's hint, if any).
-    Lost {
-        reason: Option<CloseReason>,
-        message: String,
-        retry_after: Option<Duration>,
-    },
+    Lost { reason: Option<CloseReason>, message: String, retry_after: Option<Duration> },
     /// The server refused us for good.
     Fatal(Error),
 }
 
 pub(crate) struct Driver {
-    session: Arc<Session>,
+    session: Credentials,
     opts: Options,
     inbox: Arc<Mutex<Inbox>>,
     commands: mpsc::Receiver<Command>,
@@ -62,6 +53,37 @@ pub(crate) struct Driver {
     pending: BTreeMap<u64, Pending>,
     next_id: u64,
     acks: Vec<MsgId>,
+    /// Recently seen push ids, to drop second copies (retries, redundant paths).
+    seen_pushes: RecentIds,
+    /// The room to be in (re-entered after a reconnect).
+    room: Option<String>,
+}
+
+/// A bounded set of recent ids: the oldest are forgotten first.
+struct RecentIds {
+    set: std::collections::HashSet<MsgId>,
+    order: std::collections::VecDeque<MsgId>,
+    cap: usize,
+}
+
+impl RecentIds {
+    fn new(cap: usize) -> Self {
+        Self { set: Default::default(), order: Default::default(), cap }
+    }
+
+    /// True the first time an id is seen.
+    fn first_time(&mut self, id: MsgId) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
 }
 
 fn set_id(frame: &mut ClientFrame, new_id: u64) {
@@ -73,7 +95,7 @@ fn set_id(frame: &mut ClientFrame, new_id: u64) {
 
 impl Driver {
     pub(crate) fn new(
-        session: Arc<Session>,
+        session: Credentials,
         opts: Options,
         inbox: Arc<Mutex<Inbox>>,
         commands: mpsc::Receiver<Command>,
@@ -88,6 +110,8 @@ impl Driver {
             pending: BTreeMap::new(),
             next_id: 1,
             acks: Vec::new(),
+            seen_pushes: RecentIds::new(16_384),
+            room: None,
         }
     }
 
@@ -111,19 +135,10 @@ impl Driver {
                     match self.session_loop(conn, heartbeat, dead_after).await {
                         End::Closed => return,
                         End::Fatal(e) => return self.give_up(e).await,
-                        End::Lost {
-                            reason,
-                            message,
-                            retry_after,
-                        } => {
+                        End::Lost { reason, message, retry_after } => {
                             tracing::debug!(?reason, %message, "connection lost");
                             hint = retry_after;
-                            self.emit(Event::Disconnected {
-                                reason,
-                                message,
-                                reconnecting: true,
-                            })
-                            .await;
+                            self.emit(Event::Disconnected { reason, message, reconnecting: true }).await;
                         }
                     }
                 }
@@ -148,11 +163,7 @@ impl Driver {
 
     /// Exponential backoff with full jitter: uniform in [0, min(max, initial · 2^attempt)].
     fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .opts
-            .backoff_initial
-            .saturating_mul(1u32 << attempt.min(20))
-            .min(self.opts.backoff_max);
+        let ceiling = self.opts.backoff_initial.saturating_mul(1u32 << attempt.min(20)).min(self.opts.backoff_max);
         ceiling.mul_f64(rand::random::<f64>())
     }
 
@@ -182,84 +193,56 @@ impl Driver {
                 let _ = reply.send(Err(e.clone()));
             }
         }
-        self.emit(Event::Disconnected {
-            reason,
-            message,
-            reconnecting: false,
-        })
-        .await;
+        self.emit(Event::Disconnected { reason, message, reconnecting: false }).await;
     }
 
-    fn queue(
-        &mut self,
-        mut frame: ClientFrame,
-        reply: oneshot::Sender<Result<ServerFrame, Error>>,
-    ) -> ClientFrame {
+    fn queue(&mut self, mut frame: ClientFrame, reply: oneshot::Sender<Result<ServerFrame, Error>>) -> ClientFrame {
         let id = self.next_id;
         self.next_id += 1;
         set_id(&mut frame, id);
-        self.pending.insert(
-            id,
-            Pending::App {
-                frame: frame.clone(),
-                reply,
-            },
-        );
+        self.pending.insert(id, Pending::App { frame: frame.clone(), reply });
         frame
     }
 
     async fn open(&mut self) -> Result<(Conn, u64, Duration, Duration), Error> {
         let mut conn = Conn::open(&self.session, self.opts.transport).await?;
-        let resume = self.opts.resume.then(|| {
-            self.inbox
-                .lock()
-                .map(|i| i.watermarks())
-                .unwrap_or_default()
-        });
+        let resume = self.opts.resume.then(|| self.inbox.lock().map(|i| i.watermarks()).unwrap_or_default());
+        let accept_compression = if self.opts.accept_brotli { vec!["br".to_owned()] } else { Vec::new() };
         let auth = ClientFrame::Auth {
             token: self.session.token.clone(),
             proto: Some(PROTOCOL_VERSION),
             resume,
+            accept_compression,
         };
         conn.send(&[auth]).await?;
         match timeout(AUTH_WAIT, conn.recv()).await {
             Err(_) => Err(Error::Transport("no answer to auth".into())),
             Ok(Err(e)) => Err(e),
             Ok(Ok(None)) => Err(Error::Transport("connection closed during auth".into())),
-            Ok(Ok(Some(ServerFrame::AuthOk {
-                conn_id,
-                heartbeat_ms,
-                max_missed_heartbeats,
-                ..
-            }))) => {
+            Ok(Ok(Some(ServerFrame::AuthOk { conn_id, heartbeat_ms, max_missed_heartbeats, .. }))) => {
                 let heartbeat = Duration::from_millis(heartbeat_ms.max(100));
                 // Declare the server dead a little after it would declare us dead.
                 let dead_after = heartbeat * (max_missed_heartbeats.max(1) + 1);
                 Ok((conn, conn_id.0, heartbeat, dead_after))
             }
-            Ok(Ok(Some(ServerFrame::Close {
-                reason, message, ..
-            }))) => Err(Error::Refused { reason, message }),
-            Ok(Ok(Some(other))) => Err(Error::Transport(format!(
-                "unexpected first frame: {other:?}"
-            ))),
+            Ok(Ok(Some(ServerFrame::Close { reason, message, .. }))) => Err(Error::Refused { reason, message }),
+            Ok(Ok(Some(other))) => Err(Error::Transport(format!("unexpected first frame: {other:?}"))),
         }
     }
 
-    async fn session_loop(
-        &mut self,
-        mut conn: Conn,
-        heartbeat: Duration,
-        dead_after: Duration,
-    ) -> End {
-        let lost = |message: String| End::Lost {
-            reason: None,
-            message,
-            retry_after: None,
-        };
+    async fn session_loop(&mut self, mut conn: Conn, heartbeat: Duration, dead_after: Duration) -> End {
+        let lost = |message: String| End::Lost { reason: None, message, retry_after: None };
         // Whatever was unanswered on the last connection is asked again, in order. Sends are
         // idempotent by client_msg_id, history is a read.
-        let resend: Vec<ClientFrame> = self.pending.values().map(|p| p.frame().clone()).collect();
+        let mut resend: Vec<ClientFrame> = self.pending.values().map(|p| p.frame().clone()).collect();
+        let join_pending = self.pending.values().any(|p| matches!(p.frame(), ClientFrame::Join { .. }));
+        if let (Some(room), false) = (self.room.clone(), join_pending) {
+            let id = self.next_id;
+            self.next_id += 1;
+            let frame = ClientFrame::Join { id, room };
+            self.pending.insert(id, Pending::Rejoin { frame: frame.clone() });
+            resend.push(frame);
+        }
         if !resend.is_empty()
             && let Err(e) = conn.send(&resend).await
         {
@@ -270,11 +253,8 @@ impl Driver {
         let mut ack_at: Option<Instant> = None;
         let mut goodbye: Option<(CloseReason, String, Option<Duration>)> = None;
         loop {
-            let wake = [Some(ping_at), Some(last_rx + dead_after), ack_at]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(ping_at);
+            let wake =
+                [Some(ping_at), Some(last_rx + dead_after), ack_at].into_iter().flatten().min().unwrap_or(ping_at);
             let step: Result<(), Error> = tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Close) => {
@@ -327,11 +307,7 @@ impl Driver {
             };
             if let Err(e) = step {
                 return match goodbye {
-                    Some((reason, message, retry_after)) => End::Lost {
-                        reason: Some(reason),
-                        message,
-                        retry_after,
-                    },
+                    Some((reason, message, retry_after)) => End::Lost { reason: Some(reason), message, retry_after },
                     None => lost(e.to_string()),
                 };
             }
@@ -361,21 +337,14 @@ impl Driver {
                 let outcome = self.with_inbox(|i| i.receive(m));
                 self.apply(outcome, conn).await?;
             }
-            ServerFrame::Sent {
-                id, conv_id, seq, ..
-            } => {
+            ServerFrame::Sent { id, conv_id, seq, .. } => {
                 if let Some(Pending::App { reply, .. }) = self.pending.remove(&id) {
                     let outcome = self.with_inbox(|i| i.sent(conv_id, seq));
                     let _ = reply.send(Ok(frame));
                     self.apply(outcome, conn).await?;
                 }
             }
-            ServerFrame::History {
-                id,
-                conv_id,
-                ref messages,
-                ..
-            } => match self.pending.remove(&id) {
+            ServerFrame::History { id, conv_id, ref messages, .. } => match self.pending.remove(&id) {
                 Some(Pending::App { reply, .. }) => {
                     let _ = reply.send(Ok(frame));
                 }
@@ -384,13 +353,9 @@ impl Driver {
                     let outcome = self.with_inbox(|i| i.fetched(conv_id, page));
                     self.apply(outcome, conn).await?;
                 }
-                None => {}
+                Some(Pending::Rejoin { .. }) | None => {}
             },
-            ServerFrame::Error {
-                id: Some(id),
-                code,
-                message,
-            } => match self.pending.remove(&id) {
+            ServerFrame::Error { id: Some(id), code, message } => match self.pending.remove(&id) {
                 Some(Pending::App { reply, .. }) => {
                     let _ = reply.send(Err(Error::Server { code, message }));
                 }
@@ -399,24 +364,53 @@ impl Driver {
                     let outcome = self.with_inbox(|i| i.fetched(conv_id, Vec::new()));
                     self.apply(outcome, conn).await?;
                 }
+                Some(Pending::Rejoin { .. }) => {
+                    tracing::warn!(?code, %message, "re-entering the room failed");
+                    self.room = None;
+                }
                 None => {}
             },
-            ServerFrame::Error {
-                id: None,
-                code,
-                message,
-            } => tracing::warn!(?code, %message, "server reported an error"),
-            ServerFrame::Gap {
-                conv_id, to_seq, ..
-            } => {
+            ServerFrame::Error { id: None, code, message } => {
+                tracing::warn!(?code, %message, "server reported an error")
+            }
+            ServerFrame::Gap { conv_id, to_seq, .. } => {
                 if let Some(fetch) = self.with_inbox(|i| i.gap(conv_id, to_seq)) {
                     self.fetch(fetch, conn).await?;
                 }
             }
             ServerFrame::Synced { .. } => self.emit(Event::Synced).await,
+            ServerFrame::Push(p) => self.on_push(p).await,
+            ServerFrame::Batch { pushes, .. } => {
+                for p in pushes {
+                    self.on_push(p).await;
+                }
+            }
+            ServerFrame::Online { room, count } => self.emit(Event::Online { room, count }).await,
+            ServerFrame::Joined { id, ref room, .. } => {
+                self.room = Some(room.clone());
+                if let Some(Pending::App { reply, .. }) = self.pending.remove(&id) {
+                    let _ = reply.send(Ok(frame));
+                }
+            }
+            ServerFrame::Left { id, .. } => {
+                self.room = None;
+                if let Some(Pending::App { reply, .. }) = self.pending.remove(&id) {
+                    let _ = reply.send(Ok(frame));
+                }
+            }
             ServerFrame::AuthOk { .. } | ServerFrame::Pong | ServerFrame::Close { .. } => {}
         }
         Ok(())
+    }
+
+    async fn on_push(&mut self, push: tern_proto::Push) {
+        if push.qos >= 1 {
+            // Acknowledge every copy: the server may not have seen our first ACK.
+            self.acks.push(push.msg_id);
+        }
+        if self.seen_pushes.first_time(push.msg_id) {
+            self.emit(Event::Push(push)).await;
+        }
     }
 
     fn with_inbox<R: Default>(&self, f: impl FnOnce(&mut Inbox) -> R) -> R {
@@ -428,12 +422,7 @@ impl Driver {
             self.emit(Event::Message(m)).await;
         }
         if let Some((conv_id, from_seq, to_seq)) = outcome.missing {
-            self.emit(Event::Missing {
-                conv_id,
-                from_seq,
-                to_seq,
-            })
-            .await;
+            self.emit(Event::Missing { conv_id, from_seq, to_seq }).await;
         }
         if let Some(fetch) = outcome.fetch {
             self.fetch(fetch, conn).await?;
@@ -452,13 +441,7 @@ impl Driver {
             before_seq: None,
             limit: Some(limit),
         };
-        self.pending.insert(
-            id,
-            Pending::Fill {
-                conv_id: f.conv_id,
-                frame: frame.clone(),
-            },
-        );
+        self.pending.insert(id, Pending::Fill { conv_id: f.conv_id, frame: frame.clone() });
         conn.send(&[frame]).await
     }
 }

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tern_proto::{ConvId, DeviceId, ErrorCode, UserId};
 
-use crate::{Endpoints, Error, HistoryPage, Session};
+use crate::{DeviceSession, Endpoints, Error, HistoryPage, Session};
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
@@ -27,18 +27,11 @@ async fn parse<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Error>
     let status = resp.status();
     let bytes = resp.bytes().await.map_err(transport)?;
     if status.is_success() {
-        return serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Transport(format!("unexpected response: {e}")));
+        return serde_json::from_slice(&bytes).map_err(|e| Error::Transport(format!("unexpected response: {e}")));
     }
     match serde_json::from_slice::<Wrapper>(&bytes) {
-        Ok(w) => Err(Error::Server {
-            code: w.error.code,
-            message: w.error.message,
-        }),
-        Err(_) => Err(Error::Transport(format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        ))),
+        Ok(w) => Err(Error::Server { code: w.error.code, message: w.error.message }),
+        Err(_) => Err(Error::Transport(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))),
     }
 }
 
@@ -46,27 +39,13 @@ fn url(server: &str, path: &str) -> String {
     format!("{}{path}", server.trim_end_matches('/'))
 }
 
-async fn post<T: DeserializeOwned>(
-    server: &str,
-    path: &str,
-    body: serde_json::Value,
-) -> Result<T, Error> {
-    let resp = client()
-        .post(url(server, path))
-        .json(&body)
-        .send()
-        .await
-        .map_err(transport)?;
+async fn post<T: DeserializeOwned>(server: &str, path: &str, body: serde_json::Value) -> Result<T, Error> {
+    let resp = client().post(url(server, path)).json(&body).send().await.map_err(transport)?;
     parse(resp).await
 }
 
 async fn get<T: DeserializeOwned>(session: &Session, path: &str) -> Result<T, Error> {
-    let resp = client()
-        .get(url(&session.server, path))
-        .bearer_auth(&session.token)
-        .send()
-        .await
-        .map_err(transport)?;
+    let resp = client().get(url(&session.server, path)).bearer_auth(&session.token).send().await.map_err(transport)?;
     parse(resp).await
 }
 
@@ -81,12 +60,7 @@ pub async fn register(server: &str, username: &str, password: &str) -> Result<Us
 }
 
 /// Logs a device in.
-pub async fn login(
-    server: &str,
-    username: &str,
-    password: &str,
-    device_id: &str,
-) -> Result<Session, Error> {
+pub async fn login(server: &str, username: &str, password: &str, device_id: &str) -> Result<Session, Error> {
     #[derive(Deserialize)]
     struct LoggedIn {
         user_id: UserId,
@@ -95,8 +69,7 @@ pub async fn login(
         expires_at: u64,
         endpoints: Endpoints,
     }
-    let body =
-        serde_json::json!({ "username": username, "password": password, "device_id": device_id });
+    let body = serde_json::json!({ "username": username, "password": password, "device_id": device_id });
     let r: LoggedIn = post(server, "/v1/sessions", body).await?;
     Ok(Session {
         server: server.trim_end_matches('/').to_owned(),
@@ -130,4 +103,126 @@ pub async fn history(
         path.push_str(&format!("&after_seq={a}"));
     }
     get(session, &path).await
+}
+
+/// Gets a token for an anonymous device (a new device id).
+pub async fn device(server: &str) -> Result<DeviceSession, Error> {
+    #[derive(Deserialize)]
+    struct Issued {
+        device_id: DeviceId,
+        token: String,
+        expires_at: u64,
+        endpoints: Endpoints,
+    }
+    let r: Issued = post(server, "/v1/devices", serde_json::json!({})).await?;
+    Ok(DeviceSession {
+        server: server.trim_end_matches('/').to_owned(),
+        device_id: r.device_id,
+        token: r.token,
+        expires_at: r.expires_at,
+        endpoints: r.endpoints,
+    })
+}
+
+/// Calls for business servers: push and key management, authenticated with an API key.
+pub mod service {
+    use serde::Deserialize;
+    use serde_json::{Value, json};
+    use tern_proto::{MsgId, Priority};
+
+    use super::{client, parse, transport, url};
+    use crate::Error;
+
+    /// Where a push goes.
+    #[derive(Debug, Clone)]
+    pub enum Target {
+        /// Users by id.
+        Users(Vec<u64>),
+        /// Devices: `(Some(user), device)` of a user, `(None, device)` anonymous.
+        Devices(Vec<(Option<u64>, String)>),
+        /// A room.
+        Room(String),
+        /// An area.
+        Area(String),
+        /// Everyone.
+        All,
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        method: reqwest::Method,
+        server: &str,
+        key: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, Error> {
+        let mut req = client().request(method, url(server, path)).bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        parse(req.send().await.map_err(transport)?).await
+    }
+
+    /// Pushes `data`; returns the push id.
+    pub async fn push(
+        server: &str,
+        key: &str,
+        target: &Target,
+        data: Value,
+        priority: Priority,
+        qos: u8,
+    ) -> Result<MsgId, Error> {
+        #[derive(Deserialize)]
+        struct Accepted {
+            msg_id: MsgId,
+        }
+        let mut body = json!({ "data": data, "priority": priority, "qos": qos });
+        let path = match target {
+            Target::Users(users) => {
+                body["users"] = json!(users);
+                "/v1/push/users".to_owned()
+            }
+            Target::Devices(devices) => {
+                let list: Vec<Value> = devices.iter().map(|(u, d)| json!({ "user_id": u, "device_id": d })).collect();
+                body["devices"] = json!(list);
+                "/v1/push/devices".to_owned()
+            }
+            Target::Room(room) => format!("/v1/push/rooms/{room}"),
+            Target::Area(area) => format!("/v1/push/areas/{area}"),
+            Target::All => "/v1/push/all".to_owned(),
+        };
+        let accepted: Accepted = call(reqwest::Method::POST, server, key, &path, Some(body)).await?;
+        Ok(accepted.msg_id)
+    }
+
+    /// Creates an API key; the answer includes `key`, shown only once.
+    pub async fn create_key(
+        server: &str,
+        admin_key: &str,
+        name: &str,
+        scopes: &[String],
+        rate_per_sec: Option<f64>,
+        burst: Option<u32>,
+    ) -> Result<Value, Error> {
+        let body = json!({ "name": name, "scopes": scopes, "rate_per_sec": rate_per_sec, "burst": burst });
+        call(reqwest::Method::POST, server, admin_key, "/v1/admin/keys", Some(body)).await
+    }
+
+    /// Lists API keys (without secrets).
+    pub async fn list_keys(server: &str, admin_key: &str) -> Result<Value, Error> {
+        call(reqwest::Method::GET, server, admin_key, "/v1/admin/keys", None).await
+    }
+
+    /// Revokes an API key.
+    pub async fn revoke_key(server: &str, admin_key: &str, key_id: &str) -> Result<(), Error> {
+        let resp = client()
+            .delete(url(server, &format!("/v1/admin/keys/{key_id}")))
+            .bearer_auth(admin_key)
+            .send()
+            .await
+            .map_err(transport)?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        parse::<Value>(resp).await.map(drop)
+    }
 }

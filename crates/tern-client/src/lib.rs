@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tern_proto::inbox::Inbox;
-pub use tern_proto::{Body, CloseReason, ConvId, DeviceId, ErrorCode, Message, MsgId, UserId};
+pub use tern_proto::{
+    Body, CloseReason, ConvId, DeviceId, ErrorCode, Message, MsgId, Priority, Push, PushScope, UserId,
+};
 use tern_proto::{ClientFrame, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
 
@@ -48,6 +50,28 @@ pub struct Session {
     pub expires_at: u64,
     /// Where to connect.
     pub endpoints: Endpoints,
+}
+
+/// An anonymous device (no user login): can join rooms and receive pushes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSession {
+    /// HTTP base URL of the server.
+    pub server: String,
+    /// The device id the server assigned.
+    pub device_id: DeviceId,
+    /// The device token.
+    pub token: String,
+    /// Token expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// Where to connect.
+    pub endpoints: Endpoints,
+}
+
+/// What a connection needs to authenticate.
+#[derive(Debug, Clone)]
+pub(crate) struct Credentials {
+    pub(crate) token: String,
+    pub(crate) endpoints: Endpoints,
 }
 
 /// What can go wrong.
@@ -113,6 +137,8 @@ pub struct Options {
     pub backoff_max: Duration,
     /// Events buffered for the app before the connection stops reading.
     pub event_buffer: usize,
+    /// Ask for brotli-compressed batches (smaller on the wire; costs a decompression).
+    pub accept_brotli: bool,
 }
 
 impl Default for Options {
@@ -124,6 +150,7 @@ impl Default for Options {
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
             event_buffer: 4096,
+            accept_brotli: true,
         }
     }
 }
@@ -149,6 +176,15 @@ pub enum Event {
         from_seq: u64,
         /// Last missing seq.
         to_seq: u64,
+    },
+    /// A push from a business server, exactly once (a batch arrives as its pushes, in order).
+    Push(Push),
+    /// The online count of the joined room.
+    Online {
+        /// The room.
+        room: String,
+        /// Connections in it.
+        count: u64,
     },
     /// The connection dropped.
     Disconnected {
@@ -176,6 +212,17 @@ pub struct Sent {
     pub duplicate: bool,
 }
 
+/// The answer to a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// The room.
+    pub room: String,
+    /// Its area.
+    pub area: String,
+    /// Connections in it when joined.
+    pub online: u64,
+}
+
 /// A page of history.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct HistoryPage {
@@ -188,10 +235,7 @@ pub struct HistoryPage {
 }
 
 enum Command {
-    Request {
-        frame: ClientFrame,
-        reply: oneshot::Sender<Result<ServerFrame, Error>>,
-    },
+    Request { frame: ClientFrame, reply: oneshot::Sender<Result<ServerFrame, Error>> },
     Close,
 }
 
@@ -200,7 +244,6 @@ enum Command {
 pub struct Client {
     commands: mpsc::Sender<Command>,
     inbox: Arc<Mutex<Inbox>>,
-    session: Arc<Session>,
 }
 
 /// The app's event stream.
@@ -220,91 +263,82 @@ impl Events {
             }
         }
     }
+
+    /// The next push, skipping other events.
+    pub async fn next_push(&mut self) -> Option<Push> {
+        loop {
+            if let Event::Push(p) = self.0.recv().await? {
+                return Some(p);
+            }
+        }
+    }
 }
 
 impl Client {
     /// Connects and authenticates. Fails if the first attempt fails; afterwards the client
     /// reconnects by itself.
     pub async fn connect(session: Session, options: Options) -> Result<(Client, Events), Error> {
+        Self::start(Credentials { token: session.token, endpoints: session.endpoints }, options).await
+    }
+
+    /// Connects an anonymous device (rooms and pushes only; no chat). `resume` is ignored.
+    pub async fn connect_device(device: DeviceSession, options: Options) -> Result<(Client, Events), Error> {
+        let options = Options { resume: false, ..options };
+        Self::start(Credentials { token: device.token, endpoints: device.endpoints }, options).await
+    }
+
+    async fn start(credentials: Credentials, options: Options) -> Result<(Client, Events), Error> {
         let inbox = Arc::new(Mutex::new(Inbox::with_watermarks(&options.watermarks)));
         let (commands, command_rx) = mpsc::channel(1024);
         let (events_tx, events_rx) = mpsc::channel(options.event_buffer);
-        let session = Arc::new(session);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let driver = driver::Driver::new(
-            Arc::clone(&session),
-            options,
-            Arc::clone(&inbox),
-            command_rx,
-            events_tx,
-        );
+        let driver = driver::Driver::new(credentials, options, Arc::clone(&inbox), command_rx, events_tx);
         tokio::spawn(driver.run(ready_tx));
         ready_rx.await.map_err(|_| Error::Closed)??;
-        Ok((
-            Client {
-                commands,
-                inbox,
-                session,
-            },
-            Events(events_rx),
-        ))
+        Ok((Client { commands, inbox }, Events(events_rx)))
     }
 
-    /// The session this client uses.
-    pub fn session(&self) -> &Session {
-        &self.session
+    /// Enters a live room (leaving the current one). The client re-enters it after a reconnect.
+    pub async fn join(&self, room: impl Into<String>) -> Result<Joined, Error> {
+        match self.request(ClientFrame::Join { id: 0, room: room.into() }).await? {
+            ServerFrame::Joined { room, area, online, .. } => Ok(Joined { room, area, online }),
+            other => Err(Error::Transport(format!("unexpected answer to join: {other:?}"))),
+        }
+    }
+
+    /// Leaves the current room; returns it, if there was one.
+    pub async fn leave(&self) -> Result<Option<String>, Error> {
+        match self.request(ClientFrame::Leave { id: 0 }).await? {
+            ServerFrame::Left { room, .. } => Ok(room),
+            other => Err(Error::Transport(format!("unexpected answer to leave: {other:?}"))),
+        }
     }
 
     /// What this device has, per conversation: persist it to resume from there next time.
     pub fn watermarks(&self) -> BTreeMap<ConvId, u64> {
-        self.inbox
-            .lock()
-            .map(|i| i.watermarks())
-            .unwrap_or_default()
+        self.inbox.lock().map(|i| i.watermarks()).unwrap_or_default()
     }
 
     async fn request(&self, frame: ClientFrame) -> Result<ServerFrame, Error> {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Request { frame, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.commands.send(Command::Request { frame, reply }).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
     /// Sends a text message with a fresh client_msg_id.
     pub async fn send_text(&self, to: UserId, text: impl Into<String>) -> Result<Sent, Error> {
-        self.send(to, Body::Text { text: text.into() }, new_client_msg_id())
-            .await
+        self.send(to, Body::Text { text: text.into() }, new_client_msg_id()).await
     }
 
     /// Sends a message with the given idempotency key. Safe to call again with the same key:
     /// the answer is the original message. The request survives reconnects.
     pub async fn send(&self, to: UserId, body: Body, client_msg_id: String) -> Result<Sent, Error> {
-        let frame = ClientFrame::Send {
-            id: 0,
-            to,
-            client_msg_id,
-            body,
-        };
+        let frame = ClientFrame::Send { id: 0, to, client_msg_id, body };
         match self.request(frame).await? {
-            ServerFrame::Sent {
-                msg_id,
-                conv_id,
-                seq,
-                ts,
-                duplicate,
-                ..
-            } => Ok(Sent {
-                msg_id,
-                conv_id,
-                seq,
-                ts,
-                duplicate,
-            }),
-            other => Err(Error::Transport(format!(
-                "unexpected answer to send: {other:?}"
-            ))),
+            ServerFrame::Sent { msg_id, conv_id, seq, ts, duplicate, .. } => {
+                Ok(Sent { msg_id, conv_id, seq, ts, duplicate })
+            }
+            other => Err(Error::Transport(format!("unexpected answer to send: {other:?}"))),
         }
     }
 
@@ -317,27 +351,10 @@ impl Client {
         before_seq: Option<u64>,
         limit: u32,
     ) -> Result<HistoryPage, Error> {
-        let frame = ClientFrame::History {
-            id: 0,
-            conv_id,
-            after_seq,
-            before_seq,
-            limit: Some(limit),
-        };
+        let frame = ClientFrame::History { id: 0, conv_id, after_seq, before_seq, limit: Some(limit) };
         match self.request(frame).await? {
-            ServerFrame::History {
-                conv_id,
-                messages,
-                last_seq,
-                ..
-            } => Ok(HistoryPage {
-                conv_id,
-                messages,
-                last_seq,
-            }),
-            other => Err(Error::Transport(format!(
-                "unexpected answer to history: {other:?}"
-            ))),
+            ServerFrame::History { conv_id, messages, last_seq, .. } => Ok(HistoryPage { conv_id, messages, last_seq }),
+            other => Err(Error::Transport(format!("unexpected answer to history: {other:?}"))),
         }
     }
 
@@ -349,9 +366,5 @@ impl Client {
 
 /// A random client_msg_id.
 pub fn new_client_msg_id() -> String {
-    format!(
-        "{:016x}{:08x}",
-        rand::random::<u64>(),
-        rand::random::<u32>()
-    )
+    format!("{:016x}{:08x}", rand::random::<u64>(), rand::random::<u32>())
 }

@@ -81,16 +81,12 @@ impl Codec {
                 id,
                 message: format!("unknown op {op:?}; known ops: {}", CLIENT_OPS.join(", ")),
             },
-            Some(Probe { op: None, id }) => DecodeError {
-                code: ErrorCode::BadRequest,
-                id,
-                message: "frame has no \"op\" field".into(),
-            },
-            Some(Probe { id, .. }) => DecodeError {
-                code: ErrorCode::BadRequest,
-                id,
-                message: format!("invalid frame: {detail}"),
-            },
+            Some(Probe { op: None, id }) => {
+                DecodeError { code: ErrorCode::BadRequest, id, message: "frame has no \"op\" field".into() }
+            }
+            Some(Probe { id, .. }) => {
+                DecodeError { code: ErrorCode::BadRequest, id, message: format!("invalid frame: {detail}") }
+            }
             None => DecodeError {
                 code: ErrorCode::BadRequest,
                 id: None,
@@ -134,10 +130,7 @@ impl FrameDecoder {
         }
         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len > self.max_frame {
-            return Err(FrameTooLarge {
-                announced: len,
-                limit: self.max_frame,
-            });
+            return Err(FrameTooLarge { announced: len, limit: self.max_frame });
         }
         if buf.len() < LEN_PREFIX + len {
             buf.reserve(LEN_PREFIX + len - buf.len());
@@ -166,23 +159,14 @@ mod tests {
                 resume: Some(resume),
                 accept_compression: vec!["br".into()],
             },
-            ClientFrame::Auth {
-                token: "t".into(),
-                proto: None,
-                resume: None,
-                accept_compression: vec![],
-            },
+            ClientFrame::Auth { token: "t".into(), proto: None, resume: None, accept_compression: vec![] },
             ClientFrame::Send {
                 id: 3,
                 to: UserId(2),
                 client_msg_id: "c1".into(),
-                body: Body::Text {
-                    text: "héllo".into(),
-                },
+                body: Body::Text { text: "héllo".into() },
             },
-            ClientFrame::Ack {
-                msg_ids: vec![MsgId(1), MsgId(u64::MAX)],
-            },
+            ClientFrame::Ack { msg_ids: vec![MsgId(1), MsgId(u64::MAX)] },
             ClientFrame::History {
                 id: 4,
                 conv_id: ConvId::direct(UserId(1), UserId(2)),
@@ -216,10 +200,7 @@ mod tests {
             body: Body::Text { text: "hi".into() },
         });
         for codec in [Codec::Json, Codec::MsgPack] {
-            assert_eq!(
-                codec.decode::<ServerFrame>(&codec.encode(&msg)),
-                Ok(msg.clone())
-            );
+            assert_eq!(codec.decode::<ServerFrame>(&codec.encode(&msg)), Ok(msg.clone()));
         }
         let json: serde_json::Value = serde_json::from_slice(&Codec::Json.encode(&msg)).unwrap();
         assert_eq!(json["op"], "msg");
@@ -233,27 +214,19 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert_eq!(e.id, None);
 
-        let e = Codec::Json
-            .decode::<ClientFrame>(br#"{"op":"dance","id":9}"#)
-            .unwrap_err();
+        let e = Codec::Json.decode::<ClientFrame>(br#"{"op":"dance","id":9}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::UnknownOp);
         assert_eq!(e.id, Some(9));
 
-        let e = Codec::Json
-            .decode::<ClientFrame>(br#"{"op":"send","id":5,"to":"x"}"#)
-            .unwrap_err();
+        let e = Codec::Json.decode::<ClientFrame>(br#"{"op":"send","id":5,"to":"x"}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert_eq!(e.id, Some(5));
 
-        let e = Codec::Json
-            .decode::<ClientFrame>(br#"{"id":5}"#)
-            .unwrap_err();
+        let e = Codec::Json.decode::<ClientFrame>(br#"{"id":5}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert!(e.message.contains("op"));
 
-        let e = Codec::MsgPack
-            .decode::<ClientFrame>(&[0xc1, 0x00])
-            .unwrap_err();
+        let e = Codec::MsgPack.decode::<ClientFrame>(&[0xc1, 0x00]).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
     }
 
@@ -263,11 +236,7 @@ mod tests {
         let mut buf = BytesMut::new();
         assert_eq!(d.decode(&mut buf), Ok(None));
         buf.put_slice(&[0, 0]);
-        assert_eq!(
-            d.decode(&mut buf),
-            Ok(None),
-            "truncated prefix is not a frame yet"
-        );
+        assert_eq!(d.decode(&mut buf), Ok(None), "truncated prefix is not a frame yet");
         buf.put_slice(&[0, 3, b'a', b'b']);
         assert_eq!(d.decode(&mut buf), Ok(None));
         buf.put_slice(&[b'c', 0, 0, 0, 1, b'z']);
@@ -276,13 +245,7 @@ mod tests {
         assert!(buf.is_empty());
 
         let mut huge = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
-        assert_eq!(
-            d.decode(&mut huge),
-            Err(FrameTooLarge {
-                announced: u32::MAX as usize,
-                limit: 16
-            })
-        );
+        assert_eq!(d.decode(&mut huge), Err(FrameTooLarge { announced: u32::MAX as usize, limit: 16 }));
         assert!(huge.capacity() < 64, "nothing reserved for a refused frame");
     }
 
@@ -291,10 +254,7 @@ mod tests {
         let bytes = Codec::MsgPack.encode_prefixed(&ClientFrame::Ping);
         let mut buf = BytesMut::from(&bytes[..]);
         let payload = FrameDecoder::new(1024).decode(&mut buf).unwrap().unwrap();
-        assert_eq!(
-            Codec::MsgPack.decode::<ClientFrame>(&payload),
-            Ok(ClientFrame::Ping)
-        );
+        assert_eq!(Codec::MsgPack.decode::<ClientFrame>(&payload), Ok(ClientFrame::Ping));
     }
 }
 
@@ -369,7 +329,8 @@ pub mod compression {
 
         #[test]
         fn round_trips_passes_plain_frames_and_refuses_bombs() {
-            let frame = br#"{"op":"batch","pushes":[{"data":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}]}"#.repeat(20);
+            let frame =
+                br#"{"op":"batch","pushes":[{"data":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}]}"#.repeat(20);
             let packed = brotli(&frame);
             assert!(packed.len() < frame.len() / 4);
             assert_eq!(open(&packed, 1 << 20).unwrap().as_ref(), &frame[..]);

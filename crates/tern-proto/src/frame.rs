@@ -293,10 +293,7 @@ impl CloseReason {
     /// Whether a client should reconnect after this close. Reconnecting after `auth_failed` or
     /// `replaced` would only fail again or fight the other connection.
     pub fn should_reconnect(self) -> bool {
-        !matches!(
-            self,
-            CloseReason::AuthFailed | CloseReason::Replaced | CloseReason::UnsupportedVersion
-        )
+        !matches!(self, CloseReason::AuthFailed | CloseReason::Replaced | CloseReason::UnsupportedVersion)
     }
 }
 
@@ -308,8 +305,9 @@ pub enum ServerFrame {
     AuthOk {
         /// Protocol version in use.
         proto: u32,
-        /// The authenticated user.
-        user_id: UserId,
+        /// The authenticated user (absent for a device token).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<UserId>,
         /// The device named in the token.
         device_id: DeviceId,
         /// This connection's id on the node (for logs and support).
@@ -426,11 +424,7 @@ pub enum ServerFrame {
 impl ServerFrame {
     /// An `error` frame.
     pub fn error(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerFrame::Error {
-            id,
-            code,
-            message: message.into(),
-        }
+        ServerFrame::Error { id, code, message: message.into() }
     }
 }
 

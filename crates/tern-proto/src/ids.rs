@@ -48,10 +48,7 @@ impl DeviceId {
         if s.is_empty() || s.len() > Self::MAX_LEN {
             return Err("device_id must be 1 to 64 characters");
         }
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        {
+        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
             return Err("device_id may only contain letters, digits, '_', '.' and '-'");
         }
         Ok(Self(s.to_owned()))
@@ -78,11 +75,7 @@ pub enum ConvId {
 impl ConvId {
     /// The 1:1 conversation of `a` and `b`, in either order.
     pub fn direct(a: UserId, b: UserId) -> Self {
-        if a <= b {
-            ConvId::Direct(a, b)
-        } else {
-            ConvId::Direct(b, a)
-        }
+        if a <= b { ConvId::Direct(a, b) } else { ConvId::Direct(b, a) }
     }
 
     /// Whether `user` takes part in this conversation.
@@ -167,19 +160,14 @@ mod tests {
         assert_eq!("d:3:9".parse::<ConvId>(), Ok(c));
         assert!(c.has_participant(UserId(9)));
         assert!(!c.has_participant(UserId(4)));
-        assert_eq!(
-            c.participants().collect::<Vec<_>>(),
-            vec![UserId(3), UserId(9)]
-        );
+        assert_eq!(c.participants().collect::<Vec<_>>(), vec![UserId(3), UserId(9)]);
         let me = ConvId::direct(UserId(5), UserId(5));
         assert_eq!(me.participants().collect::<Vec<_>>(), vec![UserId(5)]);
     }
 
     #[test]
     fn non_canonical_conversation_ids_are_rejected() {
-        for bad in [
-            "", "d:", "d:1", "d:9:3", "d:01:3", "d:-1:3", "x:1:2", "d:1:2:3", "d:1:",
-        ] {
+        for bad in ["", "d:", "d:1", "d:9:3", "d:01:3", "d:-1:3", "x:1:2", "d:1:2:3", "d:1:"] {
             assert_eq!(bad.parse::<ConvId>(), Err(BadConvId), "{bad}");
         }
     }

@@ -71,11 +71,7 @@ impl ConvState {
         }
         let after_seq = self.upto.max(self.fetching_to);
         self.fetching_to = to;
-        Some(Fetch {
-            conv_id,
-            after_seq,
-            to_seq: to,
-        })
+        Some(Fetch { conv_id, after_seq, to_seq: to })
     }
 }
 
@@ -88,18 +84,7 @@ pub struct Inbox {
 impl Inbox {
     /// An inbox that already holds everything up to these seqs.
     pub fn with_watermarks(marks: &BTreeMap<ConvId, u64>) -> Self {
-        let convs = marks
-            .iter()
-            .map(|(c, &upto)| {
-                (
-                    *c,
-                    ConvState {
-                        upto,
-                        ..ConvState::default()
-                    },
-                )
-            })
-            .collect();
+        let convs = marks.iter().map(|(c, &upto)| (*c, ConvState { upto, ..ConvState::default() })).collect();
         Self { convs }
     }
 
@@ -149,10 +134,7 @@ impl Inbox {
 
     /// The server announced `from..=to` missing (resume `gap`).
     pub fn gap(&mut self, conv_id: ConvId, to_seq: u64) -> Option<Fetch> {
-        self.convs
-            .entry(conv_id)
-            .or_default()
-            .fetch_below(conv_id, to_seq)
+        self.convs.entry(conv_id).or_default().fetch_below(conv_id, to_seq)
     }
 
     /// A `history` page for a fetch arrived (ascending). Delivers what it fills and asks for the
@@ -206,9 +188,7 @@ mod tests {
             from: UserId(1),
             client_msg_id: format!("c{seq}"),
             ts: 0,
-            body: Body::Text {
-                text: seq.to_string(),
-            },
+            body: Body::Text { text: seq.to_string() },
         }
     }
 
@@ -230,29 +210,11 @@ mod tests {
         let mut inbox = Inbox::default();
         let o = inbox.receive(msg(4));
         assert!(o.deliver.is_empty());
-        assert_eq!(
-            o.fetch,
-            Some(Fetch {
-                conv_id: conv(),
-                after_seq: 0,
-                to_seq: 3
-            })
-        );
-        assert_eq!(
-            inbox.receive(msg(5)).fetch,
-            None,
-            "range 1..=3 already being fetched"
-        );
+        assert_eq!(o.fetch, Some(Fetch { conv_id: conv(), after_seq: 0, to_seq: 3 }));
+        assert_eq!(inbox.receive(msg(5)).fetch, None, "range 1..=3 already being fetched");
         let o = inbox.fetched(conv(), vec![msg(1), msg(2)]);
         assert_eq!(seqs(&o.deliver), vec![1, 2]);
-        assert_eq!(
-            o.fetch,
-            Some(Fetch {
-                conv_id: conv(),
-                after_seq: 2,
-                to_seq: 3
-            })
-        );
+        assert_eq!(o.fetch, Some(Fetch { conv_id: conv(), after_seq: 2, to_seq: 3 }));
         let o = inbox.fetched(conv(), vec![msg(3)]);
         assert_eq!(seqs(&o.deliver), vec![3, 4, 5]);
         assert_eq!(o.fetch, None);
@@ -272,14 +234,7 @@ mod tests {
     #[test]
     fn resume_gap_asks_for_the_range() {
         let mut inbox = Inbox::with_watermarks(&[(conv(), 10)].into_iter().collect());
-        assert_eq!(
-            inbox.gap(conv(), 900),
-            Some(Fetch {
-                conv_id: conv(),
-                after_seq: 10,
-                to_seq: 900
-            })
-        );
+        assert_eq!(inbox.gap(conv(), 900), Some(Fetch { conv_id: conv(), after_seq: 10, to_seq: 900 }));
         assert_eq!(inbox.gap(conv(), 900), None);
         assert_eq!(inbox.gap(conv(), 5), None);
     }

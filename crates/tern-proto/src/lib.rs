@@ -22,7 +22,6 @@ pub mod session;
 
 pub use codec::{Codec, DecodeError, FrameDecoder, FrameTooLarge};
 pub use frame::{
-    Body, ClientFrame, CloseReason, ErrorCode, Message, PROTOCOL_VERSION, Priority, Push, PushScope,
-    ServerFrame,
+    Body, ClientFrame, CloseReason, ErrorCode, Message, PROTOCOL_VERSION, Priority, Push, PushScope, ServerFrame,
 };
 pub use ids::{ConnId, ConvId, DeviceId, MsgId, UserId};

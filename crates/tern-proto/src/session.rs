@@ -56,12 +56,7 @@ pub struct ServerSession {
 impl ServerSession {
     /// A session for a connection accepted at `now`.
     pub fn new(now: Instant, config: SessionConfig) -> Self {
-        Self {
-            config,
-            phase: Phase::AwaitingAuth,
-            auth_deadline: now + config.auth_timeout,
-            last_seen: now,
-        }
+        Self { config, phase: Phase::AwaitingAuth, auth_deadline: now + config.auth_timeout, last_seen: now }
     }
 
     /// The current phase.
@@ -86,9 +81,7 @@ impl ServerSession {
                 self.phase = Phase::Authenticating;
                 Verdict::Authenticate
             }
-            (Phase::AwaitingAuth | Phase::Authenticating, _) => {
-                self.close(CloseReason::AuthRequired)
-            }
+            (Phase::AwaitingAuth | Phase::Authenticating, _) => self.close(CloseReason::AuthRequired),
             // A second `auth` on an authenticated connection is a client bug; refusing it keeps
             // one identity per connection.
             (Phase::Active, ClientFrame::Auth { .. }) => self.close(CloseReason::ProtocolError),
@@ -136,12 +129,8 @@ impl ServerSession {
     /// Time passed; returns the close reason if a deadline expired.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<CloseReason> {
         let reason = match self.phase {
-            Phase::AwaitingAuth | Phase::Authenticating if now >= self.auth_deadline => {
-                CloseReason::AuthTimeout
-            }
-            Phase::Active if now >= self.last_seen + self.silence_limit() => {
-                CloseReason::HeartbeatTimeout
-            }
+            Phase::AwaitingAuth | Phase::Authenticating if now >= self.auth_deadline => CloseReason::AuthTimeout,
+            Phase::Active if now >= self.last_seen + self.silence_limit() => CloseReason::HeartbeatTimeout,
             _ => return None,
         };
         self.close(reason);
@@ -164,12 +153,7 @@ mod tests {
     };
 
     fn auth() -> ClientFrame {
-        ClientFrame::Auth {
-            token: "t".into(),
-            proto: None,
-            resume: None,
-            accept_compression: vec![],
-        }
+        ClientFrame::Auth { token: "t".into(), proto: None, resume: None, accept_compression: vec![] }
     }
 
     #[test]
@@ -178,10 +162,7 @@ mod tests {
         let mut s = ServerSession::new(t0, CFG);
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
         assert_eq!(s.handle_timeout(t0 + Duration::from_millis(4999)), None);
-        assert_eq!(
-            s.handle_timeout(t0 + Duration::from_secs(5)),
-            Some(CloseReason::AuthTimeout)
-        );
+        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(5)), Some(CloseReason::AuthTimeout));
         assert_eq!(s.phase(), Phase::Closed(CloseReason::AuthTimeout));
         assert_eq!(s.poll_timeout(), None);
     }
@@ -191,10 +172,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ServerSession::new(t0, CFG);
         s.on_activity(t0 + Duration::from_secs(4));
-        assert_eq!(
-            s.handle_timeout(t0 + Duration::from_secs(5)),
-            Some(CloseReason::AuthTimeout)
-        );
+        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(5)), Some(CloseReason::AuthTimeout));
     }
 
     #[test]
@@ -202,10 +180,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = ServerSession::new(t0, CFG);
         assert_eq!(s.on_frame(t0, &auth()), Verdict::Authenticate);
-        assert_eq!(
-            s.handle_timeout(t0 + Duration::from_secs(6)),
-            Some(CloseReason::AuthTimeout)
-        );
+        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(6)), Some(CloseReason::AuthTimeout));
         s.auth_succeeded(t0 + Duration::from_secs(7));
         assert_eq!(s.phase(), Phase::Closed(CloseReason::AuthTimeout));
     }
@@ -214,23 +189,12 @@ mod tests {
     fn frames_before_auth_close_the_connection() {
         let t0 = Instant::now();
         let mut s = ServerSession::new(t0, CFG);
-        assert_eq!(
-            s.on_frame(t0, &ClientFrame::Ping),
-            Verdict::Close(CloseReason::AuthRequired)
-        );
+        assert_eq!(s.on_frame(t0, &ClientFrame::Ping), Verdict::Close(CloseReason::AuthRequired));
         let mut s = ServerSession::new(t0, CFG);
         assert_eq!(s.on_bad_frame(t0), Verdict::Close(CloseReason::AuthFailed));
         let mut s = ServerSession::new(t0, CFG);
-        let v2 = ClientFrame::Auth {
-            token: "t".into(),
-            proto: Some(2),
-            resume: None,
-            accept_compression: vec![],
-        };
-        assert_eq!(
-            s.on_frame(t0, &v2),
-            Verdict::Close(CloseReason::UnsupportedVersion)
-        );
+        let v2 = ClientFrame::Auth { token: "t".into(), proto: Some(2), resume: None, accept_compression: vec![] };
+        assert_eq!(s.on_frame(t0, &v2), Verdict::Close(CloseReason::UnsupportedVersion));
     }
 
     #[test]
@@ -246,14 +210,8 @@ mod tests {
             assert_eq!(s.on_frame(now, &ClientFrame::Ping), Verdict::Process);
         }
         assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(30)));
-        assert_eq!(
-            s.handle_timeout(now + Duration::from_secs(30)),
-            Some(CloseReason::HeartbeatTimeout)
-        );
-        assert_eq!(
-            s.on_frame(now, &ClientFrame::Ping),
-            Verdict::Close(CloseReason::HeartbeatTimeout)
-        );
+        assert_eq!(s.handle_timeout(now + Duration::from_secs(30)), Some(CloseReason::HeartbeatTimeout));
+        assert_eq!(s.on_frame(now, &ClientFrame::Ping), Verdict::Close(CloseReason::HeartbeatTimeout));
     }
 
     #[test]
@@ -263,9 +221,6 @@ mod tests {
         s.on_frame(t0, &auth());
         s.auth_succeeded(t0);
         assert_eq!(s.on_bad_frame(t0), Verdict::Process);
-        assert_eq!(
-            s.on_frame(t0, &auth()),
-            Verdict::Close(CloseReason::ProtocolError)
-        );
+        assert_eq!(s.on_frame(t0, &auth()), Verdict::Close(CloseReason::ProtocolError));
     }
 }

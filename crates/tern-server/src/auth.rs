@@ -47,7 +47,39 @@ pub struct Claims {
     pub nbf: u64,
     /// Expiry (seconds).
     pub exp: u64,
+    /// `device` for an anonymous device token; absent for a user token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typ: Option<String>,
 }
+
+/// What a valid token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A logged-in user's device.
+    User(Identity),
+    /// A device without a user login (live rooms and device pushes only).
+    Device(DeviceId),
+}
+
+impl Principal {
+    /// The device.
+    pub fn device_id(&self) -> &DeviceId {
+        match self {
+            Principal::User(i) => &i.device_id,
+            Principal::Device(d) => d,
+        }
+    }
+
+    /// The user, if logged in.
+    pub fn user(&self) -> Option<&Identity> {
+        match self {
+            Principal::User(i) => Some(i),
+            Principal::Device(_) => None,
+        }
+    }
+}
+
+const DEVICE_TYP: &str = "device";
 
 /// An authenticated identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,10 +135,7 @@ impl Auth {
         match std::fs::read(&path) {
             Ok(bytes) if bytes.len() >= 32 => return Ok(bytes),
             Ok(_) => {
-                return Err(std::io::Error::other(format!(
-                    "{} is shorter than 32 bytes",
-                    path.display()
-                )));
+                return Err(std::io::Error::other(format!("{} is shorter than 32 bytes", path.display())));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -120,10 +149,20 @@ impl Auth {
 
     /// Issues a token for a user's device.
     pub fn issue(&self, identity: &Identity) -> IssuedToken {
+        self.issue_claims(identity.user_id.0.to_string(), &identity.device_id, None)
+    }
+
+    /// Issues a token for an anonymous device.
+    pub fn issue_device(&self, device_id: &DeviceId) -> IssuedToken {
+        self.issue_claims(String::new(), device_id, Some(DEVICE_TYP.into()))
+    }
+
+    fn issue_claims(&self, sub: String, device_id: &DeviceId, typ: Option<String>) -> IssuedToken {
         let now = now_ms() / 1000;
         let claims = Claims {
-            sub: identity.user_id.0.to_string(),
-            did: identity.device_id.0.clone(),
+            sub,
+            typ,
+            did: device_id.0.clone(),
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             iat: now,
@@ -131,30 +170,27 @@ impl Auth {
             exp: now + self.ttl_secs,
         };
         // HS256 signing of a plain struct cannot fail.
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .unwrap_or_default();
-        IssuedToken {
-            token,
-            expires_at: claims.exp,
-        }
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default();
+        IssuedToken { token, expires_at: claims.exp }
     }
 
     /// Verifies a token: signature, algorithm, expiry, not-before, issuer, audience, and claims.
-    pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
+    pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
             })?;
-        let user_id = data
-            .claims
-            .sub
-            .parse::<u64>()
-            .map(UserId)
-            .map_err(|_| TokenError::Invalid("bad sub".into()))?;
-        let device_id =
-            DeviceId::parse(&data.claims.did).map_err(|e| TokenError::Invalid(e.into()))?;
-        Ok(Identity { user_id, device_id })
+        let device_id = DeviceId::parse(&data.claims.did).map_err(|e| TokenError::Invalid(e.into()))?;
+        match data.claims.typ.as_deref() {
+            None => {
+                let user_id =
+                    data.claims.sub.parse::<u64>().map(UserId).map_err(|_| TokenError::Invalid("bad sub".into()))?;
+                Ok(Principal::User(Identity { user_id, device_id }))
+            }
+            Some(DEVICE_TYP) => Ok(Principal::Device(device_id)),
+            Some(other) => Err(TokenError::Invalid(format!("unknown token type {other:?}"))),
+        }
     }
 
     /// Hashes a password with Argon2id and a random salt.
@@ -179,11 +215,7 @@ impl Auth {
         };
         tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash)
-                .map(|parsed| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
+                .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
                 .unwrap_or(false)
         })
         .await
@@ -212,43 +244,29 @@ mod tests {
     }
 
     fn id() -> Identity {
-        Identity {
-            user_id: UserId(42),
-            device_id: DeviceId("phone".into()),
-        }
+        Identity { user_id: UserId(42), device_id: DeviceId("phone".into()) }
     }
 
     #[test]
     fn issued_tokens_verify() {
         let a = auth();
-        assert_eq!(a.verify(&a.issue(&id()).token), Ok(id()));
+        assert_eq!(a.verify(&a.issue(&id()).token), Ok(Principal::User(id())));
+        let dev = DeviceId("d_1234".into());
+        assert_eq!(a.verify(&a.issue_device(&dev).token), Ok(Principal::Device(dev)));
     }
 
     #[test]
     fn foreign_tampered_and_expired_tokens_are_refused() {
         let a = auth();
         let other = Auth::new(&[8u8; 32], 3600, 2);
-        assert!(matches!(
-            a.verify(&other.issue(&id()).token),
-            Err(TokenError::Invalid(_))
-        ));
+        assert!(matches!(a.verify(&other.issue(&id()).token), Err(TokenError::Invalid(_))));
 
         // Swap the payload for one claiming another user, keeping the signature.
         let token = a.issue(&id()).token;
         let parts: Vec<&str> = token.split('.').collect();
-        let forged = a
-            .issue(&Identity {
-                user_id: UserId(1),
-                device_id: DeviceId("phone".into()),
-            })
-            .token;
+        let forged = a.issue(&Identity { user_id: UserId(1), device_id: DeviceId("phone".into()) }).token;
         let forged_payload = forged.split('.').nth(1).unwrap();
-        let tampered = format!(
-            "{}.{}.{}",
-            parts[0],
-            forged_payload.replace('E', "F"),
-            parts[2]
-        );
+        let tampered = format!("{}.{}.{}", parts[0], forged_payload.replace('E', "F"), parts[2]);
         assert!(a.verify(&tampered).is_err());
 
         let now = now_ms() / 1000;
@@ -260,9 +278,9 @@ mod tests {
             iat: now - 7200,
             nbf: now - 7200,
             exp: now - 3600,
+            typ: None,
         };
-        let expired =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &stale, &a.encoding).unwrap();
+        let expired = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &stale, &a.encoding).unwrap();
         assert_eq!(a.verify(&expired), Err(TokenError::Expired));
         assert!(a.verify("not.a.token").is_err());
         assert!(a.verify("").is_err());

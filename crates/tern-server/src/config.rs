@@ -22,6 +22,73 @@ pub struct Config {
     pub messages: MessagesConfig,
     /// The embedded store.
     pub store: StoreConfig,
+    /// The push service for business servers.
+    pub push: PushConfig,
+    /// Live rooms.
+    pub rooms: RoomsConfig,
+}
+
+/// The push service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// An API key with every scope, accepted as given (at least 16 characters; empty: none).
+    /// `tern serve --push-key KEY` sets it. Further keys are created through the admin API.
+    pub bootstrap_key: String,
+    /// Requests per second allowed to the bootstrap key.
+    pub bootstrap_rate_per_sec: f64,
+    /// Rate given to a new key when none is asked for, per second.
+    pub default_rate_per_sec: f64,
+    /// Burst given to a new key when none is asked for.
+    pub default_burst: u32,
+    /// Largest push payload (`data`, JSON-encoded), in bytes.
+    pub max_payload_bytes: usize,
+    /// Batch low-priority best-effort pushes to rooms, areas and everyone.
+    pub aggregate: bool,
+    /// How long a batch stays open, in milliseconds.
+    pub aggregate_window_ms: u64,
+    /// A batch is sent as soon as it holds this many pushes.
+    pub aggregate_max: usize,
+    /// Frames longer than this many bytes go out brotli-compressed to clients that accept it.
+    pub compress_over_bytes: usize,
+    /// Pushes waiting for the aggregator before the API answers 503.
+    pub queue: usize,
+    /// How long a must-arrive (QoS 1) push is retried before it is given up (and counted).
+    pub qos1_ttl_ms: u64,
+}
+
+/// Live rooms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// How often each room is told its online count, in milliseconds.
+    pub online_interval_ms: u64,
+    /// The area of a room nobody assigned one to.
+    pub default_area: String,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_key: String::new(),
+            bootstrap_rate_per_sec: 10_000.0,
+            default_rate_per_sec: 100.0,
+            default_burst: 200,
+            max_payload_bytes: 4096,
+            aggregate: true,
+            aggregate_window_ms: 100,
+            aggregate_max: 200,
+            compress_over_bytes: 512,
+            queue: 65_536,
+            qos1_ttl_ms: 30_000,
+        }
+    }
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self { online_interval_ms: 5_000, default_area: "default".into() }
+    }
 }
 
 /// Listening addresses and the data directory.
@@ -65,8 +132,15 @@ pub struct GatewayConfig {
     pub max_missed_heartbeats: u32,
     /// Largest accepted inbound frame, in bytes (checked before buffering).
     pub max_frame_bytes: usize,
-    /// Frames queued towards one connection before it counts as a slow consumer and is closed.
+    /// High-lane frames (chat messages, high-priority pushes) queued towards one connection;
+    /// overflowing it closes the connection as a slow consumer (high is never dropped).
     pub outbound_queue: usize,
+    /// Low-lane frames (low-priority pushes, batches, online counts) queued towards one
+    /// connection; beyond it low frames are dropped and counted.
+    pub low_queue: usize,
+    /// A connection that keeps overflowing its low lane, or whose socket stays unwritable, for
+    /// this many milliseconds is closed as a slow consumer.
+    pub slow_consumer_ms: u64,
     /// Pushed messages awaiting a device ACK on one connection before it counts as a slow consumer.
     pub max_unacked: usize,
     /// Requests (`send`, `history`) one connection may have in flight; reading pauses beyond it.
@@ -128,11 +202,7 @@ impl Default for ServerConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            token_secret: String::new(),
-            token_ttl_secs: 24 * 3600,
-            max_concurrent_hashes: 4,
-        }
+        Self { token_secret: String::new(), token_ttl_secs: 24 * 3600, max_concurrent_hashes: 4 }
     }
 }
 
@@ -144,6 +214,8 @@ impl Default for GatewayConfig {
             max_missed_heartbeats: 3,
             max_frame_bytes: 64 * 1024,
             outbound_queue: 4096,
+            low_queue: 1024,
+            slow_consumer_ms: 10_000,
             max_unacked: 8192,
             max_inflight_requests: 256,
             retry_initial_ms: 2_000,
@@ -156,19 +228,13 @@ impl Default for GatewayConfig {
 
 impl Default for MessagesConfig {
     fn default() -> Self {
-        Self {
-            max_body_bytes: 16 * 1024,
-        }
+        Self { max_body_bytes: 16 * 1024 }
     }
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self {
-            synchronous: Synchronous::Full,
-            max_batch: 512,
-            readers: 4,
-        }
+        Self { synchronous: Synchronous::Full, max_batch: 512, readers: 4 }
     }
 }
 
@@ -184,15 +250,8 @@ impl Config {
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        builder = builder.add_source(
-            config::Environment::with_prefix("TERN")
-                .prefix_separator("_")
-                .separator("__"),
-        );
-        let cfg: Config = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError(e.to_string()))?;
+        builder = builder.add_source(config::Environment::with_prefix("TERN").prefix_separator("_").separator("__"));
+        let cfg: Config = builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))?;
         Ok(cfg)
     }
 
@@ -202,57 +261,58 @@ impl Config {
         let checks: [(bool, &str); 12] = [
             (g.auth_timeout_ms > 0, "gateway.auth_timeout_ms must be > 0"),
             (g.heartbeat_ms >= 100, "gateway.heartbeat_ms must be >= 100"),
-            (
-                g.max_missed_heartbeats >= 1,
-                "gateway.max_missed_heartbeats must be >= 1",
-            ),
+            (g.max_missed_heartbeats >= 1, "gateway.max_missed_heartbeats must be >= 1"),
             (
                 (256..=16 * 1024 * 1024).contains(&g.max_frame_bytes),
                 "gateway.max_frame_bytes must be between 256 and 16777216",
             ),
-            (
-                g.outbound_queue >= 16,
-                "gateway.outbound_queue must be >= 16",
-            ),
+            (g.outbound_queue >= 16, "gateway.outbound_queue must be >= 16"),
             (g.max_unacked >= 16, "gateway.max_unacked must be >= 16"),
-            (
-                g.max_inflight_requests >= 1,
-                "gateway.max_inflight_requests must be >= 1",
-            ),
+            (g.max_inflight_requests >= 1, "gateway.max_inflight_requests must be >= 1"),
             (
                 g.retry_initial_ms > 0 && g.retry_initial_ms <= g.retry_max_ms,
                 "gateway.retry_initial_ms must be > 0 and <= gateway.retry_max_ms",
             ),
+            (g.push_ttl_ms >= g.retry_initial_ms, "gateway.push_ttl_ms must be >= gateway.retry_initial_ms"),
             (
-                g.push_ttl_ms >= g.retry_initial_ms,
-                "gateway.push_ttl_ms must be >= gateway.retry_initial_ms",
-            ),
-            (
-                self.messages.max_body_bytes >= 16
-                    && self.messages.max_body_bytes < g.max_frame_bytes,
+                self.messages.max_body_bytes >= 16 && self.messages.max_body_bytes < g.max_frame_bytes,
                 "messages.max_body_bytes must be >= 16 and below gateway.max_frame_bytes",
             ),
-            (
-                (1..=65_536).contains(&self.store.max_batch),
-                "store.max_batch must be between 1 and 65536",
-            ),
+            ((1..=65_536).contains(&self.store.max_batch), "store.max_batch must be between 1 and 65536"),
             (self.store.readers >= 1, "store.readers must be >= 1"),
         ];
         if let Some((_, msg)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(ConfigError((*msg).to_owned()));
         }
         if !self.auth.token_secret.is_empty() && self.auth.token_secret.len() < 32 {
-            return Err(ConfigError(
-                "auth.token_secret must be at least 32 bytes".into(),
-            ));
+            return Err(ConfigError("auth.token_secret must be at least 32 bytes".into()));
         }
         if self.auth.token_ttl_secs < 60 {
             return Err(ConfigError("auth.token_ttl_secs must be >= 60".into()));
         }
         if self.auth.max_concurrent_hashes == 0 {
+            return Err(ConfigError("auth.max_concurrent_hashes must be >= 1".into()));
+        }
+        let p = &self.push;
+        if !p.bootstrap_key.is_empty() && p.bootstrap_key.len() < 16 {
+            return Err(ConfigError("push.bootstrap_key must be at least 16 characters".into()));
+        }
+        if !(p.bootstrap_rate_per_sec > 0.0 && p.default_rate_per_sec > 0.0 && p.default_burst >= 1) {
+            return Err(ConfigError("push rates must be > 0 and push.default_burst >= 1".into()));
+        }
+        if !(16..=1024 * 1024).contains(&p.max_payload_bytes) {
+            return Err(ConfigError("push.max_payload_bytes must be between 16 and 1048576".into()));
+        }
+        if p.aggregate_max == 0 || p.aggregate_window_ms == 0 || p.queue == 0 || p.qos1_ttl_ms == 0 {
             return Err(ConfigError(
-                "auth.max_concurrent_hashes must be >= 1".into(),
+                "push.aggregate_max, push.aggregate_window_ms, push.queue and push.qos1_ttl_ms must be >= 1".into(),
             ));
+        }
+        if g.low_queue < 16 || g.slow_consumer_ms == 0 {
+            return Err(ConfigError("gateway.low_queue must be >= 16 and gateway.slow_consumer_ms >= 1".into()));
+        }
+        if !tern_proto::frame::valid_name(&self.rooms.default_area) {
+            return Err(ConfigError("rooms.default_area must be 1-64 characters of [A-Za-z0-9_.:-]".into()));
         }
         if g.resume_push_limit == 0 {
             return Err(ConfigError("gateway.resume_push_limit must be >= 1".into()));
@@ -293,11 +353,6 @@ mod tests {
     fn invalid_values_name_the_setting() {
         let mut cfg = Config::default();
         cfg.gateway.max_frame_bytes = 10;
-        assert!(
-            cfg.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("gateway.max_frame_bytes")
-        );
+        assert!(cfg.validate().unwrap_err().to_string().contains("gateway.max_frame_bytes"));
     }
 }

@@ -15,15 +15,14 @@ pub struct Error {
     pub code: ErrorCode,
     /// What went wrong.
     pub message: String,
+    /// For `rate_limited`: when to try again, in seconds (sent as `Retry-After`).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Error {
     /// An error with a code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into(), retry_after_secs: None }
     }
 
     /// `bad_request`.
@@ -65,10 +64,7 @@ impl From<StoreError> for Error {
             StoreError::Closed => Error::new(ErrorCode::Unavailable, "the server is shutting down"),
             StoreError::Backend(m) => {
                 tracing::error!(error = %m, "store failure");
-                Error::new(
-                    ErrorCode::Internal,
-                    "storage failure; the request was not applied, retry it",
-                )
+                Error::new(ErrorCode::Internal, "storage failure; the request was not applied, retry it")
             }
         }
     }
@@ -78,6 +74,10 @@ impl From<StoreError> for Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status(), axum::Json(body)).into_response()
+        let mut resp = (self.status(), axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        resp
     }
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tern_proto::CloseReason;
+use tern_proto::{CloseReason, Priority, ServerFrame};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -13,10 +13,11 @@ use crate::api::{self, ApiState};
 use crate::auth::Auth;
 use crate::bus::{Bus, LocalBus};
 use crate::config::{Config, ConfigError};
-use crate::dispatch::{Dispatcher, Registry};
+use crate::dispatch::{AggregateConfig, Dispatcher, OutFrame, Registry};
 use crate::gateway::Gateway;
 use crate::gateway::transport::tcp::TcpIo;
 use crate::logic::Logic;
+use crate::logic::push::PushService;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
@@ -55,52 +56,57 @@ impl Server {
         cfg.validate()?;
         let http = TcpListener::bind(cfg.server.http)
             .await
-            .map_err(|source| StartError::Bind {
-                addr: cfg.server.http,
-                source,
-            })?;
+            .map_err(|source| StartError::Bind { addr: cfg.server.http, source })?;
         let tcp = TcpListener::bind(cfg.server.tcp)
             .await
-            .map_err(|source| StartError::Bind {
-                addr: cfg.server.tcp,
-                source,
-            })?;
-        let http_addr = http.local_addr().map_err(|source| StartError::Bind {
-            addr: cfg.server.http,
-            source,
-        })?;
-        let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
-            addr: cfg.server.tcp,
-            source,
-        })?;
+            .map_err(|source| StartError::Bind { addr: cfg.server.tcp, source })?;
+        let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr: cfg.server.http, source })?;
+        let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind { addr: cfg.server.tcp, source })?;
 
         // Build bottom-up along the data flow: connections registry ← bus ← dispatch ← store ← logic.
-        let registry = Arc::new(Registry::default());
+        let registry = Arc::new(Registry::new(cfg.gateway.slow_consumer_ms));
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(registry.clone()));
-        let dispatcher = Arc::new(Dispatcher::new(bus));
+        let aggregate = AggregateConfig {
+            enabled: cfg.push.aggregate,
+            window: Duration::from_millis(cfg.push.aggregate_window_ms),
+            max_count: cfg.push.aggregate_max,
+            compress_over: cfg.push.compress_over_bytes,
+            queue: cfg.push.queue,
+        };
+        let dispatcher = Arc::new(Dispatcher::new(bus, aggregate));
         let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&cfg.server.data_dir, &cfg.store, dispatcher)
+            SqliteStore::open(&cfg.server.data_dir, &cfg.store, dispatcher.clone())
                 .map_err(|e| StartError::Store(e.to_string()))?,
         );
         let secret = Auth::load_secret(&cfg.auth.token_secret, &cfg.server.data_dir)
             .map_err(|e| StartError::Store(format!("token secret: {e}")))?;
-        let auth = Auth::new(
-            &secret,
-            cfg.auth.token_ttl_secs,
-            cfg.auth.max_concurrent_hashes,
+        let auth = Auth::new(&secret, cfg.auth.token_ttl_secs, cfg.auth.max_concurrent_hashes);
+        let logic = Arc::new(Logic::new(store.clone(), auth, &cfg));
+        logic.load().await.map_err(|e| StartError::Store(e.message))?;
+        let push = Arc::new(
+            PushService::new(logic.clone(), store, dispatcher.clone(), cfg.push.clone())
+                .await
+                .map_err(|e| StartError::Store(e.message))?,
         );
-        let logic = Arc::new(Logic::new(store, auth, &cfg));
         let shutdown = CancellationToken::new();
         let gateway = Arc::new(Gateway::new(
             logic.clone(),
             registry.clone(),
             cfg.gateway.clone(),
+            cfg.push.qos1_ttl_ms,
+            shutdown.clone(),
+        ));
+        let online_task = tokio::spawn(announce_online(
+            registry.clone(),
+            dispatcher,
+            Duration::from_millis(cfg.rooms.online_interval_ms),
             shutdown.clone(),
         ));
 
         let state = ApiState {
             logic,
             gateway: gateway.clone(),
+            push,
             max_frame_bytes: cfg.gateway.max_frame_bytes,
             advertise_ws: cfg.server.advertise_ws.clone(),
             advertise_tcp: cfg.server.advertise_tcp.clone(),
@@ -115,29 +121,16 @@ impl Server {
             });
             let stop = shutdown.clone();
             tokio::spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
+                let served =
+                    axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
                 if let Err(e) = served {
                     tracing::error!(error = %e, "http listener failed");
                 }
             })
         };
-        let tcp_task = tokio::spawn(accept_tcp(
-            tcp,
-            gateway.clone(),
-            cfg.gateway.max_frame_bytes,
-            shutdown.clone(),
-        ));
+        let tcp_task = tokio::spawn(accept_tcp(tcp, gateway.clone(), cfg.gateway.max_frame_bytes, shutdown.clone()));
         tracing::info!(%http_addr, %tcp_addr, data_dir = %cfg.server.data_dir.display(), "tern listening");
-        Ok(Self {
-            http_addr,
-            tcp_addr,
-            shutdown,
-            gateway,
-            registry,
-            tasks: vec![http_task, tcp_task],
-        })
+        Ok(Self { http_addr, tcp_addr, shutdown, gateway, registry, tasks: vec![http_task, tcp_task, online_task] })
     }
 
     /// The bound HTTP address (REST + WebSocket).
@@ -172,12 +165,7 @@ impl Server {
     }
 }
 
-async fn accept_tcp(
-    listener: TcpListener,
-    gateway: Arc<Gateway>,
-    max_frame: usize,
-    stop: CancellationToken,
-) {
+async fn accept_tcp(listener: TcpListener, gateway: Arc<Gateway>, max_frame: usize, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -193,6 +181,27 @@ async fn accept_tcp(
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// Tells every room its online count, periodically, on the low lane.
+async fn announce_online(
+    registry: Arc<Registry>,
+    dispatcher: Arc<Dispatcher>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for (room, count) in registry.rooms_online() {
+            let frame = OutFrame::new(ServerFrame::Online { room: room.clone(), count });
+            dispatcher.publish(crate::bus::Target::Room(room), frame, Priority::Low);
         }
     }
 }

@@ -14,26 +14,12 @@ use tern_server::store::conformance::{new_message, null_listener};
 use tern_server::store::sqlite::SqliteStore;
 use tern_server::store::{Page, Store};
 
-fn run(
-    senders: usize,
-    per_sender: usize,
-    resend_every: usize,
-    max_batch: usize,
-) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+fn run(senders: usize, per_sender: usize, resend_every: usize, max_batch: usize) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = StoreConfig {
-            synchronous: Synchronous::Normal,
-            max_batch,
-            readers: 2,
-        };
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(dir.path(), &cfg, null_listener()).unwrap());
+        let cfg = StoreConfig { synchronous: Synchronous::Normal, max_batch, readers: 2 };
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), &cfg, null_listener()).unwrap());
         let conv = ConvId::direct(UserId(1), UserId(2));
         let mut tasks = Vec::new();
         for s in 0..senders {
@@ -47,13 +33,7 @@ fn run(
                     let a = t.await.unwrap().unwrap();
                     assert!(!a.duplicate);
                     if resend_every > 0 && i % resend_every == 0 {
-                        let again = store
-                            .append(new_message(conv, from, &key))
-                            .await
-                            .unwrap()
-                            .await
-                            .unwrap()
-                            .unwrap();
+                        let again = store.append(new_message(conv, from, &key)).await.unwrap().await.unwrap().unwrap();
                         assert!(again.duplicate);
                         assert_eq!(again.message.seq, a.message.seq);
                     }
@@ -65,20 +45,13 @@ fn run(
         let mut all = BTreeMap::new();
         for t in tasks {
             let mine = t.await.unwrap();
-            prop_assert!(
-                mine.windows(2).all(|w| w[0] < w[1]),
-                "per-sender seqs increase: {:?}",
-                mine
-            );
+            prop_assert!(mine.windows(2).all(|w| w[0] < w[1]), "per-sender seqs increase: {:?}", mine);
             for seq in mine {
                 prop_assert!(all.insert(seq, ()).is_none(), "seq {} given twice", seq);
             }
         }
         let n = (senders * per_sender) as u64;
-        prop_assert_eq!(
-            all.keys().copied().collect::<Vec<_>>(),
-            (1..=n).collect::<Vec<_>>()
-        );
+        prop_assert_eq!(all.keys().copied().collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>());
         let stored = store.messages(conv, Page::After(0), 500).await.unwrap();
         prop_assert_eq!(stored.len() as u64, n.min(500), "one row per message");
         prop_assert_eq!(store.last_seq(conv).await.unwrap(), n);

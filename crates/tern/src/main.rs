@@ -9,11 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "tern",
-    version,
-    about = "tern: one server for IM and live push over long connections"
-)]
+#[command(name = "tern", version, about = "tern: one server for IM and live push over long connections")]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -38,6 +34,9 @@ enum Command {
         /// Log as JSON lines.
         #[arg(long)]
         log_json: bool,
+        /// A push API key with every scope (at least 16 characters).
+        #[arg(long, env = "TERN_PUSH__BOOTSTRAP_KEY", hide_env_values = true)]
+        push_key: Option<String>,
     },
     /// Create an account.
     Register {
@@ -88,9 +87,23 @@ enum Command {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Push through the service API.
+    Push(cli::push::PushArgs),
+    /// Manage push API keys.
+    #[command(subcommand)]
+    Keys(cli::push::KeysCommand),
+    /// Live rooms.
+    #[command(subcommand)]
+    Room(RoomCommand),
     /// Load scenarios against a running server.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum RoomCommand {
+    /// Join a room and print each push that arrives as one JSON line.
+    Join(cli::push::JoinArgs),
 }
 
 #[derive(Subcommand)]
@@ -101,10 +114,7 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tern: cannot start the runtime: {e}");
@@ -113,36 +123,20 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match args.command {
-            Command::Serve {
-                config,
-                data_dir,
-                http,
-                tcp,
-                log_json,
-            } => cli::serve::run(config, data_dir, http, tcp, log_json).await,
-            Command::Register {
-                username,
-                common,
-                password,
-            } => cli::account::register(&common, &username, &password).await,
-            Command::Login {
-                username,
-                common,
-                password,
-                device,
-                profile,
-            } => cli::account::login(&common, &username, &password, &device, &profile).await,
-            Command::Send {
-                to,
-                text,
-                profile,
-                transport,
-            } => cli::chat::send(&profile, transport, &to, &text).await,
-            Command::Listen {
-                profile,
-                transport,
-                count,
-            } => cli::chat::listen(&profile, transport, count).await,
+            Command::Serve { config, data_dir, http, tcp, log_json, push_key } => {
+                cli::serve::run(config, data_dir, http, tcp, log_json, push_key).await
+            }
+            Command::Push(args) => cli::push::push(args).await,
+            Command::Keys(cmd) => cli::push::keys(cmd).await,
+            Command::Room(RoomCommand::Join(args)) => cli::push::join(args).await,
+            Command::Register { username, common, password } => {
+                cli::account::register(&common, &username, &password).await
+            }
+            Command::Login { username, common, password, device, profile } => {
+                cli::account::login(&common, &username, &password, &device, &profile).await
+            }
+            Command::Send { to, text, profile, transport } => cli::chat::send(&profile, transport, &to, &text).await,
+            Command::Listen { profile, transport, count } => cli::chat::listen(&profile, transport, count).await,
             Command::Bench(BenchCommand::P2p(args)) => cli::bench::p2p(args).await,
         }
     });

@@ -23,10 +23,7 @@ async fn bystanders_still_chat(srv: &TestServer, round: usize) {
     let dave = srv.login("dave", "phone").await;
     let (c, _ce) = connect(&carol, Transport::Tcp).await;
     let (_d, mut de) = connect(&dave, Transport::WsJson).await;
-    let sent = c
-        .send_text(dave.user_id, format!("still here {round}"))
-        .await
-        .unwrap();
+    let sent = c.send_text(dave.user_id, format!("still here {round}")).await.unwrap();
     let got = expect_messages(&mut de, 1).await;
     assert_eq!(got[0].msg_id, sent.msg_id);
     assert_eq!(texts(&got), [format!("still here {round}")]);
@@ -43,31 +40,20 @@ async fn malformed_and_unknown_frames_get_errors_and_the_connection_stays_usable
 
     ws.send_text("{not json").await;
     match ws.recv().await {
-        Some(ServerFrame::Error {
-            id: None,
-            code: ErrorCode::BadRequest,
-            message,
-        }) => assert!(message.contains("JSON"), "{message}"),
+        Some(ServerFrame::Error { id: None, code: ErrorCode::BadRequest, message }) => {
+            assert!(message.contains("JSON"), "{message}")
+        }
         other => panic!("expected bad_request, got {other:?}"),
     }
     ws.send_text(r#"{"op":"teleport","id":77}"#).await;
     match ws.recv().await {
-        Some(ServerFrame::Error {
-            id: Some(77),
-            code: ErrorCode::UnknownOp,
-            message,
-        }) => assert!(message.contains("teleport")),
+        Some(ServerFrame::Error { id: Some(77), code: ErrorCode::UnknownOp, message }) => {
+            assert!(message.contains("teleport"))
+        }
         other => panic!("expected unknown_op, got {other:?}"),
     }
     ws.send_text(r#"{"op":"send","id":78,"to":"bob"}"#).await;
-    assert!(matches!(
-        ws.recv().await,
-        Some(ServerFrame::Error {
-            id: Some(78),
-            code: ErrorCode::BadRequest,
-            ..
-        })
-    ));
+    assert!(matches!(ws.recv().await, Some(ServerFrame::Error { id: Some(78), code: ErrorCode::BadRequest, .. })));
 
     // Sending to a user that does not exist.
     ws.send_frame(&ClientFrame::Send {
@@ -78,49 +64,23 @@ async fn malformed_and_unknown_frames_get_errors_and_the_connection_stays_usable
     })
     .await;
     match ws.recv().await {
-        Some(ServerFrame::Error {
-            id: Some(79),
-            code: ErrorCode::NotFound,
-            message,
-        }) => assert!(message.contains("999999")),
+        Some(ServerFrame::Error { id: Some(79), code: ErrorCode::NotFound, message }) => {
+            assert!(message.contains("999999"))
+        }
         other => panic!("expected not_found, got {other:?}"),
     }
     // Body over the limit, empty text, bad client_msg_id.
-    let big = Body::Text {
-        text: "x".repeat(2000),
-    };
-    ws.send_frame(&ClientFrame::Send {
-        id: 80,
-        to: bob.user_id,
-        client_msg_id: "c2".into(),
-        body: big,
-    })
-    .await;
-    assert!(matches!(
-        ws.recv().await,
-        Some(ServerFrame::Error {
-            id: Some(80),
-            code: ErrorCode::BodyTooLarge,
-            ..
-        })
-    ));
+    let big = Body::Text { text: "x".repeat(2000) };
+    ws.send_frame(&ClientFrame::Send { id: 80, to: bob.user_id, client_msg_id: "c2".into(), body: big }).await;
+    assert!(matches!(ws.recv().await, Some(ServerFrame::Error { id: Some(80), code: ErrorCode::BodyTooLarge, .. })));
     ws.send_frame(&ClientFrame::Send {
         id: 81,
         to: bob.user_id,
         client_msg_id: "c3".into(),
-        body: Body::Text {
-            text: String::new(),
-        },
+        body: Body::Text { text: String::new() },
     })
     .await;
-    assert!(matches!(
-        ws.recv().await,
-        Some(ServerFrame::Error {
-            id: Some(81),
-            code: ErrorCode::BadRequest,
-            ..
-        })
-    ));
+    assert!(matches!(ws.recv().await, Some(ServerFrame::Error { id: Some(81), code: ErrorCode::BadRequest, .. })));
     ws.send_frame(&ClientFrame::Send {
         id: 82,
         to: bob.user_id,
@@ -128,29 +88,17 @@ async fn malformed_and_unknown_frames_get_errors_and_the_connection_stays_usable
         body: Body::Text { text: "a".into() },
     })
     .await;
-    assert!(matches!(
-        ws.recv().await,
-        Some(ServerFrame::Error {
-            id: Some(82),
-            code: ErrorCode::BadRequest,
-            ..
-        })
-    ));
+    assert!(matches!(ws.recv().await, Some(ServerFrame::Error { id: Some(82), code: ErrorCode::BadRequest, .. })));
 
     // Still usable: a valid send goes through and is the first message bob ever gets.
     ws.send_frame(&ClientFrame::Send {
         id: 83,
         to: bob.user_id,
         client_msg_id: "ok".into(),
-        body: Body::Text {
-            text: "valid".into(),
-        },
+        body: Body::Text { text: "valid".into() },
     })
     .await;
-    assert!(matches!(
-        ws.recv().await,
-        Some(ServerFrame::Sent { id: 83, seq: 1, .. })
-    ));
+    assert!(matches!(ws.recv().await, Some(ServerFrame::Sent { id: 83, seq: 1, .. })));
     let got = expect_messages(&mut bob_events, 1).await;
     assert_eq!(texts(&got), ["valid"]);
     bystanders_still_chat(&srv, 1).await;
@@ -163,8 +111,7 @@ async fn oversized_frames_are_refused_before_buffering() {
 
     let mut ws = RawWs::open(&srv).await;
     assert!(matches!(ws.auth(&alice).await, ServerFrame::AuthOk { .. }));
-    ws.send_text(format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(10_000)))
-        .await;
+    ws.send_text(format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(10_000))).await;
     // tungstenite refuses the frame from its header; the socket then ends with the reason.
     assert_eq!(ws.expect_close().await.0, CloseReason::FrameTooLarge);
 
@@ -236,19 +183,12 @@ async fn connections_that_never_authenticate_or_go_silent_are_closed_with_a_reas
             accept_compression: vec![],
         })
         .await;
-    assert_eq!(
-        future.expect_close().await.0,
-        CloseReason::UnsupportedVersion
-    );
+    assert_eq!(future.expect_close().await.0, CloseReason::UnsupportedVersion);
 
     // Authenticated, then silent: closed after heartbeat × max missed (400 ms here).
     let mut quiet = RawWs::open(&srv).await;
     match quiet.auth(&alice).await {
-        ServerFrame::AuthOk {
-            heartbeat_ms: 200,
-            max_missed_heartbeats: 2,
-            ..
-        } => {}
+        ServerFrame::AuthOk { heartbeat_ms: 200, max_missed_heartbeats: 2, .. } => {}
         other => panic!("{other:?}"),
     }
     let started = std::time::Instant::now();
@@ -276,11 +216,7 @@ async fn bad_expired_and_tampered_tokens_are_refused() {
     let mut tampered = alice.token.clone();
     // Flip a character of the payload (the claims), keeping the signature.
     let dot = tampered.find('.').unwrap() + 5;
-    let flipped = if &tampered[dot..=dot] == "A" {
-        "B"
-    } else {
-        "A"
-    };
+    let flipped = if &tampered[dot..=dot] == "A" { "B" } else { "A" };
     tampered.replace_range(dot..=dot, flipped);
     let other_server = TestServer::with(short_timers).await;
     let foreign = other_server.login("alice", "phone").await.token;
@@ -311,20 +247,8 @@ async fn bad_expired_and_tampered_tokens_are_refused() {
     // The SDK reports a refusal as final.
     let mut bad = alice.clone();
     bad.token = tampered;
-    let err = tern_client::Client::connect(bad, Default::default())
-        .await
-        .err()
-        .unwrap();
-    assert!(
-        matches!(
-            err,
-            tern_client::Error::Refused {
-                reason: CloseReason::AuthFailed,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err = tern_client::Client::connect(bad, Default::default()).await.err().unwrap();
+    assert!(matches!(err, tern_client::Error::Refused { reason: CloseReason::AuthFailed, .. }), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,21 +262,10 @@ async fn someone_elses_conversation_is_indistinguishable_from_a_missing_one() {
     let conv = ConvId::direct(alice.user_id, bob.user_id);
 
     let http = reqwest::Client::new();
-    let get = |path: String| {
-        http.get(format!("{}{path}", srv.url()))
-            .bearer_auth(&eve.token)
-            .send()
-    };
-    let theirs = get(format!("/v1/conversations/{conv}/messages"))
-        .await
-        .unwrap();
+    let get = |path: String| http.get(format!("{}{path}", srv.url())).bearer_auth(&eve.token).send();
+    let theirs = get(format!("/v1/conversations/{conv}/messages")).await.unwrap();
     let (s1, b1) = (theirs.status(), theirs.text().await.unwrap());
-    let missing = get(format!(
-        "/v1/conversations/{}/messages",
-        ConvId::direct(UserId(77), UserId(78))
-    ))
-    .await
-    .unwrap();
+    let missing = get(format!("/v1/conversations/{}/messages", ConvId::direct(UserId(77), UserId(78)))).await.unwrap();
     let (s2, b2) = (missing.status(), missing.text().await.unwrap());
     let garbage = get("/v1/conversations/zzz/messages".into()).await.unwrap();
     let (s3, b3) = (garbage.status(), garbage.text().await.unwrap());
@@ -365,11 +278,7 @@ async fn someone_elses_conversation_is_indistinguishable_from_a_missing_one() {
     let err = e.history(conv, Some(0), None, 10).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NotFound));
     // No token at all.
-    let anon = http
-        .get(format!("{}/v1/conversations/{conv}/messages", srv.url()))
-        .send()
-        .await
-        .unwrap();
+    let anon = http.get(format!("{}/v1/conversations/{conv}/messages", srv.url())).send().await.unwrap();
     assert_eq!(anon.status(), 401);
 }
 
@@ -383,66 +292,20 @@ async fn rest_accounts_answer_bad_input_with_clear_errors() {
             .body(body.to_owned())
             .send()
     };
-    let created = post(
-        "/v1/users",
-        r#"{"username":"zed","password":"a fine passphrase"}"#,
-    )
-    .await
-    .unwrap();
+    let created = post("/v1/users", r#"{"username":"zed","password":"a fine passphrase"}"#).await.unwrap();
     assert_eq!(created.status(), 201);
-    let login = |user: &str, pw: &str, dev: &str| {
-        format!(r#"{{"username":"{user}","password":"{pw}","device_id":"{dev}"}}"#)
-    };
+    let login =
+        |user: &str, pw: &str, dev: &str| format!(r#"{{"username":"{user}","password":"{pw}","device_id":"{dev}"}}"#);
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("/v1/users", "{oops".into(), 400, "bad_request"),
-        (
-            "/v1/users",
-            r#"{"username":"x"}"#.into(),
-            400,
-            "bad_request",
-        ),
-        (
-            "/v1/users",
-            r#"{"username":"no spaces","password":"long enough pw"}"#.into(),
-            400,
-            "bad_request",
-        ),
-        (
-            "/v1/users",
-            r#"{"username":"zed2","password":"short"}"#.into(),
-            400,
-            "weak_password",
-        ),
-        (
-            "/v1/users",
-            r#"{"username":"zed2","password":"password123"}"#.into(),
-            400,
-            "weak_password",
-        ),
-        (
-            "/v1/users",
-            r#"{"username":"ZED","password":"another passphrase"}"#.into(),
-            409,
-            "conflict",
-        ),
-        (
-            "/v1/sessions",
-            login("zed", "wrong passphrase", "d"),
-            401,
-            "unauthorized",
-        ),
-        (
-            "/v1/sessions",
-            login("nobody", "a fine passphrase", "d"),
-            401,
-            "unauthorized",
-        ),
-        (
-            "/v1/sessions",
-            login("zed", "a fine passphrase", "bad device"),
-            400,
-            "bad_request",
-        ),
+        ("/v1/users", r#"{"username":"x"}"#.into(), 400, "bad_request"),
+        ("/v1/users", r#"{"username":"no spaces","password":"long enough pw"}"#.into(), 400, "bad_request"),
+        ("/v1/users", r#"{"username":"zed2","password":"short"}"#.into(), 400, "weak_password"),
+        ("/v1/users", r#"{"username":"zed2","password":"password123"}"#.into(), 400, "weak_password"),
+        ("/v1/users", r#"{"username":"ZED","password":"another passphrase"}"#.into(), 409, "conflict"),
+        ("/v1/sessions", login("zed", "wrong passphrase", "d"), 401, "unauthorized"),
+        ("/v1/sessions", login("nobody", "a fine passphrase", "d"), 401, "unauthorized"),
+        ("/v1/sessions", login("zed", "a fine passphrase", "bad device"), 400, "bad_request"),
         ("/v1/nope", "{}".into(), 404, "not_found"),
     ];
     for (path, body, status, code) in cases {
@@ -450,29 +313,13 @@ async fn rest_accounts_answer_bad_input_with_clear_errors() {
         assert_eq!(resp.status().as_u16(), status, "{path} {body}");
         let v: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(v["error"]["code"], code, "{path} {body}: {v}");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty())
-        );
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    let ok = post("/v1/sessions", &login("zed", "a fine passphrase", "d"))
-        .await
-        .unwrap();
+    let ok = post("/v1/sessions", &login("zed", "a fine passphrase", "d")).await.unwrap();
     assert_eq!(ok.status(), 200);
     let v: serde_json::Value = ok.json().await.unwrap();
-    assert_eq!(
-        v["endpoints"]["ws"],
-        format!("ws://{}/v1/ws", srv.server.http_addr())
-    );
-    assert_eq!(
-        v["endpoints"]["tcp"],
-        format!("127.0.0.1:{}", srv.server.tcp_addr().port())
-    );
-    let health = http
-        .get(format!("{}/healthz", srv.url()))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(v["endpoints"]["ws"], format!("ws://{}/v1/ws", srv.server.http_addr()));
+    assert_eq!(v["endpoints"]["tcp"], format!("127.0.0.1:{}", srv.server.tcp_addr().port()));
+    let health = http.get(format!("{}/healthz", srv.url())).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }

@@ -8,18 +8,11 @@ use common::*;
 
 async fn tern(args: &[&str], dir: &std::path::Path, password: Option<&str>) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_remove("TERN_PASSWORD")
-        .env_remove("TERN_PROFILE")
-        .env_remove("TERN_SERVER");
+    cmd.args(args).current_dir(dir).env_remove("TERN_PASSWORD").env_remove("TERN_PROFILE").env_remove("TERN_SERVER");
     if let Some(p) = password {
         cmd.env("TERN_PASSWORD", p);
     }
-    tokio::time::timeout(WAIT, cmd.output())
-        .await
-        .expect("tern finished")
-        .unwrap()
+    tokio::time::timeout(WAIT, cmd.output()).await.expect("tern finished").unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -40,79 +33,29 @@ async fn two_users_chat_through_the_cli() {
         let o = tern(&["register", user, "--server", &url], d, Some(pw)).await;
         assert!(o.status.success(), "{}", stderr(&o));
         let profile = format!("{user}.json");
-        let o = tern(
-            &["login", user, "--server", &url, "--profile", &profile],
-            d,
-            Some(pw),
-        )
-        .await;
+        let o = tern(&["login", user, "--server", &url, "--profile", &profile], d, Some(pw)).await;
         assert!(o.status.success(), "{}", stderr(&o));
     }
     for (text, transport) in [("hi bob", "ws"), ("over tcp", "tcp")] {
-        let o = tern(
-            &[
-                "send",
-                "--profile",
-                "alice.json",
-                "--to",
-                "bob",
-                "--transport",
-                transport,
-                text,
-            ],
-            d,
-            None,
-        )
-        .await;
+        let o =
+            tern(&["send", "--profile", "alice.json", "--to", "bob", "--transport", transport, text], d, None).await;
         assert!(o.status.success(), "{}", stderr(&o));
         let ack: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
         assert!(ack["seq"].as_u64().is_some());
     }
-    let o = tern(
-        &["listen", "--profile", "bob.json", "--count", "2"],
-        d,
-        None,
-    )
-    .await;
+    let o = tern(&["listen", "--profile", "bob.json", "--count", "2"], d, None).await;
     assert!(o.status.success(), "{}", stderr(&o));
-    let lines: Vec<serde_json::Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["body"]["text"], "hi bob");
     assert_eq!(lines[1]["body"]["text"], "over tcp");
-    assert_eq!(
-        (lines[0]["seq"].as_u64(), lines[1]["seq"].as_u64()),
-        (Some(1), Some(2))
-    );
+    assert_eq!((lines[0]["seq"].as_u64(), lines[1]["seq"].as_u64()), (Some(1), Some(2)));
 
     // The next listen starts after what was printed.
-    let o = tern(
-        &["send", "--profile", "alice.json", "--to", "bob", "third"],
-        d,
-        None,
-    )
-    .await;
+    let o = tern(&["send", "--profile", "alice.json", "--to", "bob", "third"], d, None).await;
     assert!(o.status.success());
-    let o = tern(
-        &[
-            "listen",
-            "--profile",
-            "bob.json",
-            "--count",
-            "1",
-            "--transport",
-            "tcp",
-        ],
-        d,
-        None,
-    )
-    .await;
-    let lines: Vec<serde_json::Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let o = tern(&["listen", "--profile", "bob.json", "--count", "1", "--transport", "tcp"], d, None).await;
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["body"]["text"], "third");
 }
@@ -124,66 +67,25 @@ async fn cli_errors_are_one_line_and_exit_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cases: Vec<(Vec<&str>, Option<&str>, &str)> = vec![
-        (
-            vec!["send", "--profile", "missing.json", "--to", "bob", "x"],
-            None,
-            "run `tern login` first",
-        ),
-        (
-            vec!["register", "al", "--server", &url],
-            Some("correct horse"),
-            "bad_request: username must be",
-        ),
-        (
-            vec!["register", "carl", "--server", &url],
-            Some("short"),
-            "weak_password",
-        ),
-        (
-            vec!["login", "nobody", "--server", &url],
-            Some("correct horse"),
-            "unauthorized: wrong username or password",
-        ),
-        (
-            vec!["register", "carl", "--server", "http://127.0.0.1:9"],
-            Some("correct horse"),
-            "http request failed",
-        ),
+        (vec!["send", "--profile", "missing.json", "--to", "bob", "x"], None, "run `tern login` first"),
+        (vec!["register", "al", "--server", &url], Some("correct horse"), "bad_request: username must be"),
+        (vec!["register", "carl", "--server", &url], Some("short"), "weak_password"),
+        (vec!["login", "nobody", "--server", &url], Some("correct horse"), "unauthorized: wrong username or password"),
+        (vec!["register", "carl", "--server", "http://127.0.0.1:9"], Some("correct horse"), "http request failed"),
     ];
     for (args, pw, expected) in cases {
         let o = tern(&args, d, pw).await;
         assert!(!o.status.success(), "{args:?} should fail");
         let err = stderr(&o);
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-        assert!(
-            err.starts_with("tern: ") && err.contains(expected),
-            "{args:?}: {err}"
-        );
+        assert!(err.starts_with("tern: ") && err.contains(expected), "{args:?}: {err}");
     }
     // Sending to a user that does not exist.
-    let o = tern(
-        &["register", "carl", "--server", &url],
-        d,
-        Some("correct horse"),
-    )
-    .await;
+    let o = tern(&["register", "carl", "--server", &url], d, Some("correct horse")).await;
     assert!(o.status.success());
-    let o = tern(
-        &["login", "carl", "--server", &url, "--profile", "c.json"],
-        d,
-        Some("correct horse"),
-    )
-    .await;
+    let o = tern(&["login", "carl", "--server", &url, "--profile", "c.json"], d, Some("correct horse")).await;
     assert!(o.status.success());
-    let o = tern(
-        &["send", "--profile", "c.json", "--to", "nobody", "hello"],
-        d,
-        None,
-    )
-    .await;
+    let o = tern(&["send", "--profile", "c.json", "--to", "nobody", "hello"], d, None).await;
     assert!(!o.status.success());
-    assert_eq!(
-        stderr(&o).trim(),
-        "tern: not_found: user \"nobody\" does not exist"
-    );
+    assert_eq!(stderr(&o).trim(), "tern: not_found: user \"nobody\" does not exist");
 }

@@ -19,23 +19,14 @@ struct Node {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn start(dir: &std::path::Path, http: u16, tcp: u16) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args(["serve", "--data-dir"])
         .arg(dir)
-        .args([
-            "--http",
-            &format!("127.0.0.1:{http}"),
-            "--tcp",
-            &format!("127.0.0.1:{tcp}"),
-        ])
+        .args(["--http", &format!("127.0.0.1:{http}"), "--tcp", &format!("127.0.0.1:{tcp}")])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -44,11 +35,7 @@ async fn start(dir: &std::path::Path, http: u16, tcp: u16) -> Node {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
     assert!(line.starts_with("tern listening"), "{line}");
     Node { child }
 }
@@ -60,30 +47,18 @@ async fn sigkill_mid_stream_loses_no_acked_message_and_duplicates_nothing() {
     let url = format!("http://127.0.0.1:{http}");
     let mut node = start(dir.path(), http, tcp).await;
 
-    tern_client::http::register(&url, "alice", PASSWORD)
-        .await
-        .unwrap();
-    tern_client::http::register(&url, "bob", PASSWORD)
-        .await
-        .unwrap();
-    let alice = tern_client::http::login(&url, "alice", PASSWORD, "phone")
-        .await
-        .unwrap();
-    let bob = tern_client::http::login(&url, "bob", PASSWORD, "phone")
-        .await
-        .unwrap();
+    tern_client::http::register(&url, "alice", PASSWORD).await.unwrap();
+    tern_client::http::register(&url, "bob", PASSWORD).await.unwrap();
+    let alice = tern_client::http::login(&url, "alice", PASSWORD, "phone").await.unwrap();
+    let bob = tern_client::http::login(&url, "bob", PASSWORD, "phone").await.unwrap();
     let fast_reconnect = |transport| Options {
         transport,
         backoff_initial: Duration::from_millis(50),
         backoff_max: Duration::from_millis(500),
         ..Options::default()
     };
-    let (a, _ae) = Client::connect(alice.clone(), fast_reconnect(Transport::Tcp))
-        .await
-        .unwrap();
-    let (_b, mut be) = Client::connect(bob.clone(), fast_reconnect(Transport::WsJson))
-        .await
-        .unwrap();
+    let (a, _ae) = Client::connect(alice.clone(), fast_reconnect(Transport::Tcp)).await.unwrap();
+    let (_b, mut be) = Client::connect(bob.clone(), fast_reconnect(Transport::WsJson)).await.unwrap();
 
     const TOTAL: usize = 600;
     const WINDOW: usize = 16;
@@ -101,16 +76,7 @@ async fn sigkill_mid_stream_loses_no_acked_message_and_duplicates_nothing() {
                 let (a, acked) = (a.clone(), Arc::clone(&acked));
                 tasks.push(tokio::spawn(async move {
                     let key = format!("k{i}");
-                    let sent = a
-                        .send(
-                            to,
-                            Body::Text {
-                                text: format!("msg {i}"),
-                            },
-                            key.clone(),
-                        )
-                        .await
-                        .unwrap();
+                    let sent = a.send(to, Body::Text { text: format!("msg {i}") }, key.clone()).await.unwrap();
                     acked.lock().unwrap().push((key, sent));
                     drop(permit);
                 }));
@@ -133,10 +99,7 @@ async fn sigkill_mid_stream_loses_no_acked_message_and_duplicates_nothing() {
         acked_before_kills.push(snapshot);
         node = start(dir.path(), http, tcp).await;
     }
-    tokio::time::timeout(Duration::from_secs(60), sender)
-        .await
-        .expect("all sends acknowledged")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), sender).await.expect("all sends acknowledged").unwrap();
 
     // Bob receives every message exactly once, in seq order.
     let mut received = Vec::new();
@@ -149,27 +112,17 @@ async fn sigkill_mid_stream_loses_no_acked_message_and_duplicates_nothing() {
     }
     common::expect_quiet(&mut be, Duration::from_millis(500)).await;
     let seqs: Vec<u64> = received.iter().map(|m| m.seq).collect();
-    assert_eq!(
-        seqs,
-        (1..=TOTAL as u64).collect::<Vec<_>>(),
-        "in order, gap-free, once each"
-    );
+    assert_eq!(seqs, (1..=TOTAL as u64).collect::<Vec<_>>(), "in order, gap-free, once each");
     let keys: HashSet<&str> = received.iter().map(|m| m.client_msg_id.as_str()).collect();
     assert_eq!(keys.len(), TOTAL, "no client_msg_id delivered twice");
 
     // Every ACK given before a kill still holds: same msg_id and seq after the restarts.
-    let by_key: BTreeMap<&str, (u64, u64)> = received
-        .iter()
-        .map(|m| (m.client_msg_id.as_str(), (m.msg_id.0, m.seq)))
-        .collect();
+    let by_key: BTreeMap<&str, (u64, u64)> =
+        received.iter().map(|m| (m.client_msg_id.as_str(), (m.msg_id.0, m.seq))).collect();
     for snapshot in &acked_before_kills {
         assert!(!snapshot.is_empty());
         for (key, sent) in snapshot {
-            assert_eq!(
-                by_key.get(key.as_str()),
-                Some(&(sent.msg_id.0, sent.seq)),
-                "{key} changed or vanished"
-            );
+            assert_eq!(by_key.get(key.as_str()), Some(&(sent.msg_id.0, sent.seq)), "{key} changed or vanished");
         }
     }
     // Every final ACK matches what was delivered.
@@ -181,9 +134,7 @@ async fn sigkill_mid_stream_loses_no_acked_message_and_duplicates_nothing() {
     let mut stored = Vec::new();
     let mut after = 0;
     loop {
-        let page = tern_client::http::history(&bob, conv, Some(after), 500)
-            .await
-            .unwrap();
+        let page = tern_client::http::history(&bob, conv, Some(after), 500).await.unwrap();
         let Some(last) = page.messages.last() else {
             break;
         };

@@ -15,29 +15,12 @@ async fn a_resent_client_msg_id_returns_the_original_and_stores_nothing() {
     let bob = srv.login("bob", "phone").await;
     let (b, mut be) = connect(&bob, Transport::Tcp).await;
     let (a, _ae) = connect(&alice, Transport::WsJson).await;
-    let body = Body::Text {
-        text: "only once".into(),
-    };
-    let first = a
-        .send(bob.user_id, body.clone(), "key-1".into())
-        .await
-        .unwrap();
+    let body = Body::Text { text: "only once".into() };
+    let first = a.send(bob.user_id, body.clone(), "key-1".into()).await.unwrap();
     // The ACK was "lost": the client sends the same key again, on another transport too.
-    let again = a
-        .send(bob.user_id, body.clone(), "key-1".into())
-        .await
-        .unwrap();
+    let again = a.send(bob.user_id, body.clone(), "key-1".into()).await.unwrap();
     let (a2, _a2e) = connect(&srv.login("alice", "laptop").await, Transport::Tcp).await;
-    let third = a2
-        .send(
-            bob.user_id,
-            Body::Text {
-                text: "different text".into(),
-            },
-            "key-1".into(),
-        )
-        .await
-        .unwrap();
+    let third = a2.send(bob.user_id, Body::Text { text: "different text".into() }, "key-1".into()).await.unwrap();
     assert!(!first.duplicate);
     assert!(again.duplicate && third.duplicate);
     assert_eq!((again.msg_id, again.seq), (first.msg_id, first.seq));
@@ -70,27 +53,14 @@ async fn unacknowledged_pushes_are_retried_then_the_connection_is_closed_for_res
     let mut good = RawWs::open(&srv).await;
     good.auth(&bob).await;
     let s1 = a.send_text(bob.user_id, "acked").await.unwrap();
-    let Some(ServerFrame::Msg(m)) = good.recv().await else {
-        panic!("push expected")
-    };
+    let Some(ServerFrame::Msg(m)) = good.recv().await else { panic!("push expected") };
     assert_eq!(m.msg_id, s1.msg_id);
-    good.send_frame(&ClientFrame::Ack {
-        msg_ids: vec![m.msg_id],
-    })
-    .await;
+    good.send_frame(&ClientFrame::Ack { msg_ids: vec![m.msg_id] }).await;
     good.send_frame(&ClientFrame::Ping).await;
-    assert_eq!(
-        good.recv().await,
-        Some(ServerFrame::Pong),
-        "no resend of an acked push"
-    );
+    assert_eq!(good.recv().await, Some(ServerFrame::Pong), "no resend of an acked push");
     tokio::time::sleep(Duration::from_millis(300)).await;
     good.send_frame(&ClientFrame::Ping).await;
-    assert_eq!(
-        good.recv().await,
-        Some(ServerFrame::Pong),
-        "still no resend"
-    );
+    assert_eq!(good.recv().await, Some(ServerFrame::Pong), "still no resend");
     drop(good);
 
     // A device that never acks sees the same push again, with backoff, then is told to resume.

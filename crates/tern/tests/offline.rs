@@ -30,26 +30,15 @@ async fn offline_then_connect(resume_push_limit: u64) {
     let from_carol = c.send_text(bob.user_id, "carol too").await.unwrap();
     expected.sort_by_key(|s| s.seq);
 
-    let opts = Options {
-        transport: Transport::WsJson,
-        watermarks: [(conv, 5)].into_iter().collect(),
-        ..Options::default()
-    };
-    let (b, mut events) = tern_client::Client::connect(bob.clone(), opts)
-        .await
-        .unwrap();
+    let opts =
+        Options { transport: Transport::WsJson, watermarks: [(conv, 5)].into_iter().collect(), ..Options::default() };
+    let (b, mut events) = tern_client::Client::connect(bob.clone(), opts).await.unwrap();
     let got = expect_messages(&mut events, 1001).await;
     let from_alice: Vec<_> = got.iter().filter(|m| m.conv_id == conv).collect();
     assert_eq!(from_alice.len(), 1000);
     assert_eq!(
-        from_alice
-            .iter()
-            .map(|m| (m.msg_id, m.seq))
-            .collect::<Vec<_>>(),
-        expected
-            .iter()
-            .map(|s| (s.msg_id, s.seq))
-            .collect::<Vec<_>>(),
+        from_alice.iter().map(|m| (m.msg_id, m.seq)).collect::<Vec<_>>(),
+        expected.iter().map(|s| (s.msg_id, s.seq)).collect::<Vec<_>>(),
         "exactly the missed messages, in seq order"
     );
     assert_eq!(from_alice.first().map(|m| m.seq), Some(6));
@@ -83,22 +72,11 @@ async fn reconnecting_client_catches_up_without_duplicates() {
     let marks = b.watermarks();
     b.close().await;
     for i in 0..10 {
-        a.send_text(bob.user_id, format!("missed{i}"))
-            .await
-            .unwrap();
+        a.send_text(bob.user_id, format!("missed{i}")).await.unwrap();
     }
-    let opts = Options {
-        transport: Transport::WsBinary,
-        watermarks: marks,
-        ..Options::default()
-    };
-    let (_b2, mut events2) = tern_client::Client::connect(bob.clone(), opts)
-        .await
-        .unwrap();
+    let opts = Options { transport: Transport::WsBinary, watermarks: marks, ..Options::default() };
+    let (_b2, mut events2) = tern_client::Client::connect(bob.clone(), opts).await.unwrap();
     let missed = expect_messages(&mut events2, 10).await;
-    assert_eq!(
-        texts(&missed),
-        (0..10).map(|i| format!("missed{i}")).collect::<Vec<_>>()
-    );
+    assert_eq!(texts(&missed), (0..10).map(|i| format!("missed{i}")).collect::<Vec<_>>());
     assert_eq!(missed[0].seq, live[9].seq + 1);
 }

@@ -33,13 +33,7 @@ pub(super) async fn register(
 ) -> Result<(StatusCode, Json<UserView>), Error> {
     let user_id = state.logic.register(&req.username, &req.password).await?;
     tracing::info!(user_id = user_id.0, username = %req.username, "user registered");
-    Ok((
-        StatusCode::CREATED,
-        Json(UserView {
-            user_id,
-            username: req.username,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(UserView { user_id, username: req.username })))
 }
 
 #[derive(Deserialize)]
@@ -51,7 +45,7 @@ pub(super) struct LoginRequest {
 }
 
 #[derive(Serialize)]
-pub(super) struct Endpoints {
+pub(crate) struct Endpoints {
     ws: String,
     tcp: String,
 }
@@ -71,14 +65,8 @@ pub(super) async fn login(
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Json<LoginResponse>, Error> {
     let device_id = DeviceId::parse(&req.device_id).map_err(Error::bad_request)?;
-    let user_id = state
-        .logic
-        .check_password(&req.username, &req.password)
-        .await?;
-    let issued = state.logic.auth().issue(&Identity {
-        user_id,
-        device_id: device_id.clone(),
-    });
+    let user_id = state.logic.check_password(&req.username, &req.password).await?;
+    let issued = state.logic.auth().issue(&Identity { user_id, device_id: device_id.clone() });
     Ok(Json(LoginResponse {
         user_id,
         device_id,
@@ -89,17 +77,13 @@ pub(super) async fn login(
 }
 
 /// Where to connect: configured addresses, else this node as the client reached it.
-fn endpoints(state: &ApiState, headers: &HeaderMap) -> Endpoints {
+pub(crate) fn endpoints(state: &ApiState, headers: &HeaderMap) -> Endpoints {
     let host = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or("127.0.0.1");
-    let ws = if state.advertise_ws.is_empty() {
-        format!("ws://{host}/v1/ws")
-    } else {
-        state.advertise_ws.clone()
-    };
+    let ws = if state.advertise_ws.is_empty() { format!("ws://{host}/v1/ws") } else { state.advertise_ws.clone() };
     let tcp = if state.advertise_tcp.is_empty() {
         // Strip the HTTP port (IPv6 literals keep their brackets).
         let hostname = match host.rsplit_once(':') {

@@ -32,13 +32,6 @@ pub(super) async fn messages(
     QueryParams(q): QueryParams<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, Error> {
     let conv_id = state.logic.conversation_for(caller.user_id, &conv)?;
-    let (messages, last_seq) = state
-        .logic
-        .history(caller.user_id, conv_id, q.after_seq, q.before_seq, q.limit)
-        .await?;
-    Ok(Json(HistoryPage {
-        conv_id,
-        messages,
-        last_seq,
-    }))
+    let (messages, last_seq) = state.logic.history(caller.user_id, conv_id, q.after_seq, q.before_seq, q.limit).await?;
+    Ok(Json(HistoryPage { conv_id, messages, last_seq }))
 }

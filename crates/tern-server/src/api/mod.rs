@@ -5,6 +5,7 @@
 
 mod control;
 mod conversations;
+mod push;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use serde::de::DeserializeOwned;
 
 use crate::auth::Identity;
@@ -22,6 +23,7 @@ use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::gateway::transport::ws::WsIo;
 use crate::logic::Logic;
+use crate::logic::push::PushService;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -30,6 +32,8 @@ pub struct ApiState {
     pub logic: Arc<Logic>,
     /// Connections.
     pub gateway: Arc<Gateway>,
+    /// The push service.
+    pub push: Arc<PushService>,
     /// Largest inbound WebSocket frame.
     pub max_frame_bytes: usize,
     /// Advertised WebSocket URL (empty: derive from the Host header).
@@ -47,11 +51,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/users", post(control::register))
         .route("/v1/users/by-name/{username}", get(control::user_by_name))
         .route("/v1/sessions", post(control::login))
-        .route(
-            "/v1/conversations/{conv_id}/messages",
-            get(conversations::messages),
-        )
+        .route("/v1/conversations/{conv_id}/messages", get(conversations::messages))
         .route("/v1/ws", get(websocket))
+        .route("/v1/devices", post(push::device_token))
+        .route("/v1/push/users", post(push::to_users))
+        .route("/v1/push/devices", post(push::to_devices))
+        .route("/v1/push/rooms/{room}", post(push::to_room))
+        .route("/v1/push/areas/{area}", post(push::to_area))
+        .route("/v1/push/all", post(push::to_all))
+        .route("/v1/rooms/{room}", put(push::set_room))
+        .route("/v1/rooms/{room}/online", get(push::room_online))
+        .route("/v1/areas/{area}/online", get(push::area_online))
+        .route("/v1/online", get(push::total_online))
+        .route("/v1/admin/keys", post(push::create_key).get(push::list_keys))
+        .route("/v1/admin/keys/{key_id}", delete(push::revoke_key))
         .fallback(|| async { Error::not_found("no such endpoint") })
         .with_state(state)
 }
@@ -82,9 +95,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(Error::bad_request(
-                "expected a JSON body with Content-Type: application/json",
-            )),
+            Err(JsonRejection::MissingJsonContentType(_)) => {
+                Err(Error::bad_request("expected a JSON body with Content-Type: application/json"))
+            }
+            Err(r) if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Error::new(tern_proto::ErrorCode::BodyTooLarge, r.body_text()))
+            }
             Err(r) => Err(Error::bad_request(r.body_text())),
         }
     }
@@ -99,13 +115,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Self(v)),
-            Err(r @ QueryRejection::FailedToDeserializeQueryString(_)) => {
-                Err(Error::bad_request(r.body_text()))
-            }
+            Err(r @ QueryRejection::FailedToDeserializeQueryString(_)) => Err(Error::bad_request(r.body_text())),
             Err(r) => Err(Error::bad_request(r.body_text())),
         }
     }
 }
+
+pub(crate) use control::endpoints;
 
 /// The caller, from `Authorization: Bearer <token>`.
 pub struct Caller(pub Identity);
@@ -119,9 +135,9 @@ impl FromRequestParts<ApiState> for Caller {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| Error::unauthorized("missing Authorization: Bearer <token> header"))?;
-        let token = header.strip_prefix("Bearer ").ok_or_else(|| {
-            Error::unauthorized("Authorization header must be \"Bearer <token>\"")
-        })?;
-        Ok(Caller(state.logic.authenticate(token.trim()).await?))
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| Error::unauthorized("Authorization header must be \"Bearer <token>\""))?;
+        Ok(Caller(state.logic.authenticate_user(token.trim()).await?))
     }
 }

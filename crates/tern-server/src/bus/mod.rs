@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use tern_proto::{DeviceId, UserId};
+use tern_proto::{DeviceId, Priority, UserId};
 
 use crate::dispatch::OutFrame;
 
@@ -21,6 +21,16 @@ pub enum Target {
         /// The device that must not get it (it already has it: it sent it).
         skip: Option<(UserId, DeviceId)>,
     },
+    /// Specific devices of users.
+    UserDevices(Vec<(UserId, DeviceId)>),
+    /// Anonymous devices (connected with a device token).
+    Devices(Vec<DeviceId>),
+    /// Every connection in a room.
+    Room(String),
+    /// Every connection in a room of an area.
+    Area(String),
+    /// Every connection.
+    All,
 }
 
 /// One delivery: a target and the frame, encoded at most once per codec however many
@@ -31,6 +41,8 @@ pub struct Envelope {
     pub target: Target,
     /// What.
     pub frame: Arc<OutFrame>,
+    /// Which lane of each connection it goes into.
+    pub priority: Priority,
 }
 
 /// A node's fan-out to its own connections.

@@ -1,21 +1,26 @@
-//! Fan-out: from "this message is durable" to bytes queued on every connection that must get it.
+//! Fan-out: from "this is to be delivered" to bytes queued on every connection that must get it.
 //!
-//! [`Dispatcher`] listens to store commits and publishes one [`Envelope`] per message on the bus.
-//! [`Registry`] is this node's map of connected devices; it receives envelopes from the bus and
-//! queues the same [`OutFrame`] (an `Arc`) on each matching connection. A frame is encoded at most
-//! once per codec, lazily, whatever the number of recipients.
-//!
-//! A connection whose queue is full is not waited for: it is cut off as a slow consumer (it will
-//! reconnect and resume from the store), so one slow device never delays the others and memory
-//! per connection stays bounded.
+//! - [`Dispatcher`] listens to store commits (chat messages: high lane, never aggregated) and
+//!   takes pushes from the push service. Low-priority best-effort pushes to a room, an area or
+//!   everyone go through the [`aggregate`] task, which batches them per target over a window;
+//!   everything else is published at once.
+//! - The bus carries each [`Envelope`] to the node(s) holding the targets; [`Registry`] is this
+//!   node's map of connections and queues the same [`OutFrame`] (an `Arc`) on each.
+//! - An [`OutFrame`] is encoded at most once per codec and compressed at most once per codec,
+//!   lazily, whatever the number of recipients.
 
+mod aggregate;
 mod registry;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+pub use aggregate::AggregateConfig;
 use bytes::Bytes;
-pub use registry::{ConnHandle, Kick, Registry};
-use tern_proto::{Codec, MsgId, ServerFrame};
+pub use registry::{ConnHandle, Kick, Lag, Owner, Registry, RegistryStats};
+use tern_proto::codec::compression;
+use tern_proto::{Codec, MsgId, Priority, Push, ServerFrame};
+use tokio::sync::mpsc;
 
 use crate::bus::{Bus, Envelope, Target};
 use crate::store::{CommitListener, Committed};
@@ -24,18 +29,40 @@ use crate::store::{CommitListener, Committed};
 #[derive(Debug)]
 pub struct OutFrame {
     frame: ServerFrame,
+    /// Compress encodings longer than this (for clients that accept compression).
+    compress_over: usize,
     json: OnceLock<Bytes>,
     /// MessagePack with the 4-byte length prefix; WebSocket binary frames use it without.
     binary: OnceLock<Bytes>,
+    json_br: OnceLock<Option<Bytes>>,
+    /// Compressed MessagePack with the length prefix.
+    binary_br: OnceLock<Option<Bytes>>,
+}
+
+/// The bytes to write for one frame on one connection.
+pub enum Wire {
+    /// A JSON text frame.
+    Text(Bytes),
+    /// A binary frame (MessagePack, or a compressed frame).
+    Binary(Bytes),
 }
 
 impl OutFrame {
-    /// Wraps a frame for sending.
+    /// Wraps a frame that is never compressed.
     pub fn new(frame: ServerFrame) -> Arc<Self> {
+        Self::compressible(frame, usize::MAX)
+    }
+
+    /// Wraps a frame whose encodings longer than `compress_over` bytes are sent compressed to
+    /// clients that accept it.
+    pub fn compressible(frame: ServerFrame, compress_over: usize) -> Arc<Self> {
         Arc::new(Self {
             frame,
+            compress_over,
             json: OnceLock::new(),
             binary: OnceLock::new(),
+            json_br: OnceLock::new(),
+            binary_br: OnceLock::new(),
         })
     }
 
@@ -44,42 +71,109 @@ impl OutFrame {
         &self.frame
     }
 
-    /// The pushed message's id, for ACK tracking.
-    pub fn msg_id(&self) -> Option<MsgId> {
+    /// The id to track for an ACK: stored messages and QoS-1 pushes.
+    pub fn ack_id(&self) -> Option<MsgId> {
         match &self.frame {
             ServerFrame::Msg(m) => Some(m.msg_id),
+            ServerFrame::Push(p) if p.qos >= 1 => Some(p.msg_id),
             _ => None,
         }
     }
 
     /// JSON encoding.
     pub fn json(&self) -> &Bytes {
-        self.json
-            .get_or_init(|| Bytes::from(Codec::Json.encode(&self.frame)))
+        self.json.get_or_init(|| Bytes::from(Codec::Json.encode(&self.frame)))
     }
 
     /// MessagePack encoding preceded by its 4-byte big-endian length (stream transports).
     pub fn binary_prefixed(&self) -> &Bytes {
-        self.binary
-            .get_or_init(|| Codec::MsgPack.encode_prefixed(&self.frame))
+        self.binary.get_or_init(|| Codec::MsgPack.encode_prefixed(&self.frame))
+    }
+
+    fn compress(&self, plain: &[u8]) -> Option<Bytes> {
+        (plain.len() > self.compress_over).then(|| Bytes::from(compression::brotli(plain)))
+    }
+
+    /// What to write on a message-oriented transport (WebSocket).
+    pub fn ws(&self, codec: Codec, brotli: bool) -> Wire {
+        match (codec, brotli) {
+            (Codec::Json, true) => match self.json_br.get_or_init(|| self.compress(self.json())) {
+                Some(c) => Wire::Binary(c.clone()),
+                None => Wire::Text(self.json().clone()),
+            },
+            (Codec::Json, false) => Wire::Text(self.json().clone()),
+            (Codec::MsgPack, true) => match self.binary_br_prefixed() {
+                Some(c) => Wire::Binary(c.slice(tern_proto::codec::LEN_PREFIX..)),
+                None => Wire::Binary(self.binary()),
+            },
+            (Codec::MsgPack, false) => Wire::Binary(self.binary()),
+        }
+    }
+
+    /// What to write on a stream transport (TCP): always MessagePack, length-prefixed.
+    pub fn stream(&self, brotli: bool) -> Bytes {
+        match brotli.then(|| self.binary_br_prefixed()).flatten() {
+            Some(c) => c.clone(),
+            None => self.binary_prefixed().clone(),
+        }
+    }
+
+    fn binary_br_prefixed(&self) -> Option<&Bytes> {
+        self.binary_br
+            .get_or_init(|| {
+                let plain = &self.binary_prefixed()[tern_proto::codec::LEN_PREFIX..];
+                self.compress(plain).map(|c| {
+                    let mut out = bytes::BytesMut::with_capacity(c.len() + 4);
+                    out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+                    out.extend_from_slice(&c);
+                    out.freeze()
+                })
+            })
+            .as_ref()
     }
 
     /// MessagePack encoding without prefix (message-oriented transports).
     pub fn binary(&self) -> Bytes {
-        self.binary_prefixed()
-            .slice(tern_proto::codec::LEN_PREFIX..)
+        self.binary_prefixed().slice(tern_proto::codec::LEN_PREFIX..)
     }
 }
 
-/// Turns commits into deliveries.
+/// The aggregator's queue is full: the push was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the push queue is full")]
+pub struct Busy;
+
+/// Turns commits and pushes into deliveries.
 pub struct Dispatcher {
     bus: Arc<dyn Bus>,
+    aggregator: mpsc::Sender<(Target, Push)>,
+    compress_over: usize,
 }
 
 impl Dispatcher {
-    /// A dispatcher publishing on `bus`.
-    pub fn new(bus: Arc<dyn Bus>) -> Self {
-        Self { bus }
+    /// A dispatcher publishing on `bus`; starts the aggregation task (needs a tokio runtime).
+    pub fn new(bus: Arc<dyn Bus>, cfg: AggregateConfig) -> Self {
+        let compress_over = cfg.compress_over;
+        let aggregator = aggregate::spawn(Arc::clone(&bus), cfg);
+        Self { bus, aggregator, compress_over }
+    }
+
+    /// Delivers a push. Low-priority pushes to a room, an area or everyone go through the
+    /// aggregator (in order; best-effort ones batched); the rest is published at once.
+    pub fn push(&self, target: Target, push: Push) -> Result<(), Busy> {
+        let aggregated = matches!(target, Target::Room(_) | Target::Area(_) | Target::All);
+        if push.priority == Priority::Low && aggregated {
+            return self.aggregator.try_send((target, push)).map_err(|_| Busy);
+        }
+        let priority = push.priority;
+        let frame = OutFrame::compressible(ServerFrame::Push(push), self.compress_over);
+        self.bus.publish(Envelope { target, frame, priority });
+        Ok(())
+    }
+
+    /// Publishes a frame as is (e.g. online counts).
+    pub fn publish(&self, target: Target, frame: Arc<OutFrame>, priority: Priority) {
+        self.bus.publish(Envelope { target, frame, priority });
     }
 }
 
@@ -87,12 +181,15 @@ impl CommitListener for Dispatcher {
     fn committed(&self, batch: &[Committed]) {
         for c in batch {
             let users = c.message.conv_id.participants().collect();
-            let target = Target::Users {
-                users,
-                skip: Some((c.message.from, c.from_device.clone())),
-            };
+            let target = Target::Users { users, skip: Some((c.message.from, c.from_device.clone())) };
             let frame = OutFrame::new(ServerFrame::Msg(c.message.clone()));
-            self.bus.publish(Envelope { target, frame });
+            // Stored messages must arrive: the high lane, never dropped.
+            self.bus.publish(Envelope { target, frame, priority: Priority::High });
         }
     }
+}
+
+/// How long to wait between online-count pushes to each room.
+pub fn online_interval(ms: u64) -> Duration {
+    Duration::from_millis(ms.max(100))
 }

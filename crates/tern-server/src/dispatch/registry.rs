@@ -1,19 +1,52 @@
-//! This node's connected devices, sharded so deliveries to different users rarely contend.
-//! Locks are std mutexes held only for a map lookup and non-blocking `try_send`s — never across
-//! an await.
+//! This node's connections and what they listen to: users, anonymous devices, rooms (with
+//! their area), and everyone. Sharded maps behind std mutexes, held only for lookups and
+//! non-blocking `try_send`s — never across an await.
+//!
+//! Every connection has two bounded lanes. **High** is never dropped: if it is full the
+//! connection is cut off as a slow consumer. **Low** is dropped first: a full low lane drops the
+//! frame and counts it; a connection that keeps dropping for longer than the slow-consumer
+//! cut-off is disconnected.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tern_proto::{CloseReason, ConnId, DeviceId, UserId};
+use tern_proto::{CloseReason, ConnId, DeviceId, Priority, UserId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::OutFrame;
 use crate::bus::{Envelope, LocalDelivery, Target};
+use crate::clock::now_ms;
 
 const SHARDS: usize = 32;
+
+/// A map split into independently locked shards.
+struct Shards<K, V> {
+    shards: Vec<Mutex<HashMap<K, V>>>,
+    hasher: RandomState,
+}
+
+impl<K: Hash + Eq, V> Shards<K, V> {
+    fn new() -> Self {
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: RandomState::new() }
+    }
+
+    /// Runs `f` on the shard holding `key`. A poisoned shard (a panic elsewhere) is skipped.
+    fn with<R>(&self, key: &K, f: impl FnOnce(&mut HashMap<K, V>) -> R) -> Option<R> {
+        let idx = self.hasher.hash_one(key) as usize % SHARDS;
+        self.shards[idx].lock().ok().map(|mut m| f(&mut m))
+    }
+
+    fn for_each_shard(&self, mut f: impl FnMut(&mut HashMap<K, V>)) {
+        for shard in &self.shards {
+            if let Ok(mut m) = shard.lock() {
+                f(&mut m);
+            }
+        }
+    }
+}
 
 /// Tells a connection task to close, with the first reason given.
 #[derive(Debug, Default)]
@@ -34,12 +67,37 @@ impl Kick {
     /// Resolves once kicked.
     pub async fn kicked(&self) -> CloseReason {
         self.token.cancelled().await;
-        self.reason
-            .lock()
-            .ok()
-            .and_then(|r| *r)
-            .unwrap_or(CloseReason::ServerShutdown)
+        self.reason.lock().ok().and_then(|r| *r).unwrap_or(CloseReason::ServerShutdown)
     }
+}
+
+/// How far behind a connection's low lane is.
+#[derive(Debug, Default)]
+pub struct Lag {
+    dropped: AtomicU64,
+    /// When the low lane first overflowed without being drained since (ms epoch), or 0.
+    slow_since_ms: AtomicU64,
+}
+
+impl Lag {
+    /// Low-priority frames dropped on this connection.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The connection drained its low lane: it is keeping up again.
+    pub fn caught_up(&self) {
+        self.slow_since_ms.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Who a connection belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// A logged-in user.
+    User(UserId),
+    /// An anonymous device.
+    Device,
 }
 
 /// How to reach one connection.
@@ -47,110 +105,265 @@ impl Kick {
 pub struct ConnHandle {
     /// The connection.
     pub conn_id: ConnId,
+    /// Its owner.
+    pub owner: Owner,
     /// Its device.
     pub device_id: DeviceId,
-    /// Its bounded outbound queue.
-    pub tx: mpsc::Sender<Arc<OutFrame>>,
+    /// High lane (never dropped).
+    pub high: mpsc::Sender<Arc<OutFrame>>,
+    /// Low lane (dropped first).
+    pub low: mpsc::Sender<Arc<OutFrame>>,
     /// Its close signal.
     pub kick: Arc<Kick>,
+    /// Its low-lane lag.
+    pub lag: Arc<Lag>,
 }
 
-impl ConnHandle {
-    fn push(&self, frame: &Arc<OutFrame>) {
-        match self.tx.try_send(Arc::clone(frame)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.kick.kick(CloseReason::SlowConsumer),
-            // The connection is closing; it resumes from the store when it comes back.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
-    }
+/// Counters over all connections of this node.
+#[derive(Debug, Default)]
+pub struct RegistryStats {
+    /// Low-priority frames dropped because a connection's low lane was full.
+    pub low_dropped: AtomicU64,
+    /// Room enters (a connection joining a room it was not in).
+    pub room_enters: AtomicU64,
+    /// Room leaves (leave, switch, close).
+    pub room_leaves: AtomicU64,
+}
+
+struct Room {
+    area: String,
+    members: HashMap<ConnId, ConnHandle>,
 }
 
 /// The local connection registry.
 pub struct Registry {
-    shards: Vec<Mutex<HashMap<UserId, Vec<ConnHandle>>>>,
-    hasher: RandomState,
-}
-
-impl Default for Registry {
-    fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
-        }
-    }
+    conns: Shards<ConnId, ConnHandle>,
+    users: Shards<UserId, Vec<ConnHandle>>,
+    devices: Shards<DeviceId, ConnHandle>,
+    rooms: Shards<String, Room>,
+    slow_cutoff_ms: u64,
+    stats: RegistryStats,
 }
 
 impl Registry {
-    fn shard(&self, user: UserId) -> &Mutex<HashMap<UserId, Vec<ConnHandle>>> {
-        &self.shards[self.hasher.hash_one(user) as usize % SHARDS]
+    /// A registry that disconnects a connection whose low lane overflows for longer than
+    /// `slow_cutoff_ms`.
+    pub fn new(slow_cutoff_ms: u64) -> Self {
+        Self {
+            conns: Shards::new(),
+            users: Shards::new(),
+            devices: Shards::new(),
+            rooms: Shards::new(),
+            slow_cutoff_ms,
+            stats: RegistryStats::default(),
+        }
     }
 
-    /// Adds a connection. A connection of the same user and device is replaced: it is removed
-    /// and kicked with `replaced`.
-    pub fn register(&self, user: UserId, handle: ConnHandle) {
-        let Ok(mut shard) = self.shard(user).lock() else {
-            return;
+    /// Counters.
+    pub fn stats(&self) -> &RegistryStats {
+        &self.stats
+    }
+
+    fn push(&self, c: &ConnHandle, frame: &Arc<OutFrame>, priority: Priority) {
+        match priority {
+            Priority::High => match c.high.try_send(Arc::clone(frame)) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => c.kick.kick(CloseReason::SlowConsumer),
+            },
+            Priority::Low => match c.low.try_send(Arc::clone(frame)) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    c.lag.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.stats.low_dropped.fetch_add(1, Ordering::Relaxed);
+                    let now = now_ms().max(1);
+                    let since = c.lag.slow_since_ms.load(Ordering::Relaxed);
+                    if since == 0 {
+                        c.lag.slow_since_ms.store(now, Ordering::Relaxed);
+                    } else if now.saturating_sub(since) >= self.slow_cutoff_ms {
+                        c.kick.kick(CloseReason::SlowConsumer);
+                    }
+                }
+            },
+        }
+    }
+
+    /// Adds a connection. For a user, a connection of the same device is replaced (removed and
+    /// kicked with `replaced`); likewise for an anonymous device.
+    pub fn register(&self, handle: ConnHandle) {
+        let replaced = match handle.owner {
+            Owner::User(user) => self
+                .users
+                .with(&user, |m| {
+                    let conns = m.entry(user).or_default();
+                    let old = conns.iter().position(|c| c.device_id == handle.device_id).map(|p| conns.swap_remove(p));
+                    conns.push(handle.clone());
+                    old
+                })
+                .flatten(),
+            Owner::Device => {
+                self.devices.with(&handle.device_id, |m| m.insert(handle.device_id.clone(), handle.clone())).flatten()
+            }
         };
-        let conns = shard.entry(user).or_default();
-        if let Some(pos) = conns.iter().position(|c| c.device_id == handle.device_id) {
-            let old = conns.swap_remove(pos);
+        if let Some(old) = replaced {
             old.kick.kick(CloseReason::Replaced);
         }
-        conns.push(handle);
+        self.conns.with(&handle.conn_id, |m| m.insert(handle.conn_id, handle.clone()));
     }
 
-    /// Removes a connection (no-op if it was already replaced).
-    pub fn deregister(&self, user: UserId, conn_id: ConnId) {
-        let Ok(mut shard) = self.shard(user).lock() else {
-            return;
-        };
-        if let Some(conns) = shard.get_mut(&user) {
-            conns.retain(|c| c.conn_id != conn_id);
-            if conns.is_empty() {
-                shard.remove(&user);
+    /// Removes a connection (and its room membership). A no-op for what was already replaced.
+    pub fn deregister(&self, handle: &ConnHandle, room: Option<&str>) {
+        if let Some(room) = room {
+            self.leave(room, handle.conn_id);
+        }
+        self.conns.with(&handle.conn_id, |m| m.remove(&handle.conn_id));
+        match handle.owner {
+            Owner::User(user) => {
+                self.users.with(&user, |m| {
+                    if let Some(conns) = m.get_mut(&user) {
+                        conns.retain(|c| c.conn_id != handle.conn_id);
+                        if conns.is_empty() {
+                            m.remove(&user);
+                        }
+                    }
+                });
+            }
+            Owner::Device => {
+                self.devices.with(&handle.device_id, |m| {
+                    if m.get(&handle.device_id).is_some_and(|c| c.conn_id == handle.conn_id) {
+                        m.remove(&handle.device_id);
+                    }
+                });
             }
         }
+    }
+
+    /// Puts a connection in a room (of `area`); returns the room's online count. Joining the room
+    /// one is already in is not a second enter.
+    pub fn join(&self, room: &str, area: &str, handle: &ConnHandle) -> u64 {
+        self.rooms
+            .with(&room.to_owned(), |m| {
+                let r =
+                    m.entry(room.to_owned()).or_insert_with(|| Room { area: area.to_owned(), members: HashMap::new() });
+                r.area = area.to_owned();
+                if r.members.insert(handle.conn_id, handle.clone()).is_none() {
+                    self.stats.room_enters.fetch_add(1, Ordering::Relaxed);
+                }
+                r.members.len() as u64
+            })
+            .unwrap_or(0)
+    }
+
+    /// Takes a connection out of a room.
+    pub fn leave(&self, room: &str, conn_id: ConnId) {
+        self.rooms.with(&room.to_owned(), |m| {
+            if let Some(r) = m.get_mut(room) {
+                if r.members.remove(&conn_id).is_some() {
+                    self.stats.room_leaves.fetch_add(1, Ordering::Relaxed);
+                }
+                if r.members.is_empty() {
+                    m.remove(room);
+                }
+            }
+        });
+    }
+
+    /// Moves a room to another area (members stay).
+    pub fn set_area(&self, room: &str, area: &str) {
+        self.rooms.with(&room.to_owned(), |m| {
+            if let Some(r) = m.get_mut(room) {
+                r.area = area.to_owned();
+            }
+        });
+    }
+
+    /// Connections in a room.
+    pub fn room_online(&self, room: &str) -> u64 {
+        self.rooms.with(&room.to_owned(), |m| m.get(room).map_or(0, |r| r.members.len() as u64)).unwrap_or(0)
+    }
+
+    /// Connections in the rooms of an area, and how many rooms have someone in them.
+    pub fn area_online(&self, area: &str) -> (u64, u64) {
+        let (mut online, mut rooms) = (0, 0);
+        self.rooms.for_each_shard(|m| {
+            for r in m.values().filter(|r| r.area == area) {
+                online += r.members.len() as u64;
+                rooms += 1;
+            }
+        });
+        (online, rooms)
+    }
+
+    /// Every room with someone in it, with its online count.
+    pub fn rooms_online(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        self.rooms.for_each_shard(|m| out.extend(m.iter().map(|(k, r)| (k.clone(), r.members.len() as u64))));
+        out
+    }
+
+    /// All connections on this node.
+    pub fn total_online(&self) -> u64 {
+        let mut n = 0;
+        self.conns.for_each_shard(|m| n += m.len() as u64);
+        n
     }
 
     /// Connections of a user on this node.
     pub fn connections_of(&self, user: UserId) -> usize {
-        self.shard(user)
-            .lock()
-            .map_or(0, |s| s.get(&user).map_or(0, Vec::len))
+        self.users.with(&user, |m| m.get(&user).map_or(0, Vec::len)).unwrap_or(0)
     }
 
     /// Kicks every connection (shutdown).
     pub fn kick_all(&self, reason: CloseReason) {
-        for shard in &self.shards {
-            if let Ok(shard) = shard.lock() {
-                shard.values().flatten().for_each(|c| c.kick.kick(reason));
-            }
-        }
+        self.conns.for_each_shard(|m| m.values().for_each(|c| c.kick.kick(reason)));
     }
 }
 
 impl LocalDelivery for Registry {
     fn deliver(&self, envelope: &Envelope) {
+        let (frame, prio) = (&envelope.frame, envelope.priority);
         match &envelope.target {
             Target::Users { users, skip } => {
                 for user in users {
-                    let Ok(shard) = self.shard(*user).lock() else {
-                        continue;
-                    };
-                    let Some(conns) = shard.get(user) else {
-                        continue;
-                    };
-                    for c in conns {
-                        let skipped = skip
-                            .as_ref()
-                            .is_some_and(|(u, d)| u == user && *d == c.device_id);
-                        if !skipped {
-                            c.push(&envelope.frame);
+                    self.users.with(user, |m| {
+                        for c in m.get(user).into_iter().flatten() {
+                            if !skip.as_ref().is_some_and(|(u, d)| u == user && *d == c.device_id) {
+                                self.push(c, frame, prio);
+                            }
                         }
-                    }
+                    });
                 }
             }
+            Target::UserDevices(list) => {
+                for (user, device) in list {
+                    self.users.with(user, |m| {
+                        for c in m.get(user).into_iter().flatten().filter(|c| &c.device_id == device) {
+                            self.push(c, frame, prio);
+                        }
+                    });
+                }
+            }
+            Target::Devices(list) => {
+                for device in list {
+                    self.devices.with(device, |m| {
+                        if let Some(c) = m.get(device) {
+                            self.push(c, frame, prio);
+                        }
+                    });
+                }
+            }
+            Target::Room(room) => {
+                self.rooms.with(room, |m| {
+                    for c in m.get(room).into_iter().flat_map(|r| r.members.values()) {
+                        self.push(c, frame, prio);
+                    }
+                });
+            }
+            Target::Area(area) => self.rooms.for_each_shard(|m| {
+                for r in m.values().filter(|r| &r.area == area) {
+                    r.members.values().for_each(|c| self.push(c, frame, prio));
+                }
+            }),
+            Target::All => self.conns.for_each_shard(|m| m.values().for_each(|c| self.push(c, frame, prio))),
         }
     }
 }
@@ -161,69 +374,124 @@ mod tests {
 
     use super::*;
 
-    fn handle(id: u64, device: &str, cap: usize) -> (ConnHandle, mpsc::Receiver<Arc<OutFrame>>) {
-        let (tx, rx) = mpsc::channel(cap);
-        (
-            ConnHandle {
-                conn_id: ConnId(id),
-                device_id: DeviceId(device.into()),
-                tx,
-                kick: Arc::default(),
-            },
-            rx,
-        )
+    struct Conn {
+        handle: ConnHandle,
+        high: mpsc::Receiver<Arc<OutFrame>>,
+        low: mpsc::Receiver<Arc<OutFrame>>,
+    }
+
+    fn conn(id: u64, owner: Owner, device: &str, cap: usize) -> Conn {
+        let (htx, high) = mpsc::channel(cap);
+        let (ltx, low) = mpsc::channel(cap);
+        let handle = ConnHandle {
+            conn_id: ConnId(id),
+            owner,
+            device_id: DeviceId(device.into()),
+            high: htx,
+            low: ltx,
+            kick: Arc::default(),
+            lag: Arc::default(),
+        };
+        Conn { handle, high, low }
+    }
+
+    fn env(target: Target, priority: Priority) -> Envelope {
+        Envelope { target, frame: OutFrame::new(ServerFrame::Pong), priority }
+    }
+
+    fn got(rx: &mut mpsc::Receiver<Arc<OutFrame>>) -> usize {
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        n
     }
 
     #[test]
-    fn delivers_to_every_device_but_the_skipped_one_and_kicks_slow_ones() {
-        let reg = Registry::default();
-        let (a1, mut ra1) = handle(1, "phone", 1);
-        let (a2, mut ra2) = handle(2, "laptop", 4);
-        let (b1, mut rb1) = handle(3, "phone", 4);
-        let slow_kick = Arc::clone(&a1.kick);
-        reg.register(UserId(1), a1);
-        reg.register(UserId(1), a2);
-        reg.register(UserId(2), b1);
-        let env = |skip| Envelope {
-            target: Target::Users {
-                users: vec![UserId(1), UserId(2)],
-                skip,
-            },
-            frame: OutFrame::new(ServerFrame::Pong),
-        };
-        reg.deliver(&env(Some((UserId(2), DeviceId("phone".into())))));
-        assert!(ra1.try_recv().is_ok() && ra2.try_recv().is_ok());
-        assert!(rb1.try_recv().is_err(), "the sending device is skipped");
+    fn targets_reach_exactly_their_connections() {
+        let reg = Registry::new(1000);
+        let mut a1 = conn(1, Owner::User(UserId(1)), "phone", 8);
+        let mut a2 = conn(2, Owner::User(UserId(1)), "laptop", 8);
+        let mut b = conn(3, Owner::User(UserId(2)), "phone", 8);
+        let mut anon = conn(4, Owner::Device, "d_x", 8);
+        for c in [&a1, &a2, &b, &anon] {
+            reg.register(c.handle.clone());
+        }
+        reg.join("r1", "games", &a1.handle);
+        reg.join("r1", "games", &anon.handle);
+        reg.join("r2", "music", &b.handle);
 
-        reg.deliver(&env(None));
-        reg.deliver(&env(None)); // phone's queue (capacity 1) overflows
-        assert!(slow_kick.token.is_cancelled());
-        assert_eq!(
-            *slow_kick.reason.lock().unwrap(),
-            Some(CloseReason::SlowConsumer)
-        );
-        assert_eq!(
-            ra2.try_recv().map(|f| f.frame().clone()).ok(),
-            Some(ServerFrame::Pong)
-        );
-        assert!(rb1.try_recv().is_ok());
+        let cases: Vec<(Target, [usize; 4])> = vec![
+            (Target::Users { users: vec![UserId(1)], skip: None }, [1, 1, 0, 0]),
+            (Target::Users { users: vec![UserId(1)], skip: Some((UserId(1), DeviceId("phone".into()))) }, [0, 1, 0, 0]),
+            (Target::UserDevices(vec![(UserId(1), DeviceId("laptop".into()))]), [0, 1, 0, 0]),
+            (Target::Devices(vec![DeviceId("d_x".into()), DeviceId("phone".into())]), [0, 0, 0, 1]),
+            (Target::Room("r1".into()), [1, 0, 0, 1]),
+            (Target::Area("music".into()), [0, 0, 1, 0]),
+            (Target::All, [1, 1, 1, 1]),
+        ];
+        for (target, expected) in cases {
+            reg.deliver(&env(target.clone(), Priority::High));
+            let counts = [got(&mut a1.high), got(&mut a2.high), got(&mut b.high), got(&mut anon.high)];
+            assert_eq!(counts, expected, "{target:?}");
+        }
+        assert_eq!(reg.room_online("r1"), 2);
+        assert_eq!(reg.area_online("games"), (2, 1));
+        assert_eq!(reg.total_online(), 4);
+    }
+
+    #[test]
+    fn enters_are_idempotent_and_leaves_follow_switch_and_close() {
+        let reg = Registry::new(1000);
+        let a = conn(1, Owner::Device, "d_a", 8);
+        reg.register(a.handle.clone());
+        assert_eq!(reg.join("r1", "default", &a.handle), 1);
+        assert_eq!(reg.join("r1", "default", &a.handle), 1);
+        assert_eq!(reg.stats().room_enters.load(Ordering::Relaxed), 1);
+        reg.leave("r1", a.handle.conn_id);
+        reg.join("r2", "default", &a.handle);
+        assert_eq!((reg.room_online("r1"), reg.room_online("r2")), (0, 1));
+        reg.deregister(&a.handle, Some("r2"));
+        assert_eq!(reg.room_online("r2"), 0);
+        assert_eq!(reg.stats().room_leaves.load(Ordering::Relaxed), 2);
+        assert_eq!(reg.total_online(), 0);
+    }
+
+    #[test]
+    fn low_lane_overflow_drops_and_counts_then_cuts_off_high_overflow_kicks_at_once() {
+        let reg = Registry::new(0);
+        let mut c = conn(1, Owner::Device, "d_a", 2);
+        reg.register(c.handle.clone());
+        for _ in 0..5 {
+            reg.deliver(&env(Target::All, Priority::Low));
+        }
+        assert_eq!(got(&mut c.low), 2);
+        assert_eq!(c.handle.lag.dropped(), 3);
+        assert_eq!(reg.stats().low_dropped.load(Ordering::Relaxed), 3);
+        // The cut-off is 0 ms: overflowing again after the first drop disconnects.
+        assert_eq!(*c.handle.kick.reason.lock().unwrap(), Some(CloseReason::SlowConsumer));
+
+        let mut h = conn(2, Owner::Device, "d_b", 2);
+        reg.register(h.handle.clone());
+        reg.deliver(&env(Target::Devices(vec![DeviceId("d_b".into())]), Priority::High));
+        reg.deliver(&env(Target::Devices(vec![DeviceId("d_b".into())]), Priority::High));
+        assert!(h.handle.kick.reason.lock().unwrap().is_none());
+        reg.deliver(&env(Target::Devices(vec![DeviceId("d_b".into())]), Priority::High));
+        assert_eq!(*h.handle.kick.reason.lock().unwrap(), Some(CloseReason::SlowConsumer));
+        assert_eq!(got(&mut h.high), 2);
     }
 
     #[test]
     fn same_device_replaces_and_deregister_keeps_the_newer_connection() {
-        let reg = Registry::default();
-        let (old, _r1) = handle(1, "phone", 4);
-        let old_kick = Arc::clone(&old.kick);
-        let (new, _r2) = handle(2, "phone", 4);
-        reg.register(UserId(1), old);
-        reg.register(UserId(1), new);
-        assert_eq!(
-            *old_kick.reason.lock().unwrap(),
-            Some(CloseReason::Replaced)
-        );
-        reg.deregister(UserId(1), ConnId(1));
+        let reg = Registry::new(1000);
+        let old = conn(1, Owner::User(UserId(1)), "phone", 4);
+        let new = conn(2, Owner::User(UserId(1)), "phone", 4);
+        reg.register(old.handle.clone());
+        reg.register(new.handle.clone());
+        assert_eq!(*old.handle.kick.reason.lock().unwrap(), Some(CloseReason::Replaced));
+        reg.deregister(&old.handle, None);
         assert_eq!(reg.connections_of(UserId(1)), 1);
-        reg.deregister(UserId(1), ConnId(2));
+        reg.deregister(&new.handle, None);
         assert_eq!(reg.connections_of(UserId(1)), 0);
     }
 }

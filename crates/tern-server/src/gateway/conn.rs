@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use tern_proto::codec::compression;
 use tern_proto::session::{ServerSession, SessionConfig, Verdict};
 use tern_proto::{ClientFrame, CloseReason, Codec, ConnId, ConvId, PROTOCOL_VERSION, ServerFrame};
 use tokio::sync::mpsc;
@@ -20,9 +21,9 @@ use tracing::Instrument;
 
 use super::Gateway;
 use super::transport::{FrameIo, ReadError};
-use super::unacked::Unacked;
-use crate::auth::Identity;
-use crate::dispatch::{ConnHandle, Kick, OutFrame};
+use super::unacked::{Expiry, Unacked};
+use crate::auth::{Identity, Principal};
+use crate::dispatch::{ConnHandle, Kick, Lag, OutFrame, Owner};
 use crate::error::Error;
 use crate::logic::ResumeItem;
 
@@ -34,10 +35,7 @@ struct Close {
 
 impl Close {
     fn new(reason: CloseReason, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
+        Self { reason, message: message.into() }
     }
 }
 
@@ -59,10 +57,16 @@ struct Conn<T> {
     resumed: HashMap<ConvId, u64>,
     out: Vec<Arc<OutFrame>>,
     write_timeout: Duration,
+    /// The client accepts brotli-compressed frames.
+    brotli: bool,
+    /// The room this connection is in.
+    room: Option<String>,
+    lag: Arc<Lag>,
 }
 
 pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, peer: SocketAddr) {
-    let span = tracing::info_span!("conn", conn_id = conn_id.0, transport = io.kind(), %peer, user_id = tracing::field::Empty);
+    let span =
+        tracing::info_span!("conn", conn_id = conn_id.0, transport = io.kind(), %peer, user_id = tracing::field::Empty);
     async move {
         let cfg = &gw.cfg;
         let session = ServerSession::new(
@@ -73,7 +77,7 @@ pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, pe
                 max_missed_heartbeats: cfg.max_missed_heartbeats,
             },
         );
-        let write_timeout = Duration::from_millis(cfg.heartbeat_ms);
+        let write_timeout = Duration::from_millis(cfg.slow_consumer_ms);
         let mut conn = Conn {
             unacked: Unacked::new(gw.retry_policy()),
             gw,
@@ -85,6 +89,9 @@ pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, pe
             resumed: HashMap::new(),
             out: Vec::new(),
             write_timeout,
+            brotli: false,
+            room: None,
+            lag: Arc::default(),
         };
         tracing::debug!("connection opened");
         let mut registered = None;
@@ -92,8 +99,8 @@ pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, pe
             Ok(never) => match never {},
             Err(close) => close,
         };
-        if let Some(user) = registered {
-            conn.gw.registry.deregister(user, conn.conn_id);
+        if let Some(handle) = registered {
+            conn.gw.registry.deregister(&handle, conn.room.as_deref());
         }
         conn.finish(close).await;
     }
@@ -102,55 +109,52 @@ pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, pe
 }
 
 impl<T: FrameIo> Conn<T> {
-    async fn drive(
-        &mut self,
-        registered: &mut Option<tern_proto::UserId>,
-    ) -> Result<std::convert::Infallible, Close> {
-        let (identity, resume) = self.authenticate().await?;
-        tracing::Span::current().record("user_id", identity.user_id.0);
-
-        let (tx, rx) = mpsc::channel(self.gw.cfg.outbound_queue);
+    async fn drive(&mut self, registered: &mut Option<ConnHandle>) -> Result<std::convert::Infallible, Close> {
+        let (principal, resume) = self.authenticate().await?;
+        let owner = match &principal {
+            Principal::User(identity) => {
+                tracing::Span::current().record("user_id", identity.user_id.0);
+                Owner::User(identity.user_id)
+            }
+            Principal::Device(_) => Owner::Device,
+        };
+        let (high_tx, high_rx) = mpsc::channel(self.gw.cfg.outbound_queue);
+        let (low_tx, low_rx) = mpsc::channel(self.gw.cfg.low_queue);
         let handle = ConnHandle {
             conn_id: self.conn_id,
-            device_id: identity.device_id.clone(),
-            tx,
+            owner,
+            device_id: principal.device_id().clone(),
+            high: high_tx,
+            low: low_tx,
             kick: Arc::clone(&self.kick),
+            lag: Arc::clone(&self.lag),
         };
         // Register before reading what was missed: a message committed from here on is queued
         // for us, one committed before is in the store; overlaps are dropped by seq.
-        self.gw.registry.register(identity.user_id, handle);
-        *registered = Some(identity.user_id);
-        tracing::info!(device_id = %identity.device_id, "authenticated");
+        self.gw.registry.register(handle.clone());
+        *registered = Some(handle.clone());
+        tracing::info!(device_id = %principal.device_id(), "authenticated");
 
         self.out.push(OutFrame::new(ServerFrame::AuthOk {
             proto: PROTOCOL_VERSION,
-            user_id: identity.user_id,
-            device_id: identity.device_id.clone(),
+            user_id: principal.user().map(|i| i.user_id),
+            device_id: principal.device_id().clone(),
             conn_id: self.conn_id,
             heartbeat_ms: self.gw.cfg.heartbeat_ms,
             max_missed_heartbeats: self.gw.cfg.max_missed_heartbeats,
             max_frame_bytes: u32::try_from(self.gw.cfg.max_frame_bytes).unwrap_or(u32::MAX),
         }));
         self.flush().await?;
-        if let Some(have) = resume {
-            self.resume(&identity, &have).await?;
+        if let (Some(have), Some(identity)) = (resume, principal.user()) {
+            self.resume(identity, &have).await?;
         }
-        self.serve(identity, rx).await
+        self.serve(principal, handle, high_rx, low_rx).await
     }
 
-    async fn authenticate(&mut self) -> Result<(Identity, Option<BTreeMap<ConvId, u64>>), Close> {
+    async fn authenticate(&mut self) -> Result<(Principal, Option<BTreeMap<ConvId, u64>>), Close> {
         let timeout_ms = self.gw.cfg.auth_timeout_ms;
-        let deadline = Instant::from_std(
-            self.session
-                .poll_timeout()
-                .unwrap_or_else(std::time::Instant::now),
-        );
-        let no_auth = || {
-            Close::new(
-                CloseReason::AuthTimeout,
-                format!("no valid auth frame within {timeout_ms} ms"),
-            )
-        };
+        let deadline = Instant::from_std(self.session.poll_timeout().unwrap_or_else(std::time::Instant::now));
+        let no_auth = || Close::new(CloseReason::AuthTimeout, format!("no valid auth frame within {timeout_ms} ms"));
         let received = tokio::select! {
             biased;
             _ = self.gw.shutdown.cancelled() => return Err(Close::new(CloseReason::ServerShutdown, "server is shutting down")),
@@ -160,10 +164,7 @@ impl<T: FrameIo> Conn<T> {
         let (codec, bytes) = match received {
             Ok(Some(frame)) => frame,
             Ok(None) => {
-                return Err(Close::new(
-                    CloseReason::ClientClosed,
-                    "closed before authenticating",
-                ));
+                return Err(Close::new(CloseReason::ClientClosed, "closed before authenticating"));
             }
             Err(e) => return Err(Close::new(e.close_reason(), e.to_string())),
         };
@@ -173,10 +174,7 @@ impl<T: FrameIo> Conn<T> {
             Ok(f) => f,
             Err(e) => {
                 self.session.on_bad_frame(now);
-                return Err(Close::new(
-                    CloseReason::AuthFailed,
-                    format!("the first frame must be auth: {e}"),
-                ));
+                return Err(Close::new(CloseReason::AuthFailed, format!("the first frame must be auth: {e}")));
             }
         };
         match self.session.on_frame(now, &frame) {
@@ -194,36 +192,28 @@ impl<T: FrameIo> Conn<T> {
                 return Err(Close::new(CloseReason::ProtocolError, "unexpected state"));
             }
         }
-        let ClientFrame::Auth { token, resume, .. } = frame else {
+        let ClientFrame::Auth { token, resume, accept_compression, .. } = frame else {
             return Err(Close::new(CloseReason::ProtocolError, "unexpected state"));
         };
+        self.brotli = accept_compression.iter().any(|c| c == compression::BROTLI_NAME);
         match timeout_at(deadline, self.gw.logic.authenticate(&token)).await {
             Err(_) => Err(no_auth()),
             Ok(Err(e)) => Err(Close::new(CloseReason::AuthFailed, e.message)),
-            Ok(Ok(identity)) => {
+            Ok(Ok(principal)) => {
                 self.session.auth_succeeded(std::time::Instant::now());
-                Ok((identity, resume))
+                Ok((principal, resume))
             }
         }
     }
 
     /// Sends everything the device missed, conversation by conversation, then `synced`.
-    async fn resume(
-        &mut self,
-        identity: &Identity,
-        have: &BTreeMap<ConvId, u64>,
-    ) -> Result<(), Close> {
+    async fn resume(&mut self, identity: &Identity, have: &BTreeMap<ConvId, u64>) -> Result<(), Close> {
         let items = self
             .gw
             .logic
             .resume(identity.user_id, have)
             .await
-            .map_err(|e| {
-                Close::new(
-                    CloseReason::InternalError,
-                    format!("resume failed: {}", e.message),
-                )
-            })?;
+            .map_err(|e| Close::new(CloseReason::InternalError, format!("resume failed: {}", e.message)))?;
         let conversations = u32::try_from(items.len()).unwrap_or(u32::MAX);
         for item in items {
             match item {
@@ -232,39 +222,28 @@ impl<T: FrameIo> Conn<T> {
                         self.resumed.insert(last.conv_id, last.seq);
                     }
                     for chunk in messages.chunks(RESUME_CHUNK) {
-                        self.out.extend(
-                            chunk
-                                .iter()
-                                .map(|m| OutFrame::new(ServerFrame::Msg(m.clone()))),
-                        );
+                        self.out.extend(chunk.iter().map(|m| OutFrame::new(ServerFrame::Msg(m.clone()))));
                         self.flush().await?;
                     }
                 }
-                ResumeItem::Gap {
-                    conv_id,
-                    from_seq,
-                    to_seq,
-                } => {
+                ResumeItem::Gap { conv_id, from_seq, to_seq } => {
                     self.resumed.insert(conv_id, to_seq);
-                    self.out.push(OutFrame::new(ServerFrame::Gap {
-                        conv_id,
-                        from_seq,
-                        to_seq,
-                    }));
+                    self.out.push(OutFrame::new(ServerFrame::Gap { conv_id, from_seq, to_seq }));
                 }
             }
         }
-        self.out
-            .push(OutFrame::new(ServerFrame::Synced { conversations }));
+        self.out.push(OutFrame::new(ServerFrame::Synced { conversations }));
         self.flush().await
     }
 
     async fn serve(
         &mut self,
-        identity: Identity,
-        mut rx: mpsc::Receiver<Arc<OutFrame>>,
+        principal: Principal,
+        handle: ConnHandle,
+        mut high: mpsc::Receiver<Arc<OutFrame>>,
+        mut low: mpsc::Receiver<Arc<OutFrame>>,
     ) -> Result<std::convert::Infallible, Close> {
-        let identity = Arc::new(identity);
+        let principal = Arc::new(principal);
         let mut inflight: FuturesUnordered<Response> = FuturesUnordered::new();
         let max_inflight = self.gw.cfg.max_inflight_requests;
         let kick = Arc::clone(&self.kick);
@@ -273,10 +252,7 @@ impl<T: FrameIo> Conn<T> {
                 .into_iter()
                 .flatten()
                 .min()
-                .map_or_else(
-                    || Instant::now() + Duration::from_secs(3600),
-                    Instant::from_std,
-                );
+                .map_or_else(|| Instant::now() + Duration::from_secs(3600), Instant::from_std);
             tokio::select! {
                 biased;
                 reason = kick.kicked() => return Err(Close::new(reason, kicked_message(reason))),
@@ -284,20 +260,33 @@ impl<T: FrameIo> Conn<T> {
                     return Err(Close::new(CloseReason::ServerShutdown, "server is shutting down; reconnect"));
                 }
                 Some(response) = inflight.next(), if !inflight.is_empty() => self.out.push(response),
-                pushed = rx.recv() => {
+                // The high lane always goes first.
+                pushed = high.recv() => {
                     let Some(frame) = pushed else {
                         return Err(Close::new(CloseReason::Replaced, kicked_message(CloseReason::Replaced)));
                     };
                     self.queue_push(frame)?;
                     for _ in 0..DRAIN_BATCH {
-                        match rx.try_recv() {
+                        match high.try_recv() {
                             Ok(frame) => self.queue_push(frame)?,
                             Err(_) => break,
                         }
                     }
                 }
+                Some(frame) = low.recv() => {
+                    self.queue_push(frame)?;
+                    for _ in 0..DRAIN_BATCH {
+                        match low.try_recv() {
+                            Ok(frame) => self.queue_push(frame)?,
+                            Err(_) => break,
+                        }
+                    }
+                    if low.is_empty() {
+                        self.lag.caught_up();
+                    }
+                }
                 received = self.io.recv(), if inflight.len() < max_inflight => {
-                    self.on_inbound(received, &identity, &mut inflight).await?;
+                    self.on_inbound(received, &principal, &handle, &mut inflight).await?;
                 }
                 _ = sleep_until(deadline) => self.on_timer()?,
             }
@@ -306,25 +295,25 @@ impl<T: FrameIo> Conn<T> {
     }
 
     fn queue_push(&mut self, frame: Arc<OutFrame>) -> Result<(), Close> {
-        if let ServerFrame::Msg(m) = frame.frame() {
-            if self
-                .resumed
-                .get(&m.conv_id)
-                .is_some_and(|&upto| m.seq <= upto)
-            {
-                return Ok(());
-            }
+        if let ServerFrame::Msg(m) = frame.frame()
+            && self.resumed.get(&m.conv_id).is_some_and(|&upto| m.seq <= upto)
+        {
+            return Ok(());
+        }
+        if let Some(id) = frame.ack_id() {
             if self.unacked.len() >= self.gw.cfg.max_unacked {
                 return Err(Close::new(
                     CloseReason::SlowConsumer,
-                    format!(
-                        "more than {} pushed messages unacknowledged",
-                        self.gw.cfg.max_unacked
-                    ),
+                    format!("more than {} pushed messages unacknowledged", self.gw.cfg.max_unacked),
                 ));
             }
-            self.unacked
-                .sent(m.msg_id, Arc::clone(&frame), std::time::Instant::now());
+            // A stored message left unacknowledged ends the connection (the device resumes from
+            // the store); a must-arrive push has no store behind it, so it is given up and counted.
+            let (expiry, ttl) = match frame.frame() {
+                ServerFrame::Msg(_) => (Expiry::Close, self.gw.cfg.push_ttl_ms),
+                _ => (Expiry::Drop, self.gw.qos1_ttl_ms),
+            };
+            self.unacked.sent(id, Arc::clone(&frame), std::time::Instant::now(), expiry, Duration::from_millis(ttl));
         }
         self.out.push(frame);
         Ok(())
@@ -333,16 +322,14 @@ impl<T: FrameIo> Conn<T> {
     async fn on_inbound(
         &mut self,
         received: Result<Option<(Codec, Bytes)>, ReadError>,
-        identity: &Arc<Identity>,
+        principal: &Arc<Principal>,
+        handle: &ConnHandle,
         inflight: &mut FuturesUnordered<Response>,
     ) -> Result<(), Close> {
         let (codec, bytes) = match received {
             Ok(Some(frame)) => frame,
             Ok(None) => {
-                return Err(Close::new(
-                    CloseReason::ClientClosed,
-                    "closed by the client",
-                ));
+                return Err(Close::new(CloseReason::ClientClosed, "closed by the client"));
             }
             Err(e) => return Err(Close::new(e.close_reason(), e.to_string())),
         };
@@ -354,26 +341,21 @@ impl<T: FrameIo> Conn<T> {
                     return Err(Close::new(reason, e.message));
                 }
                 tracing::debug!(code = e.code.as_str(), "bad frame");
-                self.out
-                    .push(OutFrame::new(ServerFrame::error(e.id, e.code, e.message)));
+                self.out.push(OutFrame::new(ServerFrame::error(e.id, e.code, e.message)));
                 return Ok(());
             }
         };
         if let Verdict::Close(reason) = self.session.on_frame(now, &frame) {
-            return Err(Close::new(
-                reason,
-                "auth was already done on this connection",
-            ));
+            return Err(Close::new(reason, "auth was already done on this connection"));
         }
         match frame {
             ClientFrame::Ping => self.out.push(OutFrame::new(ServerFrame::Pong)),
             ClientFrame::Ack { msg_ids } => self.unacked.acked(&msg_ids),
-            ClientFrame::Send {
-                id,
-                to,
-                client_msg_id,
-                body,
-            } => {
+            ClientFrame::Send { id, to, client_msg_id, body } => {
+                let Some(identity) = principal.user() else {
+                    self.out.push(error_frame(id, login_needed()));
+                    return Ok(());
+                };
                 // Queue now, in arrival order; wait for durability off the loop.
                 match self.gw.logic.send(identity, to, client_msg_id, body).await {
                     Err(e) => self.out.push(error_frame(id, e)),
@@ -388,36 +370,49 @@ impl<T: FrameIo> Conn<T> {
                                 duplicate: a.duplicate,
                             }),
                             Ok(Err(e)) => error_frame(id, Error::from(e)),
-                            Err(_) => {
-                                error_frame(id, Error::from(crate::store::StoreError::Closed))
-                            }
+                            Err(_) => error_frame(id, Error::from(crate::store::StoreError::Closed)),
                         }
                     })),
                 }
             }
-            ClientFrame::History {
-                id,
-                conv_id,
-                after_seq,
-                before_seq,
-                limit,
-            } => {
+            ClientFrame::History { id, conv_id, after_seq, before_seq, limit } => {
+                let Some(identity) = principal.user() else {
+                    self.out.push(error_frame(id, login_needed()));
+                    return Ok(());
+                };
                 let logic = Arc::clone(&self.gw.logic);
                 let user = identity.user_id;
                 inflight.push(Box::pin(async move {
-                    match logic
-                        .history(user, conv_id, after_seq, before_seq, limit)
-                        .await
-                    {
-                        Ok((messages, last_seq)) => OutFrame::new(ServerFrame::History {
-                            id,
-                            conv_id,
-                            messages,
-                            last_seq,
-                        }),
+                    match logic.history(user, conv_id, after_seq, before_seq, limit).await {
+                        Ok((messages, last_seq)) => {
+                            OutFrame::new(ServerFrame::History { id, conv_id, messages, last_seq })
+                        }
                         Err(e) => error_frame(id, e),
                     }
                 }));
+            }
+            ClientFrame::Join { id, room } => {
+                if !tern_proto::frame::valid_name(&room) {
+                    let e = Error::bad_request("room names are 1 to 64 characters of [A-Za-z0-9_.:-]");
+                    self.out.push(error_frame(id, e));
+                    return Ok(());
+                }
+                // One room per connection: joining another is a switch (leave, then enter).
+                if let Some(old) = self.room.take_if(|r| *r != room) {
+                    self.gw.registry.leave(&old, self.conn_id);
+                }
+                let area = self.gw.logic.room_area(&room);
+                let online = self.gw.registry.join(&room, &area, handle);
+                tracing::debug!(%room, %area, online, "joined room");
+                self.room = Some(room.clone());
+                self.out.push(OutFrame::new(ServerFrame::Joined { id, room, area, online }));
+            }
+            ClientFrame::Leave { id } => {
+                let room = self.room.take();
+                if let Some(r) = &room {
+                    self.gw.registry.leave(r, self.conn_id);
+                }
+                self.out.push(OutFrame::new(ServerFrame::Left { id, room }));
             }
             ClientFrame::Auth { .. } => {}
         }
@@ -428,19 +423,17 @@ impl<T: FrameIo> Conn<T> {
         let now = std::time::Instant::now();
         if let Some(reason) = self.session.handle_timeout(now) {
             let silence = self.gw.cfg.heartbeat_ms * u64::from(self.gw.cfg.max_missed_heartbeats);
-            return Err(Close::new(
-                reason,
-                format!("nothing received for {silence} ms"),
-            ));
+            return Err(Close::new(reason, format!("nothing received for {silence} ms")));
         }
         let due = self.unacked.due(now);
+        if due.dropped > 0 {
+            self.gw.qos1_expired.fetch_add(due.dropped, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(dropped = due.dropped, "must-arrive pushes unacknowledged past their TTL");
+        }
         if due.expired {
             return Err(Close::new(
                 CloseReason::AckTimeout,
-                format!(
-                    "pushed messages unacknowledged for {} ms; reconnect and resume",
-                    self.gw.cfg.push_ttl_ms
-                ),
+                format!("pushed messages unacknowledged for {} ms; reconnect and resume", self.gw.cfg.push_ttl_ms),
             ));
         }
         self.out.extend(due.resend);
@@ -451,20 +444,14 @@ impl<T: FrameIo> Conn<T> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let result = timeout(self.write_timeout, self.io.send(self.codec, &self.out)).await;
+        let result = timeout(self.write_timeout, self.io.send(self.codec, self.brotli, &self.out)).await;
         self.out.clear();
         match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Close::new(
-                CloseReason::TransportError,
-                format!("write failed: {e}"),
-            )),
+            Ok(Err(e)) => Err(Close::new(CloseReason::TransportError, format!("write failed: {e}"))),
             Err(_) => Err(Close::new(
                 CloseReason::SlowConsumer,
-                format!(
-                    "socket not writable for {} ms",
-                    self.write_timeout.as_millis()
-                ),
+                format!("socket not writable for {} ms", self.write_timeout.as_millis()),
             )),
         }
     }
@@ -485,12 +472,8 @@ impl<T: FrameIo> Conn<T> {
                     _ => None,
                 };
                 self.out.clear();
-                self.out.push(OutFrame::new(ServerFrame::Close {
-                    reason,
-                    message,
-                    retry_after_ms,
-                }));
-                let _ = timeout(Duration::from_secs(1), self.io.send(self.codec, &self.out)).await;
+                self.out.push(OutFrame::new(ServerFrame::Close { reason, message, retry_after_ms }));
+                let _ = timeout(Duration::from_secs(1), self.io.send(self.codec, false, &self.out)).await;
             }
         }
         self.io.close(reason).await;
@@ -501,10 +484,14 @@ fn error_frame(id: u64, e: Error) -> Arc<OutFrame> {
     OutFrame::new(ServerFrame::error(Some(id), e.code, e.message))
 }
 
+fn login_needed() -> Error {
+    Error::new(tern_proto::ErrorCode::Forbidden, "log in as a user to do this (this connection uses a device token)")
+}
+
 fn kicked_message(reason: CloseReason) -> String {
     match reason {
         CloseReason::Replaced => "another connection authenticated as this user and device".into(),
-        CloseReason::SlowConsumer => "outbound queue overflowed; reconnect and resume".into(),
+        CloseReason::SlowConsumer => "fell too far behind (queue overflow); reconnect and resume".into(),
         other => other.as_str().replace('_', " "),
     }
 }

@@ -32,6 +32,9 @@ pub struct Gateway {
     next_conn: AtomicU64,
     open: AtomicUsize,
     closes: Mutex<HashMap<CloseReason, u64>>,
+    /// Must-arrive pushes given up after their TTL without an ACK.
+    pub(crate) qos1_expired: AtomicU64,
+    qos1_ttl_ms: u64,
 }
 
 impl Gateway {
@@ -40,6 +43,7 @@ impl Gateway {
         logic: Arc<Logic>,
         registry: Arc<Registry>,
         cfg: GatewayConfig,
+        qos1_ttl_ms: u64,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -50,6 +54,8 @@ impl Gateway {
             next_conn: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             closes: Mutex::new(HashMap::new()),
+            qos1_expired: AtomicU64::new(0),
+            qos1_ttl_ms,
         }
     }
 
@@ -64,6 +70,16 @@ impl Gateway {
     /// Connections currently open on this node.
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Must-arrive pushes given up (unacknowledged past `push.qos1_ttl_ms`) since start.
+    pub fn qos1_expired(&self) -> u64 {
+        self.qos1_expired.load(Ordering::Relaxed)
+    }
+
+    /// The connection registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// How many connections closed for each reason since start.
@@ -81,7 +97,6 @@ impl Gateway {
         RetryPolicy {
             initial: Duration::from_millis(self.cfg.retry_initial_ms),
             max: Duration::from_millis(self.cfg.retry_max_ms),
-            ttl: Duration::from_millis(self.cfg.push_ttl_ms),
         }
     }
 }

@@ -21,8 +21,15 @@ pub struct RetryPolicy {
     pub initial: Duration,
     /// Longest gap between retries.
     pub max: Duration,
-    /// Give up (close the connection) after this long.
-    pub ttl: Duration,
+}
+
+/// What happens when a push outlives its TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Close the connection (a stored message: the device resumes from the store).
+    Close,
+    /// Give the push up (a must-arrive push: nothing stored to resume from); it is counted.
+    Drop,
 }
 
 struct Pending {
@@ -30,6 +37,8 @@ struct Pending {
     first_sent: Instant,
     next_at: Instant,
     attempts: u32,
+    expiry: Expiry,
+    ttl: Duration,
 }
 
 /// What the retry timer asks for.
@@ -37,8 +46,10 @@ struct Pending {
 pub struct Due {
     /// Resend these.
     pub resend: Vec<Arc<OutFrame>>,
-    /// Some push outlived its TTL.
+    /// A push with [`Expiry::Close`] outlived its TTL.
     pub expired: bool,
+    /// Pushes with [`Expiry::Drop`] given up.
+    pub dropped: u64,
 }
 
 /// The unacknowledged pushes of one connection.
@@ -52,11 +63,7 @@ pub struct Unacked {
 impl Unacked {
     /// An empty tracker.
     pub fn new(policy: RetryPolicy) -> Self {
-        Self {
-            policy,
-            pending: HashMap::new(),
-            schedule: BinaryHeap::new(),
-        }
+        Self { policy, pending: HashMap::new(), schedule: BinaryHeap::new() }
     }
 
     /// How many pushes await an ACK.
@@ -64,18 +71,14 @@ impl Unacked {
         self.pending.len()
     }
 
-    /// A push was sent at `now`.
-    pub fn sent(&mut self, id: MsgId, frame: Arc<OutFrame>, now: Instant) {
+    /// A push was sent at `now`; it is retried until `ttl`, then handled per `expiry`. Sending
+    /// an id that is already pending keeps the first schedule.
+    pub fn sent(&mut self, id: MsgId, frame: Arc<OutFrame>, now: Instant, expiry: Expiry, ttl: Duration) {
+        if self.pending.contains_key(&id) {
+            return;
+        }
         let next_at = now + self.policy.initial;
-        self.pending.insert(
-            id,
-            Pending {
-                frame,
-                first_sent: now,
-                next_at,
-                attempts: 0,
-            },
-        );
+        self.pending.insert(id, Pending { frame, first_sent: now, next_at, attempts: 0, expiry, ttl });
         self.schedule.push(Reverse((next_at, id)));
     }
 
@@ -116,16 +119,18 @@ impl Unacked {
             if p.next_at != at {
                 continue;
             }
-            if now.duration_since(p.first_sent) >= self.policy.ttl {
-                due.expired = true;
+            if now.duration_since(p.first_sent) >= p.ttl {
+                match p.expiry {
+                    Expiry::Close => due.expired = true,
+                    Expiry::Drop => {
+                        due.dropped += 1;
+                        self.pending.remove(&id);
+                    }
+                }
                 continue;
             }
             p.attempts += 1;
-            let backoff = self
-                .policy
-                .initial
-                .saturating_mul(1u32 << p.attempts.min(16))
-                .min(self.policy.max);
+            let backoff = self.policy.initial.saturating_mul(1u32 << p.attempts.min(16)).min(self.policy.max);
             p.next_at = now + backoff;
             self.schedule.push(Reverse((p.next_at, id)));
             due.resend.push(Arc::clone(&p.frame));
@@ -140,18 +145,15 @@ mod tests {
 
     use super::*;
 
-    const POLICY: RetryPolicy = RetryPolicy {
-        initial: Duration::from_secs(1),
-        max: Duration::from_secs(4),
-        ttl: Duration::from_secs(10),
-    };
+    const POLICY: RetryPolicy = RetryPolicy { initial: Duration::from_secs(1), max: Duration::from_secs(4) };
+    const TTL: Duration = Duration::from_secs(10);
 
     #[test]
     fn retries_back_off_stop_on_ack_and_expire_at_ttl() {
         let t0 = Instant::now();
         let mut u = Unacked::new(POLICY);
-        u.sent(MsgId(1), OutFrame::new(ServerFrame::Pong), t0);
-        u.sent(MsgId(2), OutFrame::new(ServerFrame::Pong), t0);
+        u.sent(MsgId(1), OutFrame::new(ServerFrame::Pong), t0, Expiry::Close, TTL);
+        u.sent(MsgId(2), OutFrame::new(ServerFrame::Pong), t0, Expiry::Close, TTL);
         assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert!(u.due(t0 + Duration::from_millis(999)).resend.is_empty());
         assert_eq!(u.due(t0 + Duration::from_secs(1)).resend.len(), 2);
@@ -167,10 +169,21 @@ mod tests {
     }
 
     #[test]
+    fn dropped_expiry_gives_up_without_closing() {
+        let t0 = Instant::now();
+        let mut u = Unacked::new(POLICY);
+        u.sent(MsgId(1), OutFrame::new(ServerFrame::Pong), t0, Expiry::Drop, Duration::from_millis(1500));
+        assert_eq!(u.due(t0 + Duration::from_secs(1)).resend.len(), 1);
+        let due = u.due(t0 + Duration::from_secs(3));
+        assert_eq!((due.expired, due.dropped, due.resend.len()), (false, 1, 0));
+        assert_eq!(u.len(), 0);
+    }
+
+    #[test]
     fn acked_pushes_are_never_resent() {
         let t0 = Instant::now();
         let mut u = Unacked::new(POLICY);
-        u.sent(MsgId(1), OutFrame::new(ServerFrame::Pong), t0);
+        u.sent(MsgId(1), OutFrame::new(ServerFrame::Pong), t0, Expiry::Close, TTL);
         u.acked(&[MsgId(1), MsgId(99)]);
         assert_eq!(u.len(), 0);
         assert_eq!(u.next_deadline(), None);

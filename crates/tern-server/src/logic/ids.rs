@@ -23,10 +23,7 @@ pub struct MsgIdGen {
 impl MsgIdGen {
     /// A generator for node `node` (0–1023).
     pub fn new(node: u16) -> Self {
-        Self {
-            node: u64::from(node) & ((1 << NODE_BITS) - 1),
-            last: AtomicU64::new(0),
-        }
+        Self { node: u64::from(node) & ((1 << NODE_BITS) - 1), last: AtomicU64::new(0) }
     }
 
     /// The next id.
@@ -35,9 +32,7 @@ impl MsgIdGen {
         let step = 1 << NODE_BITS;
         let prev = self
             .last
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-                Some((last + step).max(from_clock))
-            })
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some((last + step).max(from_clock)))
             .unwrap_or_else(|v| v);
         MsgId((prev + step).max(from_clock))
     }

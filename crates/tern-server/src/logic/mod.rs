@@ -5,14 +5,15 @@
 
 mod accounts;
 mod ids;
+pub mod push;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 pub use accounts::{validate_password, validate_username};
-use tern_proto::{Body, ConvId, ErrorCode, Message, UserId};
+use tern_proto::{Body, ConvId, DeviceId, ErrorCode, Message, MsgId, UserId};
 
-use crate::auth::{Auth, Identity, TokenError};
+use crate::auth::{Auth, Identity, IssuedToken, Principal, TokenError};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::Error;
@@ -44,12 +45,15 @@ pub enum ResumeItem {
 pub struct Logic {
     store: Arc<dyn Store>,
     auth: Auth,
-    ids: MsgIdGen,
+    ids: Arc<MsgIdGen>,
     max_body_bytes: usize,
     resume_push_limit: u64,
     /// Users known to exist (accounts are never deleted yet), so the send path skips a store
     /// read per message. Bounded: cleared when it grows past `KNOWN_USERS_MAX`.
     known_users: Mutex<HashSet<UserId>>,
+    /// Room → area, for rooms that were given one (loaded at start, kept in step with the store).
+    room_areas: Mutex<HashMap<String, String>>,
+    default_area: String,
 }
 
 const KNOWN_USERS_MAX: usize = 1 << 20;
@@ -60,11 +64,64 @@ impl Logic {
         Self {
             store,
             auth,
-            ids: MsgIdGen::new(0),
+            ids: Arc::new(MsgIdGen::new(0)),
             max_body_bytes: cfg.messages.max_body_bytes,
             resume_push_limit: cfg.gateway.resume_push_limit,
             known_users: Mutex::new(HashSet::new()),
+            room_areas: Mutex::new(HashMap::new()),
+            default_area: cfg.rooms.default_area.clone(),
         }
+    }
+
+    /// Loads what must be in memory before serving (room areas).
+    pub async fn load(&self) -> Result<(), Error> {
+        let areas = self.store.room_areas().await?;
+        if let Ok(mut map) = self.room_areas.lock() {
+            map.extend(areas);
+        }
+        Ok(())
+    }
+
+    /// A fresh message id (stored messages and pushes share the id space).
+    pub fn next_msg_id(&self) -> MsgId {
+        self.ids.next()
+    }
+
+    /// The area of a room.
+    pub fn room_area(&self, room: &str) -> String {
+        self.room_areas.lock().ok().and_then(|m| m.get(room).cloned()).unwrap_or_else(|| self.default_area.clone())
+    }
+
+    /// Assigns a room to an area (persisted).
+    pub async fn set_room_area(&self, room: &str, area: &str) -> Result<(), Error> {
+        if !tern_proto::frame::valid_name(room) || !tern_proto::frame::valid_name(area) {
+            return Err(Error::bad_request("room and area names are 1 to 64 characters of [A-Za-z0-9_.:-]"));
+        }
+        self.store.set_room_area(room, area).await?;
+        if let Ok(mut m) = self.room_areas.lock() {
+            m.insert(room.to_owned(), area.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Issues a token for an anonymous device: a new device id, or the same one when `current`
+    /// is a valid device token (refresh).
+    pub fn device_token(&self, current: Option<&str>) -> Result<(DeviceId, IssuedToken), Error> {
+        let device_id = match current {
+            None => {
+                let raw: [u8; 16] = rand::random();
+                DeviceId(format!("d_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+            }
+            Some(token) => match self.auth.verify(token) {
+                Ok(Principal::Device(d)) => d,
+                Ok(Principal::User(_)) => {
+                    return Err(Error::bad_request("a user token cannot be refreshed as a device token"));
+                }
+                Err(_) => return Err(Error::unauthorized("token invalid")),
+            },
+        };
+        let token = self.auth.issue_device(&device_id);
+        Ok((device_id, token))
     }
 
     /// Token handling.
@@ -72,19 +129,31 @@ impl Logic {
         &self.auth
     }
 
-    /// Verifies a connection's token and that its user still exists.
-    pub async fn authenticate(&self, token: &str) -> Result<Identity, Error> {
-        let identity = self.auth.verify(token).map_err(|e| match e {
+    /// Verifies a token and, for a user token, that the user still exists.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
+        let principal = self.auth.verify(token).map_err(|e| match e {
             TokenError::Expired => Error::unauthorized("token expired; log in again"),
             TokenError::Invalid(why) => {
                 tracing::debug!(%why, "token refused");
                 Error::unauthorized("token invalid")
             }
         })?;
-        if !self.user_exists(identity.user_id).await? {
+        if let Principal::User(identity) = &principal
+            && !self.user_exists(identity.user_id).await?
+        {
             return Err(Error::unauthorized("token invalid"));
         }
-        Ok(identity)
+        Ok(principal)
+    }
+
+    /// Like [`authenticate`](Self::authenticate), for operations that need a logged-in user.
+    pub async fn authenticate_user(&self, token: &str) -> Result<Identity, Error> {
+        match self.authenticate(token).await? {
+            Principal::User(identity) => Ok(identity),
+            Principal::Device(_) => {
+                Err(Error::new(ErrorCode::Forbidden, "this needs a user login, not a device token"))
+            }
+        }
     }
 
     async fn user_exists(&self, user: UserId) -> Result<bool, Error> {
@@ -123,11 +192,7 @@ impl Logic {
         if encoded.len() > self.max_body_bytes {
             return Err(Error::new(
                 ErrorCode::BodyTooLarge,
-                format!(
-                    "message body is {} bytes, the limit is {}",
-                    encoded.len(),
-                    self.max_body_bytes
-                ),
+                format!("message body is {} bytes, the limit is {}", encoded.len(), self.max_body_bytes),
             ));
         }
         if !self.user_exists(to).await? {
@@ -186,11 +251,7 @@ impl Logic {
 
     /// What a device that has `have` (last seq per conversation) missed, conversation by
     /// conversation: each conversation is pushed in full or announced as a gap.
-    pub async fn resume(
-        &self,
-        user: UserId,
-        have: &BTreeMap<ConvId, u64>,
-    ) -> Result<Vec<ResumeItem>, Error> {
+    pub async fn resume(&self, user: UserId, have: &BTreeMap<ConvId, u64>) -> Result<Vec<ResumeItem>, Error> {
         let mut items = Vec::new();
         for (conv, last) in self.store.conversations_of(user).await? {
             let held = have.get(&conv).copied().unwrap_or(0);
@@ -198,20 +259,13 @@ impl Logic {
                 continue;
             }
             if last - held > self.resume_push_limit {
-                items.push(ResumeItem::Gap {
-                    conv_id: conv,
-                    from_seq: held + 1,
-                    to_seq: last,
-                });
+                items.push(ResumeItem::Gap { conv_id: conv, from_seq: held + 1, to_seq: last });
                 continue;
             }
             let mut missed = Vec::with_capacity((last - held) as usize);
             let mut after = held;
             while after < last {
-                let page = self
-                    .store
-                    .messages(conv, Page::After(after), MAX_PAGE)
-                    .await?;
+                let page = self.store.messages(conv, Page::After(after), MAX_PAGE).await?;
                 let Some(tail) = page.last() else { break };
                 after = tail.seq;
                 missed.extend(page.into_iter().filter(|m| m.seq <= last));
@@ -229,9 +283,7 @@ impl Logic {
             .auth
             .hash_password(password.to_owned())
             .await
-            .map_err(|e| {
-                Error::new(ErrorCode::Internal, format!("password hashing failed: {e}"))
-            })?;
+            .map_err(|e| Error::new(ErrorCode::Internal, format!("password hashing failed: {e}")))?;
         let id = self.store.create_user(username, &hash).await?;
         Ok(id)
     }
@@ -245,11 +297,7 @@ impl Logic {
             let _ = self.auth.hash_password(password.to_owned()).await;
             return Err(wrong());
         };
-        if self
-            .auth
-            .verify_password(password.to_owned(), user.password_hash)
-            .await
-        {
+        if self.auth.verify_password(password.to_owned(), user.password_hash).await {
             Ok(user.id)
         } else {
             Err(wrong())

@@ -116,20 +116,34 @@ pub enum Page {
 /// An append that has been queued; await it for the durable result.
 pub type AppendTicket = oneshot::Receiver<Result<Appended, StoreError>>;
 
+/// A push API key as stored (the secret itself is never stored, only its SHA-256).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    /// Public id, part of the key string.
+    pub id: String,
+    /// Human label.
+    pub name: String,
+    /// SHA-256 of the secret part.
+    pub secret_hash: Vec<u8>,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Allowed requests per second (token bucket refill).
+    pub rate_per_sec: f64,
+    /// Token bucket size.
+    pub burst: u32,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at: u64,
+    /// Revoked keys are refused.
+    pub revoked: bool,
+}
+
 /// The storage engine.
 pub trait Store: Send + Sync + 'static {
     /// Creates an account; `Conflict` if the name is taken (case-insensitively).
-    fn create_user<'a>(
-        &'a self,
-        username: &'a str,
-        password_hash: &'a str,
-    ) -> BoxFut<'a, Result<UserId, StoreError>>;
+    fn create_user<'a>(&'a self, username: &'a str, password_hash: &'a str) -> BoxFut<'a, Result<UserId, StoreError>>;
 
     /// Finds an account by name, case-insensitively.
-    fn user_by_name<'a>(
-        &'a self,
-        username: &'a str,
-    ) -> BoxFut<'a, Result<Option<UserRecord>, StoreError>>;
+    fn user_by_name<'a>(&'a self, username: &'a str) -> BoxFut<'a, Result<Option<UserRecord>, StoreError>>;
 
     /// Finds an account by id.
     fn user_by_id(&self, id: UserId) -> BoxFut<'_, Result<Option<UserRecord>, StoreError>>;
@@ -143,16 +157,26 @@ pub trait Store: Send + Sync + 'static {
     fn append(&self, msg: NewMessage) -> BoxFut<'_, Result<AppendTicket, StoreError>>;
 
     /// A page of a conversation, at most `limit` messages.
-    fn messages(
-        &self,
-        conv: ConvId,
-        page: Page,
-        limit: u32,
-    ) -> BoxFut<'_, Result<Vec<Message>, StoreError>>;
+    fn messages(&self, conv: ConvId, page: Page, limit: u32) -> BoxFut<'_, Result<Vec<Message>, StoreError>>;
 
     /// The last seq of a conversation (0 if it has none).
     fn last_seq(&self, conv: ConvId) -> BoxFut<'_, Result<u64, StoreError>>;
 
     /// Every conversation the user takes part in, with its last seq.
     fn conversations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<(ConvId, u64)>, StoreError>>;
+
+    /// Stores a new API key; `Conflict` if the id exists.
+    fn create_api_key(&self, key: ApiKeyRecord) -> BoxFut<'_, Result<(), StoreError>>;
+
+    /// Every API key, revoked ones included.
+    fn api_keys(&self) -> BoxFut<'_, Result<Vec<ApiKeyRecord>, StoreError>>;
+
+    /// Revokes a key; false if there is no such key.
+    fn revoke_api_key<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<bool, StoreError>>;
+
+    /// Assigns a room to an area.
+    fn set_room_area<'a>(&'a self, room: &'a str, area: &'a str) -> BoxFut<'a, Result<(), StoreError>>;
+
+    /// Every room with an assigned area.
+    fn room_areas(&self) -> BoxFut<'_, Result<Vec<(String, String)>, StoreError>>;
 }

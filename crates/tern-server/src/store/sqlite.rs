@@ -15,13 +15,13 @@ use tern_proto::{Body, ConvId, Message, MsgId, UserId};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{
-    AppendTicket, Appended, BoxFut, CommitListener, Committed, NewMessage, Page, Store, StoreError,
+    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, NewMessage, Page, Store, StoreError,
     UserRecord,
 };
 use crate::clock::now_ms;
 use crate::config::{StoreConfig, Synchronous};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -50,19 +50,31 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (conv_id, seq)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_client_id ON messages(sender, client_msg_id);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    secret_hash BLOB NOT NULL,
+    scopes TEXT NOT NULL,
+    rate_per_sec REAL NOT NULL,
+    burst INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS rooms (
+    room TEXT PRIMARY KEY,
+    area TEXT NOT NULL
+) WITHOUT ROWID;
 ";
+
+/// A write other than a message append, run inside the writer's transaction; returns the
+/// number of changed rows.
+type WriteOp = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> Result<usize, rusqlite::Error> + Send>;
 
 /// One queued write.
 enum Write {
-    CreateUser {
-        username: String,
-        password_hash: String,
-        reply: oneshot::Sender<Result<UserId, StoreError>>,
-    },
-    Append {
-        msg: NewMessage,
-        reply: oneshot::Sender<Result<Appended, StoreError>>,
-    },
+    CreateUser { username: String, password_hash: String, reply: oneshot::Sender<Result<UserId, StoreError>> },
+    Append { msg: NewMessage, reply: oneshot::Sender<Result<Appended, StoreError>> },
+    Apply { op: WriteOp, reply: oneshot::Sender<Result<usize, StoreError>> },
 }
 
 /// The embedded SQLite store. Cheap to share behind an `Arc`.
@@ -86,11 +98,7 @@ impl ReaderPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let conn = pool.idle.lock().map_err(|_| StoreError::Closed)?.pop();
@@ -126,11 +134,7 @@ fn open_connection(path: &Path, sync: Option<Synchronous>) -> Result<Connection,
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`, starts the writer thread, and hands every
     /// commit to `listener`.
-    pub fn open(
-        dir: &Path,
-        cfg: &StoreConfig,
-        listener: Arc<dyn CommitListener>,
-    ) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, cfg: &StoreConfig, listener: Arc<dyn CommitListener>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("tern.db");
@@ -149,34 +153,16 @@ impl SqliteStore {
         let max_batch = cfg.max_batch;
         std::thread::Builder::new()
             .name("tern-store-writer".into())
-            .spawn(move || {
-                Writer {
-                    conn,
-                    listener,
-                    seqs: HashMap::new(),
-                }
-                .run(rx, max_batch)
-            })
+            .spawn(move || Writer { conn, listener, seqs: HashMap::new() }.run(rx, max_batch))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
-        let readers = Arc::new(ReaderPool {
-            path,
-            idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(cfg.readers),
-        });
-        Ok(Self {
-            writes: tx,
-            readers,
-            _checkpointer: checkpointer,
-        })
+        let readers = Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()), permits: Semaphore::new(cfg.readers) });
+        Ok(Self { writes: tx, readers, _checkpointer: checkpointer })
     }
 }
 
 /// Every second, a passive checkpoint (never blocks the writer or readers). Stops when the
 /// store is dropped.
-fn spawn_checkpointer(
-    path: &Path,
-    sync: Synchronous,
-) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+fn spawn_checkpointer(path: &Path, sync: Synchronous) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
     let conn = open_connection(path, Some(sync))?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
@@ -216,14 +202,9 @@ struct Writer {
 
 /// A write's answer, held until its transaction commits.
 enum Reply {
-    User(
-        oneshot::Sender<Result<UserId, StoreError>>,
-        Result<UserId, StoreError>,
-    ),
-    Append(
-        oneshot::Sender<Result<Appended, StoreError>>,
-        Result<Appended, StoreError>,
-    ),
+    User(oneshot::Sender<Result<UserId, StoreError>>, Result<UserId, StoreError>),
+    Append(oneshot::Sender<Result<Appended, StoreError>>, Result<Appended, StoreError>),
+    Applied(oneshot::Sender<Result<usize, StoreError>>, Result<usize, StoreError>),
 }
 
 impl Writer {
@@ -255,6 +236,7 @@ impl Writer {
                     match reply {
                         Reply::User(tx, r) => drop(tx.send(r)),
                         Reply::Append(tx, r) => drop(tx.send(r)),
+                        Reply::Applied(tx, r) => drop(tx.send(r)),
                     }
                 }
             }
@@ -266,6 +248,7 @@ impl Writer {
                     match reply {
                         Reply::User(tx, _) => drop(tx.send(Err(err.clone()))),
                         Reply::Append(tx, _) => drop(tx.send(Err(err.clone()))),
+                        Reply::Applied(tx, _) => drop(tx.send(Err(err.clone()))),
                     }
                 }
             }
@@ -283,23 +266,27 @@ impl Writer {
         let mut touched: HashMap<ConvId, u64> = HashMap::new();
         for write in batch {
             match write {
-                Write::CreateUser {
-                    username,
-                    password_hash,
-                    reply,
-                } => {
+                Write::CreateUser { username, password_hash, reply } => {
                     let now = now_ms() as i64;
                     let result = tx
                         .prepare_cached("INSERT INTO users (username, password_hash, created_at) VALUES (?1, ?2, ?3)")?
                         .execute(params![username, password_hash, now]);
                     let result = match result {
                         Ok(_) => Ok(UserId(tx.last_insert_rowid() as u64)),
-                        Err(e) if is_constraint(&e) => Err(StoreError::Conflict(format!(
-                            "username {username:?} is taken"
-                        ))),
+                        Err(e) if is_constraint(&e) => {
+                            Err(StoreError::Conflict(format!("username {username:?} is taken")))
+                        }
                         Err(e) => return Err(e),
                     };
                     replies.push(Reply::User(reply, result));
+                }
+                Write::Apply { op, reply } => {
+                    let result = match op(&tx) {
+                        Ok(n) => Ok(n),
+                        Err(e) if is_constraint(&e) => Err(StoreError::Conflict("already exists".into())),
+                        Err(e) => return Err(e),
+                    };
+                    replies.push(Reply::Applied(reply, result));
                 }
                 Write::Append { msg, reply } => {
                     let seq = match self.seqs.get(&msg.conv_id) {
@@ -326,10 +313,9 @@ impl Writer {
                         ])?;
                     if inserted == 0 {
                         let result = match find_by_client_id(&tx, msg.from, &msg.client_msg_id)? {
-                            Some(original) if original.conv_id == msg.conv_id => Ok(Appended {
-                                message: original,
-                                duplicate: true,
-                            }),
+                            Some(original) if original.conv_id == msg.conv_id => {
+                                Ok(Appended { message: original, duplicate: true })
+                            }
                             _ => Err(StoreError::Conflict(format!(
                                 "client_msg_id {:?} was already used for another conversation",
                                 msg.client_msg_id
@@ -349,17 +335,8 @@ impl Writer {
                         ts: msg.ts,
                         body: msg.body,
                     };
-                    committed.push(Committed {
-                        message: message.clone(),
-                        from_device: msg.from_device,
-                    });
-                    replies.push(Reply::Append(
-                        reply,
-                        Ok(Appended {
-                            message,
-                            duplicate: false,
-                        }),
-                    ));
+                    committed.push(Committed { message: message.clone(), from_device: msg.from_device });
+                    replies.push(Reply::Append(reply, Ok(Appended { message, duplicate: false })));
                 }
             }
         }
@@ -396,13 +373,12 @@ const MESSAGE_COLUMNS: &str = "conv_id, seq, msg_id, sender, client_msg_id, ts, 
 
 fn row_to_message(row: &rusqlite::Row<'_>) -> Result<Message, rusqlite::Error> {
     let conv: String = row.get(0)?;
-    let conv_id = conv.parse::<ConvId>().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })?;
+    let conv_id = conv
+        .parse::<ConvId>()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
     let body: Vec<u8> = row.get(6)?;
-    let body: Body = serde_json::from_slice(&body).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Blob, Box::new(e))
-    })?;
+    let body: Body = serde_json::from_slice(&body)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Blob, Box::new(e)))?;
     Ok(Message {
         conv_id,
         seq: row.get::<_, i64>(1)? as u64,
@@ -419,46 +395,114 @@ fn find_by_client_id(
     sender: UserId,
     client_msg_id: &str,
 ) -> Result<Option<Message>, rusqlite::Error> {
-    conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender = ?1 AND client_msg_id = ?2"
-    ))?
-    .query_row(params![sender.0 as i64, client_msg_id], row_to_message)
-    .optional()
+    conn.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender = ?1 AND client_msg_id = ?2"))?
+        .query_row(params![sender.0 as i64, client_msg_id], row_to_message)
+        .optional()
 }
 
 fn user_from_row(row: &rusqlite::Row<'_>) -> Result<UserRecord, rusqlite::Error> {
-    Ok(UserRecord {
-        id: UserId(row.get::<_, i64>(0)? as u64),
-        username: row.get(1)?,
-        password_hash: row.get(2)?,
-    })
+    Ok(UserRecord { id: UserId(row.get::<_, i64>(0)? as u64), username: row.get(1)?, password_hash: row.get(2)? })
+}
+
+impl SqliteStore {
+    async fn apply(&self, op: WriteOp) -> Result<usize, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writes.send(Write::Apply { op, reply }).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
 }
 
 impl Store for SqliteStore {
-    fn create_user<'a>(
-        &'a self,
-        username: &'a str,
-        password_hash: &'a str,
-    ) -> BoxFut<'a, Result<UserId, StoreError>> {
+    fn create_api_key(&self, key: ApiKeyRecord) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.apply(Box::new(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO api_keys (id, name, secret_hash, scopes, rate_per_sec, burst, created_at, revoked) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    key.id,
+                    key.name,
+                    key.secret_hash,
+                    key.scopes.join(","),
+                    key.rate_per_sec,
+                    key.burst,
+                    key.created_at as i64,
+                    key.revoked
+                ])
+            }))
+            .await
+            .map(drop)
+        })
+    }
+
+    fn api_keys(&self) -> BoxFut<'_, Result<Vec<ApiKeyRecord>, StoreError>> {
+        Box::pin(self.readers.run(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, name, secret_hash, scopes, rate_per_sec, burst, created_at, revoked FROM api_keys ORDER BY created_at",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let scopes: String = r.get(3)?;
+                Ok(ApiKeyRecord {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    secret_hash: r.get(2)?,
+                    scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                    rate_per_sec: r.get(4)?,
+                    burst: r.get(5)?,
+                    created_at: r.get::<_, i64>(6)? as u64,
+                    revoked: r.get(7)?,
+                })
+            })?;
+            rows.collect()
+        }))
+    }
+
+    fn revoke_api_key<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<bool, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let changed = self
+                .apply(Box::new(move |tx| {
+                    tx.prepare_cached("UPDATE api_keys SET revoked = 1 WHERE id = ?1")?.execute([id])
+                }))
+                .await?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn set_room_area<'a>(&'a self, room: &'a str, area: &'a str) -> BoxFut<'a, Result<(), StoreError>> {
+        let (room, area) = (room.to_owned(), area.to_owned());
+        Box::pin(async move {
+            self.apply(Box::new(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO rooms (room, area) VALUES (?1, ?2) ON CONFLICT(room) DO UPDATE SET area = excluded.area",
+                )?
+                .execute([room, area])
+            }))
+            .await
+            .map(drop)
+        })
+    }
+
+    fn room_areas(&self) -> BoxFut<'_, Result<Vec<(String, String)>, StoreError>> {
+        Box::pin(self.readers.run(|c| {
+            let mut stmt = c.prepare_cached("SELECT room, area FROM rooms")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        }))
+    }
+
+    fn create_user<'a>(&'a self, username: &'a str, password_hash: &'a str) -> BoxFut<'a, Result<UserId, StoreError>> {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            let write = Write::CreateUser {
-                username: username.to_owned(),
-                password_hash: password_hash.to_owned(),
-                reply,
-            };
-            self.writes
-                .send(write)
-                .await
-                .map_err(|_| StoreError::Closed)?;
+            let write =
+                Write::CreateUser { username: username.to_owned(), password_hash: password_hash.to_owned(), reply };
+            self.writes.send(write).await.map_err(|_| StoreError::Closed)?;
             rx.await.map_err(|_| StoreError::Closed)?
         })
     }
 
-    fn user_by_name<'a>(
-        &'a self,
-        username: &'a str,
-    ) -> BoxFut<'a, Result<Option<UserRecord>, StoreError>> {
+    fn user_by_name<'a>(&'a self, username: &'a str) -> BoxFut<'a, Result<Option<UserRecord>, StoreError>> {
         let username = username.to_owned();
         Box::pin(self.readers.run(move |c| {
             c.prepare_cached("SELECT id, username, password_hash FROM users WHERE username = ?1")?
@@ -478,20 +522,12 @@ impl Store for SqliteStore {
     fn append(&self, msg: NewMessage) -> BoxFut<'_, Result<AppendTicket, StoreError>> {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            self.writes
-                .send(Write::Append { msg, reply })
-                .await
-                .map_err(|_| StoreError::Closed)?;
+            self.writes.send(Write::Append { msg, reply }).await.map_err(|_| StoreError::Closed)?;
             Ok(rx)
         })
     }
 
-    fn messages(
-        &self,
-        conv: ConvId,
-        page: Page,
-        limit: u32,
-    ) -> BoxFut<'_, Result<Vec<Message>, StoreError>> {
+    fn messages(&self, conv: ConvId, page: Page, limit: u32) -> BoxFut<'_, Result<Vec<Message>, StoreError>> {
         Box::pin(self.readers.run(move |c| {
             let (sql, bound) = match page {
                 Page::After(seq) => (
@@ -558,39 +594,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conv = ConvId::direct(UserId(1), UserId(2));
         {
-            let store = SqliteStore::open(
-                dir.path(),
-                &StoreConfig::default(),
-                conformance::null_listener(),
-            )
-            .unwrap();
+            let store = SqliteStore::open(dir.path(), &StoreConfig::default(), conformance::null_listener()).unwrap();
             for i in 0..3 {
-                let t = store
-                    .append(conformance::new_message(conv, UserId(1), &format!("c{i}")))
-                    .await
-                    .unwrap();
+                let t = store.append(conformance::new_message(conv, UserId(1), &format!("c{i}"))).await.unwrap();
                 t.await.unwrap().unwrap();
             }
         }
-        let store = SqliteStore::open(
-            dir.path(),
-            &StoreConfig::default(),
-            conformance::null_listener(),
-        )
-        .unwrap();
-        let t = store
-            .append(conformance::new_message(conv, UserId(2), "next"))
-            .await
-            .unwrap();
-        assert_eq!(
-            t.await.unwrap().unwrap().message.seq,
-            4,
-            "seq continues after reopen"
-        );
-        let dup = store
-            .append(conformance::new_message(conv, UserId(1), "c1"))
-            .await
-            .unwrap();
+        let store = SqliteStore::open(dir.path(), &StoreConfig::default(), conformance::null_listener()).unwrap();
+        let t = store.append(conformance::new_message(conv, UserId(2), "next")).await.unwrap();
+        assert_eq!(t.await.unwrap().unwrap().message.seq, 4, "seq continues after reopen");
+        let dup = store.append(conformance::new_message(conv, UserId(1), "c1")).await.unwrap();
         let dup = dup.await.unwrap().unwrap();
         assert!(dup.duplicate);
         assert_eq!(dup.message.seq, 2);

@@ -17,14 +17,7 @@ pub async fn login(
 ) -> anyhow::Result<()> {
     let session = tern_client::http::login(&server.server, username, password, device).await?;
     let user_id = session.user_id;
-    Profile {
-        session,
-        watermarks: Default::default(),
-    }
-    .save(&profile.profile)?;
-    println!(
-        "logged in as {username} (user {user_id}); session saved to {}",
-        profile.profile.display()
-    );
+    Profile { session, watermarks: Default::default() }.save(&profile.profile)?;
+    println!("logged in as {username} (user {user_id}); session saved to {}", profile.profile.display());
     Ok(())
 }

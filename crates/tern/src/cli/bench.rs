@@ -59,17 +59,12 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 async fn user(server: &str, name: &str) -> anyhow::Result<Session> {
     const PASSWORD: &str = "bench password 1";
-    tern_client::http::register(server, name, PASSWORD)
-        .await
-        .with_context(|| format!("register {name}"))?;
+    tern_client::http::register(server, name, PASSWORD).await.with_context(|| format!("register {name}"))?;
     Ok(tern_client::http::login(server, name, PASSWORD, "bench").await?)
 }
 
 pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.pairs > 0 && args.window > 0 && args.duration > 0,
-        "pairs, window and duration must be > 0"
-    );
+    anyhow::ensure!(args.pairs > 0 && args.window > 0 && args.duration > 0, "pairs, window and duration must be > 0");
     let run: u32 = rand::random();
     let transport: Transport = args.transport.into();
     eprintln!("bench p2p: creating {} users", args.pairs * 2);
@@ -79,10 +74,7 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
         let r = user(&args.server, &format!("b{run:08x}r{i}")).await?;
         pairs.push((s, r));
     }
-    let opts = Options {
-        transport,
-        ..Options::default()
-    };
+    let opts = Options { transport, ..Options::default() };
     let epoch = Instant::now();
     let deadline = epoch + Duration::from_secs(args.duration);
     let mut receivers = Vec::new();
@@ -92,11 +84,7 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
         let expected_from = s.user_id;
         receivers.push(tokio::spawn(async move {
             let _keep = _rc;
-            let mut out = ReceiverResult {
-                received: 0,
-                duplicates: 0,
-                delivery_us: Vec::new(),
-            };
+            let mut out = ReceiverResult { received: 0, duplicates: 0, delivery_us: Vec::new() };
             let mut last_seq = 0u64;
             let idle = Duration::from_secs(3);
             while let Ok(Some(m)) = tokio::time::timeout(idle, events.next_message()).await {
@@ -110,20 +98,17 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
                 last_seq = m.seq;
                 out.received += 1;
                 if let tern_client::Body::Text { text } = &m.body
-                    && let Some(sent_us) =
-                        text.split(' ').next().and_then(|t| t.parse::<u64>().ok())
+                    && let Some(sent_us) = text.split(' ').next().and_then(|t| t.parse::<u64>().ok())
                 {
                     let now_us = epoch.elapsed().as_micros() as u64;
-                    out.delivery_us
-                        .push(now_us.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32);
+                    out.delivery_us.push(now_us.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32);
                 }
             }
             out
         }));
         let (sc, _se) = Client::connect(s, opts.clone()).await?;
         let to = r.user_id;
-        let per_pair_interval =
-            (args.rate > 0).then(|| Duration::from_secs_f64(args.pairs as f64 / args.rate as f64));
+        let per_pair_interval = (args.rate > 0).then(|| Duration::from_secs_f64(args.pairs as f64 / args.rate as f64));
         let window = Arc::new(tokio::sync::Semaphore::new(args.window));
         let pad = "x".repeat(args.payload.saturating_sub(21));
         senders.push(tokio::spawn(async move {
@@ -154,16 +139,10 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
                 }
             }
             collect(inflight, &mut ack_us).await;
-            SenderResult {
-                acked: ack_us.len() as u64,
-                ack_us,
-            }
+            SenderResult { acked: ack_us.len() as u64, ack_us }
         }));
     }
-    eprintln!(
-        "bench p2p: {} pairs sending for {} s",
-        args.pairs, args.duration
-    );
+    eprintln!("bench p2p: {} pairs sending for {} s", args.pairs, args.duration);
     let mut acked = 0;
     let mut ack_us = Vec::new();
     for s in senders {

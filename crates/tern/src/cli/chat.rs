@@ -5,19 +5,10 @@ use tern_client::{Client, Event, Options};
 
 use super::{Profile, ProfileArg, TransportArg};
 
-pub async fn send(
-    profile: &ProfileArg,
-    transport: TransportArg,
-    to: &str,
-    text: &str,
-) -> anyhow::Result<()> {
+pub async fn send(profile: &ProfileArg, transport: TransportArg, to: &str, text: &str) -> anyhow::Result<()> {
     let p = Profile::load(&profile.profile)?;
     let to_id = tern_client::http::lookup_user(&p.session, to).await?;
-    let opts = Options {
-        transport: transport.into(),
-        resume: false,
-        ..Options::default()
-    };
+    let opts = Options { transport: transport.into(), resume: false, ..Options::default() };
     let (client, _events) = Client::connect(p.session, opts).await?;
     let sent = client.send_text(to_id, text).await?;
     client.close().await;
@@ -28,26 +19,15 @@ pub async fn send(
     Ok(())
 }
 
-pub async fn listen(
-    profile: &ProfileArg,
-    transport: TransportArg,
-    count: Option<usize>,
-) -> anyhow::Result<()> {
+pub async fn listen(profile: &ProfileArg, transport: TransportArg, count: Option<usize>) -> anyhow::Result<()> {
     let mut p = Profile::load(&profile.profile)?;
-    let opts = Options {
-        transport: transport.into(),
-        watermarks: p.watermarks.clone(),
-        ..Options::default()
-    };
+    let opts = Options { transport: transport.into(), watermarks: p.watermarks.clone(), ..Options::default() };
     let (client, mut events) = Client::connect(p.session.clone(), opts).await?;
     let mut printed = 0usize;
     while let Some(event) = events.recv().await {
         match event {
             Event::Message(m) => {
-                println!(
-                    "{}",
-                    serde_json::to_string(&m).context("cannot print message")?
-                );
+                println!("{}", serde_json::to_string(&m).context("cannot print message")?);
                 printed += 1;
                 // Remember what was printed, so the next listen starts after it.
                 p.watermarks = client.watermarks();
@@ -56,22 +36,15 @@ pub async fn listen(
                     break;
                 }
             }
-            Event::Disconnected {
-                reconnecting: false,
-                message,
-                ..
-            } => anyhow::bail!("disconnected: {message}"),
+            Event::Disconnected { reconnecting: false, message, .. } => anyhow::bail!("disconnected: {message}"),
             Event::Disconnected { message, .. } => {
                 eprintln!("tern: disconnected ({message}); reconnecting")
             }
-            Event::Missing {
-                conv_id,
-                from_seq,
-                to_seq,
-            } => {
+            Event::Missing { conv_id, from_seq, to_seq } => {
                 eprintln!("tern: server has no messages {from_seq}..={to_seq} of {conv_id}")
             }
-            Event::Connected { .. } | Event::Synced => {}
+            Event::Push(p) => println!("{}", serde_json::json!({ "push": p })),
+            Event::Connected { .. } | Event::Synced | Event::Online { .. } => {}
         }
     }
     client.close().await;

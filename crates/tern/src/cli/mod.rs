@@ -3,6 +3,7 @@
 pub mod account;
 pub mod bench;
 pub mod chat;
+pub mod push;
 pub mod serve;
 
 use std::collections::BTreeMap;
@@ -59,14 +60,9 @@ pub struct Profile {
 impl Profile {
     /// Reads a profile.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| {
-            format!(
-                "cannot read profile {} (run `tern login` first)",
-                path.display()
-            )
-        })?;
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("profile {} is not valid", path.display()))
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read profile {} (run `tern login` first)", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("profile {} is not valid", path.display()))
     }
 
     /// Writes a profile atomically (write + rename), readable by the owner only.
@@ -82,9 +78,7 @@ impl Profile {
                 use std::os::unix::fs::OpenOptionsExt;
                 opts.mode(0o600);
             }
-            let mut f = opts
-                .open(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            let mut f = opts.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
             f.write_all(&bytes)?;
             f.sync_all()?;
         }

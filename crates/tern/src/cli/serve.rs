@@ -13,11 +13,10 @@ pub async fn run(
     http: Option<SocketAddr>,
     tcp: Option<SocketAddr>,
     log_json: bool,
+    push_key: Option<String>,
 ) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if log_json {
         logs.json().init();
     } else {
@@ -34,13 +33,12 @@ pub async fn run(
     if let Some(a) = tcp {
         cfg.server.tcp = a;
     }
+    if let Some(k) = push_key {
+        cfg.push.bootstrap_key = k;
+    }
     let server = Server::start(cfg).await?;
     // One stable line on stdout for scripts and tests.
-    println!(
-        "tern listening http={} tcp={}",
-        server.http_addr(),
-        server.tcp_addr()
-    );
+    println!("tern listening http={} tcp={}", server.http_addr(), server.tcp_addr());
 
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -52,14 +50,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

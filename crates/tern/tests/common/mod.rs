@@ -53,17 +53,12 @@ impl TestServer {
             Err(e) if e.code() == Some(tern_client::ErrorCode::Conflict) => {}
             Err(e) => panic!("register {name}: {e}"),
         }
-        tern_client::http::login(&self.url(), name, PASSWORD, device)
-            .await
-            .unwrap()
+        tern_client::http::login(&self.url(), name, PASSWORD, device).await.unwrap()
     }
 }
 
 pub async fn connect(session: &Session, transport: Transport) -> (Client, Events) {
-    let opts = Options {
-        transport,
-        ..Options::default()
-    };
+    let opts = Options { transport, ..Options::default() };
     Client::connect(session.clone(), opts).await.unwrap()
 }
 
@@ -116,22 +111,16 @@ pub struct RawWs {
 
 impl RawWs {
     pub async fn open(server: &TestServer) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
-            .await
-            .unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url()).await.unwrap();
         Self { ws }
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws
-            .send(WsMessage::Text(text.into().into()))
-            .await
-            .unwrap();
+        self.ws.send(WsMessage::Text(text.into().into())).await.unwrap();
     }
 
     pub async fn send_frame(&mut self, frame: &ClientFrame) {
-        self.send_text(String::from_utf8(Codec::Json.encode(frame)).unwrap())
-            .await;
+        self.send_text(String::from_utf8(Codec::Json.encode(frame)).unwrap()).await;
     }
 
     pub async fn auth(&mut self, session: &Session) -> ServerFrame {
@@ -147,9 +136,7 @@ impl RawWs {
 
     async fn recv_frame(&mut self) -> Option<ServerFrame> {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out waiting for a frame");
+            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for a frame");
             match msg {
                 None | Some(Err(_)) => return None,
                 Some(Ok(WsMessage::Text(t))) => {
@@ -172,10 +159,7 @@ pub struct RawTcp {
 impl RawTcp {
     pub async fn open(server: &TestServer) -> Self {
         let stream = TcpStream::connect(server.server.tcp_addr()).await.unwrap();
-        Self {
-            stream,
-            buf: bytes::BytesMut::new(),
-        }
+        Self { stream, buf: bytes::BytesMut::new() }
     }
 
     pub async fn send_frame(&mut self, frame: &ClientFrame) {
@@ -216,9 +200,7 @@ pub trait RawPeer {
     async fn expect_close(&mut self) -> (tern_proto::CloseReason, String) {
         loop {
             match self.recv().await {
-                Some(ServerFrame::Close {
-                    reason, message, ..
-                }) => {
+                Some(ServerFrame::Close { reason, message, .. }) => {
                     assert!(self.recv().await.is_none(), "socket ends after close");
                     return (reason, message);
                 }

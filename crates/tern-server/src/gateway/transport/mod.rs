@@ -49,10 +49,12 @@ pub trait FrameIo: Send + 'static {
     /// cleanly. Must be cancel-safe: dropping the future loses no bytes.
     fn recv(&mut self) -> impl Future<Output = Result<Option<(Codec, Bytes)>, ReadError>> + Send;
 
-    /// Writes frames encoded with `codec`, flushing once for the whole batch.
+    /// Writes frames encoded with `codec` (compressed where the frame allows it and `brotli` says
+    /// the client accepts it), flushing once for the whole batch.
     fn send(
         &mut self,
         codec: Codec,
+        brotli: bool,
         frames: &[Arc<OutFrame>],
     ) -> impl Future<Output = std::io::Result<()>> + Send;
 

@@ -39,38 +39,27 @@ impl FrameIo for TcpIo {
                 Ok(Some(payload)) => return Ok(Some((Codec::MsgPack, payload))),
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(ReadError::TooLarge {
-                        announced: e.announced,
-                        limit: self.limit,
-                    });
+                    return Err(ReadError::TooLarge { announced: e.announced, limit: self.limit });
                 }
             }
             if self.rbuf.capacity() - self.rbuf.len() < 512 {
                 self.rbuf.reserve(4096);
             }
-            let n = self
-                .stream
-                .read_buf(&mut self.rbuf)
-                .await
-                .map_err(|e| ReadError::Transport(e.to_string()))?;
+            let n = self.stream.read_buf(&mut self.rbuf).await.map_err(|e| ReadError::Transport(e.to_string()))?;
             if n == 0 {
-                return if self.rbuf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ReadError::Truncated(self.rbuf.len()))
-                };
+                return if self.rbuf.is_empty() { Ok(None) } else { Err(ReadError::Truncated(self.rbuf.len())) };
             }
         }
     }
 
-    async fn send(&mut self, _codec: Codec, frames: &[Arc<OutFrame>]) -> std::io::Result<()> {
+    async fn send(&mut self, _codec: Codec, brotli: bool, frames: &[Arc<OutFrame>]) -> std::io::Result<()> {
         // Raw TCP always speaks MessagePack. One write for the whole batch.
         if let [one] = frames {
-            return self.stream.write_all(one.binary_prefixed()).await;
+            return self.stream.write_all(&one.stream(brotli)).await;
         }
         self.wbuf.clear();
         for f in frames {
-            self.wbuf.extend_from_slice(f.binary_prefixed());
+            self.wbuf.extend_from_slice(&f.stream(brotli));
         }
         let result = self.stream.write_all(&self.wbuf).await;
         if self.wbuf.capacity() > 64 * 1024 {

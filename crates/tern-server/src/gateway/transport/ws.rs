@@ -9,7 +9,7 @@ use futures_util::SinkExt;
 use tern_proto::{CloseReason, Codec};
 
 use super::{FrameIo, ReadError};
-use crate::dispatch::OutFrame;
+use crate::dispatch::{OutFrame, Wire};
 
 /// An upgraded WebSocket.
 pub struct WsIo {
@@ -20,10 +20,7 @@ pub struct WsIo {
 impl WsIo {
     /// Wraps an upgraded socket whose limits were set at upgrade time.
     pub fn new(ws: WebSocket, max_frame: usize) -> Self {
-        Self {
-            ws,
-            limit: max_frame,
-        }
+        Self { ws, limit: max_frame }
     }
 }
 
@@ -45,10 +42,7 @@ impl FrameIo for WsIo {
                     // tungstenite reports its size limit as a capacity error; it checks the
                     // frame header before reading the payload.
                     if text.contains("too long") || text.contains("Space limit") {
-                        return Err(ReadError::TooLarge {
-                            announced: 0,
-                            limit: self.limit,
-                        });
+                        return Err(ReadError::TooLarge { announced: 0, limit: self.limit });
                     }
                     return Err(ReadError::Transport(text));
                 }
@@ -56,16 +50,12 @@ impl FrameIo for WsIo {
         }
     }
 
-    async fn send(&mut self, codec: Codec, frames: &[Arc<OutFrame>]) -> std::io::Result<()> {
+    async fn send(&mut self, codec: Codec, brotli: bool, frames: &[Arc<OutFrame>]) -> std::io::Result<()> {
         for f in frames {
-            let msg = match codec {
-                Codec::Json => {
-                    // Our JSON encoder only emits UTF-8.
-                    let text =
-                        Utf8Bytes::try_from(f.json().clone()).map_err(std::io::Error::other)?;
-                    Message::Text(text)
-                }
-                Codec::MsgPack => Message::Binary(f.binary()),
+            let msg = match f.ws(codec, brotli) {
+                // Our JSON encoder only emits UTF-8.
+                Wire::Text(b) => Message::Text(Utf8Bytes::try_from(b).map_err(std::io::Error::other)?),
+                Wire::Binary(b) => Message::Binary(b),
             };
             self.ws.feed(msg).await.map_err(std::io::Error::other)?;
         }
@@ -73,10 +63,7 @@ impl FrameIo for WsIo {
     }
 
     async fn close(&mut self, reason: CloseReason) {
-        let frame = CloseFrame {
-            code: reason.ws_code(),
-            reason: Utf8Bytes::from(reason.as_str()),
-        };
+        let frame = CloseFrame { code: reason.ws_code(), reason: Utf8Bytes::from(reason.as_str()) };
         let _ = self.ws.send(Message::Close(Some(frame))).await;
         // Drain until the peer's close so the client sees a clean close handshake.
         let drain = async { while let Some(Ok(_)) = self.ws.recv().await {} };

@@ -1,0 +1,255 @@
+//! The service API for business servers (`/v1/push/...`, `/v1/rooms`, `/v1/admin/keys`), the
+//! public online counts, and anonymous device tokens.
+//!
+//! Push and admin calls authenticate with an API key (`Authorization: Bearer <key>`); each call
+//! is charged to the key's rate limit before anything else happens.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use tern_proto::{DeviceId, MsgId, Priority, UserId};
+
+use super::{ApiState, JsonBody, endpoints};
+use crate::error::Error;
+use crate::logic::push::{Caller, KeyView, PushTarget};
+
+/// A business server, from its API key.
+pub struct KeyCaller(pub Caller);
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+impl FromRequestParts<ApiState> for KeyCaller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Error> {
+        let key = bearer(parts).ok_or_else(|| Error::unauthorized("missing Authorization: Bearer <API key> header"))?;
+        Ok(KeyCaller(state.push.authenticate(key)?))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PushBody<T> {
+    #[serde(flatten)]
+    to: T,
+    data: serde_json::Value,
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
+    qos: u8,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ToUsers {
+    users: Vec<UserId>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct DeviceRef {
+    #[serde(default)]
+    user_id: Option<UserId>,
+    device_id: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ToDevices {
+    devices: Vec<DeviceRef>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Nobody {}
+
+#[derive(Serialize)]
+pub(super) struct Accepted {
+    msg_id: MsgId,
+}
+
+fn accepted(id: MsgId) -> (StatusCode, Json<Accepted>) {
+    (StatusCode::ACCEPTED, Json(Accepted { msg_id: id }))
+}
+
+type PushResult = Result<(StatusCode, Json<Accepted>), Error>;
+
+pub(super) async fn to_users(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    JsonBody(b): JsonBody<PushBody<ToUsers>>,
+) -> PushResult {
+    s.push.push(&c, PushTarget::Users(b.to.users), b.priority, b.qos, b.data).map(accepted)
+}
+
+pub(super) async fn to_devices(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    JsonBody(b): JsonBody<PushBody<ToDevices>>,
+) -> PushResult {
+    let devices =
+        b.to.devices
+            .into_iter()
+            .map(|d| DeviceId::parse(&d.device_id).map(|id| (d.user_id, id)).map_err(Error::bad_request))
+            .collect::<Result<Vec<_>, _>>()?;
+    s.push.push(&c, PushTarget::Devices(devices), b.priority, b.qos, b.data).map(accepted)
+}
+
+pub(super) async fn to_room(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    Path(room): Path<String>,
+    JsonBody(b): JsonBody<PushBody<Nobody>>,
+) -> PushResult {
+    s.push.push(&c, PushTarget::Room(room), b.priority, b.qos, b.data).map(accepted)
+}
+
+pub(super) async fn to_area(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    Path(area): Path<String>,
+    JsonBody(b): JsonBody<PushBody<Nobody>>,
+) -> PushResult {
+    s.push.push(&c, PushTarget::Area(area), b.priority, b.qos, b.data).map(accepted)
+}
+
+pub(super) async fn to_all(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    JsonBody(b): JsonBody<PushBody<Nobody>>,
+) -> PushResult {
+    s.push.push(&c, PushTarget::All, b.priority, b.qos, b.data).map(accepted)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RoomArea {
+    area: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct RoomOnline {
+    room: String,
+    area: String,
+    online: u64,
+}
+
+pub(super) async fn set_room(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    Path(room): Path<String>,
+    JsonBody(b): JsonBody<RoomArea>,
+) -> Result<Json<RoomOnline>, Error> {
+    s.push.set_room_area(&c, &room, &b.area).await?;
+    s.gateway.registry().set_area(&room, &b.area);
+    let online = s.gateway.registry().room_online(&room);
+    Ok(Json(RoomOnline { room, area: b.area, online }))
+}
+
+/// Online counts are public, as on a live site's room page.
+pub(super) async fn room_online(
+    State(s): State<ApiState>,
+    Path(room): Path<String>,
+) -> Result<Json<RoomOnline>, Error> {
+    if !tern_proto::frame::valid_name(&room) {
+        return Err(Error::not_found("no such room"));
+    }
+    let area = s.logic.room_area(&room);
+    let online = s.gateway.registry().room_online(&room);
+    Ok(Json(RoomOnline { room, area, online }))
+}
+
+#[derive(Serialize)]
+pub(super) struct AreaOnline {
+    area: String,
+    online: u64,
+    rooms: u64,
+}
+
+pub(super) async fn area_online(
+    State(s): State<ApiState>,
+    Path(area): Path<String>,
+) -> Result<Json<AreaOnline>, Error> {
+    if !tern_proto::frame::valid_name(&area) {
+        return Err(Error::not_found("no such area"));
+    }
+    let (online, rooms) = s.gateway.registry().area_online(&area);
+    Ok(Json(AreaOnline { area, online, rooms }))
+}
+
+#[derive(Serialize)]
+pub(super) struct TotalOnline {
+    online: u64,
+    rooms: u64,
+}
+
+pub(super) async fn total_online(State(s): State<ApiState>) -> Json<TotalOnline> {
+    let registry = s.gateway.registry();
+    Json(TotalOnline { online: registry.total_online(), rooms: registry.rooms_online().len() as u64 })
+}
+
+#[derive(Serialize)]
+pub(super) struct DeviceToken {
+    device_id: DeviceId,
+    token: String,
+    expires_at: u64,
+    endpoints: super::control::Endpoints,
+}
+
+/// `POST /v1/devices`: a token for a device without a user login. With a valid device token in
+/// `Authorization`, the same device id gets a fresh token.
+pub(super) async fn device_token(State(s): State<ApiState>, headers: HeaderMap) -> Result<Json<DeviceToken>, Error> {
+    let current = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let (device_id, issued) = s.logic.device_token(current)?;
+    Ok(Json(DeviceToken {
+        device_id,
+        token: issued.token,
+        expires_at: issued.expires_at,
+        endpoints: endpoints(&s, &headers),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewKey {
+    name: String,
+    scopes: Vec<String>,
+    rate_per_sec: Option<f64>,
+    burst: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub(super) struct CreatedKey {
+    #[serde(flatten)]
+    view: KeyView,
+    /// The key itself; shown only here.
+    key: String,
+}
+
+pub(super) async fn create_key(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    JsonBody(b): JsonBody<NewKey>,
+) -> Result<(StatusCode, Json<CreatedKey>), Error> {
+    let (view, key) = s.push.create_key(&c, b.name, b.scopes, b.rate_per_sec, b.burst).await?;
+    tracing::info!(key_id = %view.key_id, by = %c.key_id, "api key created");
+    Ok((StatusCode::CREATED, Json(CreatedKey { view, key })))
+}
+
+pub(super) async fn list_keys(State(s): State<ApiState>, KeyCaller(c): KeyCaller) -> Result<Json<Vec<KeyView>>, Error> {
+    s.push.list_keys(&c).map(Json)
+}
+
+pub(super) async fn revoke_key(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    s.push.revoke_key(&c, &id).await?;
+    tracing::info!(key_id = %id, by = %c.key_id, "api key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
