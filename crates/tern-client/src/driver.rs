@@ -88,7 +88,10 @@ impl RecentIds {
 
 fn set_id(frame: &mut ClientFrame, new_id: u64) {
     match frame {
-        ClientFrame::Send { id, .. } | ClientFrame::History { id, .. } => *id = new_id,
+        ClientFrame::Send { id, .. }
+        | ClientFrame::History { id, .. }
+        | ClientFrame::Join { id, .. }
+        | ClientFrame::Leave { id } => *id = new_id,
         _ => {}
     }
 }

@@ -209,6 +209,36 @@ mod tests {
     }
 
     #[test]
+    fn room_frames_and_pushes_round_trip_in_both_codecs() {
+        use crate::frame::{Priority, Push, PushScope};
+        let push = |id, qos| Push {
+            msg_id: MsgId(id),
+            priority: Priority::Low,
+            qos,
+            scope: PushScope::Room { room: "r1".into() },
+            ts: 7,
+            data: serde_json::json!({"text": "666", "n": [1, -2, 3.5], "ok": true, "none": null}),
+        };
+        let frames = vec![
+            ServerFrame::Push(push(1, 1)),
+            ServerFrame::Batch { scope: PushScope::All, pushes: vec![push(2, 0), push(3, 0)] },
+            ServerFrame::Joined { id: 1, room: "r1".into(), area: "games".into(), online: 42 },
+            ServerFrame::Left { id: 2, room: None },
+            ServerFrame::Online { room: "r1".into(), count: 9 },
+        ];
+        for codec in [Codec::Json, Codec::MsgPack] {
+            for f in &frames {
+                assert_eq!(codec.decode::<ServerFrame>(&codec.encode(f)).as_ref(), Ok(f), "{codec:?}");
+            }
+            for f in [ClientFrame::Join { id: 3, room: "r1".into() }, ClientFrame::Leave { id: 4 }] {
+                assert_eq!(codec.decode::<ClientFrame>(&codec.encode(&f)), Ok(f));
+            }
+        }
+        let json: serde_json::Value = serde_json::from_slice(&Codec::Json.encode(&frames[0])).unwrap();
+        assert_eq!((json["op"].as_str(), json["scope"]["kind"].as_str()), (Some("push"), Some("room")));
+    }
+
+    #[test]
     fn decode_errors_are_classified() {
         let e = Codec::Json.decode::<ClientFrame>(b"{nope").unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);

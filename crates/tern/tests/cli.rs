@@ -89,3 +89,59 @@ async fn cli_errors_are_one_line_and_exit_non_zero() {
     assert!(!o.status.success());
     assert_eq!(stderr(&o).trim(), "tern: not_found: user \"nobody\" does not exist");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_join_prints_what_tern_push_sends_and_keys_can_be_managed() {
+    let srv = TestServer::with(|c| c.push.aggregate_window_ms = 20).await;
+    let url = srv.url();
+    let dir = tempfile::tempdir().unwrap();
+    let join = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["room", "join", "stage", "--server", &url, "--count", "2", "--transport", "tcp"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut waited = 0;
+    while srv.room_online("stage").await == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited += 1;
+        assert!(waited < 250, "tern room join never joined");
+    }
+    let key_env = |args: &[&str]| {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend(["--server".into(), url.clone(), "--key".into(), PUSH_KEY.into()]);
+        v
+    };
+    for args in [
+        key_env(&["push", "--room", "stage", "{\"danmaku\":\"hi\"}"]),
+        key_env(&["push", "--all", "--priority", "high", "plain text"]),
+    ] {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = tern(&refs, dir.path(), None).await;
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(serde_json::from_str::<serde_json::Value>(stdout(&o).trim()).unwrap()["msg_id"].is_u64());
+    }
+    let out = tokio::time::timeout(WAIT, join.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut data: Vec<String> = lines.iter().map(|l| l["data"].to_string()).collect();
+    data.sort();
+    assert_eq!(data, ["\"plain text\"", "{\"danmaku\":\"hi\"}"]);
+
+    // Keys: create one with a scope, list it, revoke it; a revoked key is refused.
+    let create = key_env(&["keys", "create", "--name", "ops", "--scope", "rooms"]);
+    let o = tern(&create.iter().map(String::as_str).collect::<Vec<_>>(), dir.path(), None).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let created: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let (id, key) = (created["key_id"].as_str().unwrap(), created["key"].as_str().unwrap());
+    let list = key_env(&["keys", "list"]);
+    let o = tern(&list.iter().map(String::as_str).collect::<Vec<_>>(), dir.path(), None).await;
+    assert!(stdout(&o).contains(id) && !stdout(&o).contains(key), "list shows ids, never secrets");
+    let revoke = key_env(&["keys", "revoke", id]);
+    assert!(tern(&revoke.iter().map(String::as_str).collect::<Vec<_>>(), dir.path(), None).await.status.success());
+    let o = tern(&["push", "--room", "stage", "x", "--server", &url, "--key", key], dir.path(), None).await;
+    assert!(!o.status.success());
+    assert_eq!(stderr(&o).trim(), "tern: unauthorized: unknown or revoked API key");
+}

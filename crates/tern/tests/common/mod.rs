@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 pub const PASSWORD: &str = "correct horse battery";
+/// The bootstrap push key every test server accepts.
+pub const PUSH_KEY: &str = "test-push-key-with-every-scope";
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestServer {
@@ -33,6 +35,7 @@ impl TestServer {
         cfg.server.data_dir = dir.path().to_path_buf();
         // Tests write thousands of messages; fsync per commit only slows them down.
         cfg.store.synchronous = tern_server::config::Synchronous::Normal;
+        cfg.push.bootstrap_key = PUSH_KEY.into();
         tweak(&mut cfg);
         let server = Server::start(cfg).await.unwrap();
         Self { server, dir }
@@ -55,6 +58,61 @@ impl TestServer {
         }
         tern_client::http::login(&self.url(), name, PASSWORD, device).await.unwrap()
     }
+
+    /// A new anonymous device.
+    pub async fn device(&self) -> tern_client::DeviceSession {
+        tern_client::http::device(&self.url()).await.unwrap()
+    }
+
+    /// Calls the push service with `key`; returns the status and JSON body.
+    pub async fn push_api(&self, key: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", self.url()))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Pushes with the bootstrap key, expecting 202; returns the msg_id.
+    pub async fn push(&self, path: &str, body: serde_json::Value) -> u64 {
+        let (status, v) = self.push_api(PUSH_KEY, path, body).await;
+        assert_eq!(status, 202, "{v}");
+        v["msg_id"].as_u64().unwrap()
+    }
+}
+
+pub async fn connect_device(device: &tern_client::DeviceSession, transport: Transport) -> (Client, Events) {
+    let opts = Options { transport, ..Options::default() };
+    Client::connect_device(device.clone(), opts).await.unwrap()
+}
+
+impl TestServer {
+    /// The online count of a room, over HTTP.
+    pub async fn room_online(&self, room: &str) -> u64 {
+        let url = format!("{}/v1/rooms/{room}/online", self.url());
+        let v: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        v["online"].as_u64().unwrap()
+    }
+}
+
+/// Collects exactly `n` pushes, then checks nothing more arrives for a short while.
+pub async fn expect_pushes(events: &mut Events, n: usize) -> Vec<tern_client::Push> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        match tokio::time::timeout(WAIT, events.next_push()).await {
+            Ok(Some(p)) => got.push(p),
+            Ok(None) => panic!("event stream ended after {} of {n} pushes", got.len()),
+            Err(_) => panic!("timed out after {} of {n} pushes", got.len()),
+        }
+    }
+    if let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(300), events.next_push()).await {
+        panic!("unexpected extra push: {p:?}");
+    }
+    got
 }
 
 pub async fn connect(session: &Session, transport: Transport) -> (Client, Events) {
@@ -165,6 +223,19 @@ impl RawTcp {
     pub async fn send_frame(&mut self, frame: &ClientFrame) {
         let bytes = Codec::MsgPack.encode_prefixed(frame);
         self.stream.write_all(&bytes).await.unwrap();
+    }
+
+    /// The next frame's raw payload (possibly compressed).
+    pub async fn recv_payload(&mut self) -> bytes::Bytes {
+        let decoder = tern_proto::FrameDecoder::new(1 << 24);
+        loop {
+            if let Some(p) = decoder.decode(&mut self.buf).unwrap() {
+                return p;
+            }
+            let n =
+                tokio::time::timeout(WAIT, self.stream.read_buf(&mut self.buf)).await.expect("timed out").unwrap_or(0);
+            assert!(n > 0, "socket closed");
+        }
     }
 
     pub async fn send_raw_payload(&mut self, payload: &[u8]) {
