@@ -6,8 +6,15 @@ use tern_proto::{ConvId, DeviceId, ErrorCode, UserId};
 
 use crate::{DeviceSession, Endpoints, Error, HistoryPage, Session};
 
+/// One HTTP client per thread, so calls share pooled keep-alive connections (thousands of calls
+/// from a load generator would otherwise leave thousands of sockets in TIME_WAIT). Per thread,
+/// not per process: a pooled connection belongs to the runtime that opened it, and a thread never
+/// changes runtime.
 fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    thread_local! {
+        static CLIENT: reqwest::Client = reqwest::Client::new();
+    }
+    CLIENT.with(reqwest::Client::clone)
 }
 
 fn transport(e: reqwest::Error) -> Error {

@@ -110,6 +110,10 @@ enum RoomCommand {
 enum BenchCommand {
     /// 1:1 messages with persistence and ACKs: throughput and latency.
     P2p(cli::bench::P2pArgs),
+    /// One room, many members: fan-out deliveries, server CPU per delivery, latency.
+    Fanout(cli::fanout::FanoutArgs),
+    /// Compression ratio of room batches by batch size (brotli as the server uses it, and zlib).
+    Compress(cli::fanout::CompressArgs),
 }
 
 fn main() -> ExitCode {
@@ -138,6 +142,8 @@ fn main() -> ExitCode {
             Command::Send { to, text, profile, transport } => cli::chat::send(&profile, transport, &to, &text).await,
             Command::Listen { profile, transport, count } => cli::chat::listen(&profile, transport, count).await,
             Command::Bench(BenchCommand::P2p(args)) => cli::bench::p2p(args).await,
+            Command::Bench(BenchCommand::Fanout(args)) => cli::fanout::fanout(args).await,
+            Command::Bench(BenchCommand::Compress(args)) => cli::fanout::compress(args),
         }
     });
     match result {

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod bench;
 pub mod chat;
+pub mod fanout;
 pub mod push;
 pub mod serve;
 
