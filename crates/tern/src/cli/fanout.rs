@@ -142,7 +142,7 @@ async fn member(
         }
         tally.received.fetch_add(1, Ordering::Relaxed);
         seen += 1;
-        if seen % sample_every == 0
+        if seen.is_multiple_of(sample_every)
             && let Some(t) = p.data.get("t").and_then(|t| t.as_u64())
         {
             latencies.push(now_us().saturating_sub(t).min(u64::from(u32::MAX)) as u32);
