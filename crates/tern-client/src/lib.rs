@@ -364,7 +364,12 @@ impl Client {
     }
 }
 
-/// A random client_msg_id.
+/// A fresh client_msg_id: milliseconds, a per-process counter and random bits. Time-ordered on
+/// purpose: the server's dedup index is keyed by (sender, client_msg_id), and ids that grow keep
+/// its inserts at the end of the sender's range instead of scattering them over the index.
 pub fn new_client_msg_id() -> String {
-    format!("{:016x}{:08x}", rand::random::<u64>(), rand::random::<u32>())
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{ms:011x}{n:08x}{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }
