@@ -1,6 +1,7 @@
 //! `tern`: the server (`tern serve`) and a command-line client (`register`, `login`, `send`,
 //! `listen`). Client errors print one line and exit non-zero.
 
+mod bench;
 mod cli;
 
 use std::path::PathBuf;
@@ -109,11 +110,15 @@ enum RoomCommand {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// 1:1 messages with persistence and ACKs: throughput and latency.
-    P2p(cli::bench::P2pArgs),
-    /// One room, many members: fan-out deliveries, server CPU per delivery, latency.
-    Fanout(cli::fanout::FanoutArgs),
+    P2p(bench::p2p::P2pArgs),
+    /// One room (or NATS subject), many members: deliveries, server CPU per delivery, latency.
+    Fanout(bench::fanout::FanoutArgs),
+    /// Idle authenticated connections: server RSS per connection.
+    Conns(bench::conns::ConnsArgs),
+    /// Many clients connecting and authenticating at once.
+    Storm(bench::conns::StormArgs),
     /// Compression ratio of room batches by batch size (brotli as the server uses it, and zlib).
-    Compress(cli::fanout::CompressArgs),
+    Compress(bench::fanout::CompressArgs),
 }
 
 fn main() -> ExitCode {
@@ -141,9 +146,11 @@ fn main() -> ExitCode {
             }
             Command::Send { to, text, profile, transport } => cli::chat::send(&profile, transport, &to, &text).await,
             Command::Listen { profile, transport, count } => cli::chat::listen(&profile, transport, count).await,
-            Command::Bench(BenchCommand::P2p(args)) => cli::bench::p2p(args).await,
-            Command::Bench(BenchCommand::Fanout(args)) => cli::fanout::fanout(args).await,
-            Command::Bench(BenchCommand::Compress(args)) => cli::fanout::compress(args),
+            Command::Bench(BenchCommand::P2p(args)) => bench::p2p::p2p(args).await,
+            Command::Bench(BenchCommand::Fanout(args)) => bench::fanout::fanout(args).await,
+            Command::Bench(BenchCommand::Conns(args)) => bench::conns::conns(args).await,
+            Command::Bench(BenchCommand::Storm(args)) => bench::conns::storm(args).await,
+            Command::Bench(BenchCommand::Compress(args)) => bench::fanout::compress(args),
         }
     });
     match result {

@@ -1,9 +1,7 @@
 //! Subcommands.
 
 pub mod account;
-pub mod bench;
 pub mod chat;
-pub mod fanout;
 pub mod push;
 pub mod serve;
 

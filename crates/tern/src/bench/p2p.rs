@@ -7,14 +7,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tern_client::{Client, Options, Session, Transport};
 
-use super::TransportArg;
+use crate::cli::TransportArg;
 
 /// Options of the p2p scenario.
 #[derive(clap::Args)]
 pub struct P2pArgs {
-    /// HTTP base URL of the server.
-    #[arg(long, default_value = "http://127.0.0.1:7070")]
-    pub server: String,
+    #[command(flatten)]
+    pub common: super::Common,
     /// Sender/receiver pairs (each a user with its own connection).
     #[arg(long, default_value_t = 20)]
     pub pairs: usize,
@@ -33,9 +32,6 @@ pub struct P2pArgs {
     /// Transport for every connection.
     #[arg(long, value_enum, default_value = "tcp")]
     pub transport: TransportArg,
-    /// Print the result as one JSON object on the last line.
-    #[arg(long)]
-    pub json: bool,
 }
 
 struct SenderResult {
@@ -49,14 +45,6 @@ struct ReceiverResult {
     delivery_us: Vec<u32>,
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    f64::from(sorted[idx]) / 1000.0
-}
-
 async fn user(server: &str, name: &str) -> anyhow::Result<Session> {
     const PASSWORD: &str = "bench password 1";
     tern_client::http::register(server, name, PASSWORD).await.with_context(|| format!("register {name}"))?;
@@ -67,11 +55,12 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.pairs > 0 && args.window > 0 && args.duration > 0, "pairs, window and duration must be > 0");
     let run: u32 = rand::random();
     let transport: Transport = args.transport.into();
-    eprintln!("bench p2p: creating {} users", args.pairs * 2);
+    let users = super::progress(args.pairs as u64 * 2, "creating users");
     let mut pairs = Vec::new();
     for i in 0..args.pairs {
-        let s = user(&args.server, &format!("b{run:08x}s{i}")).await?;
-        let r = user(&args.server, &format!("b{run:08x}r{i}")).await?;
+        let s = user(&args.common.server, &format!("b{run:08x}s{i}")).await?;
+        let r = user(&args.common.server, &format!("b{run:08x}r{i}")).await?;
+        users.inc(2);
         pairs.push((s, r));
     }
     let opts = Options { transport, ..Options::default() };
@@ -142,7 +131,8 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
             SenderResult { acked: ack_us.len() as u64, ack_us }
         }));
     }
-    eprintln!("bench p2p: {} pairs sending for {} s", args.pairs, args.duration);
+    let bar = super::phase("sending", args.duration);
+    let cpu0 = super::sample_opt(args.common.server_pid)?;
     let mut acked = 0;
     let mut ack_us = Vec::new();
     for s in senders {
@@ -151,6 +141,7 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
         ack_us.extend(r.ack_us);
     }
     let send_secs = epoch.elapsed().as_secs_f64();
+    bar.finish_and_clear();
     let (mut received, mut duplicates, mut delivery_us) = (0, 0, Vec::new());
     for r in receivers {
         let r = r.await?;
@@ -158,6 +149,7 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
         duplicates += r.duplicates;
         delivery_us.extend(r.delivery_us);
     }
+    let cpu1 = super::sample_opt(args.common.server_pid)?;
     ack_us.sort_unstable();
     delivery_us.sort_unstable();
     let result = serde_json::json!({
@@ -169,19 +161,15 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
         "duration_s": send_secs,
         "acked": acked,
         "msgs_per_sec": acked as f64 / send_secs,
-        "ack_p50_ms": percentile(&ack_us, 0.50),
-        "ack_p99_ms": percentile(&ack_us, 0.99),
-        "delivery_p50_ms": percentile(&delivery_us, 0.50),
-        "delivery_p99_ms": percentile(&delivery_us, 0.99),
+        "ack_p50_ms": super::percentile_ms(&ack_us, 0.50),
+        "ack_p99_ms": super::percentile_ms(&ack_us, 0.99),
+        "delivery_p50_ms": super::percentile_ms(&delivery_us, 0.50),
+        "delivery_p99_ms": super::percentile_ms(&delivery_us, 0.99),
         "lost": acked.saturating_sub(received),
         "duplicates": duplicates,
+        "server_cpu_us_per_msg": cpu0.zip(cpu1).map(|(a, b)| (b.cpu_us - a.cpu_us) as f64 / acked.max(1) as f64),
     });
-    if args.json {
-        println!("{result}");
-    } else {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-    }
-    Ok(())
+    super::report(&result, args.common.json)
 }
 
 /// Awaits finished send tasks, keeping ACK latencies; returns the unfinished ones.

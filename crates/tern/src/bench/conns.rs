@@ -1,0 +1,186 @@
+//! `tern bench conns` (idle authenticated connections: server RSS per connection) and
+//! `tern bench storm` (many clients connecting and authenticating at once).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tern_proto::{ClientFrame, Codec, FrameDecoder, ServerFrame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{Common, Dialer, devices, progress, raise_fd_limit, report, resolve, sample_opt};
+use crate::cli::TransportArg;
+
+/// Options of `conns`.
+#[derive(clap::Args)]
+pub struct ConnsArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Connections to open.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// Transport.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: TransportArg,
+    /// Seconds to let the server settle before sampling its RSS.
+    #[arg(long, default_value_t = 2)]
+    pub settle: u64,
+}
+
+/// Options of `storm`.
+#[derive(clap::Args)]
+pub struct StormArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Clients connecting at once.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// Transport.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: TransportArg,
+}
+
+/// An open, authenticated connection kept idle.
+enum Held {
+    Tcp(#[allow(dead_code)] TcpStream),
+    Ws(#[allow(dead_code)] Box<WebSocketStream<TcpStream>>),
+}
+
+/// Opens a connection and authenticates with a device token; returns once `auth_ok` arrived.
+async fn connect_auth(
+    dialer: &Dialer,
+    transport: TransportArg,
+    device: &tern_client::DeviceSession,
+) -> anyhow::Result<Held> {
+    let auth = ClientFrame::Auth { token: device.token.clone(), proto: None, resume: None, accept_compression: vec![] };
+    match transport {
+        TransportArg::Tcp => {
+            let mut stream = dialer.dial(resolve(&device.endpoints.tcp).await?).await?;
+            stream.write_all(&Codec::MsgPack.encode_prefixed(&auth)).await?;
+            let decoder = FrameDecoder::new(1 << 20);
+            let mut buf = BytesMut::with_capacity(256);
+            loop {
+                if let Some(p) = decoder.decode(&mut buf)? {
+                    return match Codec::MsgPack.decode::<ServerFrame>(&p)? {
+                        ServerFrame::AuthOk { .. } => Ok(Held::Tcp(stream)),
+                        other => anyhow::bail!("auth refused: {other:?}"),
+                    };
+                }
+                anyhow::ensure!(stream.read_buf(&mut buf).await? > 0, "closed during auth");
+            }
+        }
+        TransportArg::Ws => {
+            let url = &device.endpoints.ws;
+            let host = url.trim_start_matches("ws://").split('/').next().unwrap_or_default();
+            let stream = dialer.dial(resolve(host).await?).await?;
+            let (mut ws, _) =
+                tokio_tungstenite::client_async(url.as_str(), stream).await.context("websocket handshake")?;
+            ws.send(Message::Text(String::from_utf8(Codec::Json.encode(&auth))?.into())).await?;
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => match Codec::Json.decode::<ServerFrame>(t.as_bytes())? {
+                    ServerFrame::AuthOk { .. } => Ok(Held::Ws(Box::new(ws))),
+                    other => anyhow::bail!("auth refused: {other:?}"),
+                },
+                other => anyhow::bail!("no auth answer: {other:?}"),
+            }
+        }
+    }
+}
+
+pub async fn conns(args: ConnsArgs) -> anyhow::Result<()> {
+    raise_fd_limit(args.count as u64)?;
+    let bar = progress(args.count as u64, "device tokens");
+    let devs = devices(&args.common.server, args.count, &bar).await?;
+    bar.finish_and_clear();
+    let before = sample_opt(args.common.server_pid)?;
+    let dialer = Arc::new(Dialer::default());
+    let bar = progress(args.count as u64, "connecting");
+    let held: Vec<Held> = futures_util::stream::iter(devs.iter())
+        .map(|d| {
+            let (dialer, bar) = (Arc::clone(&dialer), bar.clone());
+            async move {
+                let h = connect_auth(&dialer, args.transport, d).await;
+                bar.inc(1);
+                h
+            }
+        })
+        .buffer_unordered(256)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    bar.finish_and_clear();
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    let after = sample_opt(args.common.server_pid)?;
+    let per_conn = match (before, after) {
+        (Some(b), Some(a)) => Some((a.rss_bytes as f64 - b.rss_bytes as f64) / held.len() as f64),
+        _ => None,
+    };
+    let result = json!({
+        "scenario": "conns",
+        "count": held.len(),
+        "transport": match args.transport { TransportArg::Tcp => "tcp", TransportArg::Ws => "ws" },
+        "server_rss_before": before.map(|s| s.rss_bytes),
+        "server_rss_after": after.map(|s| s.rss_bytes),
+        "rss_bytes_per_conn": per_conn,
+    });
+    drop(held);
+    report(&result, args.common.json)
+}
+
+pub async fn storm(args: StormArgs) -> anyhow::Result<()> {
+    raise_fd_limit(args.count as u64)?;
+    let bar = progress(args.count as u64, "device tokens");
+    let devs = devices(&args.common.server, args.count, &bar).await?;
+    bar.finish_and_clear();
+    let cpu0 = sample_opt(args.common.server_pid)?;
+    let dialer = Arc::new(Dialer::default());
+    let bar = progress(args.count as u64, "storming");
+    let started = Instant::now();
+    // All at once: one task per client, no pacing.
+    let tasks: Vec<_> = devs
+        .into_iter()
+        .map(|d| {
+            let (dialer, bar) = (Arc::clone(&dialer), bar.clone());
+            tokio::spawn(async move {
+                let r = connect_auth(&dialer, args.transport, &d).await;
+                bar.inc(1);
+                r
+            })
+        })
+        .collect();
+    let mut held = Vec::with_capacity(tasks.len());
+    let mut errors = Vec::new();
+    for t in tasks {
+        match t.await? {
+            Ok(h) => held.push(h),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let cpu1 = sample_opt(args.common.server_pid)?;
+    if let Some(first) = errors.first() {
+        eprintln!("bench storm: {} errors, first: {first}", errors.len());
+    }
+    let result = json!({
+        "scenario": "storm",
+        "count": args.count,
+        "connected": held.len(),
+        "errors": errors.len(),
+        "seconds": elapsed,
+        "connects_per_sec": held.len() as f64 / elapsed,
+        "server_cpu_us_per_connect": match (cpu0, cpu1) {
+            (Some(a), Some(b)) => Some((b.cpu_us - a.cpu_us) as f64 / held.len().max(1) as f64),
+            _ => None,
+        },
+    });
+    drop(held);
+    report(&result, args.common.json)
+}

@@ -1,0 +1,448 @@
+//! `tern bench fanout`: one room, N members, pushes through the service API; every member
+//! counts and checks what it receives. With `--target nats://HOST:PORT` the same scenario runs
+//! against a nats-server (members subscribe to one subject), measured by the same client.
+//!
+//! Members are lean raw connections (length-prefixed MessagePack for tern, the text protocol for
+//! NATS), not full SDK clients, so the load generator spends as little CPU per delivery as
+//! possible.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::BytesMut;
+use serde_json::json;
+use tern_client::Priority;
+use tern_proto::codec::compression;
+use tern_proto::{ClientFrame, Codec, FrameDecoder, Push, ServerFrame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{
+    Common, Dialer, devices, nats, percentile_ms, phase, progress, raise_fd_limit, report, resolve, sample_opt,
+};
+
+/// Options of the fanout scenario.
+#[derive(clap::Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// A push API key with the rooms scope (tern target).
+    #[arg(long, env = "TERN_PUSH_KEY", hide_env_values = true, default_value = "")]
+    pub push_key: String,
+    /// Run against a nats-server instead of tern: `nats://HOST:PORT`.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Room members (connections).
+    #[arg(long, default_value_t = 1000)]
+    pub members: usize,
+    /// Pushes per second into the room; 0 = saturated (as fast as the server takes them).
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+    /// Seconds of pushing.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Bytes of payload per push (danmaku-like JSON).
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+    /// Members ask for brotli-compressed batches.
+    #[arg(long)]
+    pub brotli: bool,
+    /// Push on the high lane (never aggregated).
+    #[arg(long)]
+    pub high: bool,
+}
+
+/// Phrases of the kind a live room's chat is made of.
+const PHRASES: &[&str] = &[
+    "666666",
+    "哈哈哈哈哈",
+    "前方高能",
+    "awsl",
+    "this play is insane",
+    "GG",
+    "主播加油",
+    "来了来了",
+    "what a comeback!!",
+    "第一次来",
+    "????",
+    "好听",
+    "lol",
+    "泪目",
+    "nice shot",
+    "打卡",
+];
+
+/// A danmaku-like payload of about `size` bytes: sequence, sender, text, colour, send time.
+fn danmaku(state: &mut u64, seq: u64, size: usize) -> serde_json::Value {
+    let mut next = || {
+        // xorshift64: cheap, deterministic, good enough for picking words.
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    };
+    let uid = next() % 1_000_000;
+    let mut text = String::new();
+    while text.len() + 60 < size {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(PHRASES[(next() % PHRASES.len() as u64) as usize]);
+    }
+    let colors = ["#ffffff", "#fe0302", "#00cd00", "#ffff00"];
+    json!({ "n": seq, "uid": uid, "uname": format!("viewer{uid}"), "text": text, "color": colors[(next() % 4) as usize], "t": now_us() })
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+#[derive(Default)]
+struct Tally {
+    received: AtomicU64,
+    duplicates: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Per-member accounting: each id once, latency sampled.
+struct Counter {
+    tally: Arc<Tally>,
+    ids: HashSet<u64>,
+    seen: u64,
+    sample_every: u64,
+    latencies: Vec<u32>,
+}
+
+impl Counter {
+    fn new(tally: Arc<Tally>, sample_every: u64) -> Self {
+        Self { tally, ids: HashSet::new(), seen: 0, sample_every, latencies: Vec::new() }
+    }
+
+    // Ids are checked for duplicates, not order: concurrent API calls may take ids in one order
+    // and enter the room's lane in another (the lane's order is the order of acceptance).
+    fn got(&mut self, id: u64, data: &serde_json::Value) {
+        if !self.ids.insert(id) {
+            self.tally.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.tally.received.fetch_add(1, Ordering::Relaxed);
+        self.seen += 1;
+        if self.seen.is_multiple_of(self.sample_every)
+            && let Some(t) = data.get("t").and_then(|t| t.as_u64())
+        {
+            self.latencies.push(now_us().saturating_sub(t).min(u64::from(u32::MAX)) as u32);
+        }
+    }
+}
+
+/// A tern member: authenticate, join, count pushes until 3 s of silence.
+async fn tern_member(
+    dialer: Arc<Dialer>,
+    tcp: SocketAddr,
+    token: String,
+    room: String,
+    brotli: bool,
+    mut counter: Counter,
+) -> anyhow::Result<Vec<u32>> {
+    let mut stream = dialer.dial(tcp).await?;
+    let accept = if brotli { vec![compression::BROTLI_NAME.to_owned()] } else { Vec::new() };
+    let auth = ClientFrame::Auth { token, proto: None, resume: None, accept_compression: accept };
+    stream.write_all(&Codec::MsgPack.encode_prefixed(&auth)).await?;
+    stream.write_all(&Codec::MsgPack.encode_prefixed(&ClientFrame::Join { id: 1, room })).await?;
+    let decoder = FrameDecoder::new(64 << 20);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut last_ping = Instant::now();
+    loop {
+        while let Some(payload) = decoder.decode(&mut buf)? {
+            counter.tally.bytes.fetch_add(payload.len() as u64 + 4, Ordering::Relaxed);
+            let opened = compression::open(&payload, 64 << 20)?;
+            let mut on_push = |p: &Push| counter.got(p.msg_id.0, &p.data);
+            match Codec::MsgPack.decode::<ServerFrame>(&opened) {
+                Ok(ServerFrame::Push(p)) => on_push(&p),
+                Ok(ServerFrame::Batch { pushes, .. }) => pushes.iter().for_each(on_push),
+                Ok(ServerFrame::Close { reason, message, .. }) => {
+                    anyhow::bail!("closed: {} {message}", reason.as_str())
+                }
+                _ => {}
+            }
+        }
+        if last_ping.elapsed() > Duration::from_secs(10) {
+            stream.write_all(&Codec::MsgPack.encode_prefixed(&ClientFrame::Ping)).await?;
+            last_ping = Instant::now();
+        }
+        match tokio::time::timeout(Duration::from_secs(3), stream.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => return Ok(counter.latencies),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// A NATS member: subscribe, count messages until 3 s of silence.
+async fn nats_member(
+    dialer: Arc<Dialer>,
+    addr: SocketAddr,
+    subject: String,
+    ready: Arc<AtomicU64>,
+    mut counter: Counter,
+) -> anyhow::Result<Vec<u32>> {
+    let mut conn = nats::Conn::handshake(dialer.dial(addr).await?).await?;
+    conn.subscribe(&subject).await?;
+    ready.fetch_add(1, Ordering::Relaxed);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), conn.next()).await {
+            Ok(Ok(Some(nats::Event::Msg(payload)))) => {
+                counter.tally.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                let v: serde_json::Value = serde_json::from_slice(&payload)?;
+                counter.got(v["n"].as_u64().unwrap_or(u64::MAX), &v);
+            }
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) | Err(_) => return Ok(counter.latencies),
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
+pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.members > 0 && args.duration > 0, "members and duration must be > 0");
+    raise_fd_limit(args.members as u64 + 64)?;
+    let run = format!("{:08x}", rand::random::<u32>());
+    let tally = Arc::new(Tally::default());
+    let sample_every = (args.members as u64 / 50).max(1);
+    let dialer = Arc::new(Dialer::default());
+    let counter = || Counter::new(Arc::clone(&tally), sample_every);
+    let nats_addr = match &args.target {
+        None => None,
+        Some(t) => Some(resolve(t.strip_prefix("nats://").context("--target must be nats://HOST:PORT")?).await?),
+    };
+    let room = format!("bench-{run}");
+    let mut members = Vec::with_capacity(args.members);
+    let bar = progress(args.members as u64, "joining");
+    match nats_addr {
+        None => {
+            anyhow::ensure!(!args.push_key.is_empty(), "--push-key (or TERN_PUSH_KEY) is needed to push to tern");
+            let devs = devices(&args.common.server, args.members, &bar).await?;
+            bar.set_position(0);
+            let tcp = resolve(&devs[0].endpoints.tcp).await?;
+            for d in devs {
+                let m = tern_member(Arc::clone(&dialer), tcp, d.token, room.clone(), args.brotli, counter());
+                members.push(tokio::spawn(m));
+            }
+            // Wait until the room is full.
+            let online_url = format!("{}/v1/rooms/{room}/online", args.common.server.trim_end_matches('/'));
+            let http = reqwest::Client::new();
+            let started = Instant::now();
+            loop {
+                let v: serde_json::Value = http.get(&online_url).send().await?.json().await?;
+                bar.set_position(v["online"].as_u64().unwrap_or(0));
+                if v["online"].as_u64() == Some(args.members as u64) {
+                    break;
+                }
+                anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "members did not all join: {v}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Some(addr) => {
+            let ready = Arc::new(AtomicU64::new(0));
+            for _ in 0..args.members {
+                members.push(tokio::spawn(nats_member(
+                    Arc::clone(&dialer),
+                    addr,
+                    room.clone(),
+                    Arc::clone(&ready),
+                    counter(),
+                )));
+            }
+            let started = Instant::now();
+            while ready.load(Ordering::Relaxed) < args.members as u64 {
+                bar.set_position(ready.load(Ordering::Relaxed));
+                anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "subscribers did not all subscribe");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    bar.finish_and_clear();
+
+    let bar = phase("pushing", args.duration);
+    let before = sample_opt(args.common.server_pid)?;
+    let t0 = Instant::now();
+    let pushed = match nats_addr {
+        None => push_tern(&args, &room, t0, &bar).await?,
+        Some(addr) => push_nats(&args, addr, &room, &dialer, t0, &bar).await?,
+    };
+    let push_secs = t0.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    // Members stop after 3 s of silence.
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    for m in members {
+        match m.await? {
+            Ok(l) => latencies.extend(l),
+            Err(e) => {
+                failed += 1;
+                eprintln!("bench fanout: member failed: {e:#}");
+            }
+        }
+    }
+    let after = sample_opt(args.common.server_pid)?;
+    latencies.sort_unstable();
+    let received = tally.received.load(Ordering::Relaxed);
+    let expected = pushed * args.members as u64;
+    let cpu = before.zip(after).map(|(b, a)| (a.cpu_us - b.cpu_us) as f64 / received.max(1) as f64);
+    let result = json!({
+        "scenario": "fanout",
+        "target": if nats_addr.is_some() { "nats" } else { "tern" },
+        "members": args.members,
+        "rate": args.rate,
+        "payload": args.payload,
+        "priority": if args.high { "high" } else { "low" },
+        "brotli": args.brotli,
+        "pushes": pushed,
+        "delivered": received,
+        "delivered_per_sec": received as f64 / push_secs,
+        "wire_bytes_per_delivery": tally.bytes.load(Ordering::Relaxed) as f64 / received.max(1) as f64,
+        "server_cpu_us_per_delivery": cpu,
+        "p50_ms": percentile_ms(&latencies, 0.5),
+        "p99_ms": percentile_ms(&latencies, 0.99),
+        "lost": expected.saturating_sub(received),
+        "duplicates": tally.duplicates.load(Ordering::Relaxed),
+        "failed_members": failed,
+    });
+    report(&result, args.common.json)
+}
+
+/// Pushes into the tern room for the duration; returns how many were accepted.
+async fn push_tern(args: &FanoutArgs, room: &str, t0: Instant, bar: &indicatif::ProgressBar) -> anyhow::Result<u64> {
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/push/rooms/{room}", args.common.server.trim_end_matches('/'));
+    let priority = if args.high { Priority::High } else { Priority::Low };
+    let deadline = t0 + Duration::from_secs(args.duration);
+    let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+    let pushed = Arc::new(AtomicU64::new(0));
+    let window = Arc::new(tokio::sync::Semaphore::new(8));
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = Instant::now();
+    let mut seq = 0u64;
+    while Instant::now() < deadline {
+        if let Some(iv) = interval {
+            tokio::time::sleep_until(next.into()).await;
+            next += iv;
+        }
+        let permit = Arc::clone(&window).acquire_owned().await?;
+        seq += 1;
+        let body = json!({ "data": danmaku(&mut state, seq, args.payload), "priority": priority });
+        let (http, url, pushed, key) = (http.clone(), url.clone(), Arc::clone(&pushed), args.push_key.clone());
+        tokio::spawn(async move {
+            if let Ok(r) = http.post(url).bearer_auth(key).json(&body).send().await
+                && r.status().as_u16() == 202
+            {
+                pushed.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(permit);
+        });
+        bar.set_position(t0.elapsed().as_secs());
+    }
+    let _all = window.acquire_many(8).await?;
+    Ok(pushed.load(Ordering::Relaxed))
+}
+
+/// Publishes to the NATS subject for the duration; returns how many were published.
+async fn push_nats(
+    args: &FanoutArgs,
+    addr: SocketAddr,
+    subject: &str,
+    dialer: &Dialer,
+    t0: Instant,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<u64> {
+    let mut conn = nats::Conn::handshake(dialer.dial(addr).await?).await?;
+    let deadline = t0 + Duration::from_secs(args.duration);
+    let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = Instant::now();
+    let mut seq = 0u64;
+    while Instant::now() < deadline {
+        if let Some(iv) = interval {
+            tokio::time::sleep_until(next.into()).await;
+            next += iv;
+        }
+        seq += 1;
+        let payload = serde_json::to_vec(&danmaku(&mut state, seq, args.payload))?;
+        conn.publish(subject, &payload).await?;
+        // Saturated: a round trip every 64 messages keeps the publisher from outrunning the server.
+        if interval.is_none() && seq.is_multiple_of(64) {
+            conn.flush().await?;
+        }
+        bar.set_position(t0.elapsed().as_secs());
+    }
+    conn.flush().await?;
+    Ok(seq)
+}
+
+/// Options of the compression scenario.
+#[derive(clap::Args)]
+pub struct CompressArgs {
+    /// Bytes of payload per push.
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+    /// Print the result as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tern bench compress`: how well room batches of danmaku-like pushes compress, by batch size,
+/// with the brotli setting the server uses and with zlib for comparison. Offline (no server).
+pub fn compress(args: CompressArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rows = Vec::new();
+    for size in [1usize, 5, 10, 20, 50, 100, 200, 500] {
+        let pushes: Vec<Push> = (0..size)
+            .map(|i| Push {
+                msg_id: tern_proto::MsgId(250_000_000_000_000_000 + i as u64 * 1024),
+                priority: Priority::Low,
+                qos: 0,
+                scope: tern_proto::PushScope::Room { room: "live-12345".into() },
+                ts: 1_795_000_000_000 + i as u64,
+                data: danmaku(&mut state, i as u64, args.payload),
+            })
+            .collect();
+        let frame = ServerFrame::Batch { scope: tern_proto::PushScope::Room { room: "live-12345".into() }, pushes };
+        let mut row = serde_json::Map::new();
+        row.insert("batch".into(), json!(size));
+        for (name, codec) in [("msgpack", Codec::MsgPack), ("json", Codec::Json)] {
+            let plain = codec.encode(&frame);
+            // Median of 21 runs: the machine is shared and single timings are noisy.
+            let mut times: Vec<f64> = (0..21)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(compression::brotli(&plain));
+                    t.elapsed().as_secs_f64() * 1e6
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let br_us = times[10];
+            let br = compression::brotli(&plain);
+            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            z.write_all(&plain)?;
+            let zlib = z.finish()?;
+            row.insert(format!("{name}_bytes"), json!(plain.len()));
+            row.insert(format!("{name}_brotli_ratio"), json!(plain.len() as f64 / br.len() as f64));
+            row.insert(format!("{name}_zlib_ratio"), json!(plain.len() as f64 / zlib.len() as f64));
+            row.insert(format!("{name}_brotli_us"), json!(br_us));
+        }
+        rows.push(serde_json::Value::Object(row));
+    }
+    let result = json!({ "scenario": "compress", "payload": args.payload, "rows": rows });
+    if args.json {
+        println!("{result}");
+    } else {
+        for r in &rows {
+            println!("{r}");
+        }
+    }
+    Ok(())
+}

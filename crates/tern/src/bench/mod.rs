@@ -1,0 +1,179 @@
+//! `tern bench SCENARIO`: load scenarios against a running server, measured from outside.
+//!
+//! Every scenario takes `--server` (the HTTP base), `--push-key` where it pushes, `--server-pid`
+//! to sample the server's CPU and RSS from `/proc`, and `--json` to print one JSON object as the
+//! last line. Scenarios create the users, devices and rooms they need. Progress goes to stderr.
+//!
+//! - `p2p` — 1:1 messages with persistence and ACKs.
+//! - `fanout` — one room, many members (or one NATS subject, `--target nats://…`).
+//! - `conns` — idle authenticated connections: server RSS per connection.
+//! - `storm` — many clients connecting and authenticating at once.
+//! - `compress` — batch compression ratios (offline).
+
+pub mod conns;
+pub mod fanout;
+pub mod nats;
+pub mod p2p;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Options every scenario shares.
+#[derive(clap::Args, Clone)]
+pub struct Common {
+    /// HTTP base URL of the tern server.
+    #[arg(long, env = "TERN_SERVER", default_value = "http://127.0.0.1:7070")]
+    pub server: String,
+    /// The server's pid, to sample its CPU time and RSS from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print the result as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A sample of a process's resource use.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcSample {
+    /// utime + stime, microseconds.
+    pub cpu_us: u64,
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+}
+
+/// Reads `/proc/<pid>/stat` (CPU) and `/proc/<pid>/status` (RSS).
+pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/PID/stat")?;
+    // The fields after the parenthesised command; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("odd /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/PID/status")?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("no VmRSS")?
+        .parse()?;
+    // USER_HZ is 100 on Linux.
+    Ok(ProcSample { cpu_us: ticks * 10_000, rss_bytes: rss_kb * 1024 })
+}
+
+/// Samples the server if a pid was given.
+pub fn sample_opt(pid: Option<u32>) -> anyhow::Result<Option<ProcSample>> {
+    pid.map(sample).transpose()
+}
+
+/// Raises this process's open-file soft limit to the hard limit; fails clearly when `needed`
+/// descriptors cannot fit.
+pub fn raise_fd_limit(needed: u64) -> anyhow::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        anyhow::bail!("cannot read the open-file limit: {}", std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            anyhow::bail!("cannot raise the open-file limit: {}", std::io::Error::last_os_error());
+        }
+    }
+    let limit: u64 = lim.rlim_cur;
+    anyhow::ensure!(
+        needed + 64 <= limit,
+        "{needed} connections need {} open files here, but this process may open at most {limit} (hard limit); \
+         use fewer or raise the hard limit",
+        needed + 64
+    );
+    Ok(limit)
+}
+
+/// Opens many TCP connections to one address. On loopback, spreads them over source addresses
+/// 127.0.0.1, 127.0.0.2, … so that more connections than one address has ephemeral ports fit.
+#[derive(Default)]
+pub struct Dialer {
+    opened: AtomicUsize,
+}
+
+/// Connections per loopback source address (the ephemeral range is ~28,000 ports).
+const PER_SOURCE: usize = 20_000;
+
+impl Dialer {
+    /// Connects, with TCP_NODELAY.
+    pub async fn dial(&self, target: SocketAddr) -> anyhow::Result<TcpStream> {
+        let n = self.opened.fetch_add(1, Ordering::Relaxed);
+        let stream = match target.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() => {
+                let k = (n / PER_SOURCE) as u8;
+                let source = Ipv4Addr::new(127, 0, 0, 1u8.saturating_add(k));
+                let socket = TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(IpAddr::V4(source), 0)).with_context(|| format!("bind {source}"))?;
+                socket.connect(target).await.with_context(|| format!("connect {target} from {source}"))?
+            }
+            _ => TcpStream::connect(target).await.with_context(|| format!("connect {target}"))?,
+        };
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// Resolves `host:port` to one address.
+pub async fn resolve(hostport: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(hostport).await?.next().with_context(|| format!("cannot resolve {hostport}"))
+}
+
+/// A progress bar on stderr.
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{spinner} {msg:<24} [{bar:30}] {pos}/{len} {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style.progress_chars("=> "));
+    bar.set_message(what.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// A spinner on stderr for a timed phase.
+pub fn phase(what: &str, secs: u64) -> ProgressBar {
+    progress(secs, what)
+}
+
+/// Prints the result: pretty, or one JSON line (always the last line).
+pub fn report(result: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{result}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    }
+    Ok(())
+}
+
+/// The p-th percentile of sorted microsecond samples, in milliseconds.
+pub fn percentile_ms(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[idx]) / 1000.0
+}
+
+/// Gets `n` anonymous device tokens, several requests at a time.
+pub async fn devices(server: &str, n: usize, bar: &ProgressBar) -> anyhow::Result<Vec<tern_client::DeviceSession>> {
+    use futures_util::StreamExt;
+    let results: Vec<_> = futures_util::stream::iter(0..n)
+        .map(|_| async {
+            let d = tern_client::http::device(server).await;
+            bar.inc(1);
+            d
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<_>, _>>().context("getting device tokens")
+}
