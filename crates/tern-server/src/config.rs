@@ -250,7 +250,13 @@ impl Config {
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        builder = builder.add_source(config::Environment::with_prefix("TERN").prefix_separator("_").separator("__"));
+        // Only `TERN_<SECTION>__<FIELD>` variables are settings; others of the CLI's (TERN_URL,
+        // TERN_PASSWORD, TERN_PUSH_KEY, …) must not be mistaken for unknown settings.
+        let settings: std::collections::HashMap<String, String> =
+            std::env::vars().filter(|(k, _)| k.starts_with("TERN_") && k.contains("__")).collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("TERN").prefix_separator("_").separator("__").source(Some(settings)),
+        );
         let cfg: Config = builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))?;
         Ok(cfg)
     }
@@ -347,6 +353,22 @@ mod tests {
         std::fs::write(&path, "[gateway]\nheartbeat = 5000\n").unwrap();
         let err = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("heartbeat"), "{err}");
+    }
+
+    #[test]
+    fn environment_settings_apply_and_other_tern_variables_are_ignored() {
+        // SAFETY (edition 2024 marks set_var unsafe): this test module's only env mutation, and
+        // the names are unique to it.
+        unsafe {
+            std::env::set_var("TERN_ROOMS__DEFAULT_AREA", "lobby");
+            std::env::set_var("TERN_PASSWORD", "not a setting");
+        }
+        let cfg = Config::load(None).unwrap();
+        assert_eq!(cfg.rooms.default_area, "lobby");
+        unsafe {
+            std::env::remove_var("TERN_ROOMS__DEFAULT_AREA");
+            std::env::remove_var("TERN_PASSWORD");
+        }
     }
 
     #[test]

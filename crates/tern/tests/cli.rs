@@ -8,7 +8,7 @@ use common::*;
 
 async fn tern(args: &[&str], dir: &std::path::Path, password: Option<&str>) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"));
-    cmd.args(args).current_dir(dir).env_remove("TERN_PASSWORD").env_remove("TERN_PROFILE").env_remove("TERN_SERVER");
+    cmd.args(args).current_dir(dir).env_remove("TERN_PASSWORD").env_remove("TERN_PROFILE").env_remove("TERN_URL");
     if let Some(p) = password {
         cmd.env("TERN_PASSWORD", p);
     }

@@ -110,6 +110,8 @@ struct Tally {
 /// Per-member accounting: each id once, latency sampled.
 struct Counter {
     tally: Arc<Tally>,
+    /// Set once pushing is over: from then on, 3 s of silence ends the member.
+    done: Arc<std::sync::atomic::AtomicBool>,
     ids: HashSet<u64>,
     seen: u64,
     sample_every: u64,
@@ -117,8 +119,13 @@ struct Counter {
 }
 
 impl Counter {
-    fn new(tally: Arc<Tally>, sample_every: u64) -> Self {
-        Self { tally, ids: HashSet::new(), seen: 0, sample_every, latencies: Vec::new() }
+    fn new(tally: Arc<Tally>, done: Arc<std::sync::atomic::AtomicBool>, sample_every: u64) -> Self {
+        Self { tally, done, ids: HashSet::new(), seen: 0, sample_every, latencies: Vec::new() }
+    }
+
+    /// Whether a quiet spell means the run is over (rather than not started yet).
+    fn finished(&self) -> bool {
+        self.done.load(Ordering::Relaxed)
     }
 
     // Ids are checked for duplicates, not order: concurrent API calls may take ids in one order
@@ -174,7 +181,9 @@ async fn tern_member(
             last_ping = Instant::now();
         }
         match tokio::time::timeout(Duration::from_secs(3), stream.read_buf(&mut buf)).await {
-            Ok(Ok(0)) | Err(_) => return Ok(counter.latencies),
+            Ok(Ok(0)) => return Ok(counter.latencies),
+            Err(_) if counter.finished() => return Ok(counter.latencies),
+            Err(_) => {}
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e.into()),
         }
@@ -200,7 +209,9 @@ async fn nats_member(
                 counter.got(v["n"].as_u64().unwrap_or(u64::MAX), &v);
             }
             Ok(Ok(Some(_))) => {}
-            Ok(Ok(None)) | Err(_) => return Ok(counter.latencies),
+            Ok(Ok(None)) => return Ok(counter.latencies),
+            Err(_) if counter.finished() => return Ok(counter.latencies),
+            Err(_) => {}
             Ok(Err(e)) => return Err(e),
         }
     }
@@ -213,7 +224,8 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let tally = Arc::new(Tally::default());
     let sample_every = (args.members as u64 / 50).max(1);
     let dialer = Arc::new(Dialer::default());
-    let counter = || Counter::new(Arc::clone(&tally), sample_every);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counter = || Counter::new(Arc::clone(&tally), Arc::clone(&done), sample_every);
     let nats_addr = match &args.target {
         None => None,
         Some(t) => Some(resolve(t.strip_prefix("nats://").context("--target must be nats://HOST:PORT")?).await?),
@@ -274,6 +286,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         Some(addr) => push_nats(&args, addr, &room, &dialer, t0, &bar).await?,
     };
     let push_secs = t0.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
     bar.finish_and_clear();
     // Members stop after 3 s of silence.
     let mut latencies = Vec::new();

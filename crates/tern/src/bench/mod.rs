@@ -27,7 +27,7 @@ use tokio::net::{TcpSocket, TcpStream};
 #[derive(clap::Args, Clone)]
 pub struct Common {
     /// HTTP base URL of the tern server.
-    #[arg(long, env = "TERN_SERVER", default_value = "http://127.0.0.1:7070")]
+    #[arg(long, env = "TERN_URL", default_value = "http://127.0.0.1:7070")]
     pub server: String,
     /// The server's pid, to sample its CPU time and RSS from /proc.
     #[arg(long)]
@@ -101,8 +101,9 @@ pub struct Dialer {
     opened: AtomicUsize,
 }
 
-/// Connections per loopback source address (the ephemeral range is ~28,000 ports).
-const PER_SOURCE: usize = 20_000;
+/// Connections per loopback source address. The ephemeral range is ~28,000 ports, and sockets of
+/// a previous run linger in TIME_WAIT for a minute, so stay well below it.
+const PER_SOURCE: usize = 10_000;
 
 impl Dialer {
     /// Connects, with TCP_NODELAY.
@@ -113,6 +114,9 @@ impl Dialer {
                 let k = (n / PER_SOURCE) as u8;
                 let source = Ipv4Addr::new(127, 0, 0, 1u8.saturating_add(k));
                 let socket = TcpSocket::new_v4()?;
+                // Lets bind() take a port whose previous connection is still in TIME_WAIT (the
+                // 4-tuple differs); without it back-to-back runs run out of ports.
+                socket.set_reuseaddr(true)?;
                 socket.bind(SocketAddr::new(IpAddr::V4(source), 0)).with_context(|| format!("bind {source}"))?;
                 socket.connect(target).await.with_context(|| format!("connect {target} from {source}"))?
             }

@@ -16,7 +16,7 @@ use tern_client::{ConvId, Session, Transport};
 #[derive(clap::Args)]
 pub struct ServerArgs {
     /// HTTP base URL of the server.
-    #[arg(long, env = "TERN_SERVER", default_value = "http://127.0.0.1:7070")]
+    #[arg(long, env = "TERN_URL", default_value = "http://127.0.0.1:7070")]
     pub server: String,
 }
 

@@ -11,7 +11,7 @@ use super::{Profile, TransportArg};
 #[derive(clap::Args)]
 pub struct KeyArgs {
     /// HTTP base URL of the server.
-    #[arg(long, env = "TERN_SERVER", default_value = "http://127.0.0.1:7070")]
+    #[arg(long, env = "TERN_URL", default_value = "http://127.0.0.1:7070")]
     pub server: String,
     /// API key (or set TERN_PUSH_KEY).
     #[arg(long, env = "TERN_PUSH_KEY", hide_env_values = true)]
@@ -146,7 +146,7 @@ pub struct JoinArgs {
     /// The room.
     pub room: String,
     /// HTTP base URL of the server (for an anonymous device).
-    #[arg(long, env = "TERN_SERVER", default_value = "http://127.0.0.1:7070")]
+    #[arg(long, env = "TERN_URL", default_value = "http://127.0.0.1:7070")]
     pub server: String,
     /// Join as the user in this profile instead of as an anonymous device.
     #[arg(long)]

@@ -36,6 +36,11 @@ pub async fn run(
     if let Some(k) = push_key {
         cfg.push.bootstrap_key = k;
     }
+    // Every connection is a file descriptor: take the hard limit, not the default soft one.
+    match crate::bench::raise_fd_limit(0) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     let server = Server::start(cfg).await?;
     // One stable line on stdout for scripts and tests.
     println!("tern listening http={} tcp={}", server.http_addr(), server.tcp_addr());

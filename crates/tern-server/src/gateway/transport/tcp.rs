@@ -15,20 +15,13 @@ pub struct TcpIo {
     stream: TcpStream,
     decoder: FrameDecoder,
     rbuf: BytesMut,
-    wbuf: BytesMut,
     limit: usize,
 }
 
 impl TcpIo {
     /// Wraps an accepted stream; frames above `max_frame` bytes are refused.
     pub fn new(stream: TcpStream, max_frame: usize) -> Self {
-        Self {
-            stream,
-            decoder: FrameDecoder::new(max_frame),
-            rbuf: BytesMut::new(),
-            wbuf: BytesMut::new(),
-            limit: max_frame,
-        }
+        Self { stream, decoder: FrameDecoder::new(max_frame), rbuf: BytesMut::new(), limit: max_frame }
     }
 }
 
@@ -42,12 +35,22 @@ impl FrameIo for TcpIo {
                     return Err(ReadError::TooLarge { announced: e.announced, limit: self.limit });
                 }
             }
-            if self.rbuf.capacity() - self.rbuf.len() < 512 {
+            // An idle connection holds no read buffer: wait for readiness first, allocate only
+            // when bytes are there, and let go of the buffer once everything in it is decoded.
+            if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+                self.rbuf = BytesMut::new();
+            }
+            self.stream.readable().await.map_err(|e| ReadError::Transport(e.to_string()))?;
+            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
                 self.rbuf.reserve(4096);
             }
-            let n = self.stream.read_buf(&mut self.rbuf).await.map_err(|e| ReadError::Transport(e.to_string()))?;
-            if n == 0 {
-                return if self.rbuf.is_empty() { Ok(None) } else { Err(ReadError::Truncated(self.rbuf.len())) };
+            match self.stream.try_read_buf(&mut self.rbuf) {
+                Ok(0) => {
+                    return if self.rbuf.is_empty() { Ok(None) } else { Err(ReadError::Truncated(self.rbuf.len())) };
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(ReadError::Transport(e.to_string())),
             }
         }
     }
@@ -57,15 +60,11 @@ impl FrameIo for TcpIo {
         if let [one] = frames {
             return self.stream.write_all(&one.stream(brotli)).await;
         }
-        self.wbuf.clear();
-        for f in frames {
-            self.wbuf.extend_from_slice(&f.stream(brotli));
-        }
-        let result = self.stream.write_all(&self.wbuf).await;
-        if self.wbuf.capacity() > 64 * 1024 {
-            self.wbuf = BytesMut::new();
-        }
-        result
+        // One buffer per batch, dropped after: an idle connection keeps no write buffer.
+        let parts: Vec<Bytes> = frames.iter().map(|f| f.stream(brotli)).collect();
+        let mut batch = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+        parts.iter().for_each(|p| batch.extend_from_slice(p));
+        self.stream.write_all(&batch).await
     }
 
     async fn close(&mut self, _reason: CloseReason) {
