@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -324,11 +323,6 @@ impl Config {
             return Err(ConfigError("gateway.resume_push_limit must be >= 1".into()));
         }
         Ok(())
-    }
-
-    /// Auth timeout as a duration.
-    pub fn auth_timeout(&self) -> Duration {
-        Duration::from_millis(self.gateway.auth_timeout_ms)
     }
 }
 

@@ -13,7 +13,6 @@ mod aggregate;
 mod registry;
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 pub use aggregate::AggregateConfig;
 use bytes::Bytes;
@@ -187,9 +186,4 @@ impl CommitListener for Dispatcher {
             self.bus.publish(Envelope { target, frame, priority: Priority::High });
         }
     }
-}
-
-/// How long to wait between online-count pushes to each room.
-pub fn online_interval(ms: u64) -> Duration {
-    Duration::from_millis(ms.max(100))
 }

@@ -17,33 +17,27 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{Common, Dialer, devices, progress, raise_fd_limit, report, resolve, sample_opt};
 use crate::cli::TransportArg;
 
-/// Options of `conns`.
-#[derive(clap::Args)]
-pub struct ConnsArgs {
-    #[command(flatten)]
-    pub common: Common,
-    /// Connections to open.
-    #[arg(long, default_value_t = 1000)]
-    pub count: usize,
-    /// Transport.
-    #[arg(long, value_enum, default_value = "tcp")]
-    pub transport: TransportArg,
-    /// Seconds to let the server settle before sampling its RSS.
-    #[arg(long, default_value_t = 2)]
-    pub settle: u64,
-}
-
-/// Options of `storm`.
+/// Options of `storm`, and the base of `conns`.
 #[derive(clap::Args)]
 pub struct StormArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Clients connecting at once.
+    /// Connections (clients) to open.
     #[arg(long, default_value_t = 1000)]
     pub count: usize,
     /// Transport.
     #[arg(long, value_enum, default_value = "tcp")]
     pub transport: TransportArg,
+}
+
+/// Options of `conns`.
+#[derive(clap::Args)]
+pub struct ConnsArgs {
+    #[command(flatten)]
+    pub base: StormArgs,
+    /// Seconds to let the server settle before sampling its RSS.
+    #[arg(long, default_value_t = 2)]
+    pub settle: u64,
 }
 
 /// An open, authenticated connection kept idle.
@@ -93,7 +87,7 @@ async fn connect_auth(
     }
 }
 
-pub async fn conns(args: ConnsArgs) -> anyhow::Result<()> {
+pub async fn conns(ConnsArgs { base: args, settle }: ConnsArgs) -> anyhow::Result<()> {
     raise_fd_limit(args.count as u64)?;
     let bar = progress(args.count as u64, "device tokens");
     let devs = devices(&args.common.server, args.count, &bar).await?;
@@ -116,7 +110,7 @@ pub async fn conns(args: ConnsArgs) -> anyhow::Result<()> {
         .into_iter()
         .collect::<Result<_, _>>()?;
     bar.finish_and_clear();
-    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    tokio::time::sleep(Duration::from_secs(settle)).await;
     let after = sample_opt(args.common.server_pid)?;
     let per_conn = match (before, after) {
         (Some(b), Some(a)) => Some((a.rss_bytes as f64 - b.rss_bytes as f64) / held.len() as f64),

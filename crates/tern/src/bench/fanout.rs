@@ -327,23 +327,42 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     report(&result, args.common.json)
 }
 
+/// Paces a loop at a fixed rate (or not at all for rate 0 = saturated).
+struct Pacer {
+    interval: Option<Duration>,
+    next: Instant,
+}
+
+impl Pacer {
+    fn new(rate: u64) -> Self {
+        Self { interval: (rate > 0).then(|| Duration::from_secs_f64(1.0 / rate as f64)), next: Instant::now() }
+    }
+
+    fn saturated(&self) -> bool {
+        self.interval.is_none()
+    }
+
+    async fn wait(&mut self) {
+        if let Some(iv) = self.interval {
+            tokio::time::sleep_until(self.next.into()).await;
+            self.next += iv;
+        }
+    }
+}
+
 /// Pushes into the tern room for the duration; returns how many were accepted.
 async fn push_tern(args: &FanoutArgs, room: &str, t0: Instant, bar: &indicatif::ProgressBar) -> anyhow::Result<u64> {
     let http = reqwest::Client::new();
     let url = format!("{}/v1/push/rooms/{room}", args.common.server.trim_end_matches('/'));
     let priority = if args.high { Priority::High } else { Priority::Low };
     let deadline = t0 + Duration::from_secs(args.duration);
-    let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+    let mut pacer = Pacer::new(args.rate);
     let pushed = Arc::new(AtomicU64::new(0));
     let window = Arc::new(tokio::sync::Semaphore::new(8));
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = Instant::now();
     let mut seq = 0u64;
     while Instant::now() < deadline {
-        if let Some(iv) = interval {
-            tokio::time::sleep_until(next.into()).await;
-            next += iv;
-        }
+        pacer.wait().await;
         let permit = Arc::clone(&window).acquire_owned().await?;
         seq += 1;
         let body = json!({ "data": danmaku(&mut state, seq, args.payload), "priority": priority });
@@ -373,20 +392,16 @@ async fn push_nats(
 ) -> anyhow::Result<u64> {
     let mut conn = nats::Conn::handshake(dialer.dial(addr).await?).await?;
     let deadline = t0 + Duration::from_secs(args.duration);
-    let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+    let mut pacer = Pacer::new(args.rate);
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = Instant::now();
     let mut seq = 0u64;
     while Instant::now() < deadline {
-        if let Some(iv) = interval {
-            tokio::time::sleep_until(next.into()).await;
-            next += iv;
-        }
+        pacer.wait().await;
         seq += 1;
         let payload = serde_json::to_vec(&danmaku(&mut state, seq, args.payload))?;
         conn.publish(subject, &payload).await?;
         // Saturated: a round trip every 64 messages keeps the publisher from outrunning the server.
-        if interval.is_none() && seq.is_multiple_of(64) {
+        if pacer.saturated() && seq.is_multiple_of(64) {
             conn.flush().await?;
         }
         bar.set_position(t0.elapsed().as_secs());
