@@ -90,6 +90,8 @@ fn set_id(frame: &mut ClientFrame, new_id: u64) {
     match frame {
         ClientFrame::Send { id, .. }
         | ClientFrame::History { id, .. }
+        | ClientFrame::Read { id, .. }
+        | ClientFrame::Recall { id, .. }
         | ClientFrame::Join { id, .. }
         | ClientFrame::Leave { id } => *id = new_id,
         _ => {}
@@ -181,6 +183,8 @@ impl Driver {
                     Some(Command::Request { frame, reply }) => {
                         self.queue(frame, reply);
                     }
+                    // Ephemeral (typing): meaningless later, dropped while disconnected.
+                    Some(Command::Fire(_)) => {}
                 }
             }
         }
@@ -269,6 +273,7 @@ impl Driver {
                         let frame = self.queue(frame, reply);
                         conn.send(&[frame]).await
                     }
+                    Some(Command::Fire(frame)) => conn.send(&[frame]).await,
                 },
                 received = conn.recv() => match received {
                     Ok(Some(frame)) => {
@@ -395,6 +400,13 @@ impl Driver {
                     let _ = reply.send(Ok(frame));
                 }
             }
+            ServerFrame::Ok { id } => {
+                if let Some(Pending::App { reply, .. }) = self.pending.remove(&id) {
+                    let _ = reply.send(Ok(frame));
+                }
+            }
+            ServerFrame::Typing { conv_id, user } => self.emit(Event::Typing { conv_id, user }).await,
+            ServerFrame::Presence { user, online } => self.emit(Event::Presence { user, online }).await,
             ServerFrame::Left { id, .. } => {
                 self.room = None;
                 if let Some(Pending::App { reply, .. }) = self.pending.remove(&id) {

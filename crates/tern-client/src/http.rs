@@ -131,6 +131,144 @@ pub async fn device(server: &str) -> Result<DeviceSession, Error> {
     })
 }
 
+/// The IM REST API as the logged-in user: profiles, friends, blocks, groups, conversations.
+/// Answers are the JSON bodies documented in docs/PROTOCOL.md and `/openapi.json`.
+pub mod im {
+    use serde_json::{Value, json};
+    use tern_proto::{ConvId, GroupId, UserId};
+
+    use super::{client, parse, transport, url};
+    use crate::{Error, Session};
+
+    async fn call(session: &Session, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
+        let mut req = client().request(method, url(&session.server, path)).bearer_auth(&session.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(transport)?;
+        if resp.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        parse(resp).await
+    }
+
+    use reqwest::Method;
+
+    /// The caller's profile.
+    pub async fn me(s: &Session) -> Result<Value, Error> {
+        call(s, Method::GET, "/v1/me", None).await
+    }
+    /// Changes the caller's profile (`nickname`, `avatar`, `signature`, `dm_policy`).
+    pub async fn update_me(s: &Session, changes: Value) -> Result<Value, Error> {
+        call(s, Method::PATCH, "/v1/me", Some(changes)).await
+    }
+    /// A user's profile.
+    pub async fn profile(s: &Session, user: UserId) -> Result<Value, Error> {
+        call(s, Method::GET, &format!("/v1/users/{user}"), None).await
+    }
+    /// Users whose name starts with `prefix`.
+    pub async fn search(s: &Session, prefix: &str) -> Result<Value, Error> {
+        call(s, Method::GET, &format!("/v1/users?prefix={prefix}"), None).await
+    }
+    /// Friends, pending requests both ways, blocks.
+    pub async fn friends(s: &Session) -> Result<Value, Error> {
+        call(s, Method::GET, "/v1/friends", None).await
+    }
+    /// Asks `user` to be friends.
+    pub async fn request_friend(s: &Session, user: UserId, message: &str) -> Result<Value, Error> {
+        call(s, Method::POST, "/v1/friends/requests", Some(json!({ "user_id": user, "message": message }))).await
+    }
+    /// Accepts `user`'s request.
+    pub async fn accept_friend(s: &Session, user: UserId) -> Result<Value, Error> {
+        call(s, Method::POST, &format!("/v1/friends/requests/{user}/accept"), None).await
+    }
+    /// Declines `user`'s request.
+    pub async fn decline_friend(s: &Session, user: UserId) -> Result<Value, Error> {
+        call(s, Method::POST, &format!("/v1/friends/requests/{user}/decline"), None).await
+    }
+    /// Ends a friendship.
+    pub async fn remove_friend(s: &Session, user: UserId) -> Result<Value, Error> {
+        call(s, Method::DELETE, &format!("/v1/friends/{user}"), None).await
+    }
+    /// Blocks `user`.
+    pub async fn block(s: &Session, user: UserId) -> Result<Value, Error> {
+        call(s, Method::PUT, &format!("/v1/blocks/{user}"), None).await
+    }
+    /// Unblocks `user`.
+    pub async fn unblock(s: &Session, user: UserId) -> Result<Value, Error> {
+        call(s, Method::DELETE, &format!("/v1/blocks/{user}"), None).await
+    }
+    /// Creates a group (`join_policy`: `open` or `approval`); answers the group.
+    pub async fn create_group(s: &Session, name: &str, join_policy: &str) -> Result<Value, Error> {
+        call(s, Method::POST, "/v1/groups", Some(json!({ "name": name, "join_policy": join_policy }))).await
+    }
+    /// The group with its members.
+    pub async fn group(s: &Session, g: GroupId) -> Result<Value, Error> {
+        call(s, Method::GET, &format!("/v1/groups/{g}"), None).await
+    }
+    /// Adds `user` to the group.
+    pub async fn invite(s: &Session, g: GroupId, user: UserId) -> Result<Value, Error> {
+        call(s, Method::POST, &format!("/v1/groups/{g}/members"), Some(json!({ "user_id": user }))).await
+    }
+    /// Joins (open) or asks to join (approval).
+    pub async fn join_group(s: &Session, g: GroupId, message: &str) -> Result<Value, Error> {
+        call(s, Method::POST, &format!("/v1/groups/{g}/join"), Some(json!({ "message": message }))).await
+    }
+    /// Approves a join request.
+    pub async fn approve(s: &Session, g: GroupId, user: UserId) -> Result<Value, Error> {
+        call(s, Method::POST, &format!("/v1/groups/{g}/requests/{user}/approve"), None).await
+    }
+    /// Declines a join request.
+    pub async fn decline_join(s: &Session, g: GroupId, user: UserId) -> Result<Value, Error> {
+        call(s, Method::POST, &format!("/v1/groups/{g}/requests/{user}/decline"), None).await
+    }
+    /// Leaves the group.
+    pub async fn leave_group(s: &Session, g: GroupId) -> Result<Value, Error> {
+        call(s, Method::POST, &format!("/v1/groups/{g}/leave"), None).await
+    }
+    /// Removes a member.
+    pub async fn kick(s: &Session, g: GroupId, user: UserId) -> Result<Value, Error> {
+        call(s, Method::DELETE, &format!("/v1/groups/{g}/members/{user}"), None).await
+    }
+    /// Sets a member's role (`admin` or `member`).
+    pub async fn set_role(s: &Session, g: GroupId, user: UserId, role: &str) -> Result<Value, Error> {
+        call(s, Method::PUT, &format!("/v1/groups/{g}/members/{user}/role"), Some(json!({ "role": role }))).await
+    }
+    /// Hands ownership to `user`.
+    pub async fn transfer(s: &Session, g: GroupId, user: UserId) -> Result<Value, Error> {
+        call(s, Method::POST, &format!("/v1/groups/{g}/transfer"), Some(json!({ "user_id": user }))).await
+    }
+    /// Mutes a member for `duration_secs` (0 unmutes).
+    pub async fn mute_member(s: &Session, g: GroupId, user: UserId, duration_secs: u64) -> Result<Value, Error> {
+        let body = json!({ "duration_secs": duration_secs });
+        call(s, Method::PUT, &format!("/v1/groups/{g}/members/{user}/mute"), Some(body)).await
+    }
+    /// Mutes or unmutes the whole group.
+    pub async fn mute_group(s: &Session, g: GroupId, muted: bool) -> Result<Value, Error> {
+        call(s, Method::PUT, &format!("/v1/groups/{g}/mute"), Some(json!({ "muted": muted }))).await
+    }
+    /// Dissolves the group.
+    pub async fn dissolve(s: &Session, g: GroupId) -> Result<Value, Error> {
+        call(s, Method::DELETE, &format!("/v1/groups/{g}"), None).await
+    }
+    /// The caller's conversation list.
+    pub async fn conversations(s: &Session) -> Result<Value, Error> {
+        call(s, Method::GET, "/v1/conversations", None).await
+    }
+    /// Marks `conv` read up to `seq`.
+    pub async fn mark_read(s: &Session, conv: ConvId, seq: u64) -> Result<Value, Error> {
+        call(s, Method::POST, &format!("/v1/conversations/{conv}/read"), Some(json!({ "seq": seq }))).await
+    }
+    /// Recalls a message.
+    pub async fn recall(s: &Session, conv: ConvId, seq: u64) -> Result<Value, Error> {
+        call(s, Method::POST, &format!("/v1/conversations/{conv}/messages/{seq}/recall"), None).await
+    }
+    /// Who has read a message.
+    pub async fn reads(s: &Session, conv: ConvId, seq: u64) -> Result<Value, Error> {
+        call(s, Method::GET, &format!("/v1/conversations/{conv}/messages/{seq}/reads"), None).await
+    }
+}
+
 /// Calls for business servers: push and key management, authenticated with an API key.
 pub mod service {
     use serde::Deserialize;

@@ -156,7 +156,7 @@ impl Default for Options {
 }
 
 /// What the app receives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Authenticated (again).
     Connected {
@@ -179,6 +179,20 @@ pub enum Event {
     },
     /// A push from a business server, exactly once (a batch arrives as its pushes, in order).
     Push(Push),
+    /// A peer is typing (ephemeral).
+    Typing {
+        /// The conversation.
+        conv_id: ConvId,
+        /// Who.
+        user: UserId,
+    },
+    /// A friend came online or went offline.
+    Presence {
+        /// The friend.
+        user: UserId,
+        /// Online now.
+        online: bool,
+    },
     /// The online count of the joined room.
     Online {
         /// The room.
@@ -224,7 +238,7 @@ pub struct Joined {
 }
 
 /// A page of history.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct HistoryPage {
     /// The conversation.
     pub conv_id: ConvId,
@@ -235,7 +249,12 @@ pub struct HistoryPage {
 }
 
 enum Command {
-    Request { frame: ClientFrame, reply: oneshot::Sender<Result<ServerFrame, Error>> },
+    Request {
+        frame: ClientFrame,
+        reply: oneshot::Sender<Result<ServerFrame, Error>>,
+    },
+    /// Sent if connected, never retried.
+    Fire(ClientFrame),
     Close,
 }
 
@@ -333,7 +352,42 @@ impl Client {
     /// Sends a message with the given idempotency key. Safe to call again with the same key:
     /// the answer is the original message. The request survives reconnects.
     pub async fn send(&self, to: UserId, body: Body, client_msg_id: String) -> Result<Sent, Error> {
-        let frame = ClientFrame::Send { id: 0, to, client_msg_id, body };
+        self.send_frame(ClientFrame::Send { id: 0, to: Some(to), conv_id: None, client_msg_id, body }).await
+    }
+
+    /// Sends a text message into a conversation (a group, or a 1:1 conversation).
+    pub async fn send_text_to(&self, conv: ConvId, text: impl Into<String>) -> Result<Sent, Error> {
+        self.send_to(conv, Body::Text { text: text.into() }, new_client_msg_id()).await
+    }
+
+    /// Sends a message into a conversation with the given idempotency key.
+    pub async fn send_to(&self, conv: ConvId, body: Body, client_msg_id: String) -> Result<Sent, Error> {
+        self.send_frame(ClientFrame::Send { id: 0, to: None, conv_id: Some(conv), client_msg_id, body }).await
+    }
+
+    /// Reports that this device has read `conv` up to `seq`.
+    pub async fn read(&self, conv_id: ConvId, seq: u64) -> Result<(), Error> {
+        self.expect_ok(ClientFrame::Read { id: 0, conv_id, seq }).await
+    }
+
+    /// Recalls the message at `seq` of `conv_id`.
+    pub async fn recall(&self, conv_id: ConvId, seq: u64) -> Result<(), Error> {
+        self.expect_ok(ClientFrame::Recall { id: 0, conv_id, seq }).await
+    }
+
+    /// Tells the peer of a 1:1 conversation that this user is typing (dropped if disconnected).
+    pub async fn typing(&self, conv_id: ConvId) -> Result<(), Error> {
+        self.commands.send(Command::Fire(ClientFrame::Typing { conv_id })).await.map_err(|_| Error::Closed)
+    }
+
+    async fn expect_ok(&self, frame: ClientFrame) -> Result<(), Error> {
+        match self.request(frame).await? {
+            ServerFrame::Ok { .. } => Ok(()),
+            other => Err(Error::Transport(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
+    async fn send_frame(&self, frame: ClientFrame) -> Result<Sent, Error> {
         match self.request(frame).await? {
             ServerFrame::Sent { msg_id, conv_id, seq, ts, duplicate, .. } => {
                 Ok(Sent { msg_id, conv_id, seq, ts, duplicate })

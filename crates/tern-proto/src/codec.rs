@@ -162,7 +162,8 @@ mod tests {
             ClientFrame::Auth { token: "t".into(), proto: None, resume: None, accept_compression: vec![] },
             ClientFrame::Send {
                 id: 3,
-                to: UserId(2),
+                to: Some(UserId(2)),
+                conv_id: None,
                 client_msg_id: "c1".into(),
                 body: Body::Text { text: "héllo".into() },
             },

@@ -9,13 +9,17 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ConnId, ConvId, DeviceId, MsgId, UserId};
+use crate::ids::{ConnId, ConvId, DeviceId, GroupId, MsgId, UserId};
 
 /// The protocol version this crate speaks. A client names it in `auth`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The content of a message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Clients send the content kinds (`text`, `image`, `file`, `voice`, `location`, `custom`); the
+/// server writes `recalled` (the tombstone left where a recalled message was) and `notice`
+/// (system events: friend requests, member changes, read positions, recalls).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Body {
     /// Plain text.
@@ -23,10 +27,251 @@ pub enum Body {
         /// The text, UTF-8.
         text: String,
     },
+    /// An image stored as a file.
+    Image {
+        /// The file id.
+        file_id: String,
+        /// Width in pixels, if known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<u32>,
+        /// Height in pixels, if known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        height: Option<u32>,
+    },
+    /// Any file.
+    File {
+        /// The file id.
+        file_id: String,
+        /// The file name to show.
+        name: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// A voice clip stored as a file.
+    Voice {
+        /// The file id.
+        file_id: String,
+        /// Length in milliseconds.
+        duration_ms: u32,
+    },
+    /// A place.
+    Location {
+        /// Degrees, −90..=90.
+        latitude: f64,
+        /// Degrees, −180..=180.
+        longitude: f64,
+        /// A label.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// Application-defined JSON (an object).
+    Custom {
+        /// The payload.
+        data: serde_json::Value,
+    },
+    /// A recalled message: its content is gone from the server.
+    Recalled {
+        /// Who recalled it.
+        by: UserId,
+        /// When, ms since the Unix epoch.
+        at: u64,
+    },
+    /// A system event (written by the server, never by a client).
+    Notice {
+        /// What happened.
+        notice: Notice,
+    },
+}
+
+impl Body {
+    /// True for what people say (counted as unread), false for tombstones and notices.
+    pub fn is_content(&self) -> bool {
+        !matches!(self, Body::Recalled { .. } | Body::Notice { .. })
+    }
+}
+
+/// A member's role in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// An ordinary member.
+    Member,
+    /// May kick and mute members, approve join requests, recall members' messages.
+    Admin,
+    /// One per group: everything an admin may, plus roles, transfer and dissolve.
+    Owner,
+}
+
+/// Why someone is no longer in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// They left.
+    Left,
+    /// An admin or the owner removed them.
+    Kicked,
+    /// The owner dissolved the group.
+    Dissolved,
+}
+
+/// A system event, carried as a [`Body::Notice`] in the conversation it concerns (`g:` notices
+/// for members) or in a user's event stream (`u:`), so it is delivered and resumed like any
+/// message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Notice {
+    /// `from` asked `to` to be friends (in both users' streams).
+    FriendRequest {
+        /// Who asks.
+        from: UserId,
+        /// Who is asked.
+        to: UserId,
+        /// The requester's note.
+        message: String,
+    },
+    /// `from`'s request was declined by `to` (in both streams).
+    FriendDeclined {
+        /// Who asked.
+        from: UserId,
+        /// Who declined.
+        to: UserId,
+    },
+    /// The stream's owner and `user` are now friends (in both streams).
+    FriendAdded {
+        /// The new friend.
+        user: UserId,
+    },
+    /// The stream's owner and `user` are no longer friends (in both streams).
+    FriendRemoved {
+        /// The former friend.
+        user: UserId,
+    },
+    /// The stream's owner blocked `user` (only in the blocker's stream).
+    Blocked {
+        /// Who was blocked.
+        user: UserId,
+    },
+    /// The stream's owner unblocked `user`.
+    Unblocked {
+        /// Who was unblocked.
+        user: UserId,
+    },
+    /// The stream's owner is now a member of `group` and may read it from `from_seq`.
+    GroupJoined {
+        /// The group.
+        group: GroupId,
+        /// Its name.
+        name: String,
+        /// The first seq the member may read.
+        from_seq: u64,
+    },
+    /// The stream's owner is no longer in `group`.
+    GroupLeft {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// `user` asks to join `group` (in the streams of its owner and admins, and the asker's).
+    JoinRequested {
+        /// The group.
+        group: GroupId,
+        /// Who asks.
+        user: UserId,
+        /// Their note.
+        message: String,
+    },
+    /// A join request was declined (in the asker's stream).
+    JoinDeclined {
+        /// The group.
+        group: GroupId,
+    },
+    /// One of the stream owner's devices read `conv_id` up to `seq` (in the owner's stream).
+    Read {
+        /// The conversation.
+        conv_id: ConvId,
+        /// Read position.
+        seq: u64,
+    },
+    /// The peer of a 1:1 conversation read it up to `seq` (in the other participant's stream).
+    PeerRead {
+        /// The conversation.
+        conv_id: ConvId,
+        /// The reader.
+        user: UserId,
+        /// Read position.
+        seq: u64,
+    },
+    /// The group was created (first message of a group).
+    GroupCreated {
+        /// Its name.
+        name: String,
+        /// Its owner.
+        owner: UserId,
+    },
+    /// `user` joined (`by` is the inviter or approver, absent when they joined an open group).
+    MemberJoined {
+        /// The new member.
+        user: UserId,
+        /// Who let them in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<UserId>,
+    },
+    /// `user` left.
+    MemberLeft {
+        /// Who.
+        user: UserId,
+    },
+    /// `user` was removed by `by`.
+    MemberKicked {
+        /// Who.
+        user: UserId,
+        /// By whom.
+        by: UserId,
+    },
+    /// `user` now has `role`.
+    RoleChanged {
+        /// Who.
+        user: UserId,
+        /// The new role.
+        role: Role,
+    },
+    /// Ownership moved from `from` to `to` (`from` becomes an admin).
+    OwnerChanged {
+        /// The previous owner.
+        from: UserId,
+        /// The new owner.
+        to: UserId,
+    },
+    /// `user` may not send until `until` (ms since the Unix epoch; 0 = unmuted).
+    MemberMuted {
+        /// Who.
+        user: UserId,
+        /// Until when.
+        until: u64,
+        /// By whom.
+        by: UserId,
+    },
+    /// Only the owner and admins may send while `muted` is true.
+    GroupMuted {
+        /// On or off.
+        muted: bool,
+        /// By whom.
+        by: UserId,
+    },
+    /// The message at `seq` was recalled; show a tombstone instead of it.
+    Recall {
+        /// The recalled message's seq.
+        seq: u64,
+        /// Its id.
+        msg_id: MsgId,
+        /// Who recalled it.
+        by: UserId,
+    },
 }
 
 /// A stored message as every device sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     /// Server-assigned id, unique across the deployment.
     pub msg_id: MsgId,
@@ -45,7 +290,7 @@ pub struct Message {
 }
 
 /// A frame sent by a client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ClientFrame {
     /// Must be the first frame of a connection.
@@ -65,12 +310,18 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         accept_compression: Vec<String>,
     },
-    /// Send a message to a user. Answered by `sent` or `error` with the same `id`.
+    /// Send a message to a user (`to`) or into a conversation (`conv_id`, e.g. a group).
+    /// Answered by `sent` or `error` with the same `id`.
     Send {
         /// Request id chosen by the client, echoed in the answer.
         id: u64,
-        /// The recipient.
-        to: UserId,
+        /// The recipient of a 1:1 message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<UserId>,
+        /// The conversation (a group, or a 1:1 conversation the sender is in). Exactly one of
+        /// `to` and `conv_id` is given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conv_id: Option<ConvId>,
         /// The sender's idempotency key (1–64 bytes). Resending the same key returns the original
         /// message's `msg_id` and `seq` and stores nothing new.
         client_msg_id: String,
@@ -100,6 +351,31 @@ pub enum ClientFrame {
     },
     /// Liveness probe; the server answers `pong`. Any frame counts as liveness.
     Ping,
+    /// This device has read `conv_id` up to `seq`. Answered by `ok` or `error`. The position only
+    /// moves forward; the user's other devices get a `read` notice, a 1:1 peer a `peer_read`.
+    Read {
+        /// Request id.
+        id: u64,
+        /// The conversation.
+        conv_id: ConvId,
+        /// The last seq read.
+        seq: u64,
+    },
+    /// Recall a message (the sender, or a group's owner/admin, within the recall window).
+    /// Answered by `ok` or `error`.
+    Recall {
+        /// Request id.
+        id: u64,
+        /// The conversation.
+        conv_id: ConvId,
+        /// The message's seq.
+        seq: u64,
+    },
+    /// The user is typing in a 1:1 conversation. Relayed to the peer, never stored, not answered.
+    Typing {
+        /// The conversation.
+        conv_id: ConvId,
+    },
     /// Enter a live room, leaving the current one if any (one room per connection). Answered by
     /// `joined` or `error`. Joining the room the connection is already in changes nothing.
     Join {
@@ -169,6 +445,16 @@ pub struct Push {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    /// The other user has blocked the caller (messages, friend requests, group invites).
+    Blocked,
+    /// The other user accepts messages from friends only.
+    NotFriends,
+    /// The caller is muted in this group, or the group is muted.
+    Muted,
+    /// The message is older than the recall window.
+    RecallExpired,
+    /// The group has reached its member limit.
+    GroupFull,
     /// The frame or request body could not be parsed, or a field is invalid.
     BadRequest,
     /// The frame's `op` is not one this server knows.
@@ -199,6 +485,11 @@ impl ErrorCode {
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
+            ErrorCode::Blocked => "blocked",
+            ErrorCode::NotFriends => "not_friends",
+            ErrorCode::Muted => "muted",
+            ErrorCode::RecallExpired => "recall_expired",
+            ErrorCode::GroupFull => "group_full",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::UnknownOp => "unknown_op",
             ErrorCode::FrameTooLarge => "frame_too_large",
@@ -298,7 +589,7 @@ impl CloseReason {
 }
 
 /// A frame sent by the server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ServerFrame {
     /// Authentication succeeded. Advertises the heartbeat the client must keep.
@@ -364,6 +655,25 @@ pub enum ServerFrame {
     },
     /// Answer to `ping`.
     Pong,
+    /// A request without a payload to return (`read`, `recall`) succeeded.
+    Ok {
+        /// The request id.
+        id: u64,
+    },
+    /// `user` is typing in `conv_id` (ephemeral; show it for a few seconds).
+    Typing {
+        /// The conversation.
+        conv_id: ConvId,
+        /// Who types.
+        user: UserId,
+    },
+    /// A friend came online or went offline (debounced, so a quick reconnect is not reported).
+    Presence {
+        /// The friend.
+        user: UserId,
+        /// Whether any of their devices is connected.
+        online: bool,
+    },
     /// A request or frame failed. The connection stays open.
     Error {
         /// The request id, when the failed frame carried one.
@@ -429,7 +739,8 @@ impl ServerFrame {
 }
 
 /// Every `op` a client may send; used to tell an unknown op from a malformed frame.
-pub const CLIENT_OPS: &[&str] = &["auth", "send", "ack", "history", "ping", "join", "leave"];
+pub const CLIENT_OPS: &[&str] =
+    &["auth", "send", "ack", "history", "ping", "read", "recall", "typing", "join", "leave"];
 
 /// Checks a room or area name: 1–64 characters of `[A-Za-z0-9_.:-]`.
 pub fn valid_name(name: &str) -> bool {

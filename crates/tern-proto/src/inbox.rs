@@ -27,7 +27,7 @@ pub struct Fetch {
 }
 
 /// What to do after the inbox took something in.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Outcome {
     /// Hand these to the app, in this order.
     pub deliver: Vec<Message>,

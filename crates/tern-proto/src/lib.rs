@@ -22,6 +22,7 @@ pub mod session;
 
 pub use codec::{Codec, DecodeError, FrameDecoder, FrameTooLarge};
 pub use frame::{
-    Body, ClientFrame, CloseReason, ErrorCode, Message, PROTOCOL_VERSION, Priority, Push, PushScope, ServerFrame,
+    Body, ClientFrame, CloseReason, ErrorCode, LeaveReason, Message, Notice, PROTOCOL_VERSION, Priority, Push,
+    PushScope, Role, ServerFrame,
 };
-pub use ids::{ConnId, ConvId, DeviceId, MsgId, UserId};
+pub use ids::{ConnId, ConvId, DeviceId, GroupId, MsgId, UserId};

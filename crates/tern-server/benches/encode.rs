@@ -36,7 +36,8 @@ fn batch(n: u64) -> ServerFrame {
 fn codec(c: &mut Criterion) {
     let send = ClientFrame::Send {
         id: 7,
-        to: UserId(42),
+        to: Some(UserId(42)),
+        conv_id: None,
         client_msg_id: "0193a2b4c5d00000001a2b3c4d5e6f".into(),
         body: Body::Text { text: "see you at the usual place at eight? bring the tickets".into() },
     };

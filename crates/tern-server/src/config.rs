@@ -162,6 +162,13 @@ pub struct GatewayConfig {
 pub struct MessagesConfig {
     /// Largest message body, in bytes of its JSON encoding.
     pub max_body_bytes: usize,
+    /// Most members a group may have.
+    pub max_group_members: u32,
+    /// How long after sending a message may be recalled, in seconds.
+    pub recall_window_secs: u64,
+    /// A user's online/offline change is told to friends only if it still holds after this
+    /// long, in milliseconds (a quick reconnect causes no flap).
+    pub presence_debounce_ms: u64,
 }
 
 /// SQLite durability trade-off.
@@ -227,7 +234,7 @@ impl Default for GatewayConfig {
 
 impl Default for MessagesConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 16 * 1024 }
+        Self { max_body_bytes: 16 * 1024, max_group_members: 2000, recall_window_secs: 120, presence_debounce_ms: 2000 }
     }
 }
 
@@ -263,7 +270,7 @@ impl Config {
     /// Checks the values make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let g = &self.gateway;
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 15] = [
             (g.auth_timeout_ms > 0, "gateway.auth_timeout_ms must be > 0"),
             (g.heartbeat_ms >= 100, "gateway.heartbeat_ms must be >= 100"),
             (g.max_missed_heartbeats >= 1, "gateway.max_missed_heartbeats must be >= 1"),
@@ -283,6 +290,15 @@ impl Config {
                 self.messages.max_body_bytes >= 16 && self.messages.max_body_bytes < g.max_frame_bytes,
                 "messages.max_body_bytes must be >= 16 and below gateway.max_frame_bytes",
             ),
+            (
+                (2..=100_000).contains(&self.messages.max_group_members),
+                "messages.max_group_members must be 2 to 100000",
+            ),
+            (
+                self.messages.recall_window_secs <= 7 * 86_400,
+                "messages.recall_window_secs must be at most 604800 (7 days)",
+            ),
+            (self.messages.presence_debounce_ms <= 60_000, "messages.presence_debounce_ms must be at most 60000"),
             ((1..=65_536).contains(&self.store.max_batch), "store.max_batch must be between 1 and 65536"),
             (self.store.readers >= 1, "store.readers must be >= 1"),
         ];

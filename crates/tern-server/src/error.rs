@@ -35,6 +35,11 @@ impl Error {
         Self::new(ErrorCode::NotFound, message)
     }
 
+    /// `forbidden`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
     /// `unauthorized`.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unauthorized, message)
@@ -47,7 +52,10 @@ impl Error {
             ErrorCode::WeakPassword => StatusCode::BAD_REQUEST,
             ErrorCode::FrameTooLarge | ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::Blocked | ErrorCode::NotFriends | ErrorCode::Muted => {
+                StatusCode::FORBIDDEN
+            }
+            ErrorCode::RecallExpired | ErrorCode::GroupFull => StatusCode::CONFLICT,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -61,6 +69,7 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => Error::new(ErrorCode::Conflict, m),
+            StoreError::Denied(e) => e,
             StoreError::Closed => Error::new(ErrorCode::Unavailable, "the server is shutting down"),
             StoreError::Backend(m) => {
                 tracing::error!(error = %m, "store failure");

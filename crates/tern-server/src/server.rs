@@ -77,7 +77,7 @@ impl Server {
         let secret = Auth::load_secret(&cfg.auth.token_secret, &cfg.server.data_dir)
             .map_err(|e| StartError::Store(format!("token secret: {e}")))?;
         let auth = Auth::new(&secret, cfg.auth.token_ttl_secs, cfg.auth.max_concurrent_hashes);
-        let logic = Arc::new(Logic::new(store.clone(), auth, &cfg));
+        let logic = Arc::new(Logic::new(store.clone(), auth, &cfg, dispatcher.clone()));
         logic.load().await.map_err(|e| StartError::Store(e.message))?;
         let push = Arc::new(
             PushService::new(logic.clone(), store, dispatcher.clone(), cfg.push.clone())

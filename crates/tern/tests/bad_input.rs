@@ -58,7 +58,8 @@ async fn malformed_and_unknown_frames_get_errors_and_the_connection_stays_usable
     // Sending to a user that does not exist.
     ws.send_frame(&ClientFrame::Send {
         id: 79,
-        to: UserId(999_999),
+        to: Some(UserId(999_999)),
+        conv_id: None,
         client_msg_id: "c1".into(),
         body: Body::Text { text: "?".into() },
     })
@@ -71,11 +72,19 @@ async fn malformed_and_unknown_frames_get_errors_and_the_connection_stays_usable
     }
     // Body over the limit, empty text, bad client_msg_id.
     let big = Body::Text { text: "x".repeat(2000) };
-    ws.send_frame(&ClientFrame::Send { id: 80, to: bob.user_id, client_msg_id: "c2".into(), body: big }).await;
+    ws.send_frame(&ClientFrame::Send {
+        id: 80,
+        to: Some(bob.user_id),
+        conv_id: None,
+        client_msg_id: "c2".into(),
+        body: big,
+    })
+    .await;
     assert!(matches!(ws.recv().await, Some(ServerFrame::Error { id: Some(80), code: ErrorCode::BodyTooLarge, .. })));
     ws.send_frame(&ClientFrame::Send {
         id: 81,
-        to: bob.user_id,
+        to: Some(bob.user_id),
+        conv_id: None,
         client_msg_id: "c3".into(),
         body: Body::Text { text: String::new() },
     })
@@ -83,7 +92,8 @@ async fn malformed_and_unknown_frames_get_errors_and_the_connection_stays_usable
     assert!(matches!(ws.recv().await, Some(ServerFrame::Error { id: Some(81), code: ErrorCode::BadRequest, .. })));
     ws.send_frame(&ClientFrame::Send {
         id: 82,
-        to: bob.user_id,
+        to: Some(bob.user_id),
+        conv_id: None,
         client_msg_id: String::new(),
         body: Body::Text { text: "a".into() },
     })
@@ -93,7 +103,8 @@ async fn malformed_and_unknown_frames_get_errors_and_the_connection_stays_usable
     // Still usable: a valid send goes through and is the first message bob ever gets.
     ws.send_frame(&ClientFrame::Send {
         id: 83,
-        to: bob.user_id,
+        to: Some(bob.user_id),
+        conv_id: None,
         client_msg_id: "ok".into(),
         body: Body::Text { text: "valid".into() },
     })

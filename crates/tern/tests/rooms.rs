@@ -213,7 +213,7 @@ async fn a_stalled_consumer_loses_only_low_pushes_and_is_cut_off_past_the_limit_
         c.push.aggregate = false;
         c.push.max_payload_bytes = 64 * 1024;
         c.gateway.low_queue = 16;
-        c.gateway.slow_consumer_ms = 3000;
+        c.gateway.slow_consumer_ms = 8000;
         c.gateway.heartbeat_ms = 10_000;
     })
     .await;
@@ -269,7 +269,7 @@ async fn a_stalled_consumer_loses_only_low_pushes_and_is_cut_off_past_the_limit_
         tokio::time::sleep(Duration::from_millis(100)).await;
         srv.push("/v1/push/rooms/r", json!({ "data": "tick" })).await;
         waited += 1;
-        assert!(waited < 100, "the stalled member was never cut off");
+        assert!(waited < 200, "the stalled member was never cut off");
     }
     assert_eq!(srv.room_online("r").await, 1, "only the reading member is left");
     drop(stalled);
@@ -367,7 +367,8 @@ async fn anonymous_devices_cannot_chat_and_device_tokens_refresh_to_the_same_dev
     assert!(matches!(ws.recv().await, Some(ServerFrame::AuthOk { user_id: None, .. })));
     ws.send_frame(&ClientFrame::Send {
         id: 1,
-        to: bob.user_id,
+        to: Some(bob.user_id),
+        conv_id: None,
         client_msg_id: "x".into(),
         body: tern_proto::Body::Text { text: "hi".into() },
     })

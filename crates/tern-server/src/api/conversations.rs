@@ -31,7 +31,7 @@ pub(super) async fn messages(
     Path(conv): Path<String>,
     QueryParams(q): QueryParams<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, Error> {
-    let conv_id = state.logic.conversation_for(caller.user_id, &conv)?;
+    let conv_id = state.logic.conversation_for(caller.user_id, &conv).await?;
     let (messages, last_seq) = state.logic.history(caller.user_id, conv_id, q.after_seq, q.before_seq, q.limit).await?;
     Ok(Json(HistoryPage { conv_id, messages, last_seq }))
 }

@@ -16,8 +16,8 @@ use crate::dispatch::OutFrame;
 pub enum Target {
     /// Every connected device of these users, except one device (the sender's own).
     Users {
-        /// Recipients.
-        users: Vec<UserId>,
+        /// Recipients (shared: a group's member list is the same for many messages).
+        users: Arc<[UserId]>,
         /// The device that must not get it (it already has it: it sent it).
         skip: Option<(UserId, DeviceId)>,
     },

@@ -179,7 +179,7 @@ impl Dispatcher {
 impl CommitListener for Dispatcher {
     fn committed(&self, batch: &[Committed]) {
         for c in batch {
-            let users = c.message.conv_id.participants().collect();
+            let users = Arc::clone(&c.recipients);
             let target = Target::Users { users, skip: Some((c.message.from, c.from_device.clone())) };
             let frame = OutFrame::new(ServerFrame::Msg(c.message.clone()));
             // Stored messages must arrive: the high lane, never dropped.

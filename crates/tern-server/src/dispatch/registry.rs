@@ -323,7 +323,7 @@ impl LocalDelivery for Registry {
         let (frame, prio) = (&envelope.frame, envelope.priority);
         match &envelope.target {
             Target::Users { users, skip } => {
-                for user in users {
+                for user in users.iter() {
                     self.users.with(user, |m| {
                         for c in m.get(user).into_iter().flatten() {
                             if !skip.as_ref().is_some_and(|(u, d)| u == user && *d == c.device_id) {
@@ -422,8 +422,11 @@ mod tests {
         reg.join("r2", "music", &b.handle);
 
         let cases: Vec<(Target, [usize; 4])> = vec![
-            (Target::Users { users: vec![UserId(1)], skip: None }, [1, 1, 0, 0]),
-            (Target::Users { users: vec![UserId(1)], skip: Some((UserId(1), DeviceId("phone".into()))) }, [0, 1, 0, 0]),
+            (Target::Users { users: [UserId(1)].into(), skip: None }, [1, 1, 0, 0]),
+            (
+                Target::Users { users: [UserId(1)].into(), skip: Some((UserId(1), DeviceId("phone".into()))) },
+                [0, 1, 0, 0],
+            ),
             (Target::UserDevices(vec![(UserId(1), DeviceId("laptop".into()))]), [0, 1, 0, 0]),
             (Target::Devices(vec![DeviceId("d_x".into()), DeviceId("phone".into())]), [0, 0, 0, 1]),
             (Target::Room("r1".into()), [1, 0, 0, 1]),

@@ -25,7 +25,7 @@ use super::unacked::{Expiry, Unacked};
 use crate::auth::{Identity, Principal};
 use crate::dispatch::{ConnHandle, Kick, Lag, OutFrame, Owner};
 use crate::error::Error;
-use crate::logic::ResumeItem;
+use crate::logic::{ResumeItem, SendTo};
 
 /// Why the connection ends, and the sentence sent with it.
 struct Close {
@@ -101,6 +101,9 @@ pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, pe
         };
         if let Some(handle) = registered {
             conn.gw.registry.deregister(&handle, conn.room.as_deref());
+            if let Owner::User(user) = handle.owner {
+                conn.gw.logic.presence().disconnected(user);
+            }
         }
         conn.finish(close).await;
     }
@@ -133,6 +136,9 @@ impl<T: FrameIo> Conn<T> {
         // for us, one committed before is in the store; overlaps are dropped by seq.
         self.gw.registry.register(handle.clone());
         *registered = Some(handle.clone());
+        if let Some(identity) = principal.user() {
+            self.gw.logic.presence().connected(identity.user_id);
+        }
         tracing::info!(device_id = %principal.device_id(), "authenticated");
 
         self.out.push(OutFrame::new(ServerFrame::AuthOk {
@@ -351,10 +357,18 @@ impl<T: FrameIo> Conn<T> {
         match frame {
             ClientFrame::Ping => self.out.push(OutFrame::new(ServerFrame::Pong)),
             ClientFrame::Ack { msg_ids } => self.unacked.acked(&msg_ids),
-            ClientFrame::Send { id, to, client_msg_id, body } => {
+            ClientFrame::Send { id, to, conv_id, client_msg_id, body } => {
                 let Some(identity) = principal.user() else {
                     self.out.push(error_frame(id, login_needed()));
                     return Ok(());
+                };
+                let to = match (to, conv_id) {
+                    (Some(user), None) => SendTo::User(user),
+                    (None, Some(conv)) => SendTo::Conv(conv),
+                    _ => {
+                        self.out.push(error_frame(id, Error::bad_request("give exactly one of `to` and `conv_id`")));
+                        return Ok(());
+                    }
                 };
                 // Queue now, in arrival order; wait for durability off the loop.
                 match self.gw.logic.send(identity, to, client_msg_id, body).await {
@@ -390,6 +404,41 @@ impl<T: FrameIo> Conn<T> {
                         Err(e) => error_frame(id, e),
                     }
                 }));
+            }
+            ClientFrame::Read { id, conv_id, seq } => {
+                let Some(identity) = principal.user() else {
+                    self.out.push(error_frame(id, login_needed()));
+                    return Ok(());
+                };
+                let (logic, user) = (Arc::clone(&self.gw.logic), identity.user_id);
+                inflight.push(Box::pin(async move {
+                    match logic.mark_read(user, conv_id, seq).await {
+                        Ok(()) => OutFrame::new(ServerFrame::Ok { id }),
+                        Err(e) => error_frame(id, e),
+                    }
+                }));
+            }
+            ClientFrame::Recall { id, conv_id, seq } => {
+                let Some(identity) = principal.user() else {
+                    self.out.push(error_frame(id, login_needed()));
+                    return Ok(());
+                };
+                let (logic, user) = (Arc::clone(&self.gw.logic), identity.user_id);
+                inflight.push(Box::pin(async move {
+                    match logic.recall(user, conv_id, seq).await {
+                        Ok(()) => OutFrame::new(ServerFrame::Ok { id }),
+                        Err(e) => error_frame(id, e),
+                    }
+                }));
+            }
+            ClientFrame::Typing { conv_id } => {
+                let result = match principal.user() {
+                    Some(identity) => self.gw.logic.typing(identity.user_id, conv_id),
+                    None => Err(login_needed()),
+                };
+                if let Err(e) = result {
+                    self.out.push(OutFrame::new(ServerFrame::error(None, e.code, e.message)));
+                }
             }
             ClientFrame::Join { id, room } => {
                 if !tern_proto::frame::valid_name(&room) {

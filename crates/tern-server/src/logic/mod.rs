@@ -4,21 +4,29 @@
 //! makes it durable) → the store's commit listener routes it. Logic never touches connections.
 
 mod accounts;
+pub mod conversations;
+pub mod groups;
 mod ids;
+pub mod presence;
 pub mod push;
+pub mod social;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use accounts::{validate_password, validate_username};
-use tern_proto::{Body, ConvId, DeviceId, ErrorCode, Message, MsgId, UserId};
+use tern_proto::{Body, ConvId, DeviceId, ErrorCode, Message, MsgId, Notice, UserId};
 
 use crate::auth::{Auth, Identity, IssuedToken, Principal, TokenError};
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::dispatch::Dispatcher;
 use crate::error::Error;
-use crate::store::{AppendTicket, NewMessage, Page, Store, encode_body};
+use crate::store::im::{Effect, Scope, Snapshot};
+use crate::store::{AppendTicket, NewMessage, Page, Store, StoreError, encode_body};
 pub use ids::MsgIdGen;
+use presence::Presence;
 
 /// Largest history page.
 pub const MAX_PAGE: u32 = 500;
@@ -26,7 +34,7 @@ pub const MAX_PAGE: u32 = 500;
 pub const DEFAULT_PAGE: u32 = 100;
 
 /// One step of a resume: push these messages, or announce a gap to fetch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ResumeItem {
     /// Missed messages of one conversation, ascending.
     Push(Vec<Message>),
@@ -54,14 +62,61 @@ pub struct Logic {
     /// Room → area, for rooms that were given one (loaded at start, kept in step with the store).
     room_areas: Mutex<HashMap<String, String>>,
     default_area: String,
+    max_group_members: u32,
+    recall_window_ms: u64,
+    dispatcher: Arc<Dispatcher>,
+    presence: Arc<Presence>,
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendTo {
+    /// A user (their 1:1 conversation with the sender).
+    User(UserId),
+    /// A conversation the sender is in.
+    Conv(ConvId),
+}
+
+/// Makes notices (server-written messages) with fresh ids; cheap to clone into a transaction.
+#[derive(Clone)]
+pub struct Notices {
+    ids: Arc<MsgIdGen>,
+}
+
+impl Notices {
+    /// An effect appending `notice` to `conv`, attributed to `actor`.
+    pub fn append(&self, conv: ConvId, actor: UserId, notice: Notice) -> Effect {
+        let body = Body::Notice { notice };
+        let msg_id = self.ids.next();
+        Effect::Append(NewMessage {
+            msg_id,
+            conv_id: conv,
+            from: actor,
+            // No device has an empty id: every device of every recipient gets it.
+            from_device: DeviceId(String::new()),
+            client_msg_id: format!("n:{msg_id}"),
+            ts: now_ms(),
+            body_json: encode_body(&body),
+            body,
+        })
+    }
 }
 
 const KNOWN_USERS_MAX: usize = 1 << 20;
 
 impl Logic {
-    /// Builds the logic layer.
-    pub fn new(store: Arc<dyn Store>, auth: Auth, cfg: &Config) -> Self {
+    /// Builds the logic layer; ephemeral frames (presence, typing) go out through `dispatcher`.
+    pub fn new(store: Arc<dyn Store>, auth: Auth, cfg: &Config, dispatcher: Arc<Dispatcher>) -> Self {
+        let presence = Arc::new(Presence::new(
+            Arc::clone(&store),
+            Arc::clone(&dispatcher),
+            Duration::from_millis(cfg.messages.presence_debounce_ms),
+        ));
         Self {
+            max_group_members: cfg.messages.max_group_members,
+            recall_window_ms: cfg.messages.recall_window_secs * 1000,
+            dispatcher,
+            presence,
             store,
             auth,
             ids: Arc::new(MsgIdGen::new(0)),
@@ -80,6 +135,39 @@ impl Logic {
             map.extend(areas);
         }
         Ok(())
+    }
+
+    /// Presence tracking (the gateway reports connections).
+    pub fn presence(&self) -> &Arc<Presence> {
+        &self.presence
+    }
+
+    fn notices(&self) -> Notices {
+        Notices { ids: Arc::clone(&self.ids) }
+    }
+
+    /// Runs an IM operation in one store transaction and returns what its rules decided.
+    async fn transact<T: Send + 'static>(
+        &self,
+        scope: Scope,
+        decide: impl FnOnce(&Snapshot) -> Result<(Vec<Effect>, T), Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let answer = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&answer);
+        self.store
+            .transact(
+                scope,
+                Box::new(move |snap| {
+                    let (effects, value) = decide(snap)?;
+                    if let Ok(mut slot) = slot.lock() {
+                        *slot = Some(value);
+                    }
+                    Ok(effects)
+                }),
+            )
+            .await?;
+        let value = answer.lock().ok().and_then(|mut a| a.take());
+        value.ok_or_else(|| Error::from(StoreError::Backend("transaction finished without an answer".into())))
     }
 
     /// A fresh message id (stored messages and pushes share the id space).
@@ -171,23 +259,23 @@ impl Logic {
     }
 
     /// Validates a message and queues it for the store. Returns once it is queued (so one
-    /// connection's sends keep their order); the ticket resolves once it is durable.
+    /// connection's sends keep their order); the ticket resolves once it is durable — or with
+    /// `blocked`, `not_friends`, `muted` or `not_found` from the checks the store's writer makes
+    /// against the committed state.
     pub async fn send(
         &self,
         from: &Identity,
-        to: UserId,
+        to: SendTo,
         client_msg_id: String,
         body: Body,
     ) -> Result<AppendTicket, Error> {
         if client_msg_id.is_empty() || client_msg_id.len() > 64 {
             return Err(Error::bad_request("client_msg_id must be 1 to 64 bytes"));
         }
-        match &body {
-            Body::Text { text } if text.is_empty() => {
-                return Err(Error::bad_request("text must not be empty"));
-            }
-            Body::Text { .. } => {}
+        if client_msg_id.starts_with("n:") {
+            return Err(Error::bad_request("client_msg_id must not start with \"n:\" (reserved for notices)"));
         }
+        validate_body(&body)?;
         let encoded = encode_body(&body);
         if encoded.len() > self.max_body_bytes {
             return Err(Error::new(
@@ -195,12 +283,21 @@ impl Logic {
                 format!("message body is {} bytes, the limit is {}", encoded.len(), self.max_body_bytes),
             ));
         }
-        if !self.user_exists(to).await? {
-            return Err(Error::not_found(format!("user {to} does not exist")));
-        }
+        let conv_id = match to {
+            SendTo::User(to) => ConvId::direct(from.user_id, to),
+            SendTo::Conv(ConvId::User(_)) => {
+                return Err(Error::bad_request("event streams are written by the server only"));
+            }
+            SendTo::Conv(c) => {
+                if c.has_participant(from.user_id) == Some(false) {
+                    return Err(Error::not_found("conversation not found"));
+                }
+                c
+            }
+        };
         let msg = NewMessage {
             msg_id: self.ids.next(),
-            conv_id: ConvId::direct(from.user_id, to),
+            conv_id,
             from: from.user_id,
             from_device: from.device_id.clone(),
             client_msg_id,
@@ -213,10 +310,21 @@ impl Logic {
 
     /// Parses a conversation id the caller names, answering `not_found` both for ids that do
     /// not parse and for conversations the caller is not in — so a probe learns nothing.
-    pub fn conversation_for(&self, user: UserId, conv: &str) -> Result<ConvId, Error> {
-        match conv.parse::<ConvId>() {
-            Ok(c) if c.has_participant(user) => Ok(c),
-            _ => Err(Error::not_found("conversation not found")),
+    pub async fn conversation_for(&self, user: UserId, conv: &str) -> Result<ConvId, Error> {
+        let conv = conv.parse::<ConvId>().map_err(|_| Error::not_found("conversation not found"))?;
+        self.readable_from(user, conv).await?;
+        Ok(conv)
+    }
+
+    /// The first seq `user` may read in `conv`, or `not_found` if they are not in it.
+    pub async fn readable_from(&self, user: UserId, conv: ConvId) -> Result<u64, Error> {
+        match conv.has_participant(user) {
+            Some(true) => Ok(1),
+            Some(false) => Err(Error::not_found("conversation not found")),
+            None => match self.store.membership(conv, user).await? {
+                Some(m) => Ok(m.joined_seq),
+                None => Err(Error::not_found("conversation not found")),
+            },
         }
     }
 
@@ -230,22 +338,23 @@ impl Logic {
         before: Option<u64>,
         limit: Option<u32>,
     ) -> Result<(Vec<Message>, u64), Error> {
-        if !conv.has_participant(user) {
-            return Err(Error::not_found("conversation not found"));
-        }
+        let joined = self.readable_from(user, conv).await?;
         let limit = limit.unwrap_or(DEFAULT_PAGE);
         if limit == 0 || limit > MAX_PAGE {
             return Err(Error::bad_request(format!("limit must be 1 to {MAX_PAGE}")));
         }
+        // A group member reads from the point they joined on.
+        let floor = joined.saturating_sub(1);
         let page = match (after, before) {
-            (Some(a), _) => Page::After(a),
+            (Some(a), _) => Page::After(a.max(floor)),
             (None, Some(b)) => Page::Before(b),
             (None, None) => Page::Before(u64::MAX),
         };
         // Read last_seq first: a message committed in between shows up in the page but not in
         // last_seq, never the other way round.
         let last_seq = self.store.last_seq(conv).await?;
-        let messages = self.store.messages(conv, page, limit).await?;
+        let mut messages = self.store.messages(conv, page, limit).await?;
+        messages.retain(|m| m.seq > floor);
         Ok((messages, last_seq))
     }
 
@@ -253,8 +362,8 @@ impl Logic {
     /// conversation: each conversation is pushed in full or announced as a gap.
     pub async fn resume(&self, user: UserId, have: &BTreeMap<ConvId, u64>) -> Result<Vec<ResumeItem>, Error> {
         let mut items = Vec::new();
-        for (conv, last) in self.store.conversations_of(user).await? {
-            let held = have.get(&conv).copied().unwrap_or(0);
+        for (conv, last, joined) in self.store.conversations_of(user).await? {
+            let held = have.get(&conv).copied().unwrap_or(0).max(joined.saturating_sub(1));
             if last <= held {
                 continue;
             }
@@ -312,5 +421,42 @@ impl Logic {
             .await?
             .ok_or_else(|| Error::not_found(format!("user {username:?} does not exist")))?;
         Ok((user.id, user.username))
+    }
+}
+
+/// Checks a client's message body: only content kinds, each well-formed.
+fn validate_body(body: &Body) -> Result<(), Error> {
+    let file_id = |id: &str| {
+        if id.is_empty() || id.len() > social::MAX_FILE_ID {
+            Err(Error::bad_request(format!("file_id must be 1 to {} bytes", social::MAX_FILE_ID)))
+        } else {
+            Ok(())
+        }
+    };
+    match body {
+        Body::Text { text } if text.is_empty() => Err(Error::bad_request("text must not be empty")),
+        Body::Text { .. } => Ok(()),
+        Body::Image { file_id: id, .. } | Body::Voice { file_id: id, .. } => file_id(id),
+        Body::File { file_id: id, name, .. } => {
+            file_id(id)?;
+            if name.is_empty() || name.len() > 255 {
+                return Err(Error::bad_request("file name must be 1 to 255 bytes"));
+            }
+            Ok(())
+        }
+        Body::Location { latitude, longitude, name } => {
+            if !(-90.0..=90.0).contains(latitude) || !(-180.0..=180.0).contains(longitude) {
+                return Err(Error::bad_request("latitude must be -90..90 and longitude -180..180"));
+            }
+            if name.as_ref().is_some_and(|n| n.len() > 255) {
+                return Err(Error::bad_request("location name must be at most 255 bytes"));
+            }
+            Ok(())
+        }
+        Body::Custom { data } if !data.is_object() => Err(Error::bad_request("custom data must be a JSON object")),
+        Body::Custom { .. } => Ok(()),
+        Body::Recalled { .. } | Body::Notice { .. } => {
+            Err(Error::bad_request("clients send text, image, file, voice, location or custom bodies"))
+        }
     }
 }

@@ -272,7 +272,7 @@ impl PushService {
             PushTarget::Users(users) => {
                 caller.require(Scope::Users)?;
                 count_ok(users.len())?;
-                (PushScope::User, Target::Users { users, skip: None })
+                (PushScope::User, Target::Users { users: users.into(), skip: None })
             }
             PushTarget::Devices(devices) => {
                 caller.require(Scope::Devices)?;

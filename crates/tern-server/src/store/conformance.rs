@@ -45,6 +45,15 @@ pub fn new_message(conv: ConvId, from: UserId, client_msg_id: &str) -> NewMessag
     }
 }
 
+/// Creates `n` users (the 1:1 send path checks that the recipient exists); their ids.
+pub async fn seed_users(store: &dyn Store, n: usize) -> Vec<UserId> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(store.create_user(&format!("seed{i}-{}", rand::random::<u32>()), "h").await.unwrap());
+    }
+    ids
+}
+
 async fn append(store: &dyn Store, msg: NewMessage) -> Result<super::Appended, StoreError> {
     store.append(msg).await?.await.map_err(|_| StoreError::Closed)?
 }
@@ -101,7 +110,8 @@ async fn users_are_unique_case_insensitively(store: Arc<dyn Store>) {
 }
 
 async fn seqs_are_gap_free_and_duplicates_store_nothing(store: Arc<dyn Store>) {
-    let (a, b, c) = (UserId(1), UserId(2), UserId(3));
+    let u = seed_users(&*store, 3).await;
+    let (a, b, c) = (u[0], u[1], u[2]);
     let ab = ConvId::direct(a, b);
     let ac = ConvId::direct(a, c);
     let m1 = append(&*store, new_message(ab, a, "x1")).await.unwrap();
@@ -125,12 +135,13 @@ async fn seqs_are_gap_free_and_duplicates_store_nothing(store: Arc<dyn Store>) {
 }
 
 async fn concurrent_senders_get_gap_free_increasing_seqs(store: Arc<dyn Store>, recorder: Arc<Recorder>) {
-    let conv = ConvId::direct(UserId(10), UserId(11));
+    let u = seed_users(&*store, 2).await;
+    let conv = ConvId::direct(u[0], u[1]);
     let mut tasks = Vec::new();
     for sender in 0..6u64 {
         let store = Arc::clone(&store);
+        let from = u[(sender % 2) as usize];
         tasks.push(tokio::spawn(async move {
-            let from = UserId(10 + sender % 2);
             let mut seqs = Vec::new();
             for i in 0..50 {
                 let ticket = store.append(new_message(conv, from, &format!("s{sender}-{i}"))).await.unwrap();
@@ -151,7 +162,8 @@ async fn concurrent_senders_get_gap_free_increasing_seqs(store: Arc<dyn Store>, 
 }
 
 async fn pages_and_conversation_lists(store: Arc<dyn Store>) {
-    let (a, b, c) = (UserId(21), UserId(22), UserId(23));
+    let u = seed_users(&*store, 3).await;
+    let (a, b, c) = (u[0], u[1], u[2]);
     let ab = ConvId::direct(a, b);
     for i in 0..10 {
         append(&*store, new_message(ab, a, &format!("p{i}"))).await.unwrap();
@@ -168,8 +180,8 @@ async fn pages_and_conversation_lists(store: Arc<dyn Store>) {
 
     let mut convs = store.conversations_of(a).await.unwrap();
     convs.sort();
-    let mut expected = vec![(ab, 10), (ConvId::direct(a, c), 1), (ConvId::direct(a, a), 1)];
+    let mut expected = vec![(ab, 10, 1), (ConvId::direct(a, c), 1, 1), (ConvId::direct(a, a), 1, 1)];
     expected.sort();
     assert_eq!(convs, expected);
-    assert_eq!(store.conversations_of(b).await.unwrap(), vec![(ab, 10)]);
+    assert_eq!(store.conversations_of(b).await.unwrap(), vec![(ab, 10, 1)]);
 }

@@ -9,13 +9,17 @@
 //! answered: so a live push never overtakes the store, and pushes leave in seq order.
 
 pub mod conformance;
+pub mod im;
 pub mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use tern_proto::{ConvId, DeviceId, Message, MsgId, UserId};
+use std::sync::Arc;
+
+use im::{ConvSummary, Decide, GroupState, MemberRecord, Profile, ProfileUpdate, RelationRow, Scope};
+use tern_proto::{ConvId, DeviceId, GroupId, Message, MsgId, UserId};
 use tokio::sync::oneshot;
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn Store>`).
@@ -33,6 +37,9 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("storage is closed")]
     Closed,
+    /// The operation's rules refused it (not a member, blocked, muted, …); nothing changed.
+    #[error("{0}")]
+    Denied(crate::error::Error),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -74,7 +81,7 @@ pub struct NewMessage {
 }
 
 /// The result of an append.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Appended {
     /// The stored message: the new one, or the original for a duplicate.
     pub message: Message,
@@ -89,6 +96,9 @@ pub struct Committed {
     pub message: Message,
     /// The device that sent it.
     pub from_device: DeviceId,
+    /// Who must get it: the conversation's members when it was appended (shared, because a
+    /// group's list is the same for every message until it changes).
+    pub recipients: Arc<[UserId]>,
 }
 
 /// Receives every newly committed message, in commit order, before senders are answered.
@@ -162,8 +172,37 @@ pub trait Store: Send + Sync + 'static {
     /// The last seq of a conversation (0 if it has none).
     fn last_seq(&self, conv: ConvId) -> BoxFut<'_, Result<u64, StoreError>>;
 
-    /// Every conversation the user takes part in, with its last seq.
-    fn conversations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<(ConvId, u64)>, StoreError>>;
+    /// Every conversation the user takes part in (its event stream included), with its last seq
+    /// and the first seq the user may read.
+    fn conversations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<(ConvId, u64, u64)>, StoreError>>;
+
+    /// Runs one IM operation atomically: loads `scope`, calls `decide`, applies its effects (see
+    /// [`im`]). A refusal from `decide` comes back as [`StoreError::Denied`] with nothing changed.
+    fn transact(&self, scope: Scope, decide: Decide) -> BoxFut<'_, Result<(), StoreError>>;
+
+    /// Public profiles of these users (unknown ids are left out).
+    fn profiles(&self, users: Vec<UserId>) -> BoxFut<'_, Result<Vec<Profile>, StoreError>>;
+
+    /// Users whose name starts with `prefix` (case-insensitively), by name.
+    fn search_users(&self, prefix: String, limit: u32) -> BoxFut<'_, Result<Vec<Profile>, StoreError>>;
+
+    /// Changes a user's own profile.
+    fn update_profile(&self, user: UserId, update: ProfileUpdate) -> BoxFut<'_, Result<(), StoreError>>;
+
+    /// Everyone the user has a relation with (friend, request either way, block either way).
+    fn relations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<RelationRow>, StoreError>>;
+
+    /// A group with its members and requests.
+    fn group(&self, group: GroupId) -> BoxFut<'_, Result<Option<GroupState>, StoreError>>;
+
+    /// The user's conversations (chats and groups, not the event stream), newest first.
+    fn conversation_list(&self, user: UserId) -> BoxFut<'_, Result<Vec<ConvSummary>, StoreError>>;
+
+    /// The user's membership of a conversation.
+    fn membership(&self, conv: ConvId, user: UserId) -> BoxFut<'_, Result<Option<MemberRecord>, StoreError>>;
+
+    /// How many members other than `except` have read `conv` up to at least `seq`.
+    fn read_count(&self, conv: ConvId, seq: u64, except: UserId) -> BoxFut<'_, Result<u64, StoreError>>;
 
     /// Stores a new API key; `Conflict` if the id exists.
     fn create_api_key(&self, key: ApiKeyRecord) -> BoxFut<'_, Result<(), StoreError>>;

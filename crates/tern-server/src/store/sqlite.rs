@@ -6,14 +6,18 @@
 //! are assigned in queue order without locks. Reads use a pool of read connections on tokio's
 //! blocking threads; WAL lets them run beside the writer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tern_proto::{Body, ConvId, Message, MsgId, UserId};
+use tern_proto::{Body, ConvId, GroupId, Message, MsgId, Role, UserId};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::im::{
+    ConvSummary, Decide, DmPolicy, Effect, GroupRecord, GroupState, JoinPolicy, JoinRequest, MemberRecord, PairState,
+    Profile, ProfileUpdate, Relation, RelationRow, Scope, Snapshot, UNREAD_CAP, may_message,
+};
 use super::{
     ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, NewMessage, Page, Store, StoreError,
     UserRecord,
@@ -21,7 +25,7 @@ use super::{
 use crate::clock::now_ms;
 use crate::config::{StoreConfig, Synchronous};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -66,6 +70,58 @@ CREATE TABLE IF NOT EXISTS rooms (
 ) WITHOUT ROWID;
 ";
 
+/// Version 3: the IM layer. Profiles on `users`; `conv_members` (one row per user per
+/// conversation: group roles, join point, read position, mutes — and the conversation list);
+/// groups, join requests and relations (friends, requests, blocks); `counted` marks messages
+/// that count as unread (not notices or tombstones); `last_ts` orders the conversation list.
+const MIGRATE_V3: &str = "
+ALTER TABLE users ADD COLUMN nickname TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN avatar TEXT;
+ALTER TABLE users ADD COLUMN signature TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN dm_policy TEXT NOT NULL DEFAULT 'anyone';
+ALTER TABLE messages ADD COLUMN counted INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE conversations ADD COLUMN last_ts INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE conv_members (
+    conv_id TEXT NOT NULL,
+    user_id INTEGER NOT NULL,
+    role TEXT NOT NULL DEFAULT 'member',
+    joined_seq INTEGER NOT NULL DEFAULT 1,
+    read_seq INTEGER NOT NULL DEFAULT 0,
+    muted_until INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (conv_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX conv_members_user ON conv_members(user_id);
+INSERT OR IGNORE INTO conv_members (conv_id, user_id) SELECT conv_id, user_a FROM conversations;
+INSERT OR IGNORE INTO conv_members (conv_id, user_id) SELECT conv_id, user_b FROM conversations;
+CREATE TABLE groups (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    owner INTEGER NOT NULL,
+    join_policy TEXT NOT NULL,
+    muted_all INTEGER NOT NULL,
+    max_members INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    dissolved INTEGER NOT NULL
+);
+CREATE TABLE join_requests (
+    group_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (group_id, user_id)
+) WITHOUT ROWID;
+CREATE TABLE relations (
+    owner INTEGER NOT NULL,
+    peer INTEGER NOT NULL,
+    friend INTEGER NOT NULL,
+    blocked INTEGER NOT NULL,
+    request_msg TEXT,
+    request_ts INTEGER,
+    PRIMARY KEY (owner, peer)
+) WITHOUT ROWID;
+CREATE INDEX relations_peer ON relations(peer);
+";
+
 /// A write other than a message append, run inside the writer's transaction; returns the
 /// number of changed rows.
 type WriteOp = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> Result<usize, rusqlite::Error> + Send>;
@@ -75,6 +131,7 @@ enum Write {
     CreateUser { username: String, password_hash: String, reply: oneshot::Sender<Result<UserId, StoreError>> },
     Append { msg: NewMessage, reply: oneshot::Sender<Result<Appended, StoreError>> },
     Apply { op: WriteOp, reply: oneshot::Sender<Result<usize, StoreError>> },
+    Transact { scope: Scope, decide: Decide, reply: oneshot::Sender<Result<(), StoreError>> },
 }
 
 /// The embedded SQLite store. Cheap to share behind an `Arc`.
@@ -146,6 +203,9 @@ impl SqliteStore {
         // The writer probes two B-trees per message (the (conv, seq) key and the client-id
         // index); a 64 MiB page cache keeps their hot pages in memory instead of re-reading them.
         conn.pragma_update(None, "cache_size", -65536)?;
+        // A recalled message's content must be gone from storage, not just unlinked: freed
+        // pages are overwritten with zeros.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         let checkpointer = spawn_checkpointer(&path, cfg.synchronous)?;
         // Bounded: a full queue makes `append` wait, which pauses reading on the sending
         // connections — backpressure reaches the clients instead of memory growing.
@@ -153,7 +213,10 @@ impl SqliteStore {
         let max_batch = cfg.max_batch;
         std::thread::Builder::new()
             .name("tern-store-writer".into())
-            .spawn(move || Writer { conn, listener, seqs: HashMap::new() }.run(rx, max_batch))
+            .spawn(move || {
+                Writer { conn, listener, caches: Caches { seqs: HashMap::new(), groups: HashMap::new() } }
+                    .run(rx, max_batch)
+            })
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         let readers = Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()), permits: Semaphore::new(cfg.readers) });
         Ok(Self { writes: tx, readers, _checkpointer: checkpointer })
@@ -188,6 +251,9 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         )));
     }
     conn.execute_batch(SCHEMA)?;
+    if version < 3 {
+        conn.execute_batch(&format!("BEGIN; {MIGRATE_V3} COMMIT;"))?;
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
@@ -195,9 +261,30 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 struct Writer {
     conn: Connection,
     listener: Arc<dyn CommitListener>,
+    caches: Caches,
+}
+
+/// What the writer keeps in memory; apart from the connection so a transaction can borrow both.
+struct Caches {
     /// Last seq per conversation, loaded on first use. Only the writer assigns seqs, so the
     /// cache is the truth once loaded; it is dropped whenever a commit fails.
     seqs: HashMap<ConvId, u64>,
+    /// Groups loaded by the writer. Every change to a group goes through the writer, so like
+    /// `seqs` the cache is the truth once loaded (read positions excepted: never used here);
+    /// dropped whenever a commit fails.
+    groups: HashMap<GroupId, CachedGroup>,
+}
+
+struct CachedGroup {
+    state: GroupState,
+    /// The member list as message recipients, rebuilt after a membership change.
+    recipients: Option<Arc<[UserId]>>,
+}
+
+impl CachedGroup {
+    fn recipients(&mut self) -> Arc<[UserId]> {
+        self.recipients.get_or_insert_with(|| self.state.members.keys().copied().collect()).clone()
+    }
 }
 
 /// A write's answer, held until its transaction commits.
@@ -205,6 +292,7 @@ enum Reply {
     User(oneshot::Sender<Result<UserId, StoreError>>, Result<UserId, StoreError>),
     Append(oneshot::Sender<Result<Appended, StoreError>>, Result<Appended, StoreError>),
     Applied(oneshot::Sender<Result<usize, StoreError>>, Result<usize, StoreError>),
+    Done(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
 }
 
 impl Writer {
@@ -237,18 +325,21 @@ impl Writer {
                         Reply::User(tx, r) => drop(tx.send(r)),
                         Reply::Append(tx, r) => drop(tx.send(r)),
                         Reply::Applied(tx, r) => drop(tx.send(r)),
+                        Reply::Done(tx, r) => drop(tx.send(r)),
                     }
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed; batch refused");
-                self.seqs.clear();
+                self.caches.seqs.clear();
+                self.caches.groups.clear();
                 let err = StoreError::Backend(e.to_string());
                 for reply in replies {
                     match reply {
                         Reply::User(tx, _) => drop(tx.send(Err(err.clone()))),
                         Reply::Append(tx, _) => drop(tx.send(Err(err.clone()))),
                         Reply::Applied(tx, _) => drop(tx.send(Err(err.clone()))),
+                        Reply::Done(tx, _) => drop(tx.send(Err(err.clone()))),
                     }
                 }
             }
@@ -262,8 +353,9 @@ impl Writer {
         committed: &mut Vec<Committed>,
     ) -> Result<(), rusqlite::Error> {
         let tx = self.conn.transaction()?;
+        let caches = &mut self.caches;
         // Newest seq per conversation written in this batch, to update `conversations` once.
-        let mut touched: HashMap<ConvId, u64> = HashMap::new();
+        let mut touched: Touched = HashMap::new();
         for write in batch {
             match write {
                 Write::CreateUser { username, password_hash, reply } => {
@@ -289,72 +381,503 @@ impl Writer {
                     replies.push(Reply::Applied(reply, result));
                 }
                 Write::Append { msg, reply } => {
-                    let seq = match self.seqs.get(&msg.conv_id) {
-                        Some(s) => *s + 1,
-                        None => last_seq(&tx, msg.conv_id)? + 1,
+                    let result = match caches.may_append(&tx, &msg)? {
+                        Ok(()) => caches.append(&tx, msg, &mut touched, committed)?,
+                        Err(e) => Err(StoreError::Denied(e)),
                     };
-                    // The unique index on (sender, client_msg_id) is the dedup: one index probe
-                    // for the common case of a new message, a lookup only for a resend (also
-                    // one queued earlier in this same batch, as the transaction sees its rows).
-                    let inserted = tx
-                        .prepare_cached(
-                            "INSERT INTO messages (conv_id, seq, msg_id, sender, sender_device, client_msg_id, ts, body) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(sender, client_msg_id) DO NOTHING",
-                        )?
-                        .execute(params![
-                            msg.conv_id.to_string(),
-                            seq as i64,
-                            msg.msg_id.0 as i64,
-                            msg.from.0 as i64,
-                            msg.from_device.0,
-                            msg.client_msg_id,
-                            msg.ts as i64,
-                            &msg.body_json[..],
-                        ])?;
-                    if inserted == 0 {
-                        let result = match find_by_client_id(&tx, msg.from, &msg.client_msg_id)? {
-                            Some(original) if original.conv_id == msg.conv_id => {
-                                Ok(Appended { message: original, duplicate: true })
+                    replies.push(Reply::Append(reply, result));
+                }
+                Write::Transact { scope, decide, reply } => {
+                    let snapshot = caches.snapshot(&tx, &scope)?;
+                    let result = match decide(&snapshot) {
+                        Ok(effects) => {
+                            for effect in effects {
+                                caches.apply_effect(&tx, effect, &mut touched, committed)?;
                             }
-                            _ => Err(StoreError::Conflict(format!(
-                                "client_msg_id {:?} was already used for another conversation",
-                                msg.client_msg_id
-                            ))),
-                        };
-                        replies.push(Reply::Append(reply, result));
-                        continue;
-                    }
-                    self.seqs.insert(msg.conv_id, seq);
-                    touched.insert(msg.conv_id, seq);
-                    let message = Message {
-                        msg_id: msg.msg_id,
-                        conv_id: msg.conv_id,
-                        seq,
-                        from: msg.from,
-                        client_msg_id: msg.client_msg_id,
-                        ts: msg.ts,
-                        body: msg.body,
+                            Ok(())
+                        }
+                        Err(e) => Err(StoreError::Denied(e)),
                     };
-                    committed.push(Committed { message: message.clone(), from_device: msg.from_device });
-                    replies.push(Reply::Append(reply, Ok(Appended { message, duplicate: false })));
+                    replies.push(Reply::Done(reply, result));
                 }
             }
         }
-        for (conv, seq) in &touched {
-            let ConvId::Direct(a, b) = *conv;
+        for (conv, (seq, ts, first)) in &touched {
+            let (a, b) = match *conv {
+                ConvId::Direct(a, b) => (a.0, b.0),
+                _ => (0, 0),
+            };
             tx.prepare_cached(
-                "INSERT INTO conversations (conv_id, user_a, user_b, last_seq) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT(conv_id) DO UPDATE SET last_seq = excluded.last_seq",
+                "INSERT INTO conversations (conv_id, user_a, user_b, last_seq, last_ts) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT(conv_id) DO UPDATE SET last_seq = excluded.last_seq, last_ts = excluded.last_ts",
             )?
-            .execute(params![conv.to_string(), a.0 as i64, b.0 as i64, *seq as i64])?;
+            .execute(params![conv.to_string(), a as i64, b as i64, *seq as i64, *ts as i64])?;
+            // A chat or stream that just started: its participants become members (groups
+            // add theirs explicitly).
+            if *first {
+                for user in conv.participants() {
+                    tx.prepare_cached("INSERT OR IGNORE INTO conv_members (conv_id, user_id) VALUES (?1, ?2)")?
+                        .execute(params![conv.to_string(), user.0 as i64])?;
+                }
+            }
         }
         tx.commit()?;
-        // Keep the seq cache bounded; it refills from `conversations` on demand.
-        if self.seqs.len() > 100_000 {
-            self.seqs.clear();
+        // Keep the caches bounded; they refill from the tables on demand.
+        if self.caches.seqs.len() > 100_000 {
+            self.caches.seqs.clear();
+        }
+        if self.caches.groups.len() > 10_000 {
+            self.caches.groups.clear();
         }
         Ok(())
     }
+}
+
+/// Newest seq and time per conversation written in a batch, and whether the batch started it.
+type Touched = HashMap<ConvId, (u64, u64, bool)>;
+
+impl Caches {
+    /// Whether a client's message may be appended: the 1:1 recipient's blocks and policy, the
+    /// group's membership and mutes — checked here, in the writer, so they are consistent with
+    /// every block, kick and mute committed before.
+    fn may_append(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        msg: &NewMessage,
+    ) -> Result<Result<(), crate::error::Error>, rusqlite::Error> {
+        match msg.conv_id {
+            ConvId::Direct(..) => {
+                let Some(to) = msg.conv_id.peer_of(msg.from).filter(|to| *to != msg.from) else {
+                    return Ok(Ok(()));
+                };
+                let row = tx
+                    .prepare_cached(
+                        "SELECT u.dm_policy, COALESCE(r.friend, 0), COALESCE(r.blocked, 0) FROM users u \
+                         LEFT JOIN relations r ON r.owner = u.id AND r.peer = ?2 WHERE u.id = ?1",
+                    )?
+                    .query_row(params![to.0 as i64, msg.from.0 as i64], |r| {
+                        let policy: String = r.get(0)?;
+                        let relation = Relation { friend: r.get(1)?, blocked: r.get(2)?, requested: None };
+                        Ok((DmPolicy::parse(&policy), relation))
+                    })
+                    .optional()?;
+                Ok(match row {
+                    None => Err(crate::error::Error::not_found(format!("user {to} does not exist"))),
+                    Some((policy, relation)) => may_message(policy, &relation),
+                })
+            }
+            ConvId::Group(g) => {
+                let now = crate::clock::now_ms();
+                Ok(match self.group(tx, g)? {
+                    Some(group) => group.state.may_send(msg.from, now),
+                    None => Err(crate::error::Error::not_found("conversation not found")),
+                })
+            }
+            ConvId::User(_) => Ok(Ok(())),
+        }
+    }
+
+    /// The group, from the cache or loaded into it.
+    fn group(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        g: GroupId,
+    ) -> Result<Option<&mut CachedGroup>, rusqlite::Error> {
+        if !self.groups.contains_key(&g) {
+            let Some(state) = load_group(tx, g, 0)? else { return Ok(None) };
+            self.groups.insert(g, CachedGroup { state, recipients: None });
+        }
+        Ok(self.groups.get_mut(&g))
+    }
+
+    fn last_seq(&self, tx: &rusqlite::Transaction<'_>, conv: ConvId) -> Result<u64, rusqlite::Error> {
+        match self.seqs.get(&conv) {
+            Some(s) => Ok(*s),
+            None => last_seq(tx, conv),
+        }
+    }
+
+    /// Appends one message (dedup by client id), returning the stored or the original message.
+    fn append(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        msg: NewMessage,
+        touched: &mut Touched,
+        committed: &mut Vec<Committed>,
+    ) -> Result<Result<Appended, StoreError>, rusqlite::Error> {
+        let seq = self.last_seq(tx, msg.conv_id)? + 1;
+        // The unique index on (sender, client_msg_id) is the dedup: one index probe for the
+        // common case of a new message, a lookup only for a resend (also one queued earlier in
+        // this same batch, as the transaction sees its rows).
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO messages (conv_id, seq, msg_id, sender, sender_device, client_msg_id, ts, body, counted) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(sender, client_msg_id) DO NOTHING",
+            )?
+            .execute(params![
+                msg.conv_id.to_string(),
+                seq as i64,
+                msg.msg_id.0 as i64,
+                msg.from.0 as i64,
+                msg.from_device.0,
+                msg.client_msg_id,
+                msg.ts as i64,
+                &msg.body_json[..],
+                msg.body.is_content(),
+            ])?;
+        if inserted == 0 {
+            return Ok(match find_by_client_id(tx, msg.from, &msg.client_msg_id)? {
+                Some(original) if original.conv_id == msg.conv_id => {
+                    Ok(Appended { message: original, duplicate: true })
+                }
+                _ => Err(StoreError::Conflict(format!(
+                    "client_msg_id {:?} was already used for another conversation",
+                    msg.client_msg_id
+                ))),
+            });
+        }
+        self.seqs.insert(msg.conv_id, seq);
+        let entry = touched.entry(msg.conv_id).or_insert((seq, msg.ts, seq == 1));
+        entry.0 = seq;
+        entry.1 = msg.ts;
+        let recipients: Arc<[UserId]> = match msg.conv_id {
+            ConvId::Group(g) => match self.group(tx, g)? {
+                Some(group) => group.recipients(),
+                None => Arc::from(Vec::new()),
+            },
+            conv => conv.participants().collect(),
+        };
+        let message = Message {
+            msg_id: msg.msg_id,
+            conv_id: msg.conv_id,
+            seq,
+            from: msg.from,
+            client_msg_id: msg.client_msg_id,
+            ts: msg.ts,
+            body: msg.body,
+        };
+        committed.push(Committed { message: message.clone(), from_device: msg.from_device, recipients });
+        Ok(Ok(Appended { message, duplicate: false }))
+    }
+
+    /// Loads what a transaction asked for.
+    fn snapshot(&mut self, tx: &rusqlite::Transaction<'_>, scope: &Scope) -> Result<Snapshot, rusqlite::Error> {
+        let mut snap = Snapshot::default();
+        if let Some(g) = scope.group {
+            let last = self.last_seq(tx, ConvId::Group(g))?;
+            snap.group = self.group(tx, g)?.map(|c| {
+                let mut state = c.state.clone();
+                state.last_seq = last;
+                state
+            });
+        }
+        if let Some((a, b)) = scope.pair {
+            snap.pair = Some(PairState {
+                a,
+                b,
+                b_profile: load_profile(tx, b)?,
+                ab: load_relation(tx, a, b)?,
+                ba: load_relation(tx, b, a)?,
+            });
+        }
+        if let Some((conv, seq)) = scope.message {
+            snap.message = tx
+                .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv_id = ?1 AND seq = ?2"))?
+                .query_row(params![conv.to_string(), seq.min(i64::MAX as u64) as i64], row_to_message)
+                .optional()?;
+        }
+        if let Some((conv, user)) = scope.member {
+            snap.member = load_member(tx, conv, user)?;
+            snap.member_conv_last_seq = self.last_seq(tx, conv)?;
+        }
+        Ok(snap)
+    }
+
+    fn apply_effect(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        effect: Effect,
+        touched: &mut Touched,
+        committed: &mut Vec<Committed>,
+    ) -> Result<(), rusqlite::Error> {
+        match effect {
+            Effect::PutGroup(info) => {
+                tx.prepare_cached(
+                    "INSERT INTO groups (id, name, owner, join_policy, muted_all, max_members, created_at, dissolved) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO UPDATE SET name = excluded.name, \
+                     owner = excluded.owner, join_policy = excluded.join_policy, muted_all = excluded.muted_all, \
+                     max_members = excluded.max_members, dissolved = excluded.dissolved",
+                )?
+                .execute(params![
+                    info.id.0 as i64,
+                    info.name,
+                    info.owner.0 as i64,
+                    info.join_policy.as_str(),
+                    info.muted_all,
+                    info.max_members,
+                    info.created_at as i64,
+                    info.dissolved
+                ])?;
+                match self.groups.get_mut(&info.id) {
+                    Some(cached) => cached.state.info = info,
+                    None => {
+                        let id = info.id;
+                        let state =
+                            GroupState { info, members: BTreeMap::new(), requests: BTreeMap::new(), last_seq: 0 };
+                        self.groups.insert(id, CachedGroup { state, recipients: None });
+                    }
+                }
+            }
+            Effect::PutMember(g, member) => {
+                tx.prepare_cached(
+                    "INSERT INTO conv_members (conv_id, user_id, role, joined_seq, read_seq, muted_until) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(conv_id, user_id) DO UPDATE SET role = excluded.role, \
+                     joined_seq = excluded.joined_seq, muted_until = excluded.muted_until",
+                )?
+                .execute(params![
+                    ConvId::Group(g).to_string(),
+                    member.user.0 as i64,
+                    role_str(member.role),
+                    member.joined_seq as i64,
+                    member.read_seq as i64,
+                    member.muted_until as i64
+                ])?;
+                if let Some(cached) = self.group(tx, g)? {
+                    cached.state.members.insert(member.user, member);
+                    cached.recipients = None;
+                }
+            }
+            Effect::RemoveMember(g, user) => {
+                tx.prepare_cached("DELETE FROM conv_members WHERE conv_id = ?1 AND user_id = ?2")?
+                    .execute(params![ConvId::Group(g).to_string(), user.0 as i64])?;
+                if let Some(cached) = self.group(tx, g)? {
+                    cached.state.members.remove(&user);
+                    cached.recipients = None;
+                }
+            }
+            Effect::PutJoinRequest(g, req) => {
+                tx.prepare_cached(
+                    "INSERT INTO join_requests (group_id, user_id, message, ts) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT(group_id, user_id) DO UPDATE SET message = excluded.message, ts = excluded.ts",
+                )?
+                .execute(params![g.0 as i64, req.user.0 as i64, req.message, req.ts as i64])?;
+                if let Some(cached) = self.group(tx, g)? {
+                    cached.state.requests.insert(req.user, req);
+                }
+            }
+            Effect::RemoveJoinRequest(g, user) => {
+                tx.prepare_cached("DELETE FROM join_requests WHERE group_id = ?1 AND user_id = ?2")?
+                    .execute(params![g.0 as i64, user.0 as i64])?;
+                if let Some(cached) = self.group(tx, g)? {
+                    cached.state.requests.remove(&user);
+                }
+            }
+            Effect::PutRelation { owner, peer, relation } => {
+                if relation == Relation::default() {
+                    tx.prepare_cached("DELETE FROM relations WHERE owner = ?1 AND peer = ?2")?
+                        .execute(params![owner.0 as i64, peer.0 as i64])?;
+                } else {
+                    let (msg, ts) = match relation.requested {
+                        Some((m, ts)) => (Some(m), Some(ts as i64)),
+                        None => (None, None),
+                    };
+                    tx.prepare_cached(
+                        "INSERT INTO relations (owner, peer, friend, blocked, request_msg, request_ts) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(owner, peer) DO UPDATE SET \
+                         friend = excluded.friend, blocked = excluded.blocked, request_msg = excluded.request_msg, \
+                         request_ts = excluded.request_ts",
+                    )?
+                    .execute(params![
+                        owner.0 as i64,
+                        peer.0 as i64,
+                        relation.friend,
+                        relation.blocked,
+                        msg,
+                        ts
+                    ])?;
+                }
+            }
+            Effect::SetRead { conv, user, seq } => {
+                tx.prepare_cached(
+                    "INSERT INTO conv_members (conv_id, user_id, read_seq) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(conv_id, user_id) DO UPDATE SET read_seq = MAX(read_seq, excluded.read_seq)",
+                )?
+                .execute(params![conv.to_string(), user.0 as i64, seq as i64])?;
+            }
+            Effect::Replace { conv, seq, body } => {
+                let json = super::encode_body(&body);
+                tx.prepare_cached("UPDATE messages SET body = ?3, counted = ?4 WHERE conv_id = ?1 AND seq = ?2")?
+                    .execute(params![conv.to_string(), seq as i64, &json[..], body.is_content()])?;
+            }
+            Effect::Append(msg) => {
+                // Effects come from rules that already checked the operation; a conflict here
+                // (a reused client id) would be a bug, so it fails the batch.
+                if let Err(e) = self.append(tx, msg, touched, committed)? {
+                    return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn role_str(role: Role) -> &'static str {
+    match role {
+        Role::Member => "member",
+        Role::Admin => "admin",
+        Role::Owner => "owner",
+    }
+}
+
+fn parse_role(s: &str) -> Role {
+    match s {
+        "owner" => Role::Owner,
+        "admin" => Role::Admin,
+        _ => Role::Member,
+    }
+}
+
+fn member_from_row(r: &rusqlite::Row<'_>) -> Result<MemberRecord, rusqlite::Error> {
+    let role: String = r.get(1)?;
+    Ok(MemberRecord {
+        user: UserId(r.get::<_, i64>(0)? as u64),
+        role: parse_role(&role),
+        joined_seq: r.get::<_, i64>(2)? as u64,
+        read_seq: r.get::<_, i64>(3)? as u64,
+        muted_until: r.get::<_, i64>(4)? as u64,
+    })
+}
+
+const MEMBER_COLUMNS: &str = "user_id, role, joined_seq, read_seq, muted_until";
+
+fn load_member(conn: &Connection, conv: ConvId, user: UserId) -> Result<Option<MemberRecord>, rusqlite::Error> {
+    conn.prepare_cached(&format!("SELECT {MEMBER_COLUMNS} FROM conv_members WHERE conv_id = ?1 AND user_id = ?2"))?
+        .query_row(params![conv.to_string(), user.0 as i64], member_from_row)
+        .optional()
+}
+
+fn load_group(conn: &Connection, g: GroupId, last_seq: u64) -> Result<Option<GroupState>, rusqlite::Error> {
+    let info = conn
+        .prepare_cached(
+            "SELECT id, name, owner, join_policy, muted_all, max_members, created_at, dissolved FROM groups WHERE id = ?1",
+        )?
+        .query_row([g.0 as i64], |r| {
+            let policy: String = r.get(3)?;
+            Ok(GroupRecord {
+                id: GroupId(r.get::<_, i64>(0)? as u64),
+                name: r.get(1)?,
+                owner: UserId(r.get::<_, i64>(2)? as u64),
+                join_policy: JoinPolicy::parse(&policy),
+                muted_all: r.get(4)?,
+                max_members: r.get(5)?,
+                created_at: r.get::<_, i64>(6)? as u64,
+                dissolved: r.get(7)?,
+            })
+        })
+        .optional()?;
+    let Some(info) = info else { return Ok(None) };
+    let mut members = BTreeMap::new();
+    let mut stmt = conn.prepare_cached(&format!("SELECT {MEMBER_COLUMNS} FROM conv_members WHERE conv_id = ?1"))?;
+    for m in stmt.query_map([ConvId::Group(g).to_string()], member_from_row)? {
+        let m = m?;
+        members.insert(m.user, m);
+    }
+    let mut requests = BTreeMap::new();
+    let mut stmt = conn.prepare_cached("SELECT user_id, message, ts FROM join_requests WHERE group_id = ?1")?;
+    for r in stmt.query_map([g.0 as i64], |r| {
+        Ok(JoinRequest { user: UserId(r.get::<_, i64>(0)? as u64), message: r.get(1)?, ts: r.get::<_, i64>(2)? as u64 })
+    })? {
+        let r = r?;
+        requests.insert(r.user, r);
+    }
+    Ok(Some(GroupState { info, members, requests, last_seq }))
+}
+
+const PROFILE_COLUMNS: &str = "id, username, nickname, avatar, signature, dm_policy";
+
+fn profile_from_row(r: &rusqlite::Row<'_>) -> Result<Profile, rusqlite::Error> {
+    let policy: String = r.get(5)?;
+    Ok(Profile {
+        user_id: UserId(r.get::<_, i64>(0)? as u64),
+        username: r.get(1)?,
+        nickname: r.get(2)?,
+        avatar: r.get(3)?,
+        signature: r.get(4)?,
+        dm_policy: DmPolicy::parse(&policy),
+    })
+}
+
+fn load_profile(conn: &Connection, user: UserId) -> Result<Option<Profile>, rusqlite::Error> {
+    conn.prepare_cached(&format!("SELECT {PROFILE_COLUMNS} FROM users WHERE id = ?1"))?
+        .query_row([user.0 as i64], profile_from_row)
+        .optional()
+}
+
+fn relation_from_row(r: &rusqlite::Row<'_>, at: usize) -> Result<Relation, rusqlite::Error> {
+    let msg: Option<String> = r.get(at + 2)?;
+    let ts: Option<i64> = r.get(at + 3)?;
+    Ok(Relation { friend: r.get(at)?, blocked: r.get(at + 1)?, requested: msg.map(|m| (m, ts.unwrap_or(0) as u64)) })
+}
+
+fn load_relation(conn: &Connection, owner: UserId, peer: UserId) -> Result<Relation, rusqlite::Error> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT friend, blocked, request_msg, request_ts FROM relations WHERE owner = ?1 AND peer = ?2",
+        )?
+        .query_row(params![owner.0 as i64, peer.0 as i64], |r| relation_from_row(r, 0))
+        .optional()?
+        .unwrap_or_default())
+}
+
+fn message_at(conn: &Connection, conv: ConvId, seq: u64) -> Result<Option<Message>, rusqlite::Error> {
+    conn.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv_id = ?1 AND seq = ?2"))?
+        .query_row(params![conv.to_string(), seq as i64], row_to_message)
+        .optional()
+}
+
+fn conversation_list(c: &Connection, user: UserId) -> Result<Vec<ConvSummary>, rusqlite::Error> {
+    let mut stmt = c.prepare_cached(
+        "SELECT m.conv_id, m.read_seq, c.last_seq, c.last_ts FROM conv_members m \
+         JOIN conversations c ON c.conv_id = m.conv_id \
+         WHERE m.user_id = ?1 AND m.conv_id NOT LIKE 'u:%' ORDER BY c.last_ts DESC, c.conv_id",
+    )?;
+    let rows = stmt
+        .query_map([user.0 as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (conv, read_seq, last_seq, last_ts) in rows {
+        let Ok(conv_id) = conv.parse::<ConvId>() else { continue };
+        let unread: i64 = c
+            .prepare_cached(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE conv_id = ?1 AND seq > ?2 AND counted = 1 \
+                 AND sender <> ?3 LIMIT ?4)",
+            )?
+            .query_row(params![conv, read_seq as i64, user.0 as i64, UNREAD_CAP as i64], |r| r.get(0))?;
+        let peer_read_seq = match conv_id.peer_of(user) {
+            Some(peer) if peer != user => Some(load_member(c, conv_id, peer)?.map_or(0, |m| m.read_seq)),
+            _ => None,
+        };
+        let name = match conv_id {
+            ConvId::Group(g) => c
+                .prepare_cached("SELECT name FROM groups WHERE id = ?1")?
+                .query_row([g.0 as i64], |r| r.get(0))
+                .optional()?,
+            _ => None,
+        };
+        out.push(ConvSummary {
+            conv_id,
+            last_seq,
+            last_ts: last_ts as u64,
+            last_message: message_at(c, conv_id, last_seq)?,
+            read_seq,
+            unread: unread as u64,
+            peer_read_seq,
+            name,
+        });
+    }
+    Ok(out)
 }
 
 fn is_constraint(e: &rusqlite::Error) -> bool {
@@ -549,26 +1072,137 @@ impl Store for SqliteStore {
         Box::pin(self.readers.run(move |c| last_seq(c, conv)))
     }
 
-    fn conversations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<(ConvId, u64)>, StoreError>> {
+    fn conversations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<(ConvId, u64, u64)>, StoreError>> {
         Box::pin(self.readers.run(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT conv_id, last_seq FROM conversations WHERE user_a = ?1 \
-                 UNION ALL SELECT conv_id, last_seq FROM conversations WHERE user_b = ?1 AND user_a <> ?1",
+                "SELECT m.conv_id, c.last_seq, m.joined_seq FROM conv_members m \
+                 JOIN conversations c ON c.conv_id = m.conv_id WHERE m.user_id = ?1",
             )?;
             let rows = stmt.query_map([user.0 as i64], |r| {
-                let conv: String = r.get(0)?;
-                let seq: i64 = r.get(1)?;
-                Ok((conv, seq as u64))
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (conv, seq) = row?;
+                let (conv, seq, joined) = row?;
                 // Rows are written only from parsed ids; an unparsable one is skipped, not fatal.
                 if let Ok(conv) = conv.parse() {
-                    out.push((conv, seq));
+                    out.push((conv, seq, joined));
                 }
             }
             Ok(out)
+        }))
+    }
+
+    fn transact(&self, scope: Scope, decide: Decide) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            self.writes.send(Write::Transact { scope, decide, reply }).await.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn profiles(&self, users: Vec<UserId>) -> BoxFut<'_, Result<Vec<Profile>, StoreError>> {
+        Box::pin(self.readers.run(move |c| {
+            let mut out = Vec::with_capacity(users.len());
+            for u in users {
+                if let Some(p) = load_profile(c, u)? {
+                    out.push(p);
+                }
+            }
+            Ok(out)
+        }))
+    }
+
+    fn search_users(&self, prefix: String, limit: u32) -> BoxFut<'_, Result<Vec<Profile>, StoreError>> {
+        Box::pin(self.readers.run(move |c| {
+            let escaped: String = prefix
+                .chars()
+                .flat_map(|ch| match ch {
+                    '%' | '_' | '\\' => vec!['\\', ch],
+                    ch => vec![ch],
+                })
+                .collect();
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {PROFILE_COLUMNS} FROM users WHERE username LIKE ?1 ESCAPE '\\' ORDER BY username LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![format!("{escaped}%"), limit], profile_from_row)?;
+            rows.collect()
+        }))
+    }
+
+    fn update_profile(&self, user: UserId, update: ProfileUpdate) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.apply(Box::new(move |tx| {
+                let avatar = update.avatar.map(|a| if a.is_empty() { None } else { Some(a) });
+                tx.prepare_cached(
+                    "UPDATE users SET nickname = COALESCE(?2, nickname), \
+                     avatar = CASE WHEN ?3 THEN ?4 ELSE avatar END, signature = COALESCE(?5, signature), \
+                     dm_policy = COALESCE(?6, dm_policy) WHERE id = ?1",
+                )?
+                .execute(params![
+                    user.0 as i64,
+                    update.nickname,
+                    avatar.is_some(),
+                    avatar.flatten(),
+                    update.signature,
+                    update.dm_policy.map(DmPolicy::as_str)
+                ])
+            }))
+            .await
+            .map(drop)
+        })
+    }
+
+    fn relations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<RelationRow>, StoreError>> {
+        Box::pin(self.readers.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT owner, peer, friend, blocked, request_msg, request_ts FROM relations WHERE owner = ?1 \
+                 UNION ALL SELECT owner, peer, friend, blocked, request_msg, request_ts FROM relations WHERE peer = ?1",
+            )?;
+            let mut by_peer: BTreeMap<UserId, RelationRow> = BTreeMap::new();
+            for row in stmt.query_map([user.0 as i64], |r| {
+                Ok((UserId(r.get::<_, i64>(0)? as u64), UserId(r.get::<_, i64>(1)? as u64), relation_from_row(r, 2)?))
+            })? {
+                let (owner, peer, rel) = row?;
+                let other = if owner == user { peer } else { owner };
+                let entry = by_peer.entry(other).or_insert_with(|| RelationRow {
+                    peer: other,
+                    mine: Relation::default(),
+                    theirs: Relation::default(),
+                });
+                if owner == user {
+                    entry.mine = rel;
+                } else {
+                    entry.theirs = rel;
+                }
+            }
+            Ok(by_peer.into_values().collect())
+        }))
+    }
+
+    fn group(&self, group: GroupId) -> BoxFut<'_, Result<Option<GroupState>, StoreError>> {
+        Box::pin(self.readers.run(move |c| {
+            let last = last_seq(c, ConvId::Group(group))?;
+            load_group(c, group, last)
+        }))
+    }
+
+    fn conversation_list(&self, user: UserId) -> BoxFut<'_, Result<Vec<ConvSummary>, StoreError>> {
+        Box::pin(self.readers.run(move |c| conversation_list(c, user)))
+    }
+
+    fn membership(&self, conv: ConvId, user: UserId) -> BoxFut<'_, Result<Option<MemberRecord>, StoreError>> {
+        Box::pin(self.readers.run(move |c| load_member(c, conv, user)))
+    }
+
+    fn read_count(&self, conv: ConvId, seq: u64, except: UserId) -> BoxFut<'_, Result<u64, StoreError>> {
+        Box::pin(self.readers.run(move |c| {
+            let n: i64 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM conv_members WHERE conv_id = ?1 AND read_seq >= ?2 AND user_id <> ?3",
+                )?
+                .query_row(params![conv.to_string(), seq.min(i64::MAX as u64) as i64, except.0 as i64], |r| r.get(0))?;
+            Ok(n as u64)
         }))
     }
 }
@@ -595,6 +1229,7 @@ mod tests {
         let conv = ConvId::direct(UserId(1), UserId(2));
         {
             let store = SqliteStore::open(dir.path(), &StoreConfig::default(), conformance::null_listener()).unwrap();
+            assert_eq!(conformance::seed_users(&store, 2).await, vec![UserId(1), UserId(2)]);
             for i in 0..3 {
                 let t = store.append(conformance::new_message(conv, UserId(1), &format!("c{i}"))).await.unwrap();
                 t.await.unwrap().unwrap();

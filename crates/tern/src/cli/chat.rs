@@ -44,6 +44,10 @@ pub async fn listen(profile: &ProfileArg, transport: TransportArg, count: Option
                 eprintln!("tern: server has no messages {from_seq}..={to_seq} of {conv_id}")
             }
             Event::Push(p) => println!("{}", serde_json::json!({ "push": p })),
+            Event::Typing { conv_id, user } => eprintln!("tern: user {user} is typing in {conv_id}"),
+            Event::Presence { user, online } => {
+                eprintln!("tern: user {user} is {}", if online { "online" } else { "offline" })
+            }
             Event::Connected { .. } | Event::Synced | Event::Online { .. } => {}
         }
     }

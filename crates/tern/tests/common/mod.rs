@@ -158,6 +158,7 @@ pub fn texts(ms: &[Message]) -> Vec<String> {
     ms.iter()
         .map(|m| match &m.body {
             tern_client::Body::Text { text } => text.clone(),
+            other => format!("{other:?}"),
         })
         .collect()
 }
