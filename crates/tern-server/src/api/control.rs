@@ -6,10 +6,13 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tern_proto::{DeviceId, UserId};
 
+#[allow(unused_imports)]
+use super::im::ErrorDoc;
 use super::{ApiState, Caller, JsonBody};
 use crate::auth::Identity;
 use crate::error::Error;
 
+#[utoipa::path(get, path = "/healthz", tag = "control", responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Object)))]
 pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
@@ -27,6 +30,7 @@ pub(super) struct UserView {
     username: String,
 }
 
+#[utoipa::path(post, path = "/v1/users", tag = "control", request_body(content = Object, description = "`{username, password}`"), responses((status = 201, description = "`{user_id, username}`", body = Object), (status = 400, description = "`bad_request` or `weak_password`", body = ErrorDoc), (status = 409, body = ErrorDoc)))]
 pub(super) async fn register(
     State(state): State<ApiState>,
     JsonBody(req): JsonBody<RegisterRequest>,
@@ -59,6 +63,7 @@ pub(super) struct LoginResponse {
     endpoints: Endpoints,
 }
 
+#[utoipa::path(post, path = "/v1/sessions", tag = "control", request_body(content = Object, description = "`{username, password, device_id}`"), responses((status = 200, description = "`{user_id, device_id, token, expires_at, endpoints{ws,tcp}}`", body = Object), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn login(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -97,6 +102,7 @@ pub(crate) fn endpoints(state: &ApiState, headers: &HeaderMap) -> Endpoints {
     Endpoints { ws, tcp }
 }
 
+#[utoipa::path(get, path = "/v1/users/by-name/{username}", tag = "control", security(("bearer" = [])), params(("username" = String, Path, description = "The name")), responses((status = 200, description = "`{user_id, username}`", body = Object), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn user_by_name(
     State(state): State<ApiState>,
     _caller: Caller,

@@ -5,6 +5,8 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use tern_proto::{ConvId, Message};
 
+#[allow(unused_imports)]
+use super::im::ErrorDoc;
 use super::{ApiState, Caller, QueryParams};
 use crate::error::Error;
 
@@ -25,6 +27,7 @@ pub(super) struct HistoryPage {
 
 /// `GET /v1/conversations/{conv_id}/messages?after_seq=&before_seq=&limit=`. A conversation the
 /// caller is not in answers exactly like one that does not exist.
+#[utoipa::path(get, path = "/v1/conversations/{conv_id}/messages", tag = "conversations", security(("bearer" = [])), params(("conv_id" = String, Path, description = "The conversation"), ("after_seq" = Option<u64>, Query, description = "Ascending after this seq"), ("before_seq" = Option<u64>, Query, description = "Descending before this seq"), ("limit" = Option<u32>, Query, description = "1–500, default 100")), responses((status = 200, description = "`{conv_id, messages, last_seq}`", body = Object), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn messages(
     State(state): State<ApiState>,
     Caller(caller): Caller,

@@ -5,6 +5,8 @@
 
 mod control;
 mod conversations;
+mod im;
+mod openapi;
 mod push;
 
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use serde::de::DeserializeOwned;
 
 use crate::auth::Identity;
@@ -44,31 +46,83 @@ pub struct ApiState {
     pub tcp_addr: SocketAddr,
 }
 
-/// Builds the router.
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(control::healthz))
-        .route("/v1/users", post(control::register))
-        .route("/v1/users/by-name/{username}", get(control::user_by_name))
-        .route("/v1/sessions", post(control::login))
-        .route("/v1/conversations/{conv_id}/messages", get(conversations::messages))
-        .route("/v1/ws", get(websocket))
-        .route("/v1/devices", post(push::device_token))
-        .route("/v1/push/users", post(push::to_users))
-        .route("/v1/push/devices", post(push::to_devices))
-        .route("/v1/push/rooms/{room}", post(push::to_room))
-        .route("/v1/push/areas/{area}", post(push::to_area))
-        .route("/v1/push/all", post(push::to_all))
-        .route("/v1/rooms/{room}", put(push::set_room))
-        .route("/v1/rooms/{room}/online", get(push::room_online))
-        .route("/v1/areas/{area}/online", get(push::area_online))
-        .route("/v1/online", get(push::total_online))
-        .route("/v1/admin/keys", post(push::create_key).get(push::list_keys))
-        .route("/v1/admin/keys/{key_id}", delete(push::revoke_key))
-        .fallback(|| async { Error::not_found("no such endpoint") })
-        .with_state(state)
+/// The routes, as one table: it builds the router and tells the OpenAPI test what is routed.
+struct Routes {
+    router: Router<ApiState>,
+    paths: Vec<&'static str>,
 }
 
+impl Routes {
+    fn at(mut self, path: &'static str, methods: MethodRouter<ApiState>) -> Self {
+        self.paths.push(path);
+        self.router = self.router.route(path, methods);
+        self
+    }
+}
+
+fn routes() -> Routes {
+    Routes { router: Router::new(), paths: Vec::new() }
+        .at("/healthz", get(control::healthz))
+        .at("/openapi.json", get(openapi::serve))
+        .at("/v1/users", post(control::register).get(im::search))
+        .at("/v1/users/by-name/{username}", get(control::user_by_name))
+        .at("/v1/users/{user_id}", get(im::profile))
+        .at("/v1/sessions", post(control::login))
+        .at("/v1/me", get(im::me).patch(im::update_me))
+        .at("/v1/friends", get(im::friends))
+        .at("/v1/friends/requests", post(im::request_friend))
+        .at("/v1/friends/requests/{user_id}/accept", post(im::accept_friend))
+        .at("/v1/friends/requests/{user_id}/decline", post(im::decline_friend))
+        .at("/v1/friends/{user_id}", delete(im::remove_friend))
+        .at("/v1/blocks/{user_id}", put(im::block).delete(im::unblock))
+        .at("/v1/groups", post(im::create_group))
+        .at("/v1/groups/{group_id}", get(im::group).delete(im::dissolve))
+        .at("/v1/groups/{group_id}/members", post(im::invite))
+        .at("/v1/groups/{group_id}/join", post(im::join))
+        .at("/v1/groups/{group_id}/leave", post(im::leave))
+        .at("/v1/groups/{group_id}/transfer", post(im::transfer))
+        .at("/v1/groups/{group_id}/mute", put(im::mute_group))
+        .at("/v1/groups/{group_id}/requests/{user_id}/approve", post(im::approve))
+        .at("/v1/groups/{group_id}/requests/{user_id}/decline", post(im::decline_join))
+        .at("/v1/groups/{group_id}/members/{user_id}", delete(im::kick))
+        .at("/v1/groups/{group_id}/members/{user_id}/role", put(im::set_role))
+        .at("/v1/groups/{group_id}/members/{user_id}/mute", put(im::mute_member))
+        .at("/v1/conversations", get(im::conversations))
+        .at("/v1/conversations/{conv_id}/messages", get(conversations::messages))
+        .at("/v1/conversations/{conv_id}/read", post(im::mark_read))
+        .at("/v1/conversations/{conv_id}/messages/{seq}/recall", post(im::recall))
+        .at("/v1/conversations/{conv_id}/messages/{seq}/reads", get(im::reads))
+        .at("/v1/ws", get(websocket))
+        .at("/v1/devices", post(push::device_token))
+        .at("/v1/push/users", post(push::to_users))
+        .at("/v1/push/devices", post(push::to_devices))
+        .at("/v1/push/rooms/{room}", post(push::to_room))
+        .at("/v1/push/areas/{area}", post(push::to_area))
+        .at("/v1/push/all", post(push::to_all))
+        .at("/v1/rooms/{room}", put(push::set_room))
+        .at("/v1/rooms/{room}/online", get(push::room_online))
+        .at("/v1/areas/{area}/online", get(push::area_online))
+        .at("/v1/online", get(push::total_online))
+        .at("/v1/admin/keys", post(push::create_key).get(push::list_keys))
+        .at("/v1/admin/keys/{key_id}", delete(push::revoke_key))
+}
+
+/// Builds the router.
+pub fn router(state: ApiState) -> Router {
+    routes().router.fallback(|| async { Error::not_found("no such endpoint") }).with_state(state)
+}
+
+/// Every routed path (for the check that `/openapi.json` documents each one).
+pub fn routed_paths() -> Vec<&'static str> {
+    routes().paths
+}
+
+/// The OpenAPI document.
+pub use openapi::document as openapi_document;
+
+/// `GET /v1/ws`: the WebSocket upgrade (the socket protocol is in docs/PROTOCOL.md).
+#[utoipa::path(get, path = "/v1/ws", tag = "socket",
+    responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 400, description = "Not a WebSocket upgrade")))]
 async fn websocket(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -11,6 +11,8 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tern_proto::{DeviceId, MsgId, Priority, UserId};
 
+#[allow(unused_imports)]
+use super::im::ErrorDoc;
 use super::{ApiState, JsonBody, endpoints};
 use crate::error::Error;
 use crate::logic::push::{Caller, KeyView, PushTarget};
@@ -74,6 +76,7 @@ fn accepted(id: MsgId) -> (StatusCode, Json<Accepted>) {
 
 type PushResult = Result<(StatusCode, Json<Accepted>), Error>;
 
+#[utoipa::path(post, path = "/v1/push/users", tag = "push", security(("bearer" = [])), request_body(content = Object, description = "`{users, data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn to_users(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
@@ -82,6 +85,7 @@ pub(super) async fn to_users(
     s.push.push(&c, PushTarget::Users(b.to.users), b.priority, b.qos, b.data).map(accepted)
 }
 
+#[utoipa::path(post, path = "/v1/push/devices", tag = "push", security(("bearer" = [])), request_body(content = Object, description = "`{devices: [{user_id?, device_id}], data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn to_devices(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
@@ -95,6 +99,7 @@ pub(super) async fn to_devices(
     s.push.push(&c, PushTarget::Devices(devices), b.priority, b.qos, b.data).map(accepted)
 }
 
+#[utoipa::path(post, path = "/v1/push/rooms/{room}", tag = "push", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), request_body(content = Object, description = "`{data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 503, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn to_room(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
@@ -104,6 +109,7 @@ pub(super) async fn to_room(
     s.push.push(&c, PushTarget::Room(room), b.priority, b.qos, b.data).map(accepted)
 }
 
+#[utoipa::path(post, path = "/v1/push/areas/{area}", tag = "push", security(("bearer" = [])), params(("area" = String, Path, description = "The area")), request_body(content = Object, description = "`{data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 503, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn to_area(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
@@ -113,6 +119,7 @@ pub(super) async fn to_area(
     s.push.push(&c, PushTarget::Area(area), b.priority, b.qos, b.data).map(accepted)
 }
 
+#[utoipa::path(post, path = "/v1/push/all", tag = "push", security(("bearer" = [])), request_body(content = Object, description = "`{data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 503, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn to_all(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
@@ -134,6 +141,7 @@ pub(super) struct RoomOnline {
     online: u64,
 }
 
+#[utoipa::path(put, path = "/v1/rooms/{room}", tag = "push", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), request_body(content = Object, description = "`{area}`"), responses((status = 200, description = "`{room, area}`", body = Object), (status = 403, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn set_room(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
@@ -147,6 +155,7 @@ pub(super) async fn set_room(
 }
 
 /// Online counts are public, as on a live site's room page.
+#[utoipa::path(get, path = "/v1/rooms/{room}/online", tag = "push", params(("room" = String, Path, description = "The room")), responses((status = 200, description = "`{room, area, online}`", body = Object), (status = 400, body = ErrorDoc)))]
 pub(super) async fn room_online(
     State(s): State<ApiState>,
     Path(room): Path<String>,
@@ -166,6 +175,7 @@ pub(super) struct AreaOnline {
     rooms: u64,
 }
 
+#[utoipa::path(get, path = "/v1/areas/{area}/online", tag = "push", params(("area" = String, Path, description = "The area")), responses((status = 200, description = "`{area, online}`", body = Object), (status = 400, body = ErrorDoc)))]
 pub(super) async fn area_online(
     State(s): State<ApiState>,
     Path(area): Path<String>,
@@ -183,6 +193,7 @@ pub(super) struct TotalOnline {
     rooms: u64,
 }
 
+#[utoipa::path(get, path = "/v1/online", tag = "push", responses((status = 200, description = "`{online}`", body = Object)))]
 pub(super) async fn total_online(State(s): State<ApiState>) -> Json<TotalOnline> {
     let registry = s.gateway.registry();
     Json(TotalOnline { online: registry.total_online(), rooms: registry.rooms_online().len() as u64 })
@@ -198,6 +209,7 @@ pub(super) struct DeviceToken {
 
 /// `POST /v1/devices`: a token for a device without a user login. With a valid device token in
 /// `Authorization`, the same device id gets a fresh token.
+#[utoipa::path(post, path = "/v1/devices", tag = "push", responses((status = 200, description = "`{device_id, token, expires_at, endpoints}`", body = Object), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn device_token(State(s): State<ApiState>, headers: HeaderMap) -> Result<Json<DeviceToken>, Error> {
     let current = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -230,6 +242,7 @@ pub(super) struct CreatedKey {
     key: String,
 }
 
+#[utoipa::path(post, path = "/v1/admin/keys", tag = "admin", security(("bearer" = [])), request_body(content = Object, description = "`{name, scopes, rate_per_sec?, burst?}`"), responses((status = 201, description = "The key, with its secret shown once", body = Object), (status = 403, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn create_key(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
@@ -240,10 +253,12 @@ pub(super) async fn create_key(
     Ok((StatusCode::CREATED, Json(CreatedKey { view, key })))
 }
 
+#[utoipa::path(get, path = "/v1/admin/keys", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "Keys without secrets", body = Object), (status = 403, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn list_keys(State(s): State<ApiState>, KeyCaller(c): KeyCaller) -> Result<Json<Vec<KeyView>>, Error> {
     s.push.list_keys(&c).map(Json)
 }
 
+#[utoipa::path(delete, path = "/v1/admin/keys/{key_id}", tag = "admin", security(("bearer" = [])), params(("key_id" = String, Path, description = "The key id")), responses((status = 204), (status = 404, body = ErrorDoc), (status = 403, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn revoke_key(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,

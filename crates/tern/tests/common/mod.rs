@@ -294,3 +294,44 @@ impl RawPeer for RawTcp {
         self.recv_frame()
     }
 }
+
+/// The notice of a message, if it is one.
+pub fn notice_of(m: &Message) -> Option<&tern_proto::Notice> {
+    match &m.body {
+        tern_client::Body::Notice { notice } => Some(notice),
+        _ => None,
+    }
+}
+
+/// Waits for the next message that is a notice, skipping chat messages and other events.
+pub async fn next_notice(events: &mut Events) -> tern_proto::Notice {
+    loop {
+        match tokio::time::timeout(WAIT, events.next_message()).await {
+            Ok(Some(m)) => {
+                if let Some(n) = notice_of(&m) {
+                    return n.clone();
+                }
+            }
+            Ok(None) => panic!("event stream ended while waiting for a notice"),
+            Err(_) => panic!("timed out waiting for a notice"),
+        }
+    }
+}
+
+/// Collects every message for `d` (no failure when none arrive).
+pub async fn drain_messages(events: &mut Events, d: Duration) -> Vec<Message> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + d;
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, events.next_message()).await {
+        got.push(m);
+    }
+    got
+}
+
+/// The error code of a failed SDK call.
+pub fn code<T: std::fmt::Debug>(r: Result<T, tern_client::Error>) -> tern_client::ErrorCode {
+    match r {
+        Err(e) => e.code().unwrap_or_else(|| panic!("not a server error: {e}")),
+        Ok(v) => panic!("expected an error, got {v:?}"),
+    }
+}
