@@ -352,13 +352,13 @@ impl Driver {
                     self.apply(outcome, conn).await?;
                 }
             }
-            ServerFrame::History { id, conv_id, ref messages, .. } => match self.pending.remove(&id) {
+            ServerFrame::History { id, conv_id, ref messages, from_seq, .. } => match self.pending.remove(&id) {
                 Some(Pending::App { reply, .. }) => {
                     let _ = reply.send(Ok(frame));
                 }
                 Some(Pending::Fill { .. }) => {
                     let page = messages.clone();
-                    let outcome = self.with_inbox(|i| i.fetched(conv_id, page));
+                    let outcome = self.with_inbox(|i| i.fetched(conv_id, page, from_seq.unwrap_or(1)));
                     self.apply(outcome, conn).await?;
                 }
                 Some(Pending::Rejoin { .. }) | None => {}
@@ -369,7 +369,7 @@ impl Driver {
                 }
                 Some(Pending::Fill { conv_id, .. }) => {
                     tracing::warn!(%conv_id, ?code, %message, "gap fetch failed");
-                    let outcome = self.with_inbox(|i| i.fetched(conv_id, Vec::new()));
+                    let outcome = self.with_inbox(|i| i.fetched(conv_id, Vec::new(), 1));
                     self.apply(outcome, conn).await?;
                 }
                 Some(Pending::Rejoin { .. }) => {

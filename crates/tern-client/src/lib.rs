@@ -246,6 +246,9 @@ pub struct HistoryPage {
     pub messages: Vec<Message>,
     /// The conversation's last seq.
     pub last_seq: u64,
+    /// The first seq this user may read, when it is not 1 (a group joined later).
+    #[serde(default)]
+    pub from_seq: Option<u64>,
 }
 
 enum Command {
@@ -407,7 +410,9 @@ impl Client {
     ) -> Result<HistoryPage, Error> {
         let frame = ClientFrame::History { id: 0, conv_id, after_seq, before_seq, limit: Some(limit) };
         match self.request(frame).await? {
-            ServerFrame::History { conv_id, messages, last_seq, .. } => Ok(HistoryPage { conv_id, messages, last_seq }),
+            ServerFrame::History { conv_id, messages, last_seq, from_seq, .. } => {
+                Ok(HistoryPage { conv_id, messages, last_seq, from_seq })
+            }
             other => Err(Error::Transport(format!("unexpected answer to history: {other:?}"))),
         }
     }

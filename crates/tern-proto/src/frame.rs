@@ -637,6 +637,10 @@ pub enum ServerFrame {
         messages: Vec<Message>,
         /// The conversation's last seq when the page was read.
         last_seq: u64,
+        /// The first seq the caller may read, when it is not 1 (a group joined later): seqs
+        /// below it will never be delivered to this user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_seq: Option<u64>,
     },
     /// During resume: this device misses `from_seq..=to_seq` of a conversation, too many to push;
     /// page them with `history`. Never sent for a range that is pushed.

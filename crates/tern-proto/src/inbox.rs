@@ -139,8 +139,19 @@ impl Inbox {
 
     /// A `history` page for a fetch arrived (ascending). Delivers what it fills and asks for the
     /// next page while the fetched range is not complete.
-    pub fn fetched(&mut self, conv_id: ConvId, page: Vec<Message>) -> Outcome {
+    ///
+    /// `from_seq` is the first seq this user may read (a group joined later): everything below
+    /// it counts as had, so the device never waits for what it is not entitled to.
+    pub fn fetched(&mut self, conv_id: ConvId, page: Vec<Message>, from_seq: u64) -> Outcome {
         let mut out = Outcome::default();
+        let state = self.convs.entry(conv_id).or_default();
+        if from_seq > state.upto + 1 {
+            state.upto = from_seq - 1;
+            let upto = state.upto;
+            state.held.retain(|s, _| *s > upto);
+            state.own.retain(|s| *s > upto);
+            state.advance(&mut out.deliver);
+        }
         let empty = page.is_empty();
         for m in page.into_iter().filter(|m| m.conv_id == conv_id) {
             let o = self.receive(m);
@@ -197,6 +208,18 @@ mod tests {
     }
 
     #[test]
+    fn a_late_joiner_skips_what_is_before_its_first_readable_seq() {
+        let mut inbox = Inbox::default();
+        // Joined at 5: the first push is 5, the fetch for 1..=4 answers from 5 with from_seq 5.
+        let o = inbox.receive(msg(5));
+        assert_eq!(o.fetch, Some(Fetch { conv_id: conv(), after_seq: 0, to_seq: 4 }));
+        let o = inbox.fetched(conv(), vec![msg(5), msg(6)], 5);
+        assert_eq!(seqs(&o.deliver), vec![5, 6]);
+        assert_eq!((o.fetch, o.missing), (None, None));
+        assert_eq!(inbox.watermark(conv()), 6);
+    }
+
+    #[test]
     fn in_order_messages_pass_and_duplicates_are_dropped() {
         let mut inbox = Inbox::default();
         assert_eq!(seqs(&inbox.receive(msg(1)).deliver), vec![1]);
@@ -212,10 +235,10 @@ mod tests {
         assert!(o.deliver.is_empty());
         assert_eq!(o.fetch, Some(Fetch { conv_id: conv(), after_seq: 0, to_seq: 3 }));
         assert_eq!(inbox.receive(msg(5)).fetch, None, "range 1..=3 already being fetched");
-        let o = inbox.fetched(conv(), vec![msg(1), msg(2)]);
+        let o = inbox.fetched(conv(), vec![msg(1), msg(2)], 1);
         assert_eq!(seqs(&o.deliver), vec![1, 2]);
         assert_eq!(o.fetch, Some(Fetch { conv_id: conv(), after_seq: 2, to_seq: 3 }));
-        let o = inbox.fetched(conv(), vec![msg(3)]);
+        let o = inbox.fetched(conv(), vec![msg(3)], 1);
         assert_eq!(seqs(&o.deliver), vec![3, 4, 5]);
         assert_eq!(o.fetch, None);
     }
@@ -243,7 +266,7 @@ mod tests {
     fn an_empty_page_for_a_missing_range_is_reported_not_hidden() {
         let mut inbox = Inbox::default();
         inbox.receive(msg(3));
-        let o = inbox.fetched(conv(), vec![]);
+        let o = inbox.fetched(conv(), vec![], 1);
         assert_eq!(o.missing, Some((conv(), 1, 2)));
         assert_eq!(seqs(&o.deliver), vec![3]);
     }
@@ -271,7 +294,7 @@ mod tests {
             fetches.extend(o.fetch);
             while let Some(f) = fetches.pop() {
                 let page: Vec<_> = (f.after_seq + 1..=f.to_seq).take(7).map(msg).collect();
-                let o = inbox.fetched(f.conv_id, page);
+                let o = inbox.fetched(f.conv_id, page, 1);
                 prop_assert_eq!(o.missing, None);
                 seen.extend(seqs(&o.deliver));
                 fetches.extend(o.fetch);

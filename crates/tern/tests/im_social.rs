@@ -257,7 +257,7 @@ async fn openapi_documents_every_routed_path_and_every_documented_operation_is_s
             .replace("{room}", "r")
             .replace("{area}", "a")
             .replace("{key_id}", "k")
-            .replace(|c: char| c == '{' || c == '}', "")
+            .replace(['{', '}'], "")
             .replace("user_id", "1")
             .replace("group_id", "1");
         for method in ops.as_object().unwrap().keys() {

@@ -96,7 +96,7 @@ async fn must_arrive_pushes_through_a_lossy_link_arrive_as_predicted_and_never_t
     let srv = TestServer::with(|c| {
         c.gateway.retry_initial_ms = 100;
         c.gateway.retry_max_ms = 100;
-        c.push.qos1_ttl_ms = 250;
+        c.push.qos1_ttl_ms = 290;
     })
     .await;
     let (r, n, total) = (0.5f64, 2i32, 1000usize);

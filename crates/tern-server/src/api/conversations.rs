@@ -23,6 +23,8 @@ pub(super) struct HistoryPage {
     conv_id: ConvId,
     messages: Vec<Message>,
     last_seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from_seq: Option<u64>,
 }
 
 /// `GET /v1/conversations/{conv_id}/messages?after_seq=&before_seq=&limit=`. A conversation the
@@ -35,6 +37,7 @@ pub(super) async fn messages(
     QueryParams(q): QueryParams<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, Error> {
     let conv_id = state.logic.conversation_for(caller.user_id, &conv).await?;
-    let (messages, last_seq) = state.logic.history(caller.user_id, conv_id, q.after_seq, q.before_seq, q.limit).await?;
-    Ok(Json(HistoryPage { conv_id, messages, last_seq }))
+    let (messages, last_seq, from) =
+        state.logic.history(caller.user_id, conv_id, q.after_seq, q.before_seq, q.limit).await?;
+    Ok(Json(HistoryPage { conv_id, messages, last_seq, from_seq: (from > 1).then_some(from) }))
 }

@@ -398,8 +398,9 @@ impl<T: FrameIo> Conn<T> {
                 let user = identity.user_id;
                 inflight.push(Box::pin(async move {
                     match logic.history(user, conv_id, after_seq, before_seq, limit).await {
-                        Ok((messages, last_seq)) => {
-                            OutFrame::new(ServerFrame::History { id, conv_id, messages, last_seq })
+                        Ok((messages, last_seq, from)) => {
+                            let from_seq = (from > 1).then_some(from);
+                            OutFrame::new(ServerFrame::History { id, conv_id, messages, last_seq, from_seq })
                         }
                         Err(e) => error_frame(id, e),
                     }

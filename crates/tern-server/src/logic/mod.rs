@@ -337,7 +337,7 @@ impl Logic {
         after: Option<u64>,
         before: Option<u64>,
         limit: Option<u32>,
-    ) -> Result<(Vec<Message>, u64), Error> {
+    ) -> Result<(Vec<Message>, u64, u64), Error> {
         let joined = self.readable_from(user, conv).await?;
         let limit = limit.unwrap_or(DEFAULT_PAGE);
         if limit == 0 || limit > MAX_PAGE {
@@ -355,7 +355,7 @@ impl Logic {
         let last_seq = self.store.last_seq(conv).await?;
         let mut messages = self.store.messages(conv, page, limit).await?;
         messages.retain(|m| m.seq > floor);
-        Ok((messages, last_seq))
+        Ok((messages, last_seq, joined))
     }
 
     /// What a device that has `have` (last seq per conversation) missed, conversation by

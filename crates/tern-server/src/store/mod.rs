@@ -123,6 +123,9 @@ pub enum Page {
     Before(u64),
 }
 
+/// A conversation a user is in: `(conversation, its last seq, the first seq the user may read)`.
+pub type ConvPosition = (ConvId, u64, u64);
+
 /// An append that has been queued; await it for the durable result.
 pub type AppendTicket = oneshot::Receiver<Result<Appended, StoreError>>;
 
@@ -174,7 +177,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every conversation the user takes part in (its event stream included), with its last seq
     /// and the first seq the user may read.
-    fn conversations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<(ConvId, u64, u64)>, StoreError>>;
+    fn conversations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<ConvPosition>, StoreError>>;
 
     /// Runs one IM operation atomically: loads `scope`, calls `decide`, applies its effects (see
     /// [`im`]). A refusal from `decide` comes back as [`StoreError::Denied`] with nothing changed.

@@ -19,8 +19,8 @@ use super::im::{
     Profile, ProfileUpdate, Relation, RelationRow, Scope, Snapshot, UNREAD_CAP, may_message,
 };
 use super::{
-    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, NewMessage, Page, Store, StoreError,
-    UserRecord,
+    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page, Store,
+    StoreError, UserRecord,
 };
 use crate::clock::now_ms;
 use crate::config::{StoreConfig, Synchronous};
@@ -483,11 +483,13 @@ impl Caches {
         tx: &rusqlite::Transaction<'_>,
         g: GroupId,
     ) -> Result<Option<&mut CachedGroup>, rusqlite::Error> {
-        if !self.groups.contains_key(&g) {
-            let Some(state) = load_group(tx, g, 0)? else { return Ok(None) };
-            self.groups.insert(g, CachedGroup { state, recipients: None });
+        match self.groups.entry(g) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(Some(e.into_mut())),
+            std::collections::hash_map::Entry::Vacant(v) => match load_group(tx, g, 0)? {
+                Some(state) => Ok(Some(v.insert(CachedGroup { state, recipients: None }))),
+                None => Ok(None),
+            },
         }
-        Ok(self.groups.get_mut(&g))
     }
 
     fn last_seq(&self, tx: &rusqlite::Transaction<'_>, conv: ConvId) -> Result<u64, rusqlite::Error> {
@@ -1072,7 +1074,7 @@ impl Store for SqliteStore {
         Box::pin(self.readers.run(move |c| last_seq(c, conv)))
     }
 
-    fn conversations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<(ConvId, u64, u64)>, StoreError>> {
+    fn conversations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<ConvPosition>, StoreError>> {
         Box::pin(self.readers.run(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT m.conv_id, c.last_seq, m.joined_seq FROM conv_members m \
