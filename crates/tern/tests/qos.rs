@@ -91,7 +91,7 @@ async fn lossy_proxy(server: std::net::SocketAddr, r: f64, link: Arc<Mutex<Link>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn must_arrive_pushes_through_a_lossy_link_arrive_as_predicted_and_never_twice() {
-    // Retries 100 ms apart until 250 ms: sent at 0, retried at ~100 and ~200, given up at ~300
+    // Retries 100 ms apart until 290 ms: sent at 0, retried at ~100 and ~200, given up at ~300
     // — n = 2 retries.
     let srv = TestServer::with(|c| {
         c.gateway.retry_initial_ms = 100;

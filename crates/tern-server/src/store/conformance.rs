@@ -66,6 +66,172 @@ pub async fn run_all(mut open: impl FnMut(Arc<dyn CommitListener>) -> Arc<dyn St
     concurrent_senders_get_gap_free_increasing_seqs(open(recorder.clone()), recorder).await;
     pages_and_conversation_lists(open(null_listener())).await;
     api_keys_and_rooms(open(null_listener())).await;
+    let recorder = Arc::new(Recipients::default());
+    im_transactions(open(recorder.clone()), recorder).await;
+}
+
+/// Records each committed message's recipients.
+#[derive(Default)]
+pub struct Recipients(pub Mutex<Vec<(ConvId, u64, Vec<UserId>)>>);
+
+impl CommitListener for Recipients {
+    fn committed(&self, batch: &[Committed]) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.extend(batch.iter().map(|c| (c.message.conv_id, c.message.seq, c.recipients.to_vec())));
+        }
+    }
+}
+
+fn notice(conv: ConvId, from: UserId, id: &str) -> NewMessage {
+    let body = Body::Notice { notice: tern_proto::Notice::MemberLeft { user: from } };
+    NewMessage { body_json: encode_body(&body), body, ..new_message(conv, from, id) }
+}
+
+async fn im_transactions(store: Arc<dyn Store>, recorder: Arc<Recipients>) {
+    use tern_proto::{ErrorCode, GroupId, Role};
+
+    use super::im::{Effect, GroupRecord, JoinPolicy, MemberRecord, Relation, Scope};
+
+    let u = seed_users(&*store, 3).await;
+    let (a, b, c) = (u[0], u[1], u[2]);
+    let g = GroupId(77);
+    let conv = ConvId::Group(g);
+    let member = |user, role| MemberRecord { user, role, joined_seq: 1, read_seq: 0, muted_until: 0 };
+    let info = GroupRecord {
+        id: g,
+        name: "g".into(),
+        owner: a,
+        join_policy: JoinPolicy::Open,
+        muted_all: false,
+        max_members: 10,
+        created_at: 1,
+        dissolved: false,
+    };
+    let denied = |e: StoreError| match e {
+        StoreError::Denied(e) => e.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    // Create: the snapshot shows no group; effects apply in order (the member before the notice).
+    let scope = Scope { group: Some(g), ..Scope::default() };
+    let (i2, owner) = (info.clone(), member(a, Role::Owner));
+    store
+        .transact(
+            scope.clone(),
+            Box::new(move |snap| {
+                assert!(snap.group.is_none());
+                Ok(vec![Effect::PutGroup(i2), Effect::PutMember(g, owner), Effect::Append(notice(conv, a, "n1"))])
+            }),
+        )
+        .await
+        .unwrap();
+    let state = store.group(g).await.unwrap().unwrap();
+    assert_eq!((state.info.owner, state.members.len(), state.last_seq), (a, 1, 1));
+
+    // A refusal changes nothing.
+    let e = store
+        .transact(
+            scope.clone(),
+            Box::new(move |_| {
+                let _ = Effect::RemoveMember(g, a);
+                Err(crate::error::Error::forbidden("no"))
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(denied(e), ErrorCode::Forbidden);
+    assert_eq!(store.group(g).await.unwrap().unwrap().members.len(), 1);
+
+    // Sends into the group: members only, to the members of that moment.
+    assert_eq!(denied(append(&*store, new_message(conv, b, "b-early")).await.unwrap_err()), ErrorCode::NotFound);
+    let first = append(&*store, new_message(conv, a, "a1")).await.unwrap();
+    let mb = MemberRecord { joined_seq: 3, ..member(b, Role::Member) };
+    store
+        .transact(
+            scope.clone(),
+            Box::new(move |snap| {
+                assert_eq!(snap.group.as_ref().unwrap().last_seq, 2, "the snapshot sees the group's last seq");
+                Ok(vec![Effect::PutMember(g, mb), Effect::Append(notice(conv, b, "n2"))])
+            }),
+        )
+        .await
+        .unwrap();
+    let second = append(&*store, new_message(conv, b, "b1")).await.unwrap();
+    let seen = recorder.0.lock().unwrap().clone();
+    let of = |seq| seen.iter().find(|(cv, s, _)| *cv == conv && *s == seq).map(|(_, _, r)| r.clone()).unwrap();
+    assert_eq!(of(first.message.seq), vec![a]);
+    assert_eq!(of(second.message.seq), vec![a, b]);
+    assert_eq!(store.membership(conv, b).await.unwrap().unwrap().joined_seq, 3);
+    assert_eq!(store.membership(conv, c).await.unwrap(), None);
+
+    // Mutes are checked by the send path.
+    let muted = MemberRecord { muted_until: u64::MAX / 2, ..member(b, Role::Member) };
+    store.transact(scope.clone(), Box::new(move |_| Ok(vec![Effect::PutMember(g, muted)]))).await.unwrap();
+    assert_eq!(denied(append(&*store, new_message(conv, b, "b-muted")).await.unwrap_err()), ErrorCode::Muted);
+
+    // Blocks and the friends-only policy are checked by the 1:1 send path.
+    let pair = Scope { pair: Some((a, c)), ..Scope::default() };
+    store
+        .transact(
+            pair.clone(),
+            Box::new(move |snap| {
+                let p = snap.pair.as_ref().unwrap();
+                assert!(p.b_profile.is_some() && p.ab == Relation::default());
+                Ok(vec![Effect::PutRelation {
+                    owner: a,
+                    peer: c,
+                    relation: Relation { blocked: true, ..Relation::default() },
+                }])
+            }),
+        )
+        .await
+        .unwrap();
+    let ac = ConvId::direct(a, c);
+    assert_eq!(denied(append(&*store, new_message(ac, c, "c-blocked")).await.unwrap_err()), ErrorCode::Blocked);
+    append(&*store, new_message(ac, a, "a-to-c")).await.unwrap();
+    let rel = store.relations_of(c).await.unwrap();
+    assert!(rel.len() == 1 && rel[0].peer == a && rel[0].theirs.blocked && !rel[0].mine.blocked);
+    assert_eq!(
+        denied(append(&*store, new_message(ConvId::direct(a, UserId(987_654)), a, "x")).await.unwrap_err()),
+        ErrorCode::NotFound
+    );
+
+    // Read positions, unread counts, receipts, and a replaced (recalled) body.
+    let ab = ConvId::direct(a, b);
+    for i in 0..3 {
+        append(&*store, new_message(ab, b, &format!("ab{i}"))).await.unwrap();
+    }
+    let list = store.conversation_list(a).await.unwrap();
+    let entry = list.iter().find(|e| e.conv_id == ab).unwrap();
+    assert_eq!((entry.unread, entry.last_seq, entry.peer_read_seq), (3, 3, Some(0)));
+    let read = Scope { member: Some((ab, a)), ..Scope::default() };
+    store
+        .transact(
+            read,
+            Box::new(move |snap| {
+                assert_eq!((snap.member.as_ref().map(|m| m.read_seq), snap.member_conv_last_seq), (Some(0), 3));
+                Ok(vec![Effect::SetRead { conv: ab, user: a, seq: 2 }])
+            }),
+        )
+        .await
+        .unwrap();
+    store
+        .transact(
+            Scope { message: Some((ab, 3)), ..Scope::default() },
+            Box::new(move |snap| {
+                assert_eq!(snap.message.as_ref().map(|m| m.seq), Some(3));
+                Ok(vec![Effect::Replace { conv: ab, seq: 3, body: Body::Recalled { by: b, at: 5 } }])
+            }),
+        )
+        .await
+        .unwrap();
+    let entry = store.conversation_list(a).await.unwrap().into_iter().find(|e| e.conv_id == ab).unwrap();
+    assert_eq!((entry.read_seq, entry.unread), (2, 0), "read up to 2, and 3 is a tombstone");
+    assert_eq!(entry.last_message.map(|m| m.body), Some(Body::Recalled { by: b, at: 5 }));
+    assert_eq!(store.read_count(ab, 2, b).await.unwrap(), 1);
+    assert_eq!(store.read_count(ab, 3, b).await.unwrap(), 0);
+    let page = store.messages(ab, Page::After(2), 10).await.unwrap();
+    assert_eq!(page[0].body, Body::Recalled { by: b, at: 5 });
 }
 
 async fn api_keys_and_rooms(store: Arc<dyn Store>) {
