@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tern_proto::inbox::Inbox;
 pub use tern_proto::{
-    Body, CloseReason, ConvId, DeviceId, ErrorCode, Message, MsgId, Priority, Push, PushScope, UserId,
+    Body, CloseReason, ConvId, DeviceId, ErrorCode, GroupId, Message, MsgId, Notice, Priority, Push, PushScope, UserId,
 };
 use tern_proto::{ClientFrame, ServerFrame};
 use tokio::sync::{mpsc, oneshot};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use tern_proto::{ConvId, UserId};
 use tern_server::config::{StoreConfig, Synchronous};
-use tern_server::store::conformance::{new_message, null_listener};
+use tern_server::store::conformance::{new_message, null_listener, seed_users};
 use tern_server::store::sqlite::SqliteStore;
 use tern_server::store::{Page, Store};
 
@@ -20,6 +20,8 @@ fn run(senders: usize, per_sender: usize, resend_every: usize, max_batch: usize)
         let dir = tempfile::tempdir().unwrap();
         let cfg = StoreConfig { synchronous: Synchronous::Normal, max_batch, readers: 2 };
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), &cfg, null_listener()).unwrap());
+        // The 1:1 send path checks the recipient exists: users 1 and 2.
+        assert_eq!(seed_users(&*store, 2).await, vec![UserId(1), UserId(2)]);
         let conv = ConvId::direct(UserId(1), UserId(2));
         let mut tasks = Vec::new();
         for s in 0..senders {

@@ -111,6 +111,9 @@ enum RoomCommand {
 enum BenchCommand {
     /// 1:1 messages with persistence and ACKs: throughput and latency.
     P2p(bench::p2p::P2pArgs),
+    /// One group, many members, some online: group message throughput, delivery latency,
+    /// history page latency.
+    Group(bench::group::GroupArgs),
     /// One room (or NATS subject), many members: deliveries, server CPU per delivery, latency.
     Fanout(bench::fanout::FanoutArgs),
     /// Idle authenticated connections: server RSS per connection.
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
             Command::Send { to, text, profile, transport } => cli::chat::send(&profile, transport, &to, &text).await,
             Command::Listen { profile, transport, count } => cli::chat::listen(&profile, transport, count).await,
             Command::Bench(BenchCommand::P2p(args)) => bench::p2p::p2p(args).await,
+            Command::Bench(BenchCommand::Group(args)) => bench::group::group(args).await,
             Command::Bench(BenchCommand::Fanout(args)) => bench::fanout::fanout(args).await,
             Command::Bench(BenchCommand::Conns(args)) => bench::conns::conns(args).await,
             Command::Bench(BenchCommand::Storm(args)) => bench::conns::storm(args).await,

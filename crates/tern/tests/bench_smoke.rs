@@ -29,6 +29,29 @@ async fn every_bench_scenario_runs_and_loses_nothing() {
     assert!(p2p["acked"].as_u64().unwrap() > 100, "{p2p}");
     assert_eq!((p2p["lost"].as_u64(), p2p["duplicates"].as_u64()), (Some(0), Some(0)), "{p2p}");
 
+    let group = bench(
+        &srv,
+        &[
+            "group",
+            "--members",
+            "12",
+            "--online",
+            "6",
+            "--senders",
+            "2",
+            "--rate",
+            "40",
+            "--duration",
+            "1",
+            "--history-pages",
+            "5",
+        ],
+    )
+    .await;
+    assert!(group["acked"].as_u64().unwrap() >= 20, "{group}");
+    assert_eq!((group["lost"].as_u64(), group["duplicates"].as_u64()), (Some(0), Some(0)), "{group}");
+    assert_eq!(group["deliveries_per_sec"].as_f64().map(|d| d > 0.0), Some(true), "{group}");
+
     let fan = bench(&srv, &["fanout", "--members", "20", "--rate", "50", "--duration", "1", "--brotli"]).await;
     assert_eq!(fan["delivered"].as_u64(), fan["pushes"].as_u64().map(|p| p * 20), "{fan}");
     assert_eq!((fan["lost"].as_u64(), fan["duplicates"].as_u64()), (Some(0), Some(0)), "{fan}");

@@ -5,6 +5,7 @@
 //! last line. Scenarios create the users, devices and rooms they need. Progress goes to stderr.
 //!
 //! - `p2p` — 1:1 messages with persistence and ACKs.
+//! - `group` — one big group, some members online: group throughput, delivery and history latency.
 //! - `fanout` — one room, many members (or one NATS subject, `--target nats://…`).
 //! - `conns` — idle authenticated connections: server RSS per connection.
 //! - `storm` — many clients connecting and authenticating at once.
@@ -12,6 +13,7 @@
 
 pub mod conns;
 pub mod fanout;
+pub mod group;
 pub mod nats;
 pub mod p2p;
 
