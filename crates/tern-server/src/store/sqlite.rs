@@ -177,6 +177,10 @@ impl ReaderPool {
 fn open_connection(path: &Path, sync: Option<Synchronous>) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Every statement this store runs is prepared once per connection and kept: rusqlite's
+    // default cache holds 16, fewer than the writer uses, and a miss re-parses the SQL (measured:
+    // a 16-entry cache cost the 1:1 path ~40% of its throughput once the IM statements arrived).
+    conn.set_prepared_statement_cache_capacity(128);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     if let Some(sync) = sync {
         let level = match sync {
@@ -450,17 +454,17 @@ impl Caches {
                 let Some(to) = msg.conv_id.peer_of(msg.from).filter(|to| *to != msg.from) else {
                     return Ok(Ok(()));
                 };
-                let row = tx
-                    .prepare_cached(
-                        "SELECT u.dm_policy, COALESCE(r.friend, 0), COALESCE(r.blocked, 0) FROM users u \
-                         LEFT JOIN relations r ON r.owner = u.id AND r.peer = ?2 WHERE u.id = ?1",
-                    )?
-                    .query_row(params![to.0 as i64, msg.from.0 as i64], |r| {
-                        let policy: String = r.get(0)?;
-                        let relation = Relation { friend: r.get(1)?, blocked: r.get(2)?, requested: None };
-                        Ok((DmPolicy::parse(&policy), relation))
-                    })
+                // Two primary-key probes. (One LEFT JOIN with the peer bound in its ON clause
+                // was re-prepared by SQLite on every execution: measured at a quarter of the
+                // writer's time.)
+                let policy: Option<String> = tx
+                    .prepare_cached("SELECT dm_policy FROM users WHERE id = ?1")?
+                    .query_row([to.0 as i64], |r| r.get(0))
                     .optional()?;
+                let row = match policy {
+                    None => None,
+                    Some(policy) => Some((DmPolicy::parse(&policy), load_relation(tx, to, msg.from)?)),
+                };
                 Ok(match row {
                     None => Err(crate::error::Error::not_found(format!("user {to} does not exist"))),
                     Some((policy, relation)) => may_message(policy, &relation),
