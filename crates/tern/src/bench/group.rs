@@ -102,7 +102,11 @@ pub async fn group(args: GroupArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     let transport: Transport = args.transport.into();
-    let opts = Options { transport, resume: false, ..Options::default() };
+    // Members start from the group's current end, as devices that have seen it so far: the run
+    // measures live delivery, not each of them paging in the invite notices first.
+    let last_seq = tern_client::http::history(owner, conv, None, 1).await?.last_seq;
+    let watermarks = [(conv, last_seq)].into_iter().collect();
+    let opts = Options { transport, resume: false, watermarks, ..Options::default() };
     let epoch = Instant::now();
     let bar = super::progress(args.online as u64, "connecting");
     let mut receivers = Vec::new();
