@@ -1230,6 +1230,31 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_2_data_directory_is_migrated_with_its_conversations() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join("tern.db")).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch(
+                "INSERT INTO users (id, username, password_hash, created_at) VALUES (1, 'a', 'h', 0), (2, 'b', 'h', 0);
+                 INSERT INTO conversations (conv_id, user_a, user_b, last_seq) VALUES ('d:1:2', 1, 2, 1);
+                 INSERT INTO messages (conv_id, seq, msg_id, sender, sender_device, client_msg_id, ts, body)
+                   VALUES ('d:1:2', 1, 9, 1, 'p', 'c1', 5, CAST('{\"type\":\"text\",\"text\":\"old\"}' AS BLOB));
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), &StoreConfig::default(), conformance::null_listener()).unwrap();
+        let conv = ConvId::direct(UserId(1), UserId(2));
+        assert_eq!(store.conversations_of(UserId(2)).await.unwrap(), vec![(conv, 1, 1)]);
+        let list = store.conversation_list(UserId(2)).await.unwrap();
+        assert_eq!((list.len(), list[0].unread), (1, 1), "old messages count as content");
+        assert_eq!(store.profiles(vec![UserId(1)]).await.unwrap()[0].nickname, "");
+        let next = store.append(conformance::new_message(conv, UserId(2), "c2")).await.unwrap().await.unwrap().unwrap();
+        assert_eq!(next.message.seq, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn committed_messages_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let conv = ConvId::direct(UserId(1), UserId(2));
