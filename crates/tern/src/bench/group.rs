@@ -76,12 +76,6 @@ async fn users(server: &str, prefix: &str, n: usize) -> anyhow::Result<Vec<Sessi
     Ok(made.into_iter().map(|(_, s)| s).collect())
 }
 
-struct Received {
-    received: u64,
-    duplicates: u64,
-    delivery_us: Vec<u32>,
-}
-
 pub async fn group(args: GroupArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.members >= args.online && args.online >= args.senders && args.senders > 0 && args.duration > 0,
@@ -115,28 +109,17 @@ pub async fn group(args: GroupArgs) -> anyhow::Result<()> {
         let (client, mut events) = Client::connect(s.clone(), opts.clone()).await?;
         let me = s.user_id;
         receivers.push(tokio::spawn(async move {
-            let mut out = Received { received: 0, duplicates: 0, delivery_us: Vec::new() };
-            let mut last_seq = 0u64;
+            let mut out = super::Received::default();
             let mut started = false;
             loop {
                 // Wait as long as needed for the first message, then stop after 3 s of silence.
                 let idle = if started { Duration::from_secs(3) } else { Duration::from_secs(3600) };
                 let Ok(Some(m)) = tokio::time::timeout(idle, events.next_message()).await else { break };
-                let tern_client::Body::Text { text } = &m.body else { continue };
-                if m.conv_id != conv || m.from == me {
+                if m.conv_id != conv || m.from == me || !matches!(m.body, tern_client::Body::Text { .. }) {
                     continue;
                 }
                 started = true;
-                if m.seq <= last_seq {
-                    out.duplicates += 1;
-                    continue;
-                }
-                last_seq = m.seq;
-                out.received += 1;
-                if let Some(sent_us) = text.split(' ').next().and_then(|t| t.parse::<u64>().ok()) {
-                    let now_us = epoch.elapsed().as_micros() as u64;
-                    out.delivery_us.push(now_us.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32);
-                }
+                out.record(&m, epoch);
             }
             out
         }));
@@ -164,7 +147,7 @@ pub async fn group(args: GroupArgs) -> anyhow::Result<()> {
                 }
                 let Ok(permit) = Arc::clone(&window).acquire_owned().await else { break };
                 let client = client.clone();
-                let text = format!("{:020} {pad}", epoch.elapsed().as_micros());
+                let text = super::timed_text(epoch, &pad);
                 tasks.spawn(async move {
                     let t = Instant::now();
                     let ok = client.send_text_to(conv, text).await.is_ok();
@@ -197,15 +180,11 @@ pub async fn group(args: GroupArgs) -> anyhow::Result<()> {
     let mut ack_us: Vec<u32> = acks.iter().map(|(us, _)| *us).collect();
     let send_secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let mut received = 0;
-    let mut duplicates = 0;
-    let mut delivery_us = Vec::new();
+    let mut got = super::Received::default();
     for r in receivers {
-        let r = r.await?;
-        received += r.received;
-        duplicates += r.duplicates;
-        delivery_us.extend(r.delivery_us);
+        got.merge(r.await?);
     }
+    let super::Received { received, duplicates, mut delivery_us, .. } = got;
     let cpu1 = super::sample_opt(args.common.server_pid)?;
     let acked = ack_us.len() as u64;
     // Every online member gets every message except its own: senders miss their own share.

@@ -25,6 +25,50 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// What receiving clients saw of timed chat messages (p2p, group): each message once, in seq
+/// order per conversation, with its delivery latency.
+#[derive(Default)]
+pub struct Received {
+    /// Messages counted.
+    pub received: u64,
+    /// Messages seen again (seq not above the last one).
+    pub duplicates: u64,
+    /// Send → receive, microseconds.
+    pub delivery_us: Vec<u32>,
+    last_seq: u64,
+}
+
+impl Received {
+    /// Counts a message of one conversation whose text starts with its send time (see
+    /// [`timed_text`]).
+    pub fn record(&mut self, m: &tern_client::Message, epoch: std::time::Instant) {
+        if m.seq <= self.last_seq {
+            self.duplicates += 1;
+            return;
+        }
+        self.last_seq = m.seq;
+        self.received += 1;
+        if let tern_client::Body::Text { text } = &m.body
+            && let Some(sent_us) = text.split(' ').next().and_then(|t| t.parse::<u64>().ok())
+        {
+            let now_us = epoch.elapsed().as_micros() as u64;
+            self.delivery_us.push(now_us.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32);
+        }
+    }
+
+    /// Adds another receiver's counts.
+    pub fn merge(&mut self, other: Received) {
+        self.received += other.received;
+        self.duplicates += other.duplicates;
+        self.delivery_us.extend(other.delivery_us);
+    }
+}
+
+/// A message text carrying its send time (µs since `epoch`), padded with `pad`.
+pub fn timed_text(epoch: std::time::Instant, pad: &str) -> String {
+    format!("{:020} {pad}", epoch.elapsed().as_micros())
+}
+
 /// Options every scenario shares.
 #[derive(clap::Args, Clone)]
 pub struct Common {

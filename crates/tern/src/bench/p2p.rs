@@ -39,12 +39,6 @@ struct SenderResult {
     ack_us: Vec<u32>,
 }
 
-struct ReceiverResult {
-    received: u64,
-    duplicates: u64,
-    delivery_us: Vec<u32>,
-}
-
 async fn user(server: &str, name: &str) -> anyhow::Result<Session> {
     const PASSWORD: &str = "bench password 1";
     tern_client::http::register(server, name, PASSWORD).await.with_context(|| format!("register {name}"))?;
@@ -73,24 +67,11 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
         let expected_from = s.user_id;
         receivers.push(tokio::spawn(async move {
             let _keep = _rc;
-            let mut out = ReceiverResult { received: 0, duplicates: 0, delivery_us: Vec::new() };
-            let mut last_seq = 0u64;
+            let mut out = super::Received::default();
             let idle = Duration::from_secs(3);
             while let Ok(Some(m)) = tokio::time::timeout(idle, events.next_message()).await {
-                if m.from != expected_from {
-                    continue;
-                }
-                if m.seq <= last_seq {
-                    out.duplicates += 1;
-                    continue;
-                }
-                last_seq = m.seq;
-                out.received += 1;
-                if let tern_client::Body::Text { text } = &m.body
-                    && let Some(sent_us) = text.split(' ').next().and_then(|t| t.parse::<u64>().ok())
-                {
-                    let now_us = epoch.elapsed().as_micros() as u64;
-                    out.delivery_us.push(now_us.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32);
+                if m.from == expected_from {
+                    out.record(&m, epoch);
                 }
             }
             out
@@ -114,8 +95,7 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
                     break;
                 };
                 let client = sc.clone();
-                let sent_us = epoch.elapsed().as_micros() as u64;
-                let text = format!("{sent_us:020} {pad}");
+                let text = super::timed_text(epoch, &pad);
                 inflight.push(tokio::spawn(async move {
                     let started = Instant::now();
                     let ok = client.send_text(to, text).await.is_ok();
@@ -142,13 +122,11 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
     }
     let send_secs = epoch.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let (mut received, mut duplicates, mut delivery_us) = (0, 0, Vec::new());
+    let mut got = super::Received::default();
     for r in receivers {
-        let r = r.await?;
-        received += r.received;
-        duplicates += r.duplicates;
-        delivery_us.extend(r.delivery_us);
+        got.merge(r.await?);
     }
+    let super::Received { received, duplicates, mut delivery_us, .. } = got;
     let cpu1 = super::sample_opt(args.common.server_pid)?;
     ack_us.sort_unstable();
     delivery_us.sort_unstable();
