@@ -99,9 +99,9 @@ pub(super) struct FriendRequest {
     message: String,
 }
 
-#[derive(Serialize, ToSchema)]
+/// `{"status": ...}` (documented as `StatusDoc`).
+#[derive(Serialize)]
 pub(super) struct Status<T: Serialize> {
-    #[schema(value_type = String)]
     status: T,
 }
 

@@ -180,11 +180,7 @@ pub async fn group(args: GroupArgs) -> anyhow::Result<()> {
     let mut ack_us: Vec<u32> = acks.iter().map(|(us, _)| *us).collect();
     let send_secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let mut got = super::Received::default();
-    for r in receivers {
-        got.merge(r.await?);
-    }
-    let super::Received { received, duplicates, mut delivery_us, .. } = got;
+    let super::Received { received, duplicates, mut delivery_us, .. } = super::Received::join_all(receivers).await?;
     let cpu1 = super::sample_opt(args.common.server_pid)?;
     let acked = ack_us.len() as u64;
     // Every online member gets every message except its own: senders miss their own share.

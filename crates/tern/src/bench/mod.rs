@@ -56,6 +56,15 @@ impl Received {
         }
     }
 
+    /// Waits for every receiver task and adds up what they saw.
+    pub async fn join_all(receivers: Vec<tokio::task::JoinHandle<Received>>) -> anyhow::Result<Received> {
+        let mut all = Received::default();
+        for r in receivers {
+            all.merge(r.await?);
+        }
+        Ok(all)
+    }
+
     /// Adds another receiver's counts.
     pub fn merge(&mut self, other: Received) {
         self.received += other.received;

@@ -122,11 +122,7 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
     }
     let send_secs = epoch.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let mut got = super::Received::default();
-    for r in receivers {
-        got.merge(r.await?);
-    }
-    let super::Received { received, duplicates, mut delivery_us, .. } = got;
+    let super::Received { received, duplicates, mut delivery_us, .. } = super::Received::join_all(receivers).await?;
     let cpu1 = super::sample_opt(args.common.server_pid)?;
     ack_us.sort_unstable();
     delivery_us.sort_unstable();
