@@ -8,6 +8,7 @@ mod conversations;
 mod im;
 mod openapi;
 mod push;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,9 +108,14 @@ fn routes() -> Routes {
         .at("/v1/admin/keys/{key_id}", delete(push::revoke_key))
 }
 
-/// Builds the router.
+/// Builds the router: the API table plus the embedded web client at `/` and `/app/`.
 pub fn router(state: ApiState) -> Router {
-    routes().router.fallback(|| async { Error::not_found("no such endpoint") }).with_state(state)
+    routes()
+        .router
+        .route("/", get(web::serve))
+        .route("/app/{*file}", get(web::serve))
+        .fallback(|| async { Error::not_found("no such endpoint") })
+        .with_state(state)
 }
 
 /// Every routed path (for the check that `/openapi.json` documents each one).

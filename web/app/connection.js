@@ -1,0 +1,195 @@
+// The long connection (docs/PROTOCOL.md, sections 2–7): auth with resume, requests answered by
+// id, batched ACKs, heartbeat, and reconnect with jittered exponential backoff.
+//
+// Requests stay queued until answered: after a reconnect every unanswered one is sent again.
+// That is safe because each is idempotent on the server (`send` by client_msg_id, `history`,
+// `read` and `recall` by their meaning, `join` of the current room).
+//
+// Events (CustomEvent, `detail`):
+//   state  {state: 'connecting'|'online'|'waiting'|'stopped', retryAt?, reason?, message?}
+//   ready  {authOk}         — authenticated; catch-up follows
+//   frame  {frame}          — every server frame that is not an answer to a request
+import { parse, stringify } from './wire.js';
+
+const NO_RECONNECT = new Set(['auth_failed', 'unsupported_version', 'replaced']);
+const BACKOFF_FIRST_MS = 500;
+const BACKOFF_MAX_MS = 30_000;
+const ACK_DELAY_MS = 20;
+
+export class RequestError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export class Connection extends EventTarget {
+  /** `resume()` returns the map conv_id → last held seq at the moment of each (re)connect. */
+  constructor({ url, token, resume }) {
+    super();
+    this.url = url;
+    this.token = token;
+    this.resume = resume;
+    this.state = 'stopped';
+    this.socket = null;
+    this.nextId = 1;
+    this.pending = new Map(); // id → {frame, resolve, reject}
+    this.acks = [];
+    this.ackTimer = null;
+    this.attempt = 0;
+    this.retryTimer = null;
+    this.heartbeat = null;
+    this.lastHeard = 0;
+    this.onOnline = () => { if (this.state === 'waiting') this.connect(); };
+  }
+
+  start() {
+    window.addEventListener('online', this.onOnline);
+    this.connect();
+  }
+
+  stop() {
+    window.removeEventListener('online', this.onOnline);
+    this.setState('stopped', { reason: 'logout' });
+    clearTimeout(this.retryTimer);
+    this.teardown();
+    for (const { reject } of this.pending.values()) reject(new RequestError('stopped', 'logged out'));
+    this.pending.clear();
+  }
+
+  /** Sends a request; resolves with the answer frame, rejects with RequestError. */
+  request(frame) {
+    const id = this.nextId++;
+    const full = { ...frame, id };
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { frame: full, resolve, reject });
+      if (this.state === 'online') this.write(full);
+    });
+  }
+
+  /** A frame with no answer (typing): dropped when not connected. */
+  fire(frame) {
+    if (this.state === 'online') this.write(frame);
+  }
+
+  ack(msgId) {
+    this.acks.push(msgId);
+    this.ackTimer ??= setTimeout(() => this.flushAcks(), ACK_DELAY_MS);
+  }
+
+  flushAcks() {
+    this.ackTimer = null;
+    if (this.state !== 'online' || this.acks.length === 0) return;
+    this.write({ op: 'ack', msg_ids: this.acks.splice(0, 1024) });
+    if (this.acks.length) this.ackTimer = setTimeout(() => this.flushAcks(), 0);
+  }
+
+  // --- internals ---
+
+  setState(state, extra = {}) {
+    this.state = state;
+    this.dispatchEvent(new CustomEvent('state', { detail: { state, ...extra } }));
+  }
+
+  connect() {
+    clearTimeout(this.retryTimer);
+    this.teardown();
+    this.setState('connecting');
+    let socket;
+    try {
+      socket = new WebSocket(this.url);
+    } catch {
+      this.scheduleReconnect(null);
+      return;
+    }
+    this.socket = socket;
+    let closeFrame = null;
+    socket.onopen = () => {
+      socket.send(stringify({ op: 'auth', token: this.token, proto: 1, resume: this.resume() }));
+    };
+    socket.onmessage = (event) => {
+      if (typeof event.data !== 'string') return; // compressed frames are never asked for
+      this.lastHeard = Date.now();
+      let frame;
+      try {
+        frame = parse(event.data);
+      } catch {
+        return;
+      }
+      if (frame.op === 'close') closeFrame = frame;
+      else this.onFrame(frame);
+    };
+    socket.onclose = () => {
+      if (this.socket !== socket) return;
+      this.teardown();
+      if (this.state === 'stopped') return;
+      if (closeFrame && NO_RECONNECT.has(closeFrame.reason)) {
+        this.setState('stopped', { reason: closeFrame.reason, message: closeFrame.message });
+      } else {
+        this.scheduleReconnect(closeFrame);
+      }
+    };
+  }
+
+  onFrame(frame) {
+    if (frame.op === 'auth_ok') {
+      this.attempt = 0;
+      this.setState('online');
+      this.startHeartbeat(frame.heartbeat_ms);
+      this.dispatchEvent(new CustomEvent('ready', { detail: { authOk: frame } }));
+      for (const { frame: request } of this.pending.values()) this.write(request);
+      this.flushAcks();
+      return;
+    }
+    if (frame.op === 'pong') return;
+    const waiting = frame.id !== undefined ? this.pending.get(frame.id) : undefined;
+    if (waiting && ['sent', 'history', 'ok', 'error', 'joined', 'left'].includes(frame.op)) {
+      this.pending.delete(frame.id);
+      if (frame.op === 'error') waiting.reject(new RequestError(frame.code, frame.message));
+      else waiting.resolve(frame);
+      return;
+    }
+    this.dispatchEvent(new CustomEvent('frame', { detail: { frame } }));
+  }
+
+  startHeartbeat(heartbeatMs) {
+    const every = Math.max(1000, Math.floor(heartbeatMs / 2));
+    this.lastHeard = Date.now();
+    this.heartbeat = setInterval(() => {
+      // The server answers every ping; silence for a whole heartbeat period plus slack means
+      // the path is dead even if the browser has not noticed (a sleeping laptop, a lost route).
+      if (Date.now() - this.lastHeard > heartbeatMs + 5000) {
+        this.socket?.close();
+        this.scheduleReconnect(null);
+        return;
+      }
+      this.write({ op: 'ping' });
+    }, every);
+  }
+
+  scheduleReconnect(closeFrame) {
+    this.teardown();
+    const backoff = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** this.attempt);
+    this.attempt += 1;
+    // Full jitter between half and all of the backoff, so a restarted server is not hit by
+    // every client in the same millisecond; the server's own hint wins when it sends one.
+    const delay = closeFrame?.retry_after_ms ?? Math.round(backoff / 2 + Math.random() * backoff / 2);
+    this.setState('waiting', { retryAt: Date.now() + delay, reason: closeFrame?.reason, message: closeFrame?.message });
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  teardown() {
+    clearInterval(this.heartbeat);
+    this.heartbeat = null;
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) {
+      socket.onopen = socket.onmessage = socket.onclose = null;
+      if (socket.readyState <= WebSocket.OPEN) socket.close();
+    }
+  }
+
+  write(frame) {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(stringify(frame));
+  }
+}

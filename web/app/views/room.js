@@ -1,0 +1,125 @@
+// A live room: danmaku (low-priority pushes) flying over the stage, high-priority pushes as
+// banners, the online count. Switching rooms is a `join` on the same connection — no reload.
+import { h, mount } from '../dom.js';
+
+const LANES = 8;
+const FLIGHT_MS = 9000;
+const MAX_FLYING = 120;
+const LOG_SIZE = 50;
+const ROOM_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
+const COLOR = /^#[0-9a-fA-F]{3}([0-9a-fA-F]{3})?$/;
+
+/** The text of a push: a string, or a typical field of an object, else the JSON itself. */
+export function pushText(data) {
+  if (typeof data === 'string') return data;
+  for (const key of ['danmaku', 'text', 'content', 'msg', 'message']) {
+    if (typeof data?.[key] === 'string') return data[key];
+  }
+  return JSON.stringify(data);
+}
+
+export class RoomView {
+  constructor({ chat, conn }) {
+    this.chat = chat;
+    this.conn = conn;
+    this.room = null;
+    this.laneFree = new Array(LANES).fill(0);
+    this.online = h('span', { id: 'room-online', class: 'online-count', 'aria-live': 'polite' });
+    this.title = h('h2', { id: 'room-title' }, 'Live');
+    this.stage = h('div', { id: 'stage', class: 'stage', 'aria-hidden': 'true' });
+    this.banners = h('div', { id: 'banners', class: 'banners', role: 'status', 'aria-live': 'assertive' });
+    this.log = h('ol', { id: 'danmaku-log', class: 'danmaku-log', 'aria-label': 'Recent danmaku', 'aria-live': 'polite' });
+    this.error = h('p', { class: 'error', role: 'alert' });
+    const input = h('input', { id: 'room-input', required: true, maxlength: 64, pattern: '[A-Za-z0-9_.:\\-]{1,64}', placeholder: 'live-1' });
+    const form = h('form', {
+      id: 'room-form', class: 'row',
+      onsubmit: (e) => {
+        e.preventDefault();
+        location.hash = `#/live/${encodeURIComponent(input.value.trim())}`;
+      },
+    }, h('label', { for: 'room-input' }, 'Room'), input, h('button', { type: 'submit', id: 'join-room', class: 'primary' }, 'Enter'));
+    this.el = h('section', { class: 'live' },
+      h('div', { class: 'row' }, this.title, this.online), form, this.error,
+      h('div', { class: 'stage-wrap' }, this.stage, this.banners),
+      h('h3', {}, 'Recent'), this.log);
+    this.onPush = (e) => this.onPushEvent(e.detail);
+    chat.addEventListener('push', this.onPush);
+    this.onFrame = (e) => {
+      const f = e.detail.frame;
+      if (f.op === 'online' && f.room === this.room) this.setOnline(f.count);
+    };
+    conn.addEventListener('frame', this.onFrame);
+    this.onReady = () => { if (this.room) this.join(this.room); };
+    conn.addEventListener('ready', this.onReady);
+  }
+
+  destroy() {
+    this.chat.removeEventListener('push', this.onPush);
+    this.conn.removeEventListener('frame', this.onFrame);
+    this.conn.removeEventListener('ready', this.onReady);
+    if (this.room) this.conn.request({ op: 'leave' }).catch(() => {});
+  }
+
+  show(room) {
+    if (!room || room === this.room) return;
+    if (!ROOM_NAME.test(room)) {
+      this.error.textContent = 'Room names are 1–64 letters, digits or . _ : -';
+      return;
+    }
+    this.room = room;
+    this.title.textContent = `Live: ${room}`;
+    document.getElementById('room-input').value = room;
+    mount(this.stage);
+    mount(this.log);
+    this.online.textContent = '';
+    this.join(room);
+  }
+
+  async join(room) {
+    this.error.textContent = '';
+    try {
+      const joined = await this.conn.request({ op: 'join', room });
+      if (room === this.room) this.setOnline(joined.online);
+    } catch (e) {
+      this.error.textContent = e.message;
+    }
+  }
+
+  setOnline(count) {
+    this.online.textContent = `${count} watching`;
+    this.online.dataset.count = count;
+  }
+
+  onPushEvent({ push, scope }) {
+    if (!this.room) return;
+    if (scope?.kind === 'room' && scope.room !== this.room) return; // a late frame of the previous room
+    if (scope?.kind === 'user' || scope?.kind === 'device') return;
+    const text = pushText(push.data);
+    const color = typeof push.data?.color === 'string' && COLOR.test(push.data.color) ? push.data.color : null;
+    if (push.priority === 'high') this.banner(text);
+    else this.fly(text, color);
+    this.log.prepend(h('li', { class: push.priority === 'high' ? 'high' : 'low' }, text));
+    while (this.log.children.length > LOG_SIZE) this.log.lastChild.remove();
+  }
+
+  banner(text) {
+    const el = h('div', { class: 'banner' }, text);
+    this.banners.append(el);
+    setTimeout(() => el.remove(), 6000);
+  }
+
+  fly(text, color) {
+    while (this.stage.children.length >= MAX_FLYING) this.stage.firstChild.remove();
+    const now = performance.now();
+    let lane = 0;
+    for (let i = 1; i < LANES; i++) if (this.laneFree[i] < this.laneFree[lane]) lane = i;
+    this.laneFree[lane] = now + 1200;
+    const el = h('span', { class: 'danmaku' }, text);
+    el.style.top = `${lane * 2.1 + 0.4}em`;
+    if (color) el.style.color = color;
+    this.stage.append(el);
+    const width = this.stage.clientWidth;
+    el.animate([{ transform: `translateX(${width}px)` }, { transform: `translateX(-${el.offsetWidth + 20}px)` }],
+      { duration: FLIGHT_MS, easing: 'linear' }).finished.then(() => el.remove(), () => {});
+  }
+}
