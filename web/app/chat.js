@@ -295,6 +295,12 @@ export class Chat extends EventTarget {
   async loadOlder(conv) {
     const w = this.windowOf(conv);
     if (w.complete) return;
+    if (conv.startsWith('d:') && !this.convs.has(conv)) {
+      // A 1:1 chat with no message yet: nothing to page (the server would answer not_found).
+      w.complete = true;
+      this.emit('messages', { conv });
+      return;
+    }
     const query = w.oldest === null ? `limit=${PAGE}` : `before_seq=${w.oldest}&limit=${PAGE}`;
     const page = await this.api.get(`/v1/conversations/${conv}/messages?${query}`);
     for (const m of page.messages) {

@@ -104,7 +104,12 @@ export async function newUser(browser, tern, username) {
 export async function openPage(user, tern, path = '/') {
   const page = await user.context.newPage();
   page.on('pageerror', (e) => user.errors.push(String(e)));
-  page.on('console', (m) => { if (m.type() === 'error') user.errors.push(m.text()); });
+  page.on('console', (m) => {
+    // Failed requests are recorded with their URL below; connection failures while a test
+    // has the server down are expected.
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) user.errors.push(m.text());
+  });
+  page.on('response', (r) => { if (r.status() >= 400) user.errors.push(`${r.status()} ${r.request().method()} ${r.url()}`); });
   page.on('dialog', async (d) => { user.dialogs.push(d.message()); await d.dismiss(); });
   await page.goto(tern.url + path);
   return page;

@@ -79,10 +79,15 @@ export class GroupPanel {
         h('button', { type: 'button', class: 'link', onclick: () => this.act(() => this.api.post(`/v1/groups/${this.groupId}/requests/${r.user_id}/decline`)) }, 'Decline'))))) : null,
       invite,
       h('button', { type: 'button', id: 'leave-group', class: 'danger',
-        onclick: () => this.act(async () => {
-          await this.api.post(`/v1/groups/${this.groupId}/leave`);
-          await chat.refreshConvs();
-          location.hash = '#/chats';
-        }) }, 'Leave group'));
+        onclick: async () => {
+          try {
+            await this.api.post(`/v1/groups/${this.groupId}/leave`);
+            location.hash = '#/chats';
+            await chat.refreshConvs();
+          } catch (e) {
+            this.error = e.message;
+            this.render();
+          }
+        } }, 'Leave group'));
   }
 }

@@ -29,8 +29,7 @@ pub(super) async fn serve(uri: Uri, headers: HeaderMap) -> Response {
         return Error::not_found("no such file").into_response();
     };
     let fresh = headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == asset.etag.as_bytes());
-    let mut response =
-        if fresh { StatusCode::NOT_MODIFIED.into_response() } else { asset.bytes.into_response() };
+    let mut response = if fresh { StatusCode::NOT_MODIFIED.into_response() } else { asset.bytes.into_response() };
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
     h.insert(header::ETAG, HeaderValue::from_static(asset.etag));

@@ -1,0 +1,267 @@
+// End to end: the web client served by a real `tern serve`, in Debian's Chromium.
+// The tests run in order and share one server and the users they create.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Tern, launch, newUser, openPage } from './harness.mjs';
+
+const XSS = '<img src=x onerror=alert(1)>';
+const SHOTS = process.env.TERN_SCREENSHOTS; // a directory: write the README's screenshots there
+
+let tern;
+let browser;
+const users = {};
+
+/** The texts of the chat's messages (content and notices), in display order. */
+async function thread(page) {
+  return page.locator('#messages li.msg .text').allTextContents();
+}
+
+async function openChatWith(user, peerName) {
+  await user.page.click('#nav-chats');
+  await user.page.locator('#conv-list a.conv', { hasText: peerName }).click();
+  await user.page.locator('#chat-title', { hasText: peerName }).waitFor();
+}
+
+async function send(page, text) {
+  await page.fill('#composer-input', text);
+  await page.keyboard.press('Enter');
+}
+
+/** The last own message with this text, once the server has answered `sent`. */
+function ownMessage(page, text) {
+  return page.locator('#messages li.msg.mine:not(.pending)', { has: page.locator('.text', { hasText: text }) }).last();
+}
+
+async function expectText(locator, text) {
+  await locator.filter({ hasText: text }).first().waitFor();
+}
+
+describe('web client', () => {
+  before(async () => {
+    tern = await Tern.start();
+    browser = await launch();
+  });
+
+  after(async () => {
+    for (const u of Object.values(users)) {
+      assert.deepEqual(u.dialogs, [], `${u.username}: no script ran from content`);
+      assert.deepEqual(u.errors.filter((e) => !e.includes('ERR_CONNECTION_REFUSED') && !e.includes('WebSocket')), [], `${u.username}: no page errors`);
+    }
+    await browser?.close();
+    await tern?.stop();
+  });
+
+  test('serves the client with a strict content security policy', async () => {
+    const r = await fetch(`${tern.url}/`);
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type'), /^text\/html/);
+    assert.match(r.headers.get('content-security-policy'), /script-src 'self'/);
+    assert.equal(r.headers.get('x-content-type-options'), 'nosniff');
+    const etag = r.headers.get('etag');
+    const again = await fetch(`${tern.url}/`, { headers: { 'if-none-match': etag } });
+    assert.equal(again.status, 304);
+    const missing = await fetch(`${tern.url}/app/nope.js`);
+    assert.equal(missing.status, 404);
+    assert.equal((await missing.json()).error.code, 'not_found');
+  });
+
+  test('two users become friends, chat both ways and see read receipts; content renders as text', async () => {
+    users.alice = await newUser(browser, tern, 'alice');
+    users.bob = await newUser(browser, tern, 'bob');
+    const { alice, bob } = users;
+
+    // Alice finds bob and asks; bob sees the request live and accepts.
+    await bob.page.click('#nav-friends');
+    await alice.page.click('#nav-friends');
+    await alice.page.fill('#search-input', 'bo');
+    await alice.page.click('#search');
+    await alice.page.locator('#search-results li', { hasText: 'bob' }).locator('[data-action="add"]').click();
+    await alice.page.locator('#outgoing li', { hasText: 'bob' }).waitFor();
+    await bob.page.locator('#incoming li', { hasText: 'alice' }).locator('[data-action="accept"]').click();
+    await bob.page.locator('#friend-list li', { hasText: 'alice' }).waitFor();
+    await alice.page.locator('#friend-list li', { hasText: 'bob' }).waitFor();
+    await alice.page.locator('#friend-list li', { hasText: 'bob' }).locator('.dot.online').waitFor();
+
+    // Alice writes first: pending → sent; bob sees an unread badge, opens, alice sees "Read".
+    await alice.page.locator('#friend-list li', { hasText: 'bob' }).locator('[data-action="message"]').click();
+    await alice.page.locator('#chat-title', { hasText: 'bob' }).waitFor();
+    await send(alice.page, 'hello bob');
+    await ownMessage(alice.page, 'hello bob').locator('.state[data-state="sent"]').waitFor();
+    await bob.page.click('#nav-chats');
+    const badge = bob.page.locator('#conv-list a.conv', { hasText: 'alice' }).locator('.badge');
+    await badge.waitFor();
+    assert.equal(await badge.textContent(), '1');
+    await openChatWith(bob, 'alice');
+    await expectText(bob.page.locator('#messages li.msg'), 'hello bob');
+    await ownMessage(alice.page, 'hello bob').locator('.state[data-state="read"]').waitFor();
+    assert.equal(await bob.page.locator('#conv-list a.conv', { hasText: 'alice' }).locator('.badge').count(), 0);
+
+    // Bob types (alice sees it) and answers; the hostile string arrives as text.
+    await bob.page.fill('#composer-input', 'h');
+    await bob.page.locator('#composer-input').dispatchEvent('input');
+    await alice.page.locator('#typing', { hasText: 'typing' }).waitFor();
+    await send(bob.page, 'hi alice');
+    await send(bob.page, XSS);
+    await expectText(alice.page.locator('#messages li.msg'), XSS);
+    assert.deepEqual(await thread(alice.page), ['hello bob', 'hi alice', XSS]);
+    assert.deepEqual(await thread(bob.page), ['hello bob', 'hi alice', XSS]);
+    assert.equal(await alice.page.locator('#messages img').count(), 0, 'no element was made from the message');
+    assert.equal(await alice.page.locator('#conv-list img').count(), 0);
+    await ownMessage(bob.page, XSS).locator('.state[data-state="read"]').waitFor();
+
+    // Recall: the text is gone on both sides, a tombstone stays.
+    await send(alice.page, 'oops, wrong chat');
+    await ownMessage(alice.page, 'oops, wrong chat').locator('button.recall').click();
+    await expectText(bob.page.locator('#messages li.msg.recalled'), 'alice recalled a message');
+    await expectText(alice.page.locator('#messages li.msg.recalled'), 'You recalled a message');
+    assert.ok(!(await thread(bob.page)).includes('oops, wrong chat'));
+    if (SHOTS) await alice.page.screenshot({ path: `${SHOTS}/web-chat.png` });
+  });
+
+  test('a closed browser gets what it missed when it comes back, still logged in', async () => {
+    const { alice, bob } = users;
+    await bob.page.close();
+    await send(alice.page, 'while you were away (1)');
+    await send(alice.page, 'while you were away (2)');
+    await ownMessage(alice.page, 'while you were away (2)').locator('.state[data-state="sent"]').waitFor();
+
+    bob.page = await openPage(bob, tern);
+    await bob.page.locator('#conn-state', { hasText: 'online' }).waitFor();
+    assert.equal(await bob.page.locator('#login-username').count(), 0, 'the stored session was used');
+    const badge = bob.page.locator('#conv-list a.conv', { hasText: 'alice' }).locator('.badge');
+    await badge.waitFor();
+    assert.equal(await badge.textContent(), '2');
+    await openChatWith(bob, 'alice');
+    await expectText(bob.page.locator('#messages li.msg'), 'while you were away (2)');
+    const texts = await thread(bob.page);
+    assert.deepEqual(texts.slice(-2), ['while you were away (1)', 'while you were away (2)']);
+    assert.equal(texts.filter((t) => t === 'hello bob').length, 1, 'no duplicates');
+  });
+
+  test('the server restarts underneath: the client reconnects and sends what was queued', async () => {
+    const { alice, bob } = users;
+    await tern.down();
+    await alice.page.locator('#conn-state', { hasText: 'reconnecting' }).waitFor();
+    await bob.page.locator('#conn-state', { hasText: 'reconnecting' }).waitFor();
+    await send(alice.page, 'sent while the server was down');
+    const pending = alice.page.locator('#messages li.pending', { hasText: 'sent while the server was down' });
+    await pending.locator('.state[data-state="pending"]').waitFor();
+
+    await tern.up();
+    await alice.page.locator('#conn-state', { hasText: 'online' }).waitFor({ timeout: 40_000 });
+    await ownMessage(alice.page, 'sent while the server was down').locator('.state').waitFor();
+    await expectText(bob.page.locator('#messages li.msg'), 'sent while the server was down');
+    await send(bob.page, 'welcome back');
+    await expectText(alice.page.locator('#messages li.msg'), 'welcome back');
+    const texts = await thread(alice.page);
+    assert.equal(texts.filter((t) => t === 'sent while the server was down').length, 1, 'sent once');
+    assert.equal(await alice.page.locator('#messages li.pending').count(), 0);
+  });
+
+  test('a group of three', async () => {
+    users.carol = await newUser(browser, tern, 'carol');
+    const { alice, bob, carol } = users;
+    await alice.page.click('#nav-chats');
+    await alice.page.click('#new-group');
+    await alice.page.fill('#group-name', 'weekend trip');
+    await alice.page.click('#create-group');
+    await alice.page.locator('#chat-title', { hasText: 'weekend trip' }).waitFor();
+    await alice.page.click('#show-members');
+    for (const name of ['bob', 'carol']) {
+      await alice.page.fill('#invite-username', name);
+      await alice.page.click('#invite');
+      await alice.page.locator('#member-list li', { hasText: name }).waitFor();
+    }
+    assert.deepEqual(await alice.page.locator('#member-list li .role').allTextContents(), ['owner', 'member', 'member']);
+
+    // Invitees see the group appear, and everyone sees every message in one order.
+    await openChatWith(bob, 'weekend trip');
+    await openChatWith(carol, 'weekend trip');
+    await send(alice.page, 'who drives?');
+    await expectText(bob.page.locator('#messages li.msg'), 'who drives?');
+    await send(bob.page, 'I can');
+    await expectText(carol.page.locator('#messages li.msg'), 'I can');
+    await send(carol.page, 'I bring snacks');
+    for (const u of [alice, bob, carol]) {
+      await expectText(u.page.locator('#messages li.msg'), 'I bring snacks');
+      assert.deepEqual(await thread(u.page), ['who drives?', 'I can', 'I bring snacks'], u.username);
+    }
+    await expectText(bob.page.locator('#messages li.notice'), 'alice added carol');
+    await expectText(carol.page.locator('#messages li.notice'), 'alice added You');
+
+    // Carol leaves: the others see it, she loses the conversation.
+    await carol.page.click('#show-members');
+    await carol.page.click('#leave-group');
+    await expectText(alice.page.locator('#messages li.notice'), 'carol left');
+    await carol.page.locator('#conv-list a.conv', { hasText: 'weekend trip' }).waitFor({ state: 'detached' });
+  });
+
+  test('a live room: pushes from `tern push` fly as danmaku in two browsers, high ones as banners', async () => {
+    const { bob, carol } = users;
+    for (const u of [bob, carol]) {
+      await u.page.click('#nav-live');
+      await u.page.fill('#room-input', 'live-1');
+      await u.page.click('#join-room');
+      await u.page.locator('#room-title', { hasText: 'live-1' }).waitFor();
+    }
+    await bob.page.locator('#room-online[data-count="2"]').waitFor();
+    await bob.page.evaluate(() => { window.stillTheSamePage = true; });
+
+    await tern.cli('push', '--room', 'live-1', '{"danmaku":"666 from tern push","color":"#ffeb3b"}');
+    await tern.cli('push', '--room', 'live-1', '--priority', 'high', '--qos', '1', '{"text":"viewer42 sent a rocket"}');
+    for (const u of [bob, carol]) {
+      await u.page.locator('#stage .danmaku', { hasText: '666 from tern push' }).waitFor();
+      await u.page.locator('#banners .banner', { hasText: 'viewer42 sent a rocket' }).waitFor();
+    }
+    if (SHOTS) {
+      for (const text of ['first!', 'so smooth', '2333', 'hello from the web', 'what a play']) {
+        await tern.cli('push', '--room', 'live-1', JSON.stringify({ danmaku: text }));
+      }
+      await carol.page.waitForTimeout(1200);
+      await carol.page.screenshot({ path: `${SHOTS}/web-room.png` });
+    }
+
+    // Bob switches rooms on the same page; live-1's pushes no longer reach him.
+    await bob.page.fill('#room-input', 'live-2');
+    await bob.page.click('#join-room');
+    await bob.page.locator('#room-title', { hasText: 'live-2' }).waitFor();
+    await bob.page.locator('#room-online[data-count="1"]').waitFor();
+    await carol.page.locator('#room-online[data-count="1"]').waitFor();
+    await tern.cli('push', '--room', 'live-1', '{"danmaku":"only carol sees this"}');
+    await tern.cli('push', '--room', 'live-2', '{"danmaku":"only bob sees this"}');
+    await carol.page.locator('#danmaku-log li', { hasText: 'only carol sees this' }).waitFor();
+    await bob.page.locator('#danmaku-log li', { hasText: 'only bob sees this' }).waitFor();
+    assert.equal(await bob.page.locator('#danmaku-log li', { hasText: 'only carol sees this' }).count(), 0);
+    assert.equal(await carol.page.locator('#danmaku-log li', { hasText: 'only bob sees this' }).count(), 0);
+    assert.equal(await bob.page.evaluate(() => window.stillTheSamePage), true, 'no reload');
+  });
+
+  test('keyboard only: log in and send a message', async () => {
+    const context = await browser.newContext();
+    const user = { context, username: 'dave', errors: [], dialogs: [] };
+    users.dave = user;
+    user.page = await openPage(user, tern);
+    const page = user.page;
+    await page.keyboard.type('dave');
+    await page.keyboard.press('Tab');
+    await page.keyboard.type('correct horse battery');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Tab'); // "Log in" → "Create account"
+    await page.keyboard.press('Enter');
+    await page.locator('#conn-state', { hasText: 'online' }).waitFor();
+    await page.goto(`${tern.url}/#/chats/d:${await userId('dave')}:${await userId('dave')}`);
+    await page.locator('#composer-input').focus();
+    await page.keyboard.type('a note to myself');
+    await page.keyboard.press('Enter');
+    await ownMessage(page, 'a note to myself').locator('.state').waitFor();
+    assert.equal(await page.locator('#chat-title').textContent(), 'Note to self');
+  });
+});
+
+async function userId(name) {
+  const s = await fetch(`${tern.url}/v1/sessions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: name, password: 'correct horse battery', device_id: 'probe' }),
+  }).then((r) => r.json());
+  return s.user_id;
+}
