@@ -7,8 +7,10 @@
 // conversation's watermark (`held`, the highest seq held without a hole) moves past it. On
 // reconnect the watermarks are the `resume` map, so the server pushes exactly what was missed.
 //
-// Events: convs, messages {conv}, friends, typing {conv}, group {conv}, notice {notice}, push {push}
+// Events: convs, messages {conv}, incoming {msg, text}, friends, typing {conv}, group {conv},
+// notice {notice}, push {push, scope}
 import { RequestError } from './connection.js';
+import { bodyText } from './text.js';
 
 const PAGE = 40;
 const OUTBOX_KEY = (user) => `tern.outbox.${user}`;
@@ -207,6 +209,7 @@ export class Chat extends EventTarget {
       c.last_message = msg;
       if (live && msg.from !== this.me.user_id && isContent(msg.body) && msg.seq > c.read_seq) {
         c.unread = Math.min(999, c.unread + 1);
+        this.emit('incoming', { msg, text: bodyText(msg.body, (u) => this.nameOf(u)) });
       }
     }
     this.emit('convs');

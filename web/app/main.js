@@ -50,7 +50,10 @@ function showLogin(message) {
 
 let current = null;
 
+/** `message` set: the session ended by itself (expired); unsent messages are kept for the next login. */
 function logout(message) {
+  const session = storedSession();
+  if (!message && session) localStorage.removeItem(`tern.outbox.${session.user_id}`);
   localStorage.removeItem(SESSION_KEY);
   current?.stop();
   current = null;
@@ -69,12 +72,19 @@ async function start(session) {
   const app = new App({ session, api, conn, chat, status });
   current = app;
   app.render();
-  try {
-    await chat.load();
-  } catch (e) {
-    if (e.code === 'unauthorized') return;
-    // The server may be down: the connection retries, and the lists are loaded once it is back.
-    conn.addEventListener('ready', () => chat.load().catch(() => {}), { once: true });
+  // The lists give the resume positions: connect only once they are loaded, or a reconnect
+  // would ask for every conversation's whole history. The server may be down: retry.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await chat.load();
+      break;
+    } catch (e) {
+      if (e.code === 'unauthorized' || current !== app) return;
+      const delay = Math.round(Math.min(30_000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2));
+      app.showState({ state: 'waiting', retryAt: Date.now() + delay });
+      await new Promise((r) => setTimeout(r, delay));
+      if (current !== app) return;
+    }
   }
   conn.start();
 }
@@ -96,6 +106,11 @@ class App {
   render() {
     document.title = 'tern';
     this.main = h('main', { id: 'main' });
+    // Screen readers hear new messages here, not by re-reading the whole thread.
+    const announcer = h('div', { class: 'visually-hidden', role: 'status', 'aria-live': 'polite', id: 'announcer' });
+    this.chat.addEventListener('incoming', ({ detail: { msg, text } }) => {
+      announcer.textContent = `${this.chat.nameOf(msg.from)} in ${this.chat.titleOf(msg.conv_id)}: ${text}`;
+    });
     const nav = h('nav', { 'aria-label': 'Sections' },
       h('a', { href: '#/chats', id: 'nav-chats' }, 'Chats'),
       h('a', { href: '#/friends', id: 'nav-friends' }, 'Friends'),
@@ -104,7 +119,7 @@ class App {
       h('span', { class: 'brand' }, 'tern'), nav, this.status,
       h('span', { class: 'me', id: 'me' }, this.session.username),
       h('button', { type: 'button', id: 'logout', onclick: () => logout() }, 'Log out'));
-    mount(root, header, this.main);
+    mount(root, header, this.main, announcer);
     this.route();
   }
 

@@ -32,6 +32,18 @@ function ownMessage(page, text) {
   return page.locator('#messages li.msg.mine:not(.pending)', { has: page.locator('.text', { hasText: text }) }).last();
 }
 
+/** Polls `read` until it deep-equals `expected` (10 s), then asserts once more for the message. */
+async function eventually(read, expected) {
+  const deadline = Date.now() + 10_000;
+  let actual;
+  while (Date.now() < deadline) {
+    actual = await read();
+    if (JSON.stringify(actual) === JSON.stringify(expected)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.deepEqual(actual, expected);
+}
+
 async function expectText(locator, text) {
   await locator.filter({ hasText: text }).first().waitFor();
 }
@@ -103,8 +115,8 @@ describe('web client', () => {
     await send(bob.page, 'hi alice');
     await send(bob.page, XSS);
     await expectText(alice.page.locator('#messages li.msg'), XSS);
-    assert.deepEqual(await thread(alice.page), ['hello bob', 'hi alice', XSS]);
-    assert.deepEqual(await thread(bob.page), ['hello bob', 'hi alice', XSS]);
+    await eventually(() => thread(alice.page), ['hello bob', 'hi alice', XSS]);
+    await eventually(() => thread(bob.page), ['hello bob', 'hi alice', XSS]);
     assert.equal(await alice.page.locator('#messages img').count(), 0, 'no element was made from the message');
     assert.equal(await alice.page.locator('#conv-list img').count(), 0);
     await ownMessage(bob.page, XSS).locator('.state[data-state="read"]').waitFor();
@@ -184,9 +196,16 @@ describe('web client', () => {
     await send(carol.page, 'I bring snacks');
     for (const u of [alice, bob, carol]) {
       await expectText(u.page.locator('#messages li.msg'), 'I bring snacks');
-      assert.deepEqual(await thread(u.page), ['who drives?', 'I can', 'I bring snacks'], u.username);
+      await eventually(() => thread(u.page), ['who drives?', 'I can', 'I bring snacks']);
     }
     await expectText(bob.page.locator('#messages li.notice'), 'alice added carol');
+    // The list is ordered by the latest message, live: the group first, then alice's 1:1 on top.
+    await eventually(() => bob.page.locator('#conv-list .conv-title').allTextContents(), ['weekend trip', 'alice']);
+    await alice.page.locator('#conv-list a.conv', { hasText: 'bob' }).click();
+    await send(alice.page, 'psst, bob');
+    await alice.page.locator('#conv-list a.conv', { hasText: 'weekend trip' }).click();
+    await bob.page.locator('#conv-list li:first-child .conv-title', { hasText: 'alice' }).waitFor();
+    await bob.page.locator('#conv-list a.conv', { hasText: 'alice' }).locator('.badge').waitFor();
     await expectText(carol.page.locator('#messages li.notice'), 'alice added You');
 
     // Carol leaves: the others see it, she loses the conversation.
@@ -234,6 +253,42 @@ describe('web client', () => {
     assert.equal(await bob.page.locator('#danmaku-log li', { hasText: 'only carol sees this' }).count(), 0);
     assert.equal(await carol.page.locator('#danmaku-log li', { hasText: 'only bob sees this' }).count(), 0);
     assert.equal(await bob.page.evaluate(() => window.stillTheSamePage), true, 'no reload');
+  });
+
+  test('scroll-back pages older messages by seq, each once, in order', async () => {
+    const { alice } = users;
+    users.erin = await newUser(browser, tern, 'erin');
+    const { erin } = users;
+    // 95 messages from alice's second device (a script in her page, its own session) while
+    // erin's browser is closed: she pages them from history, not from live pushes.
+    const erinId = await userId('erin');
+    await erin.page.close();
+    await alice.page.evaluate(async ({ to, n }) => {
+      const s = await fetch('/v1/sessions', { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'alice', password: 'correct horse battery', device_id: 'script' }) }).then((r) => r.json());
+      const ws = new WebSocket(s.endpoints.ws);
+      await new Promise((resolve) => { ws.onopen = resolve; });
+      ws.send(JSON.stringify({ op: 'auth', token: s.token }));
+      let sent = 0;
+      const done = new Promise((resolve) => {
+        ws.onmessage = (e) => { if (JSON.parse(e.data).op === 'sent' && ++sent === n) resolve(); };
+      });
+      for (let i = 1; i <= n; i++) {
+        ws.send(JSON.stringify({ op: 'send', id: i, to, client_msg_id: `scroll-${i}`, body: { type: 'text', text: `line ${i}` } }));
+      }
+      await done;
+      ws.close();
+    }, { to: erinId, n: 95 });
+    erin.page = await openPage(erin, tern);
+    await erin.page.locator('#conv-list a.conv', { hasText: 'alice' }).locator('.badge', { hasText: '95' }).waitFor();
+    await openChatWith(erin, 'alice');
+    await expectText(erin.page.locator('#messages li.msg'), 'line 95');
+    assert.ok((await thread(erin.page)).length < 95, 'the first page is not everything');
+    while (await erin.page.locator('#messages li.start', { hasText: 'Start of the conversation' }).count() === 0) {
+      await erin.page.locator('#messages').evaluate((el) => { el.scrollTop = 0; });
+      await erin.page.waitForTimeout(100);
+    }
+    assert.deepEqual(await thread(erin.page), Array.from({ length: 95 }, (_, i) => `line ${i + 1}`));
   });
 
   test('keyboard only: log in and send a message', async () => {

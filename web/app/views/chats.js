@@ -1,7 +1,7 @@
 // Conversation list + chat pane (+ the group panel for group conversations).
 import { h, mount, clock } from '../dom.js';
 import { isContent } from '../chat.js';
-import { bodyText } from './text.js';
+import { bodyText } from '../text.js';
 import { GroupPanel } from './group.js';
 
 const RECALL_WINDOW_MS = 120_000;
@@ -169,6 +169,7 @@ export class ChatsView {
     const seqs = [...w.messages.keys()].sort((a, b) => a - b);
     const items = [];
     if (w.complete) items.push(h('li', { class: 'start' }, 'Start of the conversation'));
+    else items.push(h('li', { class: 'start' }, h('button', { type: 'button', class: 'link', id: 'load-older', onclick: () => this.older() }, 'Load earlier messages')));
     for (const seq of seqs) {
       const m = w.messages.get(seq);
       if (m.body.type === 'notice') {
