@@ -98,7 +98,7 @@ export class ChatsView {
     this.messagesEl.addEventListener('scroll', () => {
       if (this.messagesEl.scrollTop < 40) this.older();
     });
-    const input = h('textarea', { id: 'composer-input', rows: 2, maxlength: 4000, placeholder: 'Write a message — Enter sends, Shift+Enter adds a line' });
+    const input = h('textarea', { id: 'composer-input', rows: 2, maxlength: 4000, placeholder: 'Message (Enter sends, Shift+Enter: new line)' });
     input.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
         e.preventDefault();
