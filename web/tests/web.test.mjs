@@ -311,6 +311,36 @@ describe('web client', () => {
     await ownMessage(page, 'a note to myself').locator('.state').waitFor();
     assert.equal(await page.locator('#chat-title').textContent(), 'Note to self');
   });
+
+  test('declining, blocking and unblocking; a refused message can be retried', async () => {
+    const { dave, erin } = users;
+    await erin.page.click('#nav-friends');
+    await dave.page.click('#nav-friends');
+    await erin.page.fill('#search-input', 'dave');
+    await erin.page.click('#search');
+    await erin.page.locator('#search-results li', { hasText: 'dave' }).locator('[data-action="add"]').click();
+    await dave.page.locator('#incoming li', { hasText: 'erin' }).locator('[data-action="decline"]').click();
+    await dave.page.locator('#incoming').waitFor({ state: 'detached' });
+    await erin.page.locator('#outgoing').waitFor({ state: 'detached' });
+
+    await dave.page.fill('#search-input', 'erin');
+    await dave.page.click('#search');
+    await dave.page.locator('#search-results li', { hasText: 'erin' }).locator('[data-action="block"]').click();
+    await dave.page.locator('#blocked li', { hasText: 'erin' }).waitFor();
+
+    await erin.page.locator('#search-results li', { hasText: 'dave' }).getByRole('button', { name: 'Message' }).click();
+    await erin.page.locator('#chat-title', { hasText: 'dave' }).waitFor();
+    await send(erin.page, 'are you there?');
+    const refused = erin.page.locator('#messages li.pending', { hasText: 'are you there?' });
+    await refused.locator('.state[data-state="failed"]', { hasText: 'blocked' }).waitFor();
+
+    await dave.page.locator('#blocked li', { hasText: 'erin' }).locator('[data-action="unblock"]').click();
+    await dave.page.locator('#blocked').waitFor({ state: 'detached' });
+    await refused.getByRole('button', { name: 'Retry' }).click();
+    await ownMessage(erin.page, 'are you there?').locator('.state[data-state="sent"]').waitFor();
+    await dave.page.click('#nav-chats');
+    await dave.page.locator('#conv-list a.conv', { hasText: 'erin' }).locator('.badge', { hasText: '1' }).waitFor();
+  });
 });
 
 async function userId(name) {
