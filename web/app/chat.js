@@ -310,10 +310,9 @@ export class Chat extends EventTarget {
       if (!w.messages.has(m.seq)) w.messages.set(m.seq, m);
     }
     const seqs = page.messages.map((m) => m.seq);
-    const lowest = seqs.length ? Math.min(...seqs) : (w.oldest ?? page.last_seq + 1);
-    w.oldest = w.oldest === null ? lowest : Math.min(w.oldest, lowest);
-    w.complete = w.oldest <= (page.from_seq ?? 1) || page.messages.length < PAGE;
-    if (w.oldest === null || seqs.length === 0) w.complete = true;
+    if (seqs.length) w.oldest = Math.min(w.oldest ?? Infinity, ...seqs);
+    // Done when a page comes back short or reaches the first seq this user may read.
+    w.complete = seqs.length < PAGE || w.oldest <= (page.from_seq ?? 1);
     if (page.last_seq > (this.held.get(conv) ?? 0)) this.fill(conv);
     this.emit('messages', { conv });
   }
@@ -335,9 +334,10 @@ export class Chat extends EventTarget {
     }
     if (c.last_seq <= c.read_seq) return;
     this.later(`read:${conv}`, 400, async () => {
-      const seq = this.convs.get(conv).last_seq;
-      if (seq <= c.read_seq) return;
-      c.read_seq = seq;
+      const now = this.convs.get(conv); // the list may have been refreshed meanwhile
+      if (!now || now.last_seq <= now.read_seq) return;
+      const seq = now.last_seq;
+      now.read_seq = seq;
       await this.conn.request({ op: 'read', conv_id: conv, seq });
     });
   }
