@@ -82,9 +82,16 @@ export class Chat extends EventTarget {
     // Keep live fields that may be ahead of the list fetched a moment ago.
     for (const c of list) {
       const mine = this.convs.get(c.conv_id);
-      if (mine && mine.last_seq > c.last_seq) Object.assign(c, { last_seq: mine.last_seq, last_ts: mine.last_ts, last_message: mine.last_message });
+      if (!mine) continue;
+      if (mine.last_seq > c.last_seq) Object.assign(c, { last_seq: mine.last_seq, last_ts: mine.last_ts, last_message: mine.last_message });
+      if (mine.read_seq > c.read_seq) {
+        c.read_seq = mine.read_seq; // our read report may not have landed yet
+        if (c.read_seq >= c.last_seq) c.unread = 0;
+      }
+      if ((mine.peer_read_seq ?? 0) > (c.peer_read_seq ?? 0)) c.peer_read_seq = mine.peer_read_seq;
     }
     this.setConvs(list);
+    if (this.open) this.markRead(this.open);
   }
 
   async refreshFriends() {

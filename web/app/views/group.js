@@ -10,6 +10,20 @@ export class GroupPanel {
     this.conv = conv;
     this.groupId = conv.slice(2);
     this.el = h('aside', { id: 'group-panel', class: 'group-panel', 'aria-label': 'Group members' });
+    // Built once, so a re-render (a member joined meanwhile) never wipes what is being typed.
+    const invitee = h('input', { id: 'invite-username', placeholder: 'username', required: true });
+    this.invite = h('form', {
+      id: 'invite-form', class: 'row',
+      onsubmit: (e) => {
+        e.preventDefault();
+        this.act(async () => {
+          const user = await this.api.get(`/v1/users/by-name/${encodeURIComponent(invitee.value.trim())}`);
+          await this.api.post(`/v1/groups/${this.groupId}/members`, { user_id: user.user_id });
+          invitee.value = '';
+        });
+      },
+    }, h('label', { for: 'invite-username', class: 'visually-hidden' }, 'Invite by username'), invitee,
+    h('button', { type: 'submit', id: 'invite' }, 'Invite'));
     this.onGroup = (e) => { if (e.detail.conv === conv) this.load(); };
     chat.addEventListener('group', this.onGroup);
     this.onProfiles = () => this.render();
@@ -51,18 +65,6 @@ export class GroupPanel {
     }
     const me = group.members.find((m) => m.user_id === chat.me.user_id);
     const myRank = RANK[me?.role] ?? 0;
-    const invitee = h('input', { id: 'invite-username', placeholder: 'username', required: true });
-    const invite = h('form', {
-      id: 'invite-form', class: 'row',
-      onsubmit: (e) => {
-        e.preventDefault();
-        this.act(async () => {
-          const user = await this.api.get(`/v1/users/by-name/${encodeURIComponent(invitee.value.trim())}`);
-          await this.api.post(`/v1/groups/${this.groupId}/members`, { user_id: user.user_id });
-        });
-      },
-    }, h('label', { for: 'invite-username', class: 'visually-hidden' }, 'Invite by username'), invitee,
-    h('button', { type: 'submit', id: 'invite' }, 'Invite'));
     const members = [...group.members].sort((a, b) => RANK[b.role] - RANK[a.role] || a.user_id - b.user_id);
     mount(this.el,
       h('h3', {}, `${group.name} · ${group.members.length} members`),
@@ -77,7 +79,7 @@ export class GroupPanel {
         h('span', { class: 'name' }, chat.nameOf(r.user_id)), r.message ? h('span', { class: 'muted' }, r.message) : null,
         h('button', { type: 'button', class: 'link', onclick: () => this.act(() => this.api.post(`/v1/groups/${this.groupId}/requests/${r.user_id}/approve`)) }, 'Approve'),
         h('button', { type: 'button', class: 'link', onclick: () => this.act(() => this.api.post(`/v1/groups/${this.groupId}/requests/${r.user_id}/decline`)) }, 'Decline'))))) : null,
-      invite,
+      this.invite,
       h('button', { type: 'button', id: 'leave-group', class: 'danger',
         onclick: async () => {
           try {
