@@ -50,10 +50,17 @@ function showLogin(message) {
 
 let current = null;
 
-/** `message` set: the session ended by itself (expired); unsent messages are kept for the next login. */
+/**
+ * `message` set: the session ended by itself (expired, or ended elsewhere); unsent messages are
+ * kept for the next login. Otherwise the user logs out: the server voids this device's token
+ * and closes its sockets, and the unsent messages are deleted from this browser.
+ */
 function logout(message) {
   const session = storedSession();
-  if (!message && session) localStorage.removeItem(`tern.outbox.${session.user_id}`);
+  if (!message && session) {
+    localStorage.removeItem(`tern.outbox.${session.user_id}`);
+    request('DELETE', '/v1/sessions/current', { token: session.token }).catch(() => {});
+  }
   localStorage.removeItem(SESSION_KEY);
   current?.stop();
   current = null;

@@ -340,6 +340,12 @@ describe('web client', () => {
     await ownMessage(erin.page, 'are you there?').locator('.state[data-state="sent"]').waitFor();
     await dave.page.click('#nav-chats');
     await dave.page.locator('#conv-list a.conv', { hasText: 'erin' }).locator('.badge', { hasText: '1' }).waitFor();
+
+    // Logging out voids the token on the server, not just in this browser.
+    const token = await dave.page.evaluate(() => JSON.parse(localStorage.getItem('tern.session')).token);
+    await dave.page.click('#logout');
+    await dave.page.locator('#login-username').waitFor();
+    await eventually(async () => (await fetch(`${tern.url}/v1/me`, { headers: { authorization: `Bearer ${token}` } })).status, 401);
   });
 });
 

@@ -4,6 +4,7 @@
 //! threads behind a semaphore: a burst of logins queues instead of exhausting memory or starving
 //! the runtime.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -28,6 +29,9 @@ pub enum TokenError {
     /// Malformed, wrongly signed, wrong algorithm, issuer or audience, or not yet valid.
     #[error("token invalid: {0}")]
     Invalid(String),
+    /// Issued before its session was ended (logout, password change, account disabled).
+    #[error("session ended")]
+    Revoked,
 }
 
 /// What a token says.
@@ -47,6 +51,10 @@ pub struct Claims {
     pub nbf: u64,
     /// Expiry (seconds).
     pub exp: u64,
+    /// Issued at, in milliseconds: what session cutoffs compare against (`iat` is too coarse:
+    /// a login in the same second as a logout must stay valid). Absent in older tokens.
+    #[serde(default)]
+    pub ims: u64,
     /// `device` for an anonymous device token; absent for a user token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub typ: Option<String>,
@@ -97,6 +105,9 @@ pub struct Auth {
     validation: Validation,
     ttl_secs: u64,
     hashing: Arc<Semaphore>,
+    /// Session cutoffs: a user's tokens (for one device, or `None`: every device) issued at or
+    /// before the cutoff (ms) are void. Loaded from the store at start, kept in step with it.
+    cutoffs: std::sync::RwLock<HashMap<(UserId, Option<DeviceId>), u64>>,
 }
 
 /// An issued token.
@@ -123,7 +134,22 @@ impl Auth {
             validation,
             ttl_secs,
             hashing: Arc::new(Semaphore::new(max_concurrent_hashes)),
+            cutoffs: std::sync::RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Voids the tokens of `user` (one device, or every device) issued at or before `at_ms`.
+    pub fn set_cutoff(&self, user: UserId, device: Option<DeviceId>, at_ms: u64) {
+        if let Ok(mut map) = self.cutoffs.write() {
+            let entry = map.entry((user, device)).or_insert(0);
+            *entry = (*entry).max(at_ms);
+        }
+    }
+
+    fn revoked(&self, identity: &Identity, issued_ms: u64) -> bool {
+        let Ok(map) = self.cutoffs.read() else { return true };
+        let cut = |device: Option<DeviceId>| map.get(&(identity.user_id, device)).is_some_and(|&at| issued_ms <= at);
+        cut(None) || cut(Some(identity.device_id.clone()))
     }
 
     /// Reads the secret from config, else from `<data_dir>/token.secret`, creating it once.
@@ -149,16 +175,21 @@ impl Auth {
 
     /// Issues a token for a user's device.
     pub fn issue(&self, identity: &Identity) -> IssuedToken {
-        self.issue_claims(identity.user_id.0.to_string(), &identity.device_id, None)
+        self.issue_claims(identity.user_id.0.to_string(), &identity.device_id, None, now_ms())
+    }
+
+    /// Issues a token marked as issued at `at_ms` (after a cutoff set in the same millisecond).
+    pub fn issue_at(&self, identity: &Identity, at_ms: u64) -> IssuedToken {
+        self.issue_claims(identity.user_id.0.to_string(), &identity.device_id, None, at_ms)
     }
 
     /// Issues a token for an anonymous device.
     pub fn issue_device(&self, device_id: &DeviceId) -> IssuedToken {
-        self.issue_claims(String::new(), device_id, Some(DEVICE_TYP.into()))
+        self.issue_claims(String::new(), device_id, Some(DEVICE_TYP.into()), now_ms())
     }
 
-    fn issue_claims(&self, sub: String, device_id: &DeviceId, typ: Option<String>) -> IssuedToken {
-        let now = now_ms() / 1000;
+    fn issue_claims(&self, sub: String, device_id: &DeviceId, typ: Option<String>, at_ms: u64) -> IssuedToken {
+        let now = at_ms / 1000;
         let claims = Claims {
             sub,
             typ,
@@ -168,6 +199,7 @@ impl Auth {
             iat: now,
             nbf: now,
             exp: now + self.ttl_secs,
+            ims: at_ms,
         };
         // HS256 signing of a plain struct cannot fail.
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default();
@@ -186,7 +218,12 @@ impl Auth {
             None => {
                 let user_id =
                     data.claims.sub.parse::<u64>().map(UserId).map_err(|_| TokenError::Invalid("bad sub".into()))?;
-                Ok(Principal::User(Identity { user_id, device_id }))
+                let identity = Identity { user_id, device_id };
+                let issued_ms = if data.claims.ims > 0 { data.claims.ims } else { data.claims.iat * 1000 };
+                if self.revoked(&identity, issued_ms) {
+                    return Err(TokenError::Revoked);
+                }
+                Ok(Principal::User(identity))
             }
             Some(DEVICE_TYP) => Ok(Principal::Device(device_id)),
             Some(other) => Err(TokenError::Invalid(format!("unknown token type {other:?}"))),
@@ -279,11 +316,40 @@ mod tests {
             nbf: now - 7200,
             exp: now - 3600,
             typ: None,
+            ims: 0,
         };
         let expired = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &stale, &a.encoding).unwrap();
         assert_eq!(a.verify(&expired), Err(TokenError::Expired));
         assert!(a.verify("not.a.token").is_err());
         assert!(a.verify("").is_err());
+    }
+
+    #[test]
+    fn cutoffs_void_earlier_tokens_of_one_device_or_all() {
+        let a = auth();
+        let t = now_ms();
+        let phone = id();
+        let laptop = Identity { device_id: DeviceId::parse("laptop").unwrap(), ..id() };
+        let (old_phone, old_laptop) = (a.issue_at(&phone, t + 1_000), a.issue_at(&laptop, t + 1_000));
+        a.set_cutoff(phone.user_id, Some(phone.device_id.clone()), t + 1_000);
+        assert_eq!(a.verify(&old_phone.token), Err(TokenError::Revoked));
+        assert_eq!(a.verify(&old_laptop.token), Ok(Principal::User(laptop.clone())), "other devices keep theirs");
+        assert_eq!(
+            a.verify(&a.issue_at(&phone, t + 1_001).token),
+            Ok(Principal::User(phone.clone())),
+            "a later login works"
+        );
+        a.set_cutoff(phone.user_id, None, t + 2_000);
+        assert_eq!(a.verify(&old_laptop.token), Err(TokenError::Revoked));
+        assert_eq!(
+            a.verify(&a.issue_at(&laptop, t + 2_000).token),
+            Err(TokenError::Revoked),
+            "at the cutoff is before it"
+        );
+        assert!(a.verify(&a.issue_at(&laptop, t + 2_001).token).is_ok());
+        // A cutoff never moves back.
+        a.set_cutoff(phone.user_id, None, t + 1_500);
+        assert_eq!(a.verify(&a.issue_at(&laptop, t + 1_999).token), Err(TokenError::Revoked));
     }
 
     #[tokio::test]

@@ -117,6 +117,12 @@ pub struct AuthConfig {
     pub token_ttl_secs: u64,
     /// How many password hashes may run at once (each takes ~19 MiB and tens of ms of CPU).
     pub max_concurrent_hashes: usize,
+    /// Failed logins allowed per username before `rate_limited` (a token bucket).
+    pub login_failures_per_user: u32,
+    /// Failed logins allowed per client address before `rate_limited`.
+    pub login_failures_per_ip: u32,
+    /// One more failed attempt is allowed every this many seconds (per username and address).
+    pub login_failure_refill_secs: u64,
 }
 
 /// Connection handling.
@@ -208,7 +214,14 @@ impl Default for ServerConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { token_secret: String::new(), token_ttl_secs: 24 * 3600, max_concurrent_hashes: 4 }
+        Self {
+            token_secret: String::new(),
+            token_ttl_secs: 24 * 3600,
+            max_concurrent_hashes: 4,
+            login_failures_per_user: 10,
+            login_failures_per_ip: 100,
+            login_failure_refill_secs: 30,
+        }
     }
 }
 
@@ -270,7 +283,13 @@ impl Config {
     /// Checks the values make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let g = &self.gateway;
-        let checks: [(bool, &str); 15] = [
+        let a = &self.auth;
+        let checks: [(bool, &str); 17] = [
+            (
+                a.login_failures_per_user >= 1 && a.login_failures_per_ip >= 1,
+                "auth.login_failures_per_user and auth.login_failures_per_ip must be >= 1",
+            ),
+            (a.login_failure_refill_secs >= 1, "auth.login_failure_refill_secs must be >= 1"),
             (g.auth_timeout_ms > 0, "gateway.auth_timeout_ms must be > 0"),
             (g.heartbeat_ms >= 100, "gateway.heartbeat_ms must be >= 100"),
             (g.max_missed_heartbeats >= 1, "gateway.max_missed_heartbeats must be >= 1"),

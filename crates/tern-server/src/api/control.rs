@@ -1,16 +1,21 @@
 //! The control endpoints: health, accounts, login (which names where to connect).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tern_proto::{DeviceId, UserId};
 
 #[allow(unused_imports)]
 use super::im::ErrorDoc;
+use super::push::KeyCaller;
 use super::{ApiState, Caller, JsonBody};
 use crate::auth::Identity;
 use crate::error::Error;
+use crate::logic::push::Scope;
+use tern_proto::CloseReason;
 
 #[utoipa::path(get, path = "/healthz", tag = "control", responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Object)))]
 pub(super) async fn healthz() -> Json<serde_json::Value> {
@@ -66,11 +71,12 @@ pub(super) struct LoginResponse {
 #[utoipa::path(post, path = "/v1/sessions", tag = "control", request_body(content = Object, description = "`{username, password, device_id}`"), responses((status = 200, description = "`{user_id, device_id, token, expires_at, endpoints{ws,tcp}}`", body = Object), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn login(
     State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Json<LoginResponse>, Error> {
     let device_id = DeviceId::parse(&req.device_id).map_err(Error::bad_request)?;
-    let user_id = state.logic.check_password(&req.username, &req.password).await?;
+    let user_id = state.logic.login(&req.username, &req.password, peer.ip()).await?;
     let issued = state.logic.auth().issue(&Identity { user_id, device_id: device_id.clone() });
     Ok(Json(LoginResponse {
         user_id,
@@ -110,4 +116,71 @@ pub(super) async fn user_by_name(
 ) -> Result<Json<UserView>, Error> {
     let (user_id, username) = state.logic.user_by_name(&username).await?;
     Ok(Json(UserView { user_id, username }))
+}
+
+/// Closes the live sockets of ended sessions on this node (in a cluster, every node does).
+fn close_sockets(state: &ApiState, user: UserId, device: Option<&DeviceId>) {
+    let closed = state.gateway.registry().kick_user(user, device, CloseReason::AuthFailed);
+    tracing::info!(user_id = user.0, device = ?device.map(|d| &d.0), closed, "sessions ended");
+}
+
+#[utoipa::path(delete, path = "/v1/sessions/current", tag = "control", security(("bearer" = [])), responses((status = 204, description = "This device is logged out: its token is refused and its sockets are closed"), (status = 401, body = ErrorDoc)))]
+pub(super) async fn logout(State(state): State<ApiState>, Caller(me): Caller) -> Result<StatusCode, Error> {
+    state.logic.end_sessions(me.user_id, Some(me.device_id.clone())).await?;
+    close_sockets(&state, me.user_id, Some(&me.device_id));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/v1/sessions", tag = "control", security(("bearer" = [])), responses((status = 204, description = "Every device of the user is logged out"), (status = 401, body = ErrorDoc)))]
+pub(super) async fn logout_everywhere(State(state): State<ApiState>, Caller(me): Caller) -> Result<StatusCode, Error> {
+    state.logic.end_sessions(me.user_id, None).await?;
+    close_sockets(&state, me.user_id, None);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct NewToken {
+    token: String,
+    expires_at: u64,
+}
+
+#[utoipa::path(put, path = "/v1/me/password", tag = "control", security(("bearer" = [])), request_body(content = Object, description = "`{current_password, new_password}`"), responses((status = 200, description = "`{token, expires_at}`: a new token for this device; every other session has ended", body = Object), (status = 400, description = "`bad_request` or `weak_password`", body = ErrorDoc), (status = 401, description = "bad token or wrong current password", body = ErrorDoc)))]
+pub(super) async fn change_password(
+    State(state): State<ApiState>,
+    Caller(me): Caller,
+    JsonBody(req): JsonBody<PasswordChange>,
+) -> Result<Json<NewToken>, Error> {
+    let issued = state.logic.change_password(&me, &req.current_password, &req.new_password).await?;
+    close_sockets(&state, me.user_id, None);
+    Ok(Json(NewToken { token: issued.token, expires_at: issued.expires_at }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DisabledBody {
+    disabled: bool,
+}
+
+#[utoipa::path(put, path = "/v1/admin/users/{user_id}/disabled", tag = "admin", security(("bearer" = [])), params(("user_id" = u64, Path, description = "The user")), request_body(content = Object, description = "`{disabled}`"), responses((status = 204, description = "Disabled (every session ended, login refused with `forbidden`) or enabled again"), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc)))]
+pub(super) async fn set_disabled(
+    State(state): State<ApiState>,
+    KeyCaller(key): KeyCaller,
+    Path(user_id): Path<u64>,
+    JsonBody(req): JsonBody<DisabledBody>,
+) -> Result<StatusCode, Error> {
+    key.require(Scope::Admin)?;
+    let user = UserId(user_id);
+    state.logic.set_disabled(user, req.disabled).await?;
+    if req.disabled {
+        close_sockets(&state, user, None);
+    }
+    tracing::info!(user_id, disabled = req.disabled, by = %key.key_id, "account state changed");
+    Ok(StatusCode::NO_CONTENT)
 }

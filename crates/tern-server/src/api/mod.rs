@@ -68,7 +68,9 @@ fn routes() -> Routes {
         .at("/v1/users", post(control::register).get(im::search))
         .at("/v1/users/by-name/{username}", get(control::user_by_name))
         .at("/v1/users/{user_id}", get(im::profile))
-        .at("/v1/sessions", post(control::login))
+        .at("/v1/sessions", post(control::login).delete(control::logout_everywhere))
+        .at("/v1/sessions/current", delete(control::logout))
+        .at("/v1/me/password", put(control::change_password))
         .at("/v1/me", get(im::me).patch(im::update_me))
         .at("/v1/friends", get(im::friends))
         .at("/v1/friends/requests", post(im::request_friend))
@@ -106,6 +108,7 @@ fn routes() -> Routes {
         .at("/v1/online", get(push::total_online))
         .at("/v1/admin/keys", post(push::create_key).get(push::list_keys))
         .at("/v1/admin/keys/{key_id}", delete(push::revoke_key))
+        .at("/v1/admin/users/{user_id}/disabled", put(control::set_disabled))
 }
 
 /// Builds the router: the API table plus the embedded web client at `/` and `/app/`.

@@ -312,6 +312,16 @@ impl Registry {
         self.users.with(&user, |m| m.get(&user).map_or(0, Vec::len)).unwrap_or(0)
     }
 
+    /// Kicks a user's connections on this node — of one device, or all; returns how many.
+    pub fn kick_user(&self, user: UserId, device: Option<&DeviceId>, reason: CloseReason) -> usize {
+        self.users
+            .with(&user, |m| {
+                let conns = m.get(&user).into_iter().flatten().filter(|c| device.is_none_or(|d| &c.device_id == d));
+                conns.map(|c| c.kick.kick(reason)).count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Kicks every connection (shutdown).
     pub fn kick_all(&self, reason: CloseReason) {
         self.conns.for_each_shard(|m| m.values().for_each(|c| c.kick.kick(reason)));

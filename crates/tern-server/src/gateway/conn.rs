@@ -542,6 +542,9 @@ fn kicked_message(reason: CloseReason) -> String {
     match reason {
         CloseReason::Replaced => "another connection authenticated as this user and device".into(),
         CloseReason::SlowConsumer => "fell too far behind (queue overflow); reconnect and resume".into(),
+        CloseReason::AuthFailed => {
+            "the session ended (logout, password change or account disabled); log in again".into()
+        }
         other => other.as_str().replace('_', " "),
     }
 }

@@ -4,11 +4,13 @@
 //! makes it durable) → the store's commit listener routes it. Logic never touches connections.
 
 mod accounts;
+mod bucket;
 pub mod conversations;
 pub mod groups;
 mod ids;
 pub mod presence;
 pub mod push;
+pub mod sessions;
 pub mod social;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -62,6 +64,7 @@ pub struct Logic {
     /// Room → area, for rooms that were given one (loaded at start, kept in step with the store).
     room_areas: Mutex<HashMap<String, String>>,
     default_area: String,
+    login_throttle: sessions::LoginThrottle,
     max_group_members: u32,
     recall_window_ms: u64,
     dispatcher: Arc<Dispatcher>,
@@ -125,11 +128,15 @@ impl Logic {
             known_users: Mutex::new(HashSet::new()),
             room_areas: Mutex::new(HashMap::new()),
             default_area: cfg.rooms.default_area.clone(),
+            login_throttle: sessions::LoginThrottle::new(&cfg.auth),
         }
     }
 
-    /// Loads what must be in memory before serving (room areas).
+    /// Loads what must be in memory before serving (room areas, session cutoffs).
     pub async fn load(&self) -> Result<(), Error> {
+        for cut in self.store.session_cutoffs().await? {
+            self.auth.set_cutoff(cut.user, cut.device, cut.after_ms);
+        }
         let areas = self.store.room_areas().await?;
         if let Ok(mut map) = self.room_areas.lock() {
             map.extend(areas);
@@ -221,6 +228,7 @@ impl Logic {
     pub async fn authenticate(&self, token: &str) -> Result<Principal, Error> {
         let principal = self.auth.verify(token).map_err(|e| match e {
             TokenError::Expired => Error::unauthorized("token expired; log in again"),
+            TokenError::Revoked => Error::unauthorized("session ended; log in again"),
             TokenError::Invalid(why) => {
                 tracing::debug!(%why, "token refused");
                 Error::unauthorized("token invalid")
@@ -397,6 +405,17 @@ impl Logic {
         Ok(id)
     }
 
+    /// A login attempt from `ip`: throttled per username and address (`sessions::LoginThrottle`),
+    /// then the password is checked.
+    pub async fn login(&self, username: &str, password: &str, ip: std::net::IpAddr) -> Result<UserId, Error> {
+        self.login_throttle.check(username, ip)?;
+        let result = self.check_password(username, password).await;
+        if result.as_ref().is_err_and(|e| e.code == ErrorCode::Unauthorized) {
+            self.login_throttle.failed(username, ip);
+        }
+        result
+    }
+
     /// Checks a username and password; the same error for an unknown user and a wrong password.
     pub async fn check_password(&self, username: &str, password: &str) -> Result<UserId, Error> {
         let wrong = || Error::unauthorized("wrong username or password");
@@ -406,11 +425,14 @@ impl Logic {
             let _ = self.auth.hash_password(password.to_owned()).await;
             return Err(wrong());
         };
-        if self.auth.verify_password(password.to_owned(), user.password_hash).await {
-            Ok(user.id)
-        } else {
-            Err(wrong())
+        if !self.auth.verify_password(password.to_owned(), user.password_hash).await {
+            return Err(wrong());
         }
+        // Said only to someone who knows the password.
+        if user.disabled {
+            return Err(Error::new(ErrorCode::Forbidden, "this account is disabled"));
+        }
+        Ok(user.id)
     }
 
     /// Looks a user up by name.

@@ -5,9 +5,9 @@
 //! cached in memory (revocation updates the cache at once). A bootstrap key from the config
 //! (`tern serve --push-key`) has every scope and lives only in memory.
 
+use super::bucket::Bucket;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -60,32 +60,6 @@ impl Scope {
         Scope::EVERY.into_iter().find(|x| x.as_str() == s).ok_or_else(|| {
             Error::bad_request(format!("unknown scope {s:?}; scopes are users, devices, rooms, areas, all, admin"))
         })
-    }
-}
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-    rate: f64,
-    burst: f64,
-}
-
-impl Bucket {
-    fn new(rate: f64, burst: u32) -> Self {
-        Self { tokens: f64::from(burst), at: Instant::now(), rate, burst: f64::from(burst) }
-    }
-
-    /// Takes one token, or says how many seconds until one is available.
-    fn take(&mut self) -> Result<(), u64> {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - self.tokens) / self.rate).ceil().max(1.0) as u64)
-        }
     }
 }
 
@@ -402,16 +376,6 @@ fn busy(_: crate::dispatch::Busy) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bucket_allows_burst_then_refills_at_rate() {
-        let mut b = Bucket::new(10.0, 3);
-        assert!(b.take().is_ok() && b.take().is_ok() && b.take().is_ok());
-        assert_eq!(b.take(), Err(1));
-        b.at -= std::time::Duration::from_millis(250); // 2.5 tokens worth of time
-        assert!(b.take().is_ok() && b.take().is_ok());
-        assert!(b.take().is_err());
-    }
 
     #[test]
     fn scopes_parse_and_unknown_ones_are_named() {

@@ -66,8 +66,39 @@ pub async fn run_all(mut open: impl FnMut(Arc<dyn CommitListener>) -> Arc<dyn St
     concurrent_senders_get_gap_free_increasing_seqs(open(recorder.clone()), recorder).await;
     pages_and_conversation_lists(open(null_listener())).await;
     api_keys_and_rooms(open(null_listener())).await;
+    accounts_and_session_cutoffs(open(null_listener())).await;
     let recorder = Arc::new(Recipients::default());
     im_transactions(open(recorder.clone()), recorder).await;
+}
+
+async fn accounts_and_session_cutoffs(store: Arc<dyn Store>) {
+    use super::SessionCutoff;
+    let id = store.create_user("carol", "hash-1").await.unwrap();
+    let user = store.user_by_id(id).await.unwrap().unwrap();
+    assert!(!user.disabled);
+    assert!(store.set_password(id, "hash-2".into()).await.unwrap());
+    assert!(store.set_disabled(id, true).await.unwrap());
+    let user = store.user_by_name("CAROL").await.unwrap().unwrap();
+    assert_eq!((user.password_hash.as_str(), user.disabled), ("hash-2", true));
+    assert!(store.set_disabled(id, false).await.unwrap());
+    assert!(!store.user_by_id(id).await.unwrap().unwrap().disabled);
+    assert!(!store.set_password(UserId(9_999), "x".into()).await.unwrap(), "no such user");
+    assert!(!store.set_disabled(UserId(9_999), true).await.unwrap(), "no such user");
+
+    let phone = Some(DeviceId::parse("phone").unwrap());
+    store.put_session_cutoff(SessionCutoff { user: id, device: phone.clone(), after_ms: 500 }).await.unwrap();
+    store.put_session_cutoff(SessionCutoff { user: id, device: None, after_ms: 700 }).await.unwrap();
+    // An earlier cutoff never replaces a later one.
+    store.put_session_cutoff(SessionCutoff { user: id, device: None, after_ms: 600 }).await.unwrap();
+    let mut cuts = store.session_cutoffs().await.unwrap();
+    cuts.sort_by_key(|c| c.after_ms);
+    assert_eq!(
+        cuts,
+        vec![
+            SessionCutoff { user: id, device: phone, after_ms: 500 },
+            SessionCutoff { user: id, device: None, after_ms: 700 },
+        ]
+    );
 }
 
 /// Records each committed message's recipients.

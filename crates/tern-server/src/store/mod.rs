@@ -57,6 +57,19 @@ pub struct UserRecord {
     pub username: String,
     /// Argon2id PHC string.
     pub password_hash: String,
+    /// Disabled by an operator: cannot log in.
+    pub disabled: bool,
+}
+
+/// Tokens of `user` issued at or before `after_ms` are void — on one device, or all (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCutoff {
+    /// Whose.
+    pub user: UserId,
+    /// Which device; `None`: every device.
+    pub device: Option<DeviceId>,
+    /// The cutoff, ms since the Unix epoch.
+    pub after_ms: u64,
 }
 
 /// A message to store. The store assigns the seq.
@@ -209,6 +222,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new API key; `Conflict` if the id exists.
     fn create_api_key(&self, key: ApiKeyRecord) -> BoxFut<'_, Result<(), StoreError>>;
+
+    /// Replaces a user's password hash; `false` if there is no such user.
+    fn set_password(&self, user: UserId, password_hash: String) -> BoxFut<'_, Result<bool, StoreError>>;
+
+    /// Disables or re-enables a user; `false` if there is no such user.
+    fn set_disabled(&self, user: UserId, disabled: bool) -> BoxFut<'_, Result<bool, StoreError>>;
+
+    /// Records a session cutoff (kept if an existing one is later).
+    fn put_session_cutoff(&self, cutoff: SessionCutoff) -> BoxFut<'_, Result<(), StoreError>>;
+
+    /// Every session cutoff, to load at start.
+    fn session_cutoffs(&self) -> BoxFut<'_, Result<Vec<SessionCutoff>, StoreError>>;
 
     /// Every API key, revoked ones included.
     fn api_keys(&self) -> BoxFut<'_, Result<Vec<ApiKeyRecord>, StoreError>>;

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tern_proto::{Body, ConvId, GroupId, Message, MsgId, Role, UserId};
+use tern_proto::{Body, ConvId, DeviceId, GroupId, Message, MsgId, Role, UserId};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::im::{
@@ -19,13 +19,13 @@ use super::im::{
     Profile, ProfileUpdate, Relation, RelationRow, Scope, Snapshot, UNREAD_CAP, may_message,
 };
 use super::{
-    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page, Store,
-    StoreError, UserRecord,
+    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
+    SessionCutoff, Store, StoreError, UserRecord,
 };
 use crate::clock::now_ms;
 use crate::config::{StoreConfig, Synchronous};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -120,6 +120,18 @@ CREATE TABLE relations (
     PRIMARY KEY (owner, peer)
 ) WITHOUT ROWID;
 CREATE INDEX relations_peer ON relations(peer);
+";
+
+/// Version 4: sessions. `users.disabled`; `session_cutoffs` voids a user's tokens issued before
+/// a logout, password change or disabling (`device_id` '' = every device).
+const MIGRATE_V4: &str = "
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE session_cutoffs (
+    user_id INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    after_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, device_id)
+) WITHOUT ROWID;
 ";
 
 /// A write other than a message append, run inside the writer's transaction; returns the
@@ -257,6 +269,9 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA)?;
     if version < 3 {
         conn.execute_batch(&format!("BEGIN; {MIGRATE_V3} COMMIT;"))?;
+    }
+    if version < 4 {
+        conn.execute_batch(&format!("BEGIN; {MIGRATE_V4} COMMIT;"))?;
     }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
@@ -930,7 +945,12 @@ fn find_by_client_id(
 }
 
 fn user_from_row(row: &rusqlite::Row<'_>) -> Result<UserRecord, rusqlite::Error> {
-    Ok(UserRecord { id: UserId(row.get::<_, i64>(0)? as u64), username: row.get(1)?, password_hash: row.get(2)? })
+    Ok(UserRecord {
+        id: UserId(row.get::<_, i64>(0)? as u64),
+        username: row.get(1)?,
+        password_hash: row.get(2)?,
+        disabled: row.get(3)?,
+    })
 }
 
 impl SqliteStore {
@@ -942,6 +962,60 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn set_password(&self, user: UserId, password_hash: String) -> BoxFut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let changed = self
+                .apply(Box::new(move |tx| {
+                    tx.prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+                        .execute(params![user.0 as i64, password_hash])
+                }))
+                .await?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn set_disabled(&self, user: UserId, disabled: bool) -> BoxFut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let changed = self
+                .apply(Box::new(move |tx| {
+                    tx.prepare_cached("UPDATE users SET disabled = ?2 WHERE id = ?1")?
+                        .execute(params![user.0 as i64, disabled])
+                }))
+                .await?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn put_session_cutoff(&self, cutoff: SessionCutoff) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let device = cutoff.device.map(|d| d.0).unwrap_or_default();
+            self.apply(Box::new(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO session_cutoffs (user_id, device_id, after_ms) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (user_id, device_id) DO UPDATE SET after_ms = max(after_ms, excluded.after_ms)",
+                )?
+                .execute(params![cutoff.user.0 as i64, device, cutoff.after_ms as i64])
+            }))
+            .await
+            .map(drop)
+        })
+    }
+
+    fn session_cutoffs(&self) -> BoxFut<'_, Result<Vec<SessionCutoff>, StoreError>> {
+        Box::pin(self.readers.run(|c| {
+            let mut stmt = c.prepare_cached("SELECT user_id, device_id, after_ms FROM session_cutoffs")?;
+            let rows = stmt.query_map([], |r| {
+                let device: String = r.get(1)?;
+                Ok(SessionCutoff {
+                    user: UserId(r.get::<_, i64>(0)? as u64),
+                    device: if device.is_empty() { None } else { Some(DeviceId(device)) },
+                    after_ms: r.get::<_, i64>(2)? as u64,
+                })
+            })?;
+            rows.collect()
+        }))
+    }
+
     fn create_api_key(&self, key: ApiKeyRecord) -> BoxFut<'_, Result<(), StoreError>> {
         Box::pin(async move {
             self.apply(Box::new(move |tx| {
@@ -1034,7 +1108,7 @@ impl Store for SqliteStore {
     fn user_by_name<'a>(&'a self, username: &'a str) -> BoxFut<'a, Result<Option<UserRecord>, StoreError>> {
         let username = username.to_owned();
         Box::pin(self.readers.run(move |c| {
-            c.prepare_cached("SELECT id, username, password_hash FROM users WHERE username = ?1")?
+            c.prepare_cached("SELECT id, username, password_hash, disabled FROM users WHERE username = ?1")?
                 .query_row([username], user_from_row)
                 .optional()
         }))
@@ -1042,7 +1116,7 @@ impl Store for SqliteStore {
 
     fn user_by_id(&self, id: UserId) -> BoxFut<'_, Result<Option<UserRecord>, StoreError>> {
         Box::pin(self.readers.run(move |c| {
-            c.prepare_cached("SELECT id, username, password_hash FROM users WHERE id = ?1")?
+            c.prepare_cached("SELECT id, username, password_hash, disabled FROM users WHERE id = ?1")?
                 .query_row([id.0 as i64], user_from_row)
                 .optional()
         }))
