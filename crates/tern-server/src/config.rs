@@ -361,6 +361,69 @@ impl Config {
     }
 }
 
+/// `tern config example`: every setting as TOML, with its default value and its meaning.
+///
+/// The meanings are the doc comments in this file, read from its own source (embedded at build
+/// time), and the values are `Config::default()` — so the example cannot drift from the code.
+pub fn example() -> String {
+    const SOURCE: &str = include_str!("config.rs");
+    let docs = StructDocs::parse(SOURCE);
+    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+    let mut out = String::from(
+        "# tern configuration: every setting with its default.\n\
+         # Use with `tern serve --config FILE`; any setting can also be given as an environment\n\
+         # variable TERN_<SECTION>__<SETTING> (e.g. TERN_GATEWAY__HEARTBEAT_MS=10000), and flags win.\n",
+    );
+    for (section, section_doc, type_name) in docs.fields("Config") {
+        out.push_str(&format!("\n# {}\n[{section}]\n", section_doc.join("\n# ")));
+        let Some(values) = defaults.get(section).and_then(toml::Value::as_table) else { continue };
+        for (field, doc, _) in docs.fields(type_name) {
+            let value = values.get(field).map_or_else(|| "# (no default)".to_owned(), toml::Value::to_string);
+            out.push_str(&format!("# {}\n{field} = {value}\n", doc.join("\n# ")));
+        }
+    }
+    out
+}
+
+/// Doc comments of struct fields, as written in a source file.
+struct StructDocs<'a> {
+    /// struct name → its fields in order: (name, doc lines, type).
+    structs: Vec<(&'a str, Vec<(&'a str, Vec<&'a str>, &'a str)>)>,
+}
+
+impl<'a> StructDocs<'a> {
+    fn parse(source: &'a str) -> Self {
+        let mut structs = Vec::new();
+        let mut current: Option<(&str, Vec<_>)> = None;
+        let mut doc = Vec::new();
+        for line in source.lines() {
+            let trimmed = line.trim();
+            if let Some(text) = trimmed.strip_prefix("///") {
+                doc.push(text.trim());
+                continue;
+            }
+            if trimmed.starts_with("#[") {
+                continue;
+            }
+            if let Some(name) = trimmed.strip_prefix("pub struct ").and_then(|r| r.strip_suffix(" {")) {
+                current = Some((name, Vec::new()));
+            } else if line == "}" {
+                structs.extend(current.take());
+            } else if let (Some((_, fields)), Some(field)) = (current.as_mut(), trimmed.strip_prefix("pub ")) {
+                if let Some((name, ty)) = field.split_once(": ") {
+                    fields.push((name, std::mem::take(&mut doc), ty.trim_end_matches(',')));
+                }
+            }
+            doc.clear();
+        }
+        Self { structs }
+    }
+
+    fn fields(&self, name: &str) -> Vec<(&'a str, Vec<&'a str>, &'a str)> {
+        self.structs.iter().find(|(n, _)| *n == name).map(|(_, f)| f.clone()).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,5 +468,25 @@ mod tests {
         let mut cfg = Config::default();
         cfg.gateway.max_frame_bytes = 10;
         assert!(cfg.validate().unwrap_err().to_string().contains("gateway.max_frame_bytes"));
+    }
+
+    #[test]
+    fn the_example_lists_every_setting_with_its_meaning_and_parses_to_the_defaults() {
+        let text = example();
+        let parsed: Config = toml::from_str(&text).expect("the example is valid config");
+        assert_eq!(toml::to_string(&parsed).unwrap(), toml::to_string(&Config::default()).unwrap());
+        let docs = StructDocs::parse(include_str!("config.rs"));
+        let sections = docs.fields("Config");
+        assert_eq!(sections.len(), 7);
+        for (section, doc, ty) in sections {
+            assert!(!doc.is_empty(), "[{section}] has no doc comment");
+            assert!(text.contains(&format!("[{section}]")), "[{section}] missing");
+            let fields = docs.fields(ty);
+            assert!(!fields.is_empty(), "{ty} has no fields");
+            for (field, doc, _) in fields {
+                assert!(!doc.is_empty(), "{section}.{field} has no doc comment");
+                assert!(text.lines().any(|l| l.starts_with(&format!("{field} = "))), "{section}.{field} missing");
+            }
+        }
     }
 }

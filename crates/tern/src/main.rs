@@ -99,6 +99,15 @@ enum Command {
     /// Load scenarios against a running server.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Server configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every setting as TOML with its default and meaning (a starting `--config` file).
+    Example,
 }
 
 #[derive(Subcommand)]
@@ -140,6 +149,10 @@ fn main() -> ExitCode {
             }
             Command::Push(args) => cli::push::push(args).await,
             Command::Keys(cmd) => cli::push::keys(cmd).await,
+            Command::Config(ConfigCommand::Example) => {
+                print!("{}", tern_server::config::example());
+                Ok(())
+            }
             Command::Room(RoomCommand::Join(args)) => cli::push::join(args).await,
             Command::Register { username, common, password } => {
                 cli::account::register(&common, &username, &password).await

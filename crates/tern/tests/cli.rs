@@ -145,3 +145,53 @@ async fn room_join_prints_what_tern_push_sends_and_keys_can_be_managed() {
     assert!(!o.status.success());
     assert_eq!(stderr(&o).trim(), "tern: unauthorized: unknown or revoked API key");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_example_is_a_working_config_and_bad_settings_stop_start_up_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tern(&["config", "example"], dir.path(), None).await;
+    assert!(out.status.success());
+    let example = stdout(&out);
+    for needle in ["[gateway]", "heartbeat_ms = 25000", "[auth]", "login_failures_per_user = 10", "[store]"] {
+        assert!(example.contains(needle), "{needle} in the example");
+    }
+
+    // The example, pointed at a temp data dir and free ports, starts a server that answers.
+    let data = dir.path().join("data");
+    let config = example
+        .replace("http = \"127.0.0.1:7070\"", "http = \"127.0.0.1:0\"")
+        .replace("tcp = \"127.0.0.1:7071\"", "tcp = \"127.0.0.1:0\"")
+        .replace("data_dir = \"tern-data\"", &format!("data_dir = {:?}", data.display().to_string()));
+    assert_ne!(config, example, "the example names the default addresses and data dir");
+    std::fs::write(dir.path().join("tern.toml"), &config).unwrap();
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--config", "tern.toml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(serve.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)).await.unwrap().unwrap();
+    assert!(line.starts_with("tern listening http="), "{line}");
+    let http = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).unwrap().to_owned();
+    let health = reqwest::get(format!("http://{http}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    serve.kill().await.unwrap();
+
+    // A bad value, an unknown setting, a type error: one line naming the setting, non-zero exit.
+    for (bad, named) in [
+        ("[gateway]\nheartbeat_ms = 5\n", "gateway.heartbeat_ms"),
+        ("[gateway]\nheartbeet_ms = 5000\n", "heartbeet_ms"),
+        ("[auth]\nlogin_failures_per_user = \"many\"\n", "login_failures_per_user"),
+    ] {
+        std::fs::write(dir.path().join("bad.toml"), bad).unwrap();
+        let out = tern(&["serve", "--config", "bad.toml", "--data-dir", "d2"], dir.path(), None).await;
+        assert!(!out.status.success(), "{bad}");
+        let err = stderr(&out);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(named), "{err} names {named}");
+    }
+}

@@ -36,6 +36,8 @@ pub async fn run(
     if let Some(k) = push_key {
         cfg.push.bootstrap_key = k;
     }
+    // A bad setting stops start-up with its one line before anything else is logged.
+    cfg.validate()?;
     // Every connection is a file descriptor: take the hard limit, not the default soft one.
     match crate::bench::raise_fd_limit(0) {
         Ok(limit) => tracing::info!(limit, "open-file limit"),
