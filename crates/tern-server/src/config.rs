@@ -385,10 +385,13 @@ pub fn example() -> String {
     out
 }
 
+/// A documented field: name, doc comment lines, type.
+type FieldDoc<'a> = (&'a str, Vec<&'a str>, &'a str);
+
 /// Doc comments of struct fields, as written in a source file.
 struct StructDocs<'a> {
-    /// struct name → its fields in order: (name, doc lines, type).
-    structs: Vec<(&'a str, Vec<(&'a str, Vec<&'a str>, &'a str)>)>,
+    /// struct name → its fields in order.
+    structs: Vec<(&'a str, Vec<FieldDoc<'a>>)>,
 }
 
 impl<'a> StructDocs<'a> {
@@ -409,17 +412,17 @@ impl<'a> StructDocs<'a> {
                 current = Some((name, Vec::new()));
             } else if line == "}" {
                 structs.extend(current.take());
-            } else if let (Some((_, fields)), Some(field)) = (current.as_mut(), trimmed.strip_prefix("pub ")) {
-                if let Some((name, ty)) = field.split_once(": ") {
-                    fields.push((name, std::mem::take(&mut doc), ty.trim_end_matches(',')));
-                }
+            } else if let (Some((_, fields)), Some((name, ty))) =
+                (current.as_mut(), trimmed.strip_prefix("pub ").and_then(|f| f.split_once(": ")))
+            {
+                fields.push((name, std::mem::take(&mut doc), ty.trim_end_matches(',')));
             }
             doc.clear();
         }
         Self { structs }
     }
 
-    fn fields(&self, name: &str) -> Vec<(&'a str, Vec<&'a str>, &'a str)> {
+    fn fields(&self, name: &str) -> Vec<FieldDoc<'a>> {
         self.structs.iter().find(|(n, _)| *n == name).map(|(_, f)| f.clone()).unwrap_or_default()
     }
 }
