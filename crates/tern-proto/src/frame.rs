@@ -538,6 +538,9 @@ pub enum CloseReason {
     TransportError,
     /// The server failed while serving the connection (e.g. storage); reconnect later.
     InternalError,
+    /// The node is at its connection limit (in all, or for the client's address); reconnect
+    /// after `retry_after_ms`, possibly to another node.
+    OverCapacity,
 }
 
 impl CloseReason {
@@ -558,6 +561,7 @@ impl CloseReason {
             CloseReason::ClientClosed => "client_closed",
             CloseReason::TransportError => "transport_error",
             CloseReason::InternalError => "internal_error",
+            CloseReason::OverCapacity => "over_capacity",
         }
     }
 
@@ -578,6 +582,7 @@ impl CloseReason {
             CloseReason::Replaced => 4010,
             CloseReason::TransportError => 4011,
             CloseReason::InternalError => 1011,
+            CloseReason::OverCapacity => 1013,
         }
     }
 

@@ -104,6 +104,9 @@ pub struct ServerConfig {
     pub advertise_ws: String,
     /// TCP `host:port` handed out at login; empty means the Host header's host and the TCP port.
     pub advertise_tcp: String,
+    /// Reverse proxies (addresses or CIDR blocks, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` is
+    /// believed; from anyone else the header is ignored and the peer address is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Token and password settings.
@@ -150,6 +153,15 @@ pub struct GatewayConfig {
     pub max_unacked: usize,
     /// Requests (`send`, `history`) one connection may have in flight; reading pauses beyond it.
     pub max_inflight_requests: usize,
+    /// Most connections this node holds; past it new ones are refused (`over_capacity` with a
+    /// retry hint) and the open ones are untouched.
+    pub max_connections: usize,
+    /// Most connections from one client address (after `server.trusted_proxies`); 0: no cap.
+    /// Generous by default: carrier NAT puts many users behind one address.
+    pub max_connections_per_ip: usize,
+    /// `send` frames one connection may make per second (a token bucket of as many); past it a
+    /// send is answered `rate_limited`. 0: no limit.
+    pub max_sends_per_sec: u32,
     /// First retry of an unacknowledged push, in milliseconds; doubles up to `retry_max_ms`.
     pub retry_initial_ms: u64,
     /// Longest wait between retries of one push, in milliseconds.
@@ -208,6 +220,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("tern-data"),
             advertise_ws: String::new(),
             advertise_tcp: String::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -237,6 +250,9 @@ impl Default for GatewayConfig {
             slow_consumer_ms: 10_000,
             max_unacked: 8192,
             max_inflight_requests: 256,
+            max_connections: 100_000,
+            max_connections_per_ip: 10_000,
+            max_sends_per_sec: 5_000,
             retry_initial_ms: 2_000,
             retry_max_ms: 30_000,
             push_ttl_ms: 120_000,
@@ -284,7 +300,13 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let g = &self.gateway;
         let a = &self.auth;
-        let checks: [(bool, &str); 17] = [
+        if let Some(bad) = self.server.trusted_proxies.iter().find(|p| crate::net::Cidr::parse(p).is_none()) {
+            return Err(ConfigError(format!(
+                "server.trusted_proxies: {bad:?} is not an IP address or CIDR block (like 10.0.0.0/8)"
+            )));
+        }
+        let checks: [(bool, &str); 18] = [
+            (g.max_connections >= 1, "gateway.max_connections must be >= 1"),
             (
                 a.login_failures_per_user >= 1 && a.login_failures_per_ip >= 1,
                 "auth.login_failures_per_user and auth.login_failures_per_ip must be >= 1",

@@ -23,6 +23,7 @@ pub mod dispatch;
 pub mod error;
 pub mod gateway;
 pub mod logic;
+pub mod net;
 pub mod server;
 pub mod store;
 

@@ -107,6 +107,7 @@ impl Server {
             advertise_ws: cfg.server.advertise_ws.clone(),
             advertise_tcp: cfg.server.advertise_tcp.clone(),
             tcp_addr,
+            proxies: Arc::new(crate::net::TrustedProxies::new(&cfg.server.trusted_proxies)),
         };
         let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let http_task = {
@@ -178,10 +179,15 @@ async fn accept_tcp(listener: TcpListener, gateway: Arc<Gateway>, max_frame: usi
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(gateway.clone().serve(TcpIo::new(stream, max_frame), peer));
-            }
+            Ok((stream, peer)) => match gateway.admit(peer.ip()) {
+                Ok(admitted) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(admitted.serve(TcpIo::new(stream, max_frame), peer));
+                }
+                Err(refusal) => {
+                    tokio::spawn(refuse_tcp(stream, refusal));
+                }
+            },
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -189,6 +195,20 @@ async fn accept_tcp(listener: TcpListener, gateway: Arc<Gateway>, max_frame: usi
             }
         }
     }
+}
+
+/// Says `over_capacity` (with a retry hint) to a TCP connection that was not admitted, and
+/// closes it. Bounded in time, so a peer that never reads costs nothing.
+async fn refuse_tcp(mut stream: tokio::net::TcpStream, refusal: crate::gateway::Refusal) {
+    use tokio::io::AsyncWriteExt;
+    let close = tern_proto::ServerFrame::Close {
+        reason: tern_proto::CloseReason::OverCapacity,
+        message: refusal.message().into(),
+        retry_after_ms: Some(refusal.retry_after_ms()),
+    };
+    let frame = tern_proto::Codec::MsgPack.encode_prefixed(&close);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Tells every room its online count, periodically, on the low lane.

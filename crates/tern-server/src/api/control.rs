@@ -76,7 +76,7 @@ pub(super) async fn login(
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Json<LoginResponse>, Error> {
     let device_id = DeviceId::parse(&req.device_id).map_err(Error::bad_request)?;
-    let user_id = state.logic.login(&req.username, &req.password, peer.ip()).await?;
+    let user_id = state.logic.login(&req.username, &req.password, state.proxies.client_ip(peer, &headers)).await?;
     let issued = state.logic.auth().issue(&Identity { user_id, device_id: device_id.clone() });
     Ok(Json(LoginResponse {
         user_id,

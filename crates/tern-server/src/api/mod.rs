@@ -17,9 +17,10 @@ use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::request::Parts;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use serde::de::DeserializeOwned;
+use tern_proto::ErrorCode;
 
 use crate::auth::Identity;
 use crate::error::Error;
@@ -45,6 +46,8 @@ pub struct ApiState {
     pub advertise_tcp: String,
     /// The bound TCP port, for derived TCP endpoints.
     pub tcp_addr: SocketAddr,
+    /// Whose `X-Forwarded-For` is believed (client addresses for caps and throttling).
+    pub proxies: Arc<crate::net::TrustedProxies>,
 }
 
 /// The routes, as one table: it builds the router and tells the OpenAPI test what is routed.
@@ -135,8 +138,18 @@ pub use openapi::document as openapi_document;
 async fn websocket(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // Admission before the upgrade: a refused client gets a plain 503 and costs no WebSocket.
+    let admitted = match state.gateway.admit(state.proxies.client_ip(peer, &headers)) {
+        Ok(a) => a,
+        Err(refusal) => {
+            let secs = refusal.retry_after_ms().div_ceil(1000);
+            let error = Error { retry_after_secs: Some(secs), ..Error::new(ErrorCode::Unavailable, refusal.message()) };
+            return error.into_response();
+        }
+    };
     let max = state.max_frame_bytes;
     // tungstenite's defaults hold a 128 KiB read buffer per connection and accept 64 MiB
     // messages; both are cut to what a tern frame needs.
@@ -146,7 +159,7 @@ async fn websocket(
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| state.gateway.serve(WsIo::new(socket, max), peer))
+        .on_upgrade(move |socket| admitted.serve(WsIo::new(socket, max), peer))
 }
 
 /// A JSON request body whose parse errors answer in tern's error format.

@@ -25,6 +25,7 @@ use super::unacked::{Expiry, Unacked};
 use crate::auth::{Identity, Principal};
 use crate::dispatch::{ConnHandle, Kick, Lag, OutFrame, Owner};
 use crate::error::Error;
+use crate::logic::bucket::Bucket;
 use crate::logic::{ResumeItem, SendTo};
 
 /// Why the connection ends, and the sentence sent with it.
@@ -62,6 +63,8 @@ struct Conn<T> {
     /// The room this connection is in.
     room: Option<String>,
     lag: Arc<Lag>,
+    /// `gateway.max_sends_per_sec` (None: no limit).
+    sends: Option<Bucket>,
 }
 
 pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, peer: SocketAddr) {
@@ -78,6 +81,8 @@ pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, pe
             },
         );
         let write_timeout = Duration::from_millis(cfg.slow_consumer_ms);
+        let sends =
+            (cfg.max_sends_per_sec > 0).then(|| Bucket::new(f64::from(cfg.max_sends_per_sec), cfg.max_sends_per_sec));
         let mut conn = Conn {
             unacked: Unacked::new(gw.retry_policy()),
             gw,
@@ -92,6 +97,7 @@ pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, pe
             brotli: false,
             room: None,
             lag: Arc::default(),
+            sends,
         };
         tracing::debug!("connection opened");
         let mut registered = None;
@@ -362,6 +368,14 @@ impl<T: FrameIo> Conn<T> {
                     self.out.push(error_frame(id, login_needed()));
                     return Ok(());
                 };
+                if let Some(Err(secs)) = self.sends.as_mut().map(Bucket::take) {
+                    let why = format!(
+                        "over {} messages per second on this connection; retry in {secs} s",
+                        self.gw.cfg.max_sends_per_sec
+                    );
+                    self.out.push(error_frame(id, Error::new(tern_proto::ErrorCode::RateLimited, why)));
+                    return Ok(());
+                }
                 let to = match (to, conv_id) {
                     (Some(user), None) => SendTo::User(user),
                     (None, Some(conv)) => SendTo::Conv(conv),

@@ -5,6 +5,7 @@
 //! dispatch → resume what the device missed → serve requests, pushes, ACK retries and heartbeats
 //! → always deregister and record why it closed.
 
+mod admission;
 mod conn;
 pub mod transport;
 mod unacked;
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use admission::{Admitted, Refusal};
 use tern_proto::{CloseReason, ConnId};
 use tokio_util::sync::CancellationToken;
 pub use unacked::RetryPolicy;
@@ -30,7 +32,10 @@ pub struct Gateway {
     cfg: GatewayConfig,
     shutdown: CancellationToken,
     next_conn: AtomicU64,
+    /// Connections holding a slot (see `admission`).
     open: AtomicUsize,
+    /// Slots per client address.
+    per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     closes: Mutex<HashMap<CloseReason, u64>>,
     /// Must-arrive pushes given up after their TTL without an ACK.
     pub(crate) qos1_expired: AtomicU64,
@@ -53,18 +58,17 @@ impl Gateway {
             shutdown,
             next_conn: AtomicU64::new(1),
             open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
             closes: Mutex::new(HashMap::new()),
             qos1_expired: AtomicU64::new(0),
             qos1_ttl_ms,
         }
     }
 
-    /// Runs one connection to its end.
-    pub async fn serve<T: transport::FrameIo>(self: Arc<Self>, io: T, peer: SocketAddr) {
+    /// Runs one admitted connection to its end (see [`Gateway::admit`]).
+    async fn serve<T: transport::FrameIo>(self: Arc<Self>, io: T, peer: SocketAddr) {
         let conn_id = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
-        self.open.fetch_add(1, Ordering::Relaxed);
-        conn::run(Arc::clone(&self), io, conn_id, peer).await;
-        self.open.fetch_sub(1, Ordering::Relaxed);
+        conn::run(self, io, conn_id, peer).await;
     }
 
     /// Connections currently open on this node.

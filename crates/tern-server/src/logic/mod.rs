@@ -4,7 +4,7 @@
 //! makes it durable) → the store's commit listener routes it. Logic never touches connections.
 
 mod accounts;
-mod bucket;
+pub(crate) mod bucket;
 pub mod conversations;
 pub mod groups;
 mod ids;
