@@ -107,6 +107,9 @@ pub struct ServerConfig {
     /// Reverse proxies (addresses or CIDR blocks, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` is
     /// believed; from anyone else the header is ignored and the peer address is the client.
     pub trusted_proxies: Vec<String>,
+    /// Serve `GET /metrics` to anyone. Off: it needs an API key with the `admin` scope (as a
+    /// bearer token, which Prometheus' `authorization` scrape setting sends).
+    pub metrics_public: bool,
 }
 
 /// Token and password settings.
@@ -221,6 +224,7 @@ impl Default for ServerConfig {
             advertise_ws: String::new(),
             advertise_tcp: String::new(),
             trusted_proxies: Vec::new(),
+            metrics_public: false,
         }
     }
 }

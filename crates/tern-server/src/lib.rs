@@ -24,6 +24,7 @@ pub mod error;
 pub mod gateway;
 pub mod logic;
 pub mod net;
+pub mod telemetry;
 pub mod server;
 pub mod store;
 

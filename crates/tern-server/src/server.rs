@@ -108,6 +108,7 @@ impl Server {
             advertise_tcp: cfg.server.advertise_tcp.clone(),
             tcp_addr,
             proxies: Arc::new(crate::net::TrustedProxies::new(&cfg.server.trusted_proxies)),
+            metrics_public: cfg.server.metrics_public,
         };
         let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let http_task = {
@@ -125,9 +126,21 @@ impl Server {
                 }
             })
         };
+        let upkeep_task = {
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = every.tick() => crate::telemetry::upkeep(),
+                    }
+                }
+            })
+        };
         let tcp_task = tokio::spawn(accept_tcp(tcp, gateway.clone(), cfg.gateway.max_frame_bytes, shutdown.clone()));
         tracing::info!(%http_addr, %tcp_addr, data_dir = %cfg.server.data_dir.display(), "tern listening");
-        Ok(Self { http_addr, tcp_addr, shutdown, gateway, registry, tasks: vec![http_task, tcp_task, online_task] })
+        Ok(Self { http_addr, tcp_addr, shutdown, gateway, registry, tasks: vec![http_task, tcp_task, online_task, upkeep_task] })
     }
 
     /// The bound HTTP address (REST + WebSocket).

@@ -1,6 +1,7 @@
 //! The control endpoints: health, accounts, login (which names where to connect).
 
 use axum::Json;
+use axum::response::IntoResponse;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, State};
@@ -20,6 +21,19 @@ use tern_proto::CloseReason;
 #[utoipa::path(get, path = "/healthz", tag = "control", responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Object)))]
 pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "control", security(("bearer" = [])), responses((status = 200, description = "Prometheus text exposition: connections, frames, deliveries, drops, retries, closes by reason, send-ACK / delivery / store-commit latency, batch sizes, process memory, CPU and open files", content_type = "text/plain"), (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc)))]
+pub(super) async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<impl IntoResponse, Error> {
+    if !state.metrics_public {
+        let key = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Error::unauthorized("an API key with the admin scope is required (or server.metrics_public)"))?;
+        state.push.authenticate(key.trim())?.require(Scope::Admin)?;
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::render()))
 }
 
 #[derive(Deserialize)]

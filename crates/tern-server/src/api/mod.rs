@@ -48,6 +48,8 @@ pub struct ApiState {
     pub tcp_addr: SocketAddr,
     /// Whose `X-Forwarded-For` is believed (client addresses for caps and throttling).
     pub proxies: Arc<crate::net::TrustedProxies>,
+    /// `GET /metrics` needs no key.
+    pub metrics_public: bool,
 }
 
 /// The routes, as one table: it builds the router and tells the OpenAPI test what is routed.
@@ -67,6 +69,7 @@ impl Routes {
 fn routes() -> Routes {
     Routes { router: Router::new(), paths: Vec::new() }
         .at("/healthz", get(control::healthz))
+        .at("/metrics", get(control::metrics))
         .at("/openapi.json", get(openapi::serve))
         .at("/v1/users", post(control::register).get(im::search))
         .at("/v1/users/by-name/{username}", get(control::user_by_name))

@@ -14,7 +14,7 @@ use super::{control, conversations, im, push};
 #[openapi(
     info(title = "tern", description = "tern's REST API. The socket protocol is in docs/PROTOCOL.md."),
     paths(
-        control::healthz, control::register, control::login, control::user_by_name, control::logout,
+        control::healthz, control::metrics, control::register, control::login, control::user_by_name, control::logout,
         control::logout_everywhere, control::change_password, control::set_disabled,
         serve, super::websocket,
         im::me, im::update_me, im::profile, im::search,

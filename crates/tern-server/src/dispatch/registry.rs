@@ -164,17 +164,24 @@ impl Registry {
         &self.stats
     }
 
-    fn push(&self, c: &ConnHandle, frame: &Arc<OutFrame>, priority: Priority) {
+    /// Queues a frame for one connection; whether it was queued.
+    fn push(&self, c: &ConnHandle, frame: &Arc<OutFrame>, priority: Priority) -> bool {
         match priority {
             Priority::High => match c.high.try_send(Arc::clone(frame)) {
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => c.kick.kick(CloseReason::SlowConsumer),
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    c.kick.kick(CloseReason::SlowConsumer);
+                    false
+                }
             },
             Priority::Low => match c.low.try_send(Arc::clone(frame)) {
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     c.lag.dropped.fetch_add(1, Ordering::Relaxed);
                     self.stats.low_dropped.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::M.low_dropped.increment(1);
                     let now = now_ms().max(1);
                     let since = c.lag.slow_since_ms.load(Ordering::Relaxed);
                     if since == 0 {
@@ -182,6 +189,7 @@ impl Registry {
                     } else if now.saturating_sub(since) >= self.slow_cutoff_ms {
                         c.kick.kick(CloseReason::SlowConsumer);
                     }
+                    false
                 }
             },
         }
@@ -331,13 +339,15 @@ impl Registry {
 impl LocalDelivery for Registry {
     fn deliver(&self, envelope: &Envelope) {
         let (frame, prio) = (&envelope.frame, envelope.priority);
+        // Counted here and added once per envelope: no shared counter touched per connection.
+        let queued = std::cell::Cell::new(0u64);
         match &envelope.target {
             Target::Users { users, skip } => {
                 for user in users.iter() {
                     self.users.with(user, |m| {
                         for c in m.get(user).into_iter().flatten() {
                             if !skip.as_ref().is_some_and(|(u, d)| u == user && *d == c.device_id) {
-                                self.push(c, frame, prio);
+                                queued.set(queued.get() + u64::from(self.push(c, frame, prio)));
                             }
                         }
                     });
@@ -347,7 +357,7 @@ impl LocalDelivery for Registry {
                 for (user, device) in list {
                     self.users.with(user, |m| {
                         for c in m.get(user).into_iter().flatten().filter(|c| &c.device_id == device) {
-                            self.push(c, frame, prio);
+                            queued.set(queued.get() + u64::from(self.push(c, frame, prio)));
                         }
                     });
                 }
@@ -356,7 +366,7 @@ impl LocalDelivery for Registry {
                 for device in list {
                     self.devices.with(device, |m| {
                         if let Some(c) = m.get(device) {
-                            self.push(c, frame, prio);
+                            queued.set(queued.get() + u64::from(self.push(c, frame, prio)));
                         }
                     });
                 }
@@ -364,17 +374,18 @@ impl LocalDelivery for Registry {
             Target::Room(room) => {
                 self.rooms.with(room, |m| {
                     for c in m.get(room).into_iter().flat_map(|r| r.members.values()) {
-                        self.push(c, frame, prio);
+                        queued.set(queued.get() + u64::from(self.push(c, frame, prio)));
                     }
                 });
             }
             Target::Area(area) => self.rooms.for_each_shard(|m| {
                 for r in m.values().filter(|r| &r.area == area) {
-                    r.members.values().for_each(|c| self.push(c, frame, prio));
+                    r.members.values().for_each(|c| queued.set(queued.get() + u64::from(self.push(c, frame, prio))));
                 }
             }),
-            Target::All => self.conns.for_each_shard(|m| m.values().for_each(|c| self.push(c, frame, prio))),
+            Target::All => self.conns.for_each_shard(|m| m.values().for_each(|c| queued.set(queued.get() + u64::from(self.push(c, frame, prio))))),
         }
+        crate::telemetry::M.deliveries.increment(queued.get());
     }
 }
 

@@ -70,6 +70,8 @@ struct Conn<T> {
 pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, peer: SocketAddr) {
     let span =
         tracing::info_span!("conn", conn_id = conn_id.0, transport = io.kind(), %peer, user_id = tracing::field::Empty);
+    let open = crate::telemetry::connections(io.kind());
+    open.increment(1.0);
     async move {
         let cfg = &gw.cfg;
         let session = ServerSession::new(
@@ -115,6 +117,7 @@ pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, pe
     }
     .instrument(span)
     .await;
+    open.decrement(1.0);
 }
 
 impl<T: FrameIo> Conn<T> {
@@ -182,6 +185,7 @@ impl<T: FrameIo> Conn<T> {
         };
         self.codec = codec;
         let now = std::time::Instant::now();
+        crate::telemetry::M.frames_in.increment(1);
         let frame = match codec.decode::<ClientFrame>(&bytes) {
             Ok(f) => f,
             Err(e) => {
@@ -346,6 +350,7 @@ impl<T: FrameIo> Conn<T> {
             Err(e) => return Err(Close::new(e.close_reason(), e.to_string())),
         };
         let now = std::time::Instant::now();
+        crate::telemetry::M.frames_in.increment(1);
         let frame = match codec.decode::<ClientFrame>(&bytes) {
             Ok(f) => f,
             Err(e) => {
@@ -388,7 +393,9 @@ impl<T: FrameIo> Conn<T> {
                 match self.gw.logic.send(identity, to, client_msg_id, body).await {
                     Err(e) => self.out.push(error_frame(id, e)),
                     Ok(ticket) => inflight.push(Box::pin(async move {
-                        match ticket.await {
+                        let answered = ticket.await;
+                        crate::telemetry::observe(&crate::telemetry::M.send_ack, now.elapsed());
+                        match answered {
                             Ok(Ok(a)) => OutFrame::new(ServerFrame::Sent {
                                 id,
                                 msg_id: a.message.msg_id,
@@ -500,6 +507,7 @@ impl<T: FrameIo> Conn<T> {
                 format!("pushed messages unacknowledged for {} ms; reconnect and resume", self.gw.cfg.push_ttl_ms),
             ));
         }
+        crate::telemetry::M.retries.increment(due.resend.len() as u64);
         self.out.extend(due.resend);
         Ok(())
     }
@@ -508,6 +516,7 @@ impl<T: FrameIo> Conn<T> {
         if self.out.is_empty() {
             return Ok(());
         }
+        record_written(&self.out);
         let result = timeout(self.write_timeout, self.io.send(self.codec, self.brotli, &self.out)).await;
         self.out.clear();
         match result {
@@ -550,6 +559,22 @@ fn error_frame(id: u64, e: Error) -> Arc<OutFrame> {
 
 fn login_needed() -> Error {
     Error::new(tern_proto::ErrorCode::Forbidden, "log in as a user to do this (this connection uses a device token)")
+}
+
+/// Counts frames going out, and samples how long messages took from acceptance to this write
+/// (1 in 16 messages, chosen by id, so a busy group does not flood the histogram).
+fn record_written(out: &[Arc<OutFrame>]) {
+    let m = &*crate::telemetry::M;
+    m.frames_out.increment(out.len() as u64);
+    let now = crate::clock::now_ms();
+    for f in out {
+        if let ServerFrame::Msg(msg) = f.frame()
+            && (msg.msg_id.0 >> 10) & 15 == 0
+        {
+            let waited = now.saturating_sub(crate::logic::ids::issued_ms(msg.msg_id));
+            m.delivery.record(waited as f64 / 1000.0);
+        }
+    }
 }
 
 fn kicked_message(reason: CloseReason) -> String {

@@ -92,6 +92,7 @@ impl Gateway {
     }
 
     fn record_close(&self, reason: CloseReason) {
+        crate::telemetry::closed(reason);
         if let Ok(mut c) = self.closes.lock() {
             *c.entry(reason).or_default() += 1;
         }

@@ -38,6 +38,11 @@ impl MsgIdGen {
     }
 }
 
+/// When an id was issued (ms since the Unix epoch): the message's acceptance time.
+pub fn issued_ms(id: MsgId) -> u64 {
+    (id.0 >> TIME_SHIFT) + EPOCH_MS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +53,7 @@ mod tests {
         let ids: Vec<u64> = (0..10_000).map(|_| g.next().0).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         assert!(ids.iter().all(|id| id & 1023 == 7));
+        let issued = issued_ms(MsgId(ids[0]));
+        assert!(issued.abs_diff(now_ms()) < 60_000, "issued_ms reads the clock back");
     }
 }

@@ -7,7 +7,7 @@ mod accounts;
 pub(crate) mod bucket;
 pub mod conversations;
 pub mod groups;
-mod ids;
+pub(crate) mod ids;
 pub mod presence;
 pub mod push;
 pub mod sessions;

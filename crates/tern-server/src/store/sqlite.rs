@@ -333,9 +333,14 @@ impl Writer {
     fn commit_batch(&mut self, batch: &mut Vec<Write>) {
         let mut replies = Vec::with_capacity(batch.len());
         let mut committed = Vec::new();
+        let started = std::time::Instant::now();
         let outcome = self.apply(batch.drain(..), &mut replies, &mut committed);
         match outcome {
             Ok(()) => {
+                let m = &*crate::telemetry::M;
+                crate::telemetry::observe(&m.commit, started.elapsed());
+                m.batch.record(committed.len() as f64);
+                m.stored.increment(committed.len() as u64);
                 if !committed.is_empty() {
                     self.listener.committed(&committed);
                 }
