@@ -24,9 +24,9 @@ pub mod error;
 pub mod gateway;
 pub mod logic;
 pub mod net;
-pub mod telemetry;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 
 pub use config::Config;
 pub use server::{Server, StartError};

@@ -140,7 +140,14 @@ impl Server {
         };
         let tcp_task = tokio::spawn(accept_tcp(tcp, gateway.clone(), cfg.gateway.max_frame_bytes, shutdown.clone()));
         tracing::info!(%http_addr, %tcp_addr, data_dir = %cfg.server.data_dir.display(), "tern listening");
-        Ok(Self { http_addr, tcp_addr, shutdown, gateway, registry, tasks: vec![http_task, tcp_task, online_task, upkeep_task] })
+        Ok(Self {
+            http_addr,
+            tcp_addr,
+            shutdown,
+            gateway,
+            registry,
+            tasks: vec![http_task, tcp_task, online_task, upkeep_task],
+        })
     }
 
     /// The bound HTTP address (REST + WebSocket).

@@ -36,7 +36,8 @@ async fn metrics(server: &TestServer) -> HashMap<String, f64> {
 async fn metrics_need_an_admin_key_and_follow_what_happened() {
     let server = TestServer::start().await;
     assert_eq!(scrape(&server, None).await.0, 401);
-    let (_, key) = server.push_api(PUSH_KEY, "/v1/admin/keys", serde_json::json!({"name": "r", "scopes": ["rooms"]})).await;
+    let (_, key) =
+        server.push_api(PUSH_KEY, "/v1/admin/keys", serde_json::json!({"name": "r", "scopes": ["rooms"]})).await;
     assert_eq!(scrape(&server, key["key"].as_str()).await.0, 403);
 
     let alice = server.login("alice", "phone").await;
@@ -63,6 +64,16 @@ async fn metrics_need_an_admin_key_and_follow_what_happened() {
     assert!(m["tern_process_resident_memory_bytes"] > 1e6);
     assert!(m["tern_process_cpu_seconds_total"] > 0.0);
     assert!(m["tern_process_open_fds"] > 4.0);
+
+    // Every series the Grafana dashboard in docs/ queries exists.
+    let dashboard =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/grafana-dashboard.json")).unwrap();
+    let (_, text) = scrape(&server, Some(PUSH_KEY)).await;
+    for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("tern_") && word != "tern_connection_closes_total" {
+            assert!(text.contains(word), "the dashboard queries {word}, which /metrics does not have");
+        }
+    }
 
     // A connection that closes is counted by reason; the gauge comes back down.
     drop(a);

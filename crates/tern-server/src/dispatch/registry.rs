@@ -383,7 +383,9 @@ impl LocalDelivery for Registry {
                     r.members.values().for_each(|c| queued.set(queued.get() + u64::from(self.push(c, frame, prio))));
                 }
             }),
-            Target::All => self.conns.for_each_shard(|m| m.values().for_each(|c| queued.set(queued.get() + u64::from(self.push(c, frame, prio))))),
+            Target::All => self.conns.for_each_shard(|m| {
+                m.values().for_each(|c| queued.set(queued.get() + u64::from(self.push(c, frame, prio))))
+            }),
         }
         crate::telemetry::M.deliveries.increment(queued.get());
     }
