@@ -4,7 +4,7 @@ use axum::Json;
 use axum::response::IntoResponse;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tern_proto::{DeviceId, UserId};
@@ -12,7 +12,7 @@ use tern_proto::{DeviceId, UserId};
 #[allow(unused_imports)]
 use super::im::ErrorDoc;
 use super::push::KeyCaller;
-use super::{ApiState, Caller, JsonBody};
+use super::{ApiState, Caller, JsonBody, PathParams};
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::logic::push::Scope;
@@ -128,7 +128,7 @@ pub(crate) fn endpoints(state: &ApiState, headers: &HeaderMap) -> Endpoints {
 pub(super) async fn user_by_name(
     State(state): State<ApiState>,
     _caller: Caller,
-    Path(username): Path<String>,
+    PathParams(username): PathParams<String>,
 ) -> Result<Json<UserView>, Error> {
     let (user_id, username) = state.logic.user_by_name(&username).await?;
     Ok(Json(UserView { user_id, username }))
@@ -188,7 +188,7 @@ pub(super) struct DisabledBody {
 pub(super) async fn set_disabled(
     State(state): State<ApiState>,
     KeyCaller(key): KeyCaller,
-    Path(user_id): Path<u64>,
+    PathParams(user_id): PathParams<u64>,
     JsonBody(req): JsonBody<DisabledBody>,
 ) -> Result<StatusCode, Error> {
     key.require(Scope::Admin)?;

@@ -1,13 +1,13 @@
 //! Conversation history over REST, for participants only.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use tern_proto::{ConvId, Message};
 
 #[allow(unused_imports)]
 use super::im::ErrorDoc;
-use super::{ApiState, Caller, QueryParams};
+use super::{ApiState, Caller, PathParams, QueryParams};
 use crate::error::Error;
 
 #[derive(Deserialize)]
@@ -33,7 +33,7 @@ pub(super) struct HistoryPage {
 pub(super) async fn messages(
     State(state): State<ApiState>,
     Caller(caller): Caller,
-    Path(conv): Path<String>,
+    PathParams(conv): PathParams<String>,
     QueryParams(q): QueryParams<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, Error> {
     let conv_id = state.logic.conversation_for(caller.user_id, &conv).await?;

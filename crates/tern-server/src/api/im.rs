@@ -2,13 +2,13 @@
 //! logged-in user of its bearer token; the rules live in `logic`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tern_proto::{ConvId, GroupId, Role, UserId};
 use utoipa::ToSchema;
 
-use super::{ApiState, Caller, JsonBody, QueryParams};
+use super::{ApiState, Caller, JsonBody, PathParams, QueryParams};
 use crate::error::Error;
 use crate::logic::conversations::ReadReceipt;
 use crate::logic::groups::{GroupView, JoinOutcome};
@@ -54,11 +54,11 @@ pub(super) async fn update_me(
 /// `GET /v1/users/{user_id}`
 #[utoipa::path(get, path = "/v1/users/{user_id}", tag = "profiles", security(("bearer" = [])),
     params(("user_id" = u64, Path, description = "The user")),
-    responses((status = 200, body = ProfileDoc), (status = 404, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 200, body = ProfileDoc), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn profile(
     State(s): State<ApiState>,
     Caller(_): Caller,
-    Path(user): Path<u64>,
+    PathParams(user): PathParams<u64>,
 ) -> Result<Json<Profile>, Error> {
     Ok(Json(s.logic.profile(UserId(user)).await?))
 }
@@ -126,7 +126,7 @@ pub(super) async fn request_friend(
 pub(super) async fn accept_friend(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path(user): Path<u64>,
+    PathParams(user): PathParams<u64>,
 ) -> Result<Done, Error> {
     s.logic.accept_friend(c.user_id, UserId(user)).await.map(|()| DONE)
 }
@@ -138,7 +138,7 @@ pub(super) async fn accept_friend(
 pub(super) async fn decline_friend(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path(user): Path<u64>,
+    PathParams(user): PathParams<u64>,
 ) -> Result<Done, Error> {
     s.logic.decline_friend(c.user_id, UserId(user)).await.map(|()| DONE)
 }
@@ -150,7 +150,7 @@ pub(super) async fn decline_friend(
 pub(super) async fn remove_friend(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path(user): Path<u64>,
+    PathParams(user): PathParams<u64>,
 ) -> Result<Done, Error> {
     s.logic.remove_friend(c.user_id, UserId(user)).await.map(|()| DONE)
 }
@@ -159,7 +159,11 @@ pub(super) async fn remove_friend(
 #[utoipa::path(put, path = "/v1/blocks/{user_id}", tag = "friends", security(("bearer" = [])),
     params(("user_id" = u64, Path, description = "Who to block")),
     responses((status = 204), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
-pub(super) async fn block(State(s): State<ApiState>, Caller(c): Caller, Path(user): Path<u64>) -> Result<Done, Error> {
+pub(super) async fn block(
+    State(s): State<ApiState>,
+    Caller(c): Caller,
+    PathParams(user): PathParams<u64>,
+) -> Result<Done, Error> {
     s.logic.block(c.user_id, UserId(user)).await.map(|()| DONE)
 }
 
@@ -170,7 +174,7 @@ pub(super) async fn block(State(s): State<ApiState>, Caller(c): Caller, Path(use
 pub(super) async fn unblock(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path(user): Path<u64>,
+    PathParams(user): PathParams<u64>,
 ) -> Result<Done, Error> {
     s.logic.unblock(c.user_id, UserId(user)).await.map(|()| DONE)
 }
@@ -206,7 +210,7 @@ pub(super) async fn create_group(
 pub(super) async fn group(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path(g): Path<u64>,
+    PathParams(g): PathParams<u64>,
 ) -> Result<Json<GroupView>, Error> {
     Ok(Json(s.logic.group_view(c.user_id, GroupId(g)).await?))
 }
@@ -227,7 +231,7 @@ pub(super) struct UserRef {
 pub(super) async fn invite(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path(g): Path<u64>,
+    PathParams(g): PathParams<u64>,
     JsonBody(b): JsonBody<UserRef>,
 ) -> Result<Done, Error> {
     s.logic.invite(c.user_id, GroupId(g), UserId(b.user_id)).await.map(|()| DONE)
@@ -249,7 +253,7 @@ pub(super) struct JoinBody {
 pub(super) async fn join(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path(g): Path<u64>,
+    PathParams(g): PathParams<u64>,
     JsonBody(b): JsonBody<JoinBody>,
 ) -> Result<Json<Status<JoinOutcome>>, Error> {
     let status = s.logic.join_group(c.user_id, GroupId(g), b.message).await?;
@@ -264,7 +268,7 @@ pub(super) async fn join(
 pub(super) async fn approve(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path((g, user)): Path<(u64, u64)>,
+    PathParams((g, user)): PathParams<(u64, u64)>,
 ) -> Result<Done, Error> {
     s.logic.approve_join(c.user_id, GroupId(g), UserId(user)).await.map(|()| DONE)
 }
@@ -277,7 +281,7 @@ pub(super) async fn approve(
 pub(super) async fn decline_join(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path((g, user)): Path<(u64, u64)>,
+    PathParams((g, user)): PathParams<(u64, u64)>,
 ) -> Result<Done, Error> {
     s.logic.decline_join(c.user_id, GroupId(g), UserId(user)).await.map(|()| DONE)
 }
@@ -287,7 +291,11 @@ pub(super) async fn decline_join(
     params(("group_id" = u64, Path, description = "The group")),
     responses((status = 204), (status = 404, body = ErrorDoc), (status = 409, description = "The owner must transfer first", body = ErrorDoc),
               (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
-pub(super) async fn leave(State(s): State<ApiState>, Caller(c): Caller, Path(g): Path<u64>) -> Result<Done, Error> {
+pub(super) async fn leave(
+    State(s): State<ApiState>,
+    Caller(c): Caller,
+    PathParams(g): PathParams<u64>,
+) -> Result<Done, Error> {
     s.logic.leave_group(c.user_id, GroupId(g)).await.map(|()| DONE)
 }
 
@@ -299,7 +307,7 @@ pub(super) async fn leave(State(s): State<ApiState>, Caller(c): Caller, Path(g):
 pub(super) async fn kick(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path((g, user)): Path<(u64, u64)>,
+    PathParams((g, user)): PathParams<(u64, u64)>,
 ) -> Result<Done, Error> {
     s.logic.kick(c.user_id, GroupId(g), UserId(user)).await.map(|()| DONE)
 }
@@ -322,7 +330,7 @@ pub(super) struct RoleBody {
 pub(super) async fn set_role(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path((g, user)): Path<(u64, u64)>,
+    PathParams((g, user)): PathParams<(u64, u64)>,
     JsonBody(b): JsonBody<RoleBody>,
 ) -> Result<Done, Error> {
     s.logic.set_role(c.user_id, GroupId(g), UserId(user), b.role).await.map(|()| DONE)
@@ -336,7 +344,7 @@ pub(super) async fn set_role(
 pub(super) async fn transfer(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path(g): Path<u64>,
+    PathParams(g): PathParams<u64>,
     JsonBody(b): JsonBody<UserRef>,
 ) -> Result<Done, Error> {
     s.logic.transfer(c.user_id, GroupId(g), UserId(b.user_id)).await.map(|()| DONE)
@@ -359,7 +367,7 @@ pub(super) struct MuteBody {
 pub(super) async fn mute_member(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path((g, user)): Path<(u64, u64)>,
+    PathParams((g, user)): PathParams<(u64, u64)>,
     JsonBody(b): JsonBody<MuteBody>,
 ) -> Result<Done, Error> {
     s.logic.mute_member(c.user_id, GroupId(g), UserId(user), b.duration_secs).await.map(|()| DONE)
@@ -380,7 +388,7 @@ pub(super) struct MuteAllBody {
 pub(super) async fn mute_group(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path(g): Path<u64>,
+    PathParams(g): PathParams<u64>,
     JsonBody(b): JsonBody<MuteAllBody>,
 ) -> Result<Done, Error> {
     s.logic.mute_group(c.user_id, GroupId(g), b.muted).await.map(|()| DONE)
@@ -391,7 +399,11 @@ pub(super) async fn mute_group(
     params(("group_id" = u64, Path, description = "The group")),
     responses((status = 204), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc),
               (status = 401, body = ErrorDoc)))]
-pub(super) async fn dissolve(State(s): State<ApiState>, Caller(c): Caller, Path(g): Path<u64>) -> Result<Done, Error> {
+pub(super) async fn dissolve(
+    State(s): State<ApiState>,
+    Caller(c): Caller,
+    PathParams(g): PathParams<u64>,
+) -> Result<Done, Error> {
     s.logic.dissolve_group(c.user_id, GroupId(g)).await.map(|()| DONE)
 }
 
@@ -423,7 +435,7 @@ async fn conv(s: &ApiState, user: UserId, conv: &str) -> Result<ConvId, Error> {
 pub(super) async fn mark_read(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(b): JsonBody<ReadBody>,
 ) -> Result<Done, Error> {
     let conv = conv(&s, c.user_id, &id).await?;
@@ -439,7 +451,7 @@ pub(super) async fn mark_read(
 pub(super) async fn recall(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path((id, seq)): Path<(String, u64)>,
+    PathParams((id, seq)): PathParams<(String, u64)>,
 ) -> Result<Done, Error> {
     let conv = conv(&s, c.user_id, &id).await?;
     s.logic.recall(c.user_id, conv, seq).await.map(|()| DONE)
@@ -453,7 +465,7 @@ pub(super) async fn recall(
 pub(super) async fn reads(
     State(s): State<ApiState>,
     Caller(c): Caller,
-    Path((id, seq)): Path<(String, u64)>,
+    PathParams((id, seq)): PathParams<(String, u64)>,
 ) -> Result<Json<ReadReceipt>, Error> {
     let conv = conv(&s, c.user_id, &id).await?;
     Ok(Json(s.logic.read_receipt(c.user_id, conv, seq).await?))

@@ -185,6 +185,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Path parameters whose parse errors (`/v1/groups/abc`) answer in tern's error format.
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(r) => Err(Error::bad_request(r.body_text())),
+        }
+    }
+}
+
 /// Query parameters whose parse errors answer in tern's error format.
 pub struct QueryParams<T>(pub T);
 

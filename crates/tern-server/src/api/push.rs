@@ -5,7 +5,7 @@
 //! is charged to the key's rate limit before anything else happens.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use tern_proto::{DeviceId, MsgId, Priority, UserId};
 
 #[allow(unused_imports)]
 use super::im::ErrorDoc;
-use super::{ApiState, JsonBody, endpoints};
+use super::{ApiState, JsonBody, PathParams, endpoints};
 use crate::error::Error;
 use crate::logic::push::{Caller, KeyView, PushTarget};
 
@@ -103,7 +103,7 @@ pub(super) async fn to_devices(
 pub(super) async fn to_room(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
-    Path(room): Path<String>,
+    PathParams(room): PathParams<String>,
     JsonBody(b): JsonBody<PushBody<Nobody>>,
 ) -> PushResult {
     s.push.push(&c, PushTarget::Room(room), b.priority, b.qos, b.data).map(accepted)
@@ -113,7 +113,7 @@ pub(super) async fn to_room(
 pub(super) async fn to_area(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
-    Path(area): Path<String>,
+    PathParams(area): PathParams<String>,
     JsonBody(b): JsonBody<PushBody<Nobody>>,
 ) -> PushResult {
     s.push.push(&c, PushTarget::Area(area), b.priority, b.qos, b.data).map(accepted)
@@ -145,7 +145,7 @@ pub(super) struct RoomOnline {
 pub(super) async fn set_room(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
-    Path(room): Path<String>,
+    PathParams(room): PathParams<String>,
     JsonBody(b): JsonBody<RoomArea>,
 ) -> Result<Json<RoomOnline>, Error> {
     s.push.set_room_area(&c, &room, &b.area).await?;
@@ -155,10 +155,10 @@ pub(super) async fn set_room(
 }
 
 /// Online counts are public, as on a live site's room page.
-#[utoipa::path(get, path = "/v1/rooms/{room}/online", tag = "push", params(("room" = String, Path, description = "The room")), responses((status = 200, description = "`{room, area, online}`", body = Object), (status = 400, body = ErrorDoc)))]
+#[utoipa::path(get, path = "/v1/rooms/{room}/online", tag = "push", params(("room" = String, Path, description = "The room")), responses((status = 200, description = "`{room, area, online}`", body = Object), (status = 400, body = ErrorDoc), (status = 404, description = "not a valid room name", body = ErrorDoc)))]
 pub(super) async fn room_online(
     State(s): State<ApiState>,
-    Path(room): Path<String>,
+    PathParams(room): PathParams<String>,
 ) -> Result<Json<RoomOnline>, Error> {
     if !tern_proto::frame::valid_name(&room) {
         return Err(Error::not_found("no such room"));
@@ -175,10 +175,10 @@ pub(super) struct AreaOnline {
     rooms: u64,
 }
 
-#[utoipa::path(get, path = "/v1/areas/{area}/online", tag = "push", params(("area" = String, Path, description = "The area")), responses((status = 200, description = "`{area, online}`", body = Object), (status = 400, body = ErrorDoc)))]
+#[utoipa::path(get, path = "/v1/areas/{area}/online", tag = "push", params(("area" = String, Path, description = "The area")), responses((status = 200, description = "`{area, online}`", body = Object), (status = 400, body = ErrorDoc), (status = 404, description = "not a valid area name", body = ErrorDoc)))]
 pub(super) async fn area_online(
     State(s): State<ApiState>,
-    Path(area): Path<String>,
+    PathParams(area): PathParams<String>,
 ) -> Result<Json<AreaOnline>, Error> {
     if !tern_proto::frame::valid_name(&area) {
         return Err(Error::not_found("no such area"));
@@ -253,7 +253,7 @@ pub(super) async fn create_key(
     Ok((StatusCode::CREATED, Json(CreatedKey { view, key })))
 }
 
-#[utoipa::path(get, path = "/v1/admin/keys", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "Keys without secrets", body = Object), (status = 403, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(get, path = "/v1/admin/keys", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "Keys without secrets", body = [Object]), (status = 403, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn list_keys(State(s): State<ApiState>, KeyCaller(c): KeyCaller) -> Result<Json<Vec<KeyView>>, Error> {
     s.push.list_keys(&c).map(Json)
 }
@@ -262,7 +262,7 @@ pub(super) async fn list_keys(State(s): State<ApiState>, KeyCaller(c): KeyCaller
 pub(super) async fn revoke_key(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, Error> {
     s.push.revoke_key(&c, &id).await?;
     tracing::info!(key_id = %id, by = %c.key_id, "api key revoked");
