@@ -107,6 +107,9 @@ pub struct ServerConfig {
     /// Reverse proxies (addresses or CIDR blocks, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` is
     /// believed; from anyone else the header is ignored and the peer address is the client.
     pub trusted_proxies: Vec<String>,
+    /// A client must send a request's headers within this many milliseconds, or the HTTP
+    /// connection is closed (slowloris).
+    pub http_header_timeout_ms: u64,
     /// Serve `GET /metrics` to anyone. Off: it needs an API key with the `admin` scope (as a
     /// bearer token, which Prometheus' `authorization` scrape setting sends).
     pub metrics_public: bool,
@@ -224,6 +227,7 @@ impl Default for ServerConfig {
             advertise_ws: String::new(),
             advertise_tcp: String::new(),
             trusted_proxies: Vec::new(),
+            http_header_timeout_ms: 10_000,
             metrics_public: false,
         }
     }
@@ -309,8 +313,9 @@ impl Config {
                 "server.trusted_proxies: {bad:?} is not an IP address or CIDR block (like 10.0.0.0/8)"
             )));
         }
-        let checks: [(bool, &str); 18] = [
+        let checks: [(bool, &str); 19] = [
             (g.max_connections >= 1, "gateway.max_connections must be >= 1"),
+            (self.server.http_header_timeout_ms >= 100, "server.http_header_timeout_ms must be >= 100"),
             (
                 a.login_failures_per_user >= 1 && a.login_failures_per_ip >= 1,
                 "auth.login_failures_per_user and auth.login_failures_per_ip must be >= 1",

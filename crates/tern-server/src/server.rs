@@ -110,22 +110,9 @@ impl Server {
             proxies: Arc::new(crate::net::TrustedProxies::new(&cfg.server.trusted_proxies)),
             metrics_public: cfg.server.metrics_public,
         };
-        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let http_task = {
-            use axum::serve::ListenerExt;
-            // axum leaves Nagle on; small frames would wait for ACKs.
-            let listener = http.tap_io(|s| {
-                let _ = s.set_nodelay(true);
-            });
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                let served =
-                    axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "http listener failed");
-                }
-            })
-        };
+        let app = api::router(state);
+        let header_timeout = Duration::from_millis(cfg.server.http_header_timeout_ms);
+        let http_task = tokio::spawn(serve_http(http, app, header_timeout, shutdown.clone()));
         let upkeep_task = {
             let stop = shutdown.clone();
             tokio::spawn(async move {
@@ -180,6 +167,57 @@ impl Server {
             t.abort();
         }
     }
+}
+
+/// Serves HTTP/1.1 (REST and WebSocket upgrades) with hyper directly rather than `axum::serve`,
+/// for two settings it does not expose: TCP_NODELAY on every socket (small frames must not wait
+/// for ACKs) and a deadline for request headers — without it a client trickling one header byte
+/// a second holds a connection forever (slowloris; measured: still open after 80 s).
+async fn serve_http(listener: TcpListener, app: axum::Router, header_timeout: Duration, stop: CancellationToken) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower_service::Service;
+
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            router.clone().call(req)
+        });
+        let conn = http1.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stop.cancelled() => {
+                    // Finish the request in progress, then close; upgraded WebSockets are
+                    // closed by the gateway with `server_shutdown`.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, %peer, "http connection ended with an error");
+            }
+        });
+    }
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
 }
 
 /// Binds a listener with a deep accept backlog: during a reconnect storm the kernel queues

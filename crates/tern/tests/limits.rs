@@ -169,3 +169,33 @@ async fn a_connection_over_its_message_rate_is_answered_rate_limited_and_others_
     let _ = flood.ws.send(WsMessage::Close(None)).await;
     let _ = flood.ws.next().await;
 }
+
+#[tokio::test]
+async fn a_client_trickling_http_headers_is_cut_off_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::with(|c| c.server.http_header_timeout_ms = 300).await;
+    let mut slow = tokio::net::TcpStream::connect(server.server.http_addr()).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: tern\r\n").await.unwrap();
+    // One byte every 50 ms: never a complete header. The server must end it (a bound of 5 s
+    // for a 300 ms deadline, so a loaded machine does not make this flaky).
+    let cut = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 256];
+        loop {
+            tokio::select! {
+                read = slow.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {} // a 408 may precede the close
+                },
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if slow.write_all(b"X").await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "the slow client was not cut off");
+    let ok = reqwest::get(format!("{}/healthz", server.url())).await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
