@@ -143,3 +143,153 @@ async fn sigkill_mid_stream_loses_no_acked_message_and_duplicates_nothing() {
     }
     assert_eq!(stored.len(), TOTAL);
 }
+
+/// One stream of sends with a window; records each ACK as it arrives.
+fn spawn_sender(
+    client: Client,
+    to: tern_client::ConvId,
+    prefix: &'static str,
+    total: usize,
+    acked: Arc<Mutex<Vec<(String, Sent)>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let sem = Arc::new(tokio::sync::Semaphore::new(8));
+        let mut tasks = Vec::new();
+        for i in 0..total {
+            let permit = Arc::clone(&sem).acquire_owned().await.unwrap();
+            let (client, acked) = (client.clone(), Arc::clone(&acked));
+            tasks.push(tokio::spawn(async move {
+                let key = format!("{prefix}{i}");
+                let body = Body::Text { text: format!("{prefix} {i}") };
+                let sent = client.send_to(to, body, key.clone()).await.unwrap();
+                acked.lock().unwrap().push((key, sent));
+                drop(permit);
+            }));
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+}
+
+/// The text messages a device receives, per conversation, until it has `want` of each; then
+/// checks nothing more arrives (no duplicate reached the app) and each conversation's messages
+/// came in strictly increasing seq order.
+async fn receive_all(events: &mut tern_client::Events, want: &[(ConvId, usize)]) {
+    let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let done =
+        |got: &BTreeMap<String, Vec<u64>>| want.iter().all(|(c, n)| got.get(&c.to_string()).map_or(0, Vec::len) >= *n);
+    while !done(&got) {
+        let m = tokio::time::timeout(Duration::from_secs(60), events.next_message())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("still missing messages: {:?}", got.iter().map(|(c, v)| (c, v.len())).collect::<Vec<_>>())
+            })
+            .unwrap();
+        if matches!(m.body, Body::Text { .. }) {
+            got.entry(m.conv_id.to_string()).or_default().push(m.seq);
+        }
+    }
+    common::expect_quiet(events, Duration::from_millis(500)).await;
+    for (conv, n) in want {
+        let seqs = &got[&conv.to_string()];
+        assert_eq!(seqs.len(), *n, "{conv}: each message once");
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{conv}: in seq order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_kills_and_restarts_under_one_to_one_and_group_load_lose_nothing_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, tcp) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{http}");
+    let mut node = start(dir.path(), http, tcp).await;
+    for name in ["alice", "bob", "carol"] {
+        tern_client::http::register(&url, name, PASSWORD).await.unwrap();
+    }
+    let alice = tern_client::http::login(&url, "alice", PASSWORD, "phone").await.unwrap();
+    let bob = tern_client::http::login(&url, "bob", PASSWORD, "phone").await.unwrap();
+    let carol = tern_client::http::login(&url, "carol", PASSWORD, "laptop").await.unwrap();
+    let group = tern_client::http::im::create_group(&alice, "crash", "open").await.unwrap();
+    let gid = tern_client::GroupId(group["group_id"].as_u64().unwrap());
+    for u in [bob.user_id, carol.user_id] {
+        tern_client::http::im::invite(&alice, gid, u).await.unwrap();
+    }
+    let fast = |transport| Options {
+        transport,
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(400),
+        ..Options::default()
+    };
+    let (a, mut a_events) = Client::connect(alice.clone(), fast(Transport::Tcp)).await.unwrap();
+    let (_b, mut b_events) = Client::connect(bob.clone(), fast(Transport::WsJson)).await.unwrap();
+    let (c, _c_events) = Client::connect(carol.clone(), fast(Transport::WsBinary)).await.unwrap();
+
+    const DIRECT: usize = 700;
+    const IN_GROUP: usize = 700;
+    const CYCLES: usize = 20;
+    let direct = ConvId::direct(alice.user_id, bob.user_id);
+    let in_group = ConvId::Group(gid);
+    let acked: Arc<Mutex<Vec<(String, Sent)>>> = Arc::default();
+    let senders = [
+        spawn_sender(a.clone(), direct, "d", DIRECT, Arc::clone(&acked)),
+        spawn_sender(c.clone(), in_group, "g", IN_GROUP, Arc::clone(&acked)),
+    ];
+
+    // 20 crashes spread over the run; every fifth stop is a SIGTERM (graceful) instead.
+    let mut acked_before = Vec::new();
+    for cycle in 1..=CYCLES {
+        let threshold = cycle * (DIRECT + IN_GROUP) / (CYCLES + 2);
+        while acked.lock().unwrap().len() < threshold {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if cycle % 5 == 0 {
+            let pid = node.child.id().unwrap().to_string();
+            Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+            tokio::time::timeout(Duration::from_secs(10), node.child.wait()).await.expect("exits on SIGTERM").unwrap();
+        } else {
+            node.child.kill().await.unwrap(); // SIGKILL
+        }
+        acked_before.push(acked.lock().unwrap().clone());
+        node = start(dir.path(), http, tcp).await;
+    }
+    for s in senders {
+        tokio::time::timeout(Duration::from_secs(120), s).await.expect("every send acknowledged").unwrap();
+    }
+
+    // Bob: every 1:1 and group message once, in seq order; alice: every group message.
+    receive_all(&mut b_events, &[(direct, DIRECT), (in_group, IN_GROUP)]).await;
+    receive_all(&mut a_events, &[(in_group, IN_GROUP)]).await;
+
+    // The stores: each stream holds exactly its messages, gap-free, one copy per key, and every
+    // ACK ever given (before any of the kills, and at the end) names the stored msg_id and seq.
+    let mut stored = BTreeMap::new();
+    for (conv, reader) in [(direct, &bob), (in_group, &bob)] {
+        let mut after = 0;
+        let mut seqs = Vec::new();
+        loop {
+            let page = tern_client::http::history(reader, conv, Some(after), 500).await.unwrap();
+            let Some(last) = page.messages.last() else { break };
+            after = last.seq;
+            for m in page.messages {
+                seqs.push(m.seq);
+                if !m.client_msg_id.is_empty() && matches!(m.body, Body::Text { .. }) {
+                    assert!(
+                        stored.insert(m.client_msg_id.clone(), (m.msg_id.0, m.seq)).is_none(),
+                        "a key stored twice"
+                    );
+                }
+            }
+        }
+        let first = seqs[0];
+        assert_eq!(seqs, (first..first + seqs.len() as u64).collect::<Vec<_>>(), "{conv}: gap-free");
+    }
+    assert_eq!(stored.len(), DIRECT + IN_GROUP);
+    for snapshot in acked_before.iter().chain(std::iter::once(&acked.lock().unwrap().clone())) {
+        for (key, sent) in snapshot {
+            assert_eq!(stored.get(key), Some(&(sent.msg_id.0, sent.seq)), "{key} lost or changed");
+        }
+    }
+    assert!(acked_before.iter().all(|s| !s.is_empty()));
+}
