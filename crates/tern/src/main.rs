@@ -129,6 +129,8 @@ enum BenchCommand {
     Conns(bench::conns::ConnsArgs),
     /// Many clients connecting and authenticating at once.
     Storm(bench::conns::StormArgs),
+    /// A reconnect storm: clients in a room all drop at once and come back with jitter.
+    Reconnect(bench::reconnect::ReconnectArgs),
     /// Compression ratio of room batches by batch size (brotli as the server uses it, and zlib).
     Compress(bench::fanout::CompressArgs),
 }
@@ -167,6 +169,7 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Fanout(args)) => bench::fanout::fanout(args).await,
             Command::Bench(BenchCommand::Conns(args)) => bench::conns::conns(args).await,
             Command::Bench(BenchCommand::Storm(args)) => bench::conns::storm(args).await,
+            Command::Bench(BenchCommand::Reconnect(args)) => bench::reconnect::reconnect(args).await,
             Command::Bench(BenchCommand::Compress(args)) => bench::fanout::compress(args),
         }
     });

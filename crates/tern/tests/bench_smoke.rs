@@ -63,6 +63,10 @@ async fn every_bench_scenario_runs_and_loses_nothing() {
 
     let storm = bench(&srv, &["storm", "--count", "50", "--transport", "ws"]).await;
     assert_eq!((storm["connected"].as_u64(), storm["errors"].as_u64()), (Some(50), Some(0)), "{storm}");
+
+    let storm = bench(&srv, &["reconnect", "--count", "60", "--jitter-ms", "300", "--push-key", PUSH_KEY]).await;
+    assert_eq!((storm["reconnected"].as_u64(), storm["errors"].as_u64()), (Some(60), Some(0)), "{storm}");
+    assert_eq!(storm["caught_up"].as_u64(), Some(60), "every client got the push after coming back: {storm}");
 }
 
 /// The NATS side of the fan-out comparison, against the nats-server CI runs (`NATS_URL`, default

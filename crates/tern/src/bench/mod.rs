@@ -16,6 +16,7 @@ pub mod fanout;
 pub mod group;
 pub mod nats;
 pub mod p2p;
+pub mod reconnect;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
