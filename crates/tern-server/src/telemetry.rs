@@ -2,7 +2,8 @@
 //!
 //! Handles are registered once ([`M`]) and updated on the hot paths without a registry lookup;
 //! per-delivery counts are added once per dispatched envelope, not per connection. Process
-//! memory, CPU and open files are read from `/proc/self` when scraped. Metrics are per process
+//! memory, CPU and open files (from `/proc/self`) and the runtime's live tasks are read when
+//! scraped. Metrics are per process
 //! (several test servers in one process share them).
 
 use std::sync::{LazyLock, OnceLock};
@@ -156,6 +157,11 @@ fn process_metrics() -> String {
         out.push_str("# HELP tern_process_cpu_seconds_total CPU time of the server process (user + system)\n");
         out.push_str("# TYPE tern_process_cpu_seconds_total counter\n");
         out.push_str(&format!("tern_process_cpu_seconds_total {}\n", cpu / ticks));
+    }
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        out.push_str("# HELP tern_runtime_tasks Tasks alive in the server's async runtime\n");
+        out.push_str("# TYPE tern_runtime_tasks gauge\n");
+        out.push_str(&format!("tern_runtime_tasks {}\n", rt.metrics().num_alive_tasks()));
     }
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
         out.push_str("# HELP tern_process_open_fds Open file descriptors of the server process\n");

@@ -64,6 +64,7 @@ async fn metrics_need_an_admin_key_and_follow_what_happened() {
     assert!(m["tern_process_resident_memory_bytes"] > 1e6);
     assert!(m["tern_process_cpu_seconds_total"] > 0.0);
     assert!(m["tern_process_open_fds"] > 4.0);
+    assert!(m["tern_runtime_tasks"] >= 2.0, "at least the two connections' tasks");
 
     // Every series the Grafana dashboard in docs/ queries exists.
     let dashboard =
