@@ -239,8 +239,30 @@ impl SqliteStore {
     }
 }
 
-/// Every second, a passive checkpoint (never blocks the writer or readers). Stops when the
-/// store is dropped.
+/// WAL frames (4 KiB pages) past which the WAL is checkpointed and truncated: 64 MiB.
+const WAL_TRUNCATE_FRAMES: i64 = 16_384;
+
+/// A passive checkpoint (never blocks the writer or readers); when the WAL has grown past
+/// `WAL_TRUNCATE_FRAMES`, a truncating one.
+///
+/// Passive checkpoints copy pages but never get to *restart* the WAL while a reader or the writer
+/// is always active, so under steady load the file only grows: measured, 8.3 GB of WAL beside a
+/// 169 MB database after a 10-minute soak, its index (`-shm`, mapped) growing the server's RSS.
+/// The truncating checkpoint waits (busy timeout) for readers to move to the newest snapshot,
+/// holds off the writer while it copies what the passive ones left and truncates the file —
+/// a pause of the writer, once per 64 MiB written.
+fn checkpoint(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let log: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
+    if log >= WAL_TRUNCATE_FRAMES {
+        let started = std::time::Instant::now();
+        let (busy, log): (i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        tracing::debug!(busy, frames_left = log, took_ms = started.elapsed().as_millis() as u64, "wal truncated");
+    }
+    Ok(())
+}
+
+/// Every second, a checkpoint (see [`checkpoint`]). Stops when the store is dropped.
 fn spawn_checkpointer(path: &Path, sync: Synchronous) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
     let conn = open_connection(path, Some(sync))?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -250,7 +272,7 @@ fn spawn_checkpointer(path: &Path, sync: Synchronous) -> Result<std::sync::mpsc:
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(std::time::Duration::from_secs(1))
             {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                if let Err(e) = checkpoint(&conn) {
                     tracing::warn!(error = %e, "wal checkpoint failed");
                 }
             }
