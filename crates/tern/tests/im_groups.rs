@@ -190,6 +190,9 @@ async fn conversation_list_unread_counts_and_read_receipts_are_the_same_on_every
     for t in ["one", "two", "three"] {
         bc.send_text(alice_phone.user_id, t).await.unwrap();
     }
+    // The list orders by last message time in ms; a tie within one millisecond is ambiguous
+    // (ordered by conv id), so carol's message is sent in a later millisecond.
+    tokio::time::sleep(Duration::from_millis(5)).await;
     cc.send_text(alice_phone.user_id, "from carol").await.unwrap();
     let list = im::conversations(&alice_laptop).await.unwrap();
     assert_eq!(list, im::conversations(&alice_phone).await.unwrap(), "the same list on every device");
