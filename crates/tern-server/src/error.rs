@@ -25,6 +25,12 @@ impl Error {
         Self { code, message: message.into(), retry_after_secs: None }
     }
 
+    /// The same error, telling the client when to retry (`Retry-After` on REST).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
     /// `bad_request`.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)

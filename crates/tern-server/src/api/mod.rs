@@ -149,8 +149,7 @@ async fn websocket(
         Ok(a) => a,
         Err(refusal) => {
             let secs = refusal.retry_after_ms().div_ceil(1000);
-            let error = Error { retry_after_secs: Some(secs), ..Error::new(ErrorCode::Unavailable, refusal.message()) };
-            return error.into_response();
+            return Error::new(ErrorCode::Unavailable, refusal.message()).retry_after(secs).into_response();
         }
     };
     let max = state.max_frame_bytes;

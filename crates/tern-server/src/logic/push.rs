@@ -185,9 +185,8 @@ impl PushService {
     /// Checks a key and charges one request to its rate limit.
     pub fn authenticate(&self, key: &str) -> Result<Caller, Error> {
         let invalid = || Error::unauthorized("unknown or revoked API key");
-        let limited = |secs: u64| Error {
-            retry_after_secs: Some(secs),
-            ..Error::new(ErrorCode::RateLimited, format!("rate limit exceeded; retry in {secs} s"))
+        let limited = |secs: u64| {
+            Error::new(ErrorCode::RateLimited, format!("rate limit exceeded; retry in {secs} s")).retry_after(secs)
         };
         if let Some(bucket) = &self.bootstrap
             && same(key.as_bytes(), self.cfg.bootstrap_key.as_bytes())

@@ -95,10 +95,8 @@ impl LoginThrottle {
         let by_ip = self.per_ip.lock().ok().and_then(|mut m| m.get_mut(&ip).and_then(|b| wait(b.check())));
         match by_user.max(by_ip) {
             None => Ok(()),
-            Some(secs) => Err(Error {
-                retry_after_secs: Some(secs),
-                ..Error::new(ErrorCode::RateLimited, format!("too many failed logins; retry in {secs} s"))
-            }),
+            Some(secs) => Err(Error::new(ErrorCode::RateLimited, format!("too many failed logins; retry in {secs} s"))
+                .retry_after(secs)),
         }
     }
 
