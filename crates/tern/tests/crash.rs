@@ -174,29 +174,53 @@ fn spawn_sender(
 }
 
 /// The text messages a device receives, per conversation, until it has `want` of each; then
-/// checks nothing more arrives (no duplicate reached the app) and each conversation's messages
-/// came in strictly increasing seq order.
+/// checks nothing more arrives (no duplicate reached the app), no range was reported missing,
+/// and each conversation's messages came in strictly increasing seq order. A failure prints the
+/// device's whole event log (messages as seq/key, connects, missing ranges) to explain itself.
 async fn receive_all(events: &mut tern_client::Events, want: &[(ConvId, usize)]) {
+    use tern_client::Event;
     let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut log: Vec<String> = Vec::new();
     let done =
         |got: &BTreeMap<String, Vec<u64>>| want.iter().all(|(c, n)| got.get(&c.to_string()).map_or(0, Vec::len) >= *n);
-    while !done(&got) {
-        let m = tokio::time::timeout(Duration::from_secs(60), events.next_message())
-            .await
-            .unwrap_or_else(|_| {
-                panic!("still missing messages: {:?}", got.iter().map(|(c, v)| (c, v.len())).collect::<Vec<_>>())
-            })
-            .unwrap();
-        if matches!(m.body, Body::Text { .. }) {
-            got.entry(m.conv_id.to_string()).or_default().push(m.seq);
+    let mut quiet_from = None;
+    loop {
+        let wait = if quiet_from.is_some() { Duration::from_millis(500) } else { Duration::from_secs(60) };
+        let event = match tokio::time::timeout(wait, events.recv()).await {
+            Ok(Some(e)) => e,
+            Ok(None) => panic!("event stream ended\n{}", log.join("\n")),
+            Err(_) if quiet_from.is_some() => break,
+            Err(_) => panic!("still missing messages: {:?}\n{}", counts(&got), log.join("\n")),
+        };
+        match event {
+            Event::Message(m) if matches!(m.body, Body::Text { .. }) => {
+                log.push(format!("msg {} seq {} key {} id {}", m.conv_id, m.seq, m.client_msg_id, m.msg_id.0));
+                if quiet_from.is_some() {
+                    panic!("unexpected extra message {m:?}\n{}", log.join("\n"));
+                }
+                got.entry(m.conv_id.to_string()).or_default().push(m.seq);
+            }
+            Event::Missing { conv_id, from_seq, to_seq } => {
+                panic!("{conv_id}: {from_seq}..={to_seq} reported missing\n{}", log.join("\n"))
+            }
+            Event::Connected { conn_id } => log.push(format!("connected {conn_id}")),
+            Event::Disconnected { reason, .. } => log.push(format!("disconnected {reason:?}")),
+            Event::Synced => log.push("synced".into()),
+            _ => {}
+        }
+        if quiet_from.is_none() && done(&got) {
+            quiet_from = Some(());
         }
     }
-    common::expect_quiet(events, Duration::from_millis(500)).await;
     for (conv, n) in want {
         let seqs = &got[&conv.to_string()];
-        assert_eq!(seqs.len(), *n, "{conv}: each message once");
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{conv}: in seq order");
+        assert_eq!(seqs.len(), *n, "{conv}: each message once\n{}", log.join("\n"));
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{conv}: in seq order\n{}", log.join("\n"));
     }
+}
+
+fn counts(got: &BTreeMap<String, Vec<u64>>) -> Vec<(&String, usize)> {
+    got.iter().map(|(c, v)| (c, v.len())).collect()
 }
 
 // Ignored until the duplicate it caught is explained: in one CI run (5 green runs before it),

@@ -58,17 +58,71 @@ async fn append(store: &dyn Store, msg: NewMessage) -> Result<super::Appended, S
     store.append(msg).await?.await.map_err(|_| StoreError::Closed)?
 }
 
+/// Makes a fresh, empty store wired to the given listener.
+pub type Open<'a> = dyn FnMut(Arc<dyn CommitListener>) -> super::BoxFut<'a, Arc<dyn Store>> + 'a;
+
 /// Runs every check. `open` makes a fresh, empty store wired to the given listener.
-pub async fn run_all(mut open: impl FnMut(Arc<dyn CommitListener>) -> Arc<dyn Store>) {
-    users_are_unique_case_insensitively(open(null_listener())).await;
-    seqs_are_gap_free_and_duplicates_store_nothing(open(null_listener())).await;
+pub async fn run_all(open: &mut Open<'_>) {
+    users_are_unique_case_insensitively(open(null_listener()).await).await;
+    seqs_are_gap_free_and_duplicates_store_nothing(open(null_listener()).await).await;
     let recorder = Arc::new(Recorder::default());
-    concurrent_senders_get_gap_free_increasing_seqs(open(recorder.clone()), recorder).await;
-    pages_and_conversation_lists(open(null_listener())).await;
-    api_keys_and_rooms(open(null_listener())).await;
-    accounts_and_session_cutoffs(open(null_listener())).await;
+    concurrent_senders_get_gap_free_increasing_seqs(open(recorder.clone()).await, recorder).await;
+    pages_and_conversation_lists(open(null_listener()).await).await;
+    api_keys_and_rooms(open(null_listener()).await).await;
+    accounts_and_session_cutoffs(open(null_listener()).await).await;
     let recorder = Arc::new(Recipients::default());
-    im_transactions(open(recorder.clone()), recorder).await;
+    im_transactions(open(recorder.clone()).await, recorder).await;
+}
+
+/// Several stores over one database — the nodes of a cluster — write to one conversation at
+/// once, each sender resending every message through another node as well: the conversation
+/// gets gap-free seqs, each message is stored once, every resend answers with the original, and
+/// each node reports its own commits once, in increasing seq order.
+pub async fn nodes_share_one_gap_free_sequence(nodes: &[(Arc<dyn Store>, Arc<Recorder>)]) {
+    let u = seed_users(&*nodes[0].0, 2).await;
+    let conv = ConvId::direct(u[0], u[1]);
+    const PER_SENDER: usize = 60;
+    let mut tasks = Vec::new();
+    for (n, (store, _)) in nodes.iter().enumerate() {
+        for (sender, &from) in u.iter().enumerate() {
+            let store = Arc::clone(store);
+            let resend_via = Arc::clone(&nodes[(n + 1) % nodes.len()].0);
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                for i in 0..PER_SENDER {
+                    let key = format!("n{n}-s{sender}-{i}");
+                    let first = store.append(new_message(conv, from, &key));
+                    let again = resend_via.append(new_message(conv, from, &key));
+                    let (first, again) = (first.await.unwrap(), again.await.unwrap());
+                    let (first, again) = (first.await.unwrap().unwrap(), again.await.unwrap().unwrap());
+                    assert_eq!(first.message.seq, again.message.seq, "{key}: both answers name one message");
+                    assert!(first.duplicate != again.duplicate, "{key}: exactly one of the two stored it");
+                    got.push(first.message.seq);
+                }
+                got
+            }));
+        }
+    }
+    let mut all = BTreeSet::new();
+    for t in tasks {
+        let seqs = t.await.unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "one sender's seqs increase: {seqs:?}");
+        all.extend(seqs);
+    }
+    let total = (nodes.len() * 2 * PER_SENDER) as u64;
+    assert_eq!(all, (1..=total).collect(), "gap-free and unique across nodes");
+    let stored = nodes[0].0.messages(conv, Page::After(0), 10_000).await.unwrap();
+    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=total).collect::<Vec<_>>(), "one copy each");
+    assert_eq!(nodes[1].0.last_seq(conv).await.unwrap(), total);
+    let mut reported = BTreeSet::new();
+    for (_, recorder) in nodes {
+        let seqs: Vec<u64> = recorder.0.lock().unwrap().iter().filter(|(c, _)| *c == conv).map(|(_, s)| *s).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "a node reports its commits in seq order");
+        for s in seqs {
+            assert!(reported.insert(s), "seq {s} reported by two nodes");
+        }
+    }
+    assert_eq!(reported, (1..=total).collect(), "every commit reported by the node that made it");
 }
 
 async fn accounts_and_session_cutoffs(store: Arc<dyn Store>) {

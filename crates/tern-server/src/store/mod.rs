@@ -10,6 +10,7 @@
 
 pub mod conformance;
 pub mod im;
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;

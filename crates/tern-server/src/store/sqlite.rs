@@ -1322,10 +1322,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_store_passes_the_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
-        conformance::run_all(|listener| {
+        conformance::run_all(&mut |listener| {
             let path = dir.path().join(format!("db-{}", rand::random::<u32>()));
             let store = SqliteStore::open(&path, &StoreConfig::default(), listener).unwrap();
-            Arc::new(store) as Arc<dyn Store>
+            Box::pin(async move { Arc::new(store) as Arc<dyn Store> })
         })
         .await;
     }
