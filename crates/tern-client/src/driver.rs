@@ -342,7 +342,14 @@ impl Driver {
         match frame {
             ServerFrame::Msg(m) => {
                 self.acks.push(m.msg_id);
-                let outcome = self.with_inbox(|i| i.receive(m));
+                // This device's own message, whose `sent` answer was lost with a connection: the
+                // resume replays it before the resent request is answered. The app has it (it
+                // is still waiting for `send` to return), so it is skipped like any own send.
+                let outcome = if self.is_unanswered_send(&m) {
+                    self.with_inbox(|i| i.sent(m.conv_id, m.seq))
+                } else {
+                    self.with_inbox(|i| i.receive(m))
+                };
                 self.apply(outcome, conn).await?;
             }
             ServerFrame::Sent { id, conv_id, seq, .. } => {
@@ -426,6 +433,16 @@ impl Driver {
         if self.seen_pushes.first_time(push.msg_id) {
             self.emit(Event::Push(push)).await;
         }
+    }
+
+    /// Whether `m` is one of this device's sends still waiting for its answer (same sender,
+    /// same idempotency key — keys are per sender, so another user's equal key does not match).
+    fn is_unanswered_send(&self, m: &tern_proto::Message) -> bool {
+        self.session.user == Some(m.from)
+            && self.pending.values().any(|p| {
+                matches!(p, Pending::App { frame: ClientFrame::Send { client_msg_id, .. }, .. }
+                    if *client_msg_id == m.client_msg_id)
+            })
     }
 
     fn with_inbox<R: Default>(&self, f: impl FnOnce(&mut Inbox) -> R) -> R {

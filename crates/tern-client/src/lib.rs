@@ -71,6 +71,8 @@ pub struct DeviceSession {
 #[derive(Debug, Clone)]
 pub(crate) struct Credentials {
     pub(crate) token: String,
+    /// The account (`None` for an anonymous device): tells this device's own messages apart.
+    pub(crate) user: Option<UserId>,
     pub(crate) endpoints: Endpoints,
 }
 
@@ -300,13 +302,17 @@ impl Client {
     /// Connects and authenticates. Fails if the first attempt fails; afterwards the client
     /// reconnects by itself.
     pub async fn connect(session: Session, options: Options) -> Result<(Client, Events), Error> {
-        Self::start(Credentials { token: session.token, endpoints: session.endpoints }, options).await
+        Self::start(
+            Credentials { token: session.token, user: Some(session.user_id), endpoints: session.endpoints },
+            options,
+        )
+        .await
     }
 
     /// Connects an anonymous device (rooms and pushes only; no chat). `resume` is ignored.
     pub async fn connect_device(device: DeviceSession, options: Options) -> Result<(Client, Events), Error> {
         let options = Options { resume: false, ..options };
-        Self::start(Credentials { token: device.token, endpoints: device.endpoints }, options).await
+        Self::start(Credentials { token: device.token, user: None, endpoints: device.endpoints }, options).await
     }
 
     async fn start(credentials: Credentials, options: Options) -> Result<(Client, Events), Error> {

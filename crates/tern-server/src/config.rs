@@ -19,8 +19,10 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Message rules.
     pub messages: MessagesConfig,
-    /// The embedded store.
+    /// The store: embedded SQLite (default) or PostgreSQL.
     pub store: StoreConfig,
+    /// Running as one of several nodes.
+    pub cluster: ClusterConfig,
     /// The push service for business servers.
     pub push: PushConfig,
     /// Live rooms.
@@ -206,16 +208,33 @@ pub enum Synchronous {
     Normal,
 }
 
-/// The embedded store.
+/// The store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `full` or `normal`; see [`Synchronous`].
+    /// Empty: the embedded SQLite store in `server.data_dir`. A `postgres://user@host:port/db`
+    /// URL: PostgreSQL, shared by every node of a cluster (`tern serve --store URL`).
+    pub postgres_url: String,
+    /// PostgreSQL schema holding tern's tables (created if missing); empty: the connection's
+    /// default (`public`).
+    pub postgres_schema: String,
+    /// Connections to PostgreSQL per node.
+    pub postgres_pool: usize,
+    /// SQLite: `full` or `normal`; see [`Synchronous`].
     pub synchronous: Synchronous,
     /// Most writes committed in one transaction (group commit).
     pub max_batch: usize,
-    /// Read connections kept open.
+    /// SQLite: read connections kept open.
     pub readers: usize,
+}
+
+/// Several nodes serving one deployment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's number, 0–1023, unique in the cluster (it is part of every message id the
+    /// node issues). `tern serve --node-id N`.
+    pub node_id: u16,
 }
 
 impl Default for ServerConfig {
@@ -277,7 +296,14 @@ impl Default for MessagesConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { synchronous: Synchronous::Full, max_batch: 512, readers: 4 }
+        Self {
+            postgres_url: String::new(),
+            postgres_schema: String::new(),
+            postgres_pool: 16,
+            synchronous: Synchronous::Full,
+            max_batch: 512,
+            readers: 4,
+        }
     }
 }
 
@@ -313,7 +339,26 @@ impl Config {
                 "server.trusted_proxies: {bad:?} is not an IP address or CIDR block (like 10.0.0.0/8)"
             )));
         }
-        let checks: [(bool, &str); 19] = [
+        let pg = &self.store.postgres_url;
+        if !pg.is_empty() && !(pg.starts_with("postgres://") || pg.starts_with("postgresql://")) {
+            return Err(ConfigError(
+                "store.postgres_url must start with postgres:// (or be empty: embedded store)".into(),
+            ));
+        }
+        if !pg.is_empty() && self.auth.token_secret.is_empty() {
+            return Err(ConfigError(
+                "auth.token_secret must be set when the store is shared (store.postgres_url): every node must \
+                 accept the tokens the others issue"
+                    .into(),
+            ));
+        }
+        let checks: [(bool, &str); 22] = [
+            (self.cluster.node_id < 1024, "cluster.node_id must be 0 to 1023"),
+            (self.store.postgres_pool >= 2, "store.postgres_pool must be >= 2"),
+            (
+                self.store.postgres_schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "store.postgres_schema may hold only letters, digits and _",
+            ),
             (g.max_connections >= 1, "gateway.max_connections must be >= 1"),
             (self.server.http_header_timeout_ms >= 100, "server.http_header_timeout_ms must be >= 100"),
             (

@@ -19,6 +19,7 @@ use crate::gateway::transport::tcp::TcpIo;
 use crate::logic::Logic;
 use crate::logic::push::PushService;
 use crate::store::Store;
+use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 
 /// Start-up failed.
@@ -70,10 +71,22 @@ impl Server {
             queue: cfg.push.queue,
         };
         let dispatcher = Arc::new(Dispatcher::new(bus, aggregate));
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&cfg.server.data_dir, &cfg.store, dispatcher.clone())
-                .map_err(|e| StartError::Store(e.to_string()))?,
-        );
+        let store: Arc<dyn Store> = if cfg.store.postgres_url.is_empty() {
+            Arc::new(
+                SqliteStore::open(&cfg.server.data_dir, &cfg.store, dispatcher.clone())
+                    .map_err(|e| StartError::Store(e.to_string()))?,
+            )
+        } else {
+            let opts = PgOptions {
+                url: cfg.store.postgres_url.clone(),
+                pool_size: cfg.store.postgres_pool,
+                max_batch: cfg.store.max_batch,
+                schema: Some(cfg.store.postgres_schema.clone()).filter(|s| !s.is_empty()),
+            };
+            Arc::new(
+                PostgresStore::open(&opts, dispatcher.clone()).await.map_err(|e| StartError::Store(e.to_string()))?,
+            )
+        };
         let secret = Auth::load_secret(&cfg.auth.token_secret, &cfg.server.data_dir)
             .map_err(|e| StartError::Store(format!("token secret: {e}")))?;
         let auth = Auth::new(&secret, cfg.auth.token_ttl_secs, cfg.auth.max_concurrent_hashes);

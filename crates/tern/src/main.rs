@@ -38,6 +38,12 @@ enum Command {
         /// A push API key with every scope (at least 16 characters).
         #[arg(long, env = "TERN_PUSH__BOOTSTRAP_KEY", hide_env_values = true)]
         push_key: Option<String>,
+        /// Shared PostgreSQL store (`postgres://user@host:port/db`) instead of the embedded one.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// This node's number in a cluster, 0–1023.
+        #[arg(long)]
+        node_id: Option<u16>,
     },
     /// Create an account.
     Register {
@@ -146,8 +152,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match args.command {
-            Command::Serve { config, data_dir, http, tcp, log_json, push_key } => {
-                cli::serve::run(config, data_dir, http, tcp, log_json, push_key).await
+            Command::Serve { config, data_dir, http, tcp, log_json, push_key, store, node_id } => {
+                let flags = cli::serve::Flags { config, data_dir, http, tcp, log_json, push_key, store, node_id };
+                cli::serve::run(flags).await
             }
             Command::Push(args) => cli::push::push(args).await,
             Command::Keys(cmd) => cli::push::keys(cmd).await,

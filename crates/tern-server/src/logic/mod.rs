@@ -122,7 +122,7 @@ impl Logic {
             presence,
             store,
             auth,
-            ids: Arc::new(MsgIdGen::new(0)),
+            ids: Arc::new(MsgIdGen::new(cfg.cluster.node_id)),
             max_body_bytes: cfg.messages.max_body_bytes,
             resume_push_limit: cfg.gateway.resume_push_limit,
             known_users: Mutex::new(HashSet::new()),

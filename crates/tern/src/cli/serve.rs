@@ -7,14 +7,20 @@ use std::time::Duration;
 use tern_server::{Config, Server};
 use tracing_subscriber::EnvFilter;
 
-pub async fn run(
-    config: Option<PathBuf>,
-    data_dir: Option<PathBuf>,
-    http: Option<SocketAddr>,
-    tcp: Option<SocketAddr>,
-    log_json: bool,
-    push_key: Option<String>,
-) -> anyhow::Result<()> {
+/// `tern serve`'s flags; each overrides its setting from the config file and environment.
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub http: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub log_json: bool,
+    pub push_key: Option<String>,
+    pub store: Option<String>,
+    pub node_id: Option<u16>,
+}
+
+pub async fn run(flags: Flags) -> anyhow::Result<()> {
+    let Flags { config, data_dir, http, tcp, log_json, push_key, store, node_id } = flags;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if log_json {
@@ -35,6 +41,12 @@ pub async fn run(
     }
     if let Some(k) = push_key {
         cfg.push.bootstrap_key = k;
+    }
+    if let Some(url) = store {
+        cfg.store.postgres_url = url;
+    }
+    if let Some(n) = node_id {
+        cfg.cluster.node_id = n;
     }
     // A bad setting stops start-up with its one line before anything else is logged.
     cfg.validate()?;
