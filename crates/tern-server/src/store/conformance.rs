@@ -289,6 +289,11 @@ async fn im_transactions(store: Arc<dyn Store>, recorder: Arc<Recipients>) {
     let list = store.conversation_list(a).await.unwrap();
     let entry = list.iter().find(|e| e.conv_id == ab).unwrap();
     assert_eq!((entry.unread, entry.last_seq, entry.peer_read_seq), (3, 3, Some(0)));
+    assert!(list.windows(2).all(|w| w[0].last_ts >= w[1].last_ts), "newest first");
+    let group_entry = list.iter().find(|e| e.conv_id == conv).unwrap();
+    assert_eq!((group_entry.name.as_deref(), group_entry.peer_read_seq), (Some("g"), None));
+    assert_eq!(group_entry.last_message.as_ref().map(|m| m.seq), Some(group_entry.last_seq));
+    assert!(list.iter().all(|e| !matches!(e.conv_id, ConvId::User(_))), "event streams are not listed");
     let read = Scope { member: Some((ab, a)), ..Scope::default() };
     store
         .transact(

@@ -1048,19 +1048,24 @@ async fn load_relation<C: GenericClient + Sync>(c: &C, owner: UserId, peer: User
 const MESSAGE_COLUMNS: &str = "conv_id, seq, msg_id, sender, client_msg_id, ts, body";
 
 fn row_to_message(row: &Row) -> Result<Message, StoreError> {
+    message_from(row, 0)
+}
+
+/// A message from the [`MESSAGE_COLUMNS`] starting at column `at`.
+fn message_from(row: &Row, at: usize) -> Result<Message, StoreError> {
     let conv_id = row
-        .get::<_, &str>(0)
+        .get::<_, &str>(at)
         .parse::<ConvId>()
         .map_err(|e| StoreError::Backend(format!("stored conversation id: {e}")))?;
-    let body: Body = serde_json::from_slice(row.get::<_, &[u8]>(6))
+    let body: Body = serde_json::from_slice(row.get::<_, &[u8]>(at + 6))
         .map_err(|e| StoreError::Backend(format!("stored message body: {e}")))?;
     Ok(Message {
         conv_id,
-        seq: row.get::<_, i64>(1) as u64,
-        msg_id: MsgId(row.get::<_, i64>(2) as u64),
-        from: UserId(row.get::<_, i64>(3) as u64),
-        client_msg_id: row.get(4),
-        ts: row.get::<_, i64>(5) as u64,
+        seq: row.get::<_, i64>(at + 1) as u64,
+        msg_id: MsgId(row.get::<_, i64>(at + 2) as u64),
+        from: UserId(row.get::<_, i64>(at + 3) as u64),
+        client_msg_id: row.get(at + 4),
+        ts: row.get::<_, i64>(at + 5) as u64,
         body,
     })
 }
@@ -1309,14 +1314,15 @@ impl Store for PostgresStore {
                             AND x.counted AND x.sender <> $1 LIMIT {UNREAD_CAP}) u), \
                          (SELECT p.read_seq FROM conv_members p WHERE m.conv_id LIKE 'd:%' AND p.conv_id = m.conv_id \
                             AND p.user_id <> $1 LIMIT 1), \
-                         CASE WHEN m.conv_id LIKE 'g:%' THEN (SELECT g.name FROM groups g WHERE g.id = substr(m.conv_id, 3)::bigint) END \
+                         CASE WHEN m.conv_id LIKE 'g:%' THEN (SELECT g.name FROM groups g WHERE g.id = substr(m.conv_id, 3)::bigint) END, \
+                         lm.conv_id, lm.seq, lm.msg_id, lm.sender, lm.client_msg_id, lm.ts, lm.body \
                          FROM conv_members m JOIN conversations c ON c.conv_id = m.conv_id \
+                         LEFT JOIN messages lm ON lm.conv_id = m.conv_id AND lm.seq = c.last_seq \
                          WHERE m.user_id = $1 AND m.conv_id NOT LIKE 'u:%' ORDER BY c.last_ts DESC, c.conv_id"
                     ),
                     &[&(user.0 as i64)],
                 )
                 .await?;
-            let c = self.client().await?;
             let mut out = Vec::with_capacity(rows.len());
             for r in &rows {
                 let Ok(conv_id) = r.get::<_, &str>(0).parse::<ConvId>() else { continue };
@@ -1329,7 +1335,10 @@ impl Store for PostgresStore {
                     conv_id,
                     last_seq,
                     last_ts: r.get::<_, i64>(3) as u64,
-                    last_message: message_at(&**c, conv_id, last_seq).await?,
+                    last_message: match r.get::<_, Option<&str>>(7) {
+                        Some(_) => Some(message_from(r, 7)?),
+                        None => None,
+                    },
                     read_seq: r.get::<_, i64>(1) as u64,
                     unread: r.get::<_, i64>(4) as u64,
                     peer_read_seq,
