@@ -340,7 +340,8 @@ impl Config {
             )));
         }
         let pg = &self.store.postgres_url;
-        if !pg.is_empty() && !(pg.starts_with("postgres://") || pg.starts_with("postgresql://")) {
+        let postgres_scheme = pg.starts_with("postgres://") || pg.starts_with("postgresql://");
+        if !pg.is_empty() && !postgres_scheme {
             return Err(ConfigError(
                 "store.postgres_url must start with postgres:// (or be empty: embedded store)".into(),
             ));
@@ -550,13 +551,29 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_store_needs_a_postgres_url_a_shared_token_secret_and_a_node_id_in_range() {
+        let mut cfg = Config::default();
+        cfg.store.postgres_url = "mysql://x".into();
+        assert!(cfg.validate().unwrap_err().to_string().contains("store.postgres_url"));
+        cfg.store.postgres_url = "postgres://postgres@127.0.0.1/test".into();
+        assert!(cfg.validate().unwrap_err().to_string().contains("auth.token_secret"));
+        cfg.auth.token_secret = "x".repeat(32);
+        cfg.validate().unwrap();
+        cfg.cluster.node_id = 1024;
+        assert!(cfg.validate().unwrap_err().to_string().contains("cluster.node_id"));
+        cfg.cluster.node_id = 3;
+        cfg.store.postgres_schema = "a; DROP TABLE users".into();
+        assert!(cfg.validate().unwrap_err().to_string().contains("store.postgres_schema"));
+    }
+
+    #[test]
     fn the_example_lists_every_setting_with_its_meaning_and_parses_to_the_defaults() {
         let text = example();
         let parsed: Config = toml::from_str(&text).expect("the example is valid config");
         assert_eq!(toml::to_string(&parsed).unwrap(), toml::to_string(&Config::default()).unwrap());
         let docs = StructDocs::parse(include_str!("config.rs"));
         let sections = docs.fields("Config");
-        assert_eq!(sections.len(), 7);
+        assert_eq!(sections.len(), 8);
         for (section, doc, ty) in sections {
             assert!(!doc.is_empty(), "[{section}] has no doc comment");
             assert!(text.contains(&format!("[{section}]")), "[{section}] missing");

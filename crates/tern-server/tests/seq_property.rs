@@ -18,7 +18,7 @@ fn run(senders: usize, per_sender: usize, resend_every: usize, max_batch: usize)
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = StoreConfig { synchronous: Synchronous::Normal, max_batch, readers: 2 };
+        let cfg = StoreConfig { synchronous: Synchronous::Normal, max_batch, readers: 2, ..StoreConfig::default() };
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), &cfg, null_listener()).unwrap());
         // The 1:1 send path checks the recipient exists: users 1 and 2.
         assert_eq!(seed_users(&*store, 2).await, vec![UserId(1), UserId(2)]);
