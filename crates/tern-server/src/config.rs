@@ -229,12 +229,25 @@ pub struct StoreConfig {
 }
 
 /// Several nodes serving one deployment.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// This node's number, 0–1023, unique in the cluster (it is part of every message id the
     /// node issues). `tern serve --node-id N`.
     pub node_id: u16,
+    /// Empty: a single node. A `nats://host:port` URL: deliveries between the nodes go over this
+    /// NATS server (`tern serve --cluster URL`); every node also needs the same
+    /// `store.postgres_url` and `auth.token_secret`.
+    pub nats_url: String,
+    /// The cluster's name: the prefix of its NATS subjects, so several clusters can share one
+    /// NATS server.
+    pub name: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { node_id: 0, nats_url: String::new(), name: "tern".into() }
+    }
 }
 
 impl Default for ServerConfig {
@@ -353,7 +366,21 @@ impl Config {
                     .into(),
             ));
         }
-        let checks: [(bool, &str); 22] = [
+        if !self.cluster.nats_url.is_empty() && pg.is_empty() {
+            return Err(ConfigError(
+                "cluster.nats_url needs store.postgres_url: the nodes of a cluster share one store".into(),
+            ));
+        }
+        let checks: [(bool, &str); 24] = [
+            (
+                self.cluster.nats_url.is_empty() || self.cluster.nats_url.starts_with("nats://"),
+                "cluster.nats_url must start with nats:// (or be empty: one node)",
+            ),
+            (
+                !self.cluster.name.is_empty()
+                    && self.cluster.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                "cluster.name must be letters, digits, _ and - (it prefixes NATS subjects)",
+            ),
             (self.cluster.node_id < 1024, "cluster.node_id must be 0 to 1023"),
             (self.store.postgres_pool >= 2, "store.postgres_pool must be >= 2"),
             (

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::auth::Auth;
+use crate::bus::nats::{NatsBus, NatsOptions};
 use crate::bus::{Bus, LocalBus};
 use crate::config::{Config, ConfigError};
 use crate::dispatch::{AggregateConfig, Dispatcher, OutFrame, Registry};
@@ -62,7 +63,16 @@ impl Server {
 
         // Build bottom-up along the data flow: connections registry ← bus ← dispatch ← store ← logic.
         let registry = Arc::new(Registry::new(cfg.gateway.slow_consumer_ms));
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(registry.clone()));
+        let bus: Arc<dyn Bus> = if cfg.cluster.nats_url.is_empty() {
+            Arc::new(LocalBus::new(registry.clone()))
+        } else {
+            let opts = NatsOptions {
+                url: cfg.cluster.nats_url.clone(),
+                cluster: cfg.cluster.name.clone(),
+                node: cfg.cluster.node_id,
+            };
+            NatsBus::connect(opts, registry.clone()).await.map_err(StartError::Store)?
+        };
         let aggregate = AggregateConfig {
             enabled: cfg.push.aggregate,
             window: Duration::from_millis(cfg.push.aggregate_window_ms),
@@ -70,7 +80,7 @@ impl Server {
             compress_over: cfg.push.compress_over_bytes,
             queue: cfg.push.queue,
         };
-        let dispatcher = Arc::new(Dispatcher::new(bus, aggregate));
+        let dispatcher = Arc::new(Dispatcher::new(bus.clone(), aggregate));
         let store: Arc<dyn Store> = if cfg.store.postgres_url.is_empty() {
             Arc::new(
                 SqliteStore::open(&cfg.server.data_dir, &cfg.store, dispatcher.clone())
@@ -101,6 +111,7 @@ impl Server {
         let gateway = Arc::new(Gateway::new(
             logic.clone(),
             registry.clone(),
+            bus.clone(),
             cfg.gateway.clone(),
             cfg.push.qos1_ttl_ms,
             shutdown.clone(),

@@ -44,6 +44,9 @@ enum Command {
         /// This node's number in a cluster, 0–1023.
         #[arg(long)]
         node_id: Option<u16>,
+        /// Run as a cluster node: the NATS server carrying deliveries between nodes.
+        #[arg(long, value_name = "URL")]
+        cluster: Option<String>,
     },
     /// Create an account.
     Register {
@@ -152,8 +155,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match args.command {
-            Command::Serve { config, data_dir, http, tcp, log_json, push_key, store, node_id } => {
-                let flags = cli::serve::Flags { config, data_dir, http, tcp, log_json, push_key, store, node_id };
+            Command::Serve { config, data_dir, http, tcp, log_json, push_key, store, node_id, cluster } => {
+                let flags =
+                    cli::serve::Flags { config, data_dir, http, tcp, log_json, push_key, store, node_id, cluster };
                 cli::serve::run(flags).await
             }
             Command::Push(args) => cli::push::push(args).await,

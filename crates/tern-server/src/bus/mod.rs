@@ -2,14 +2,28 @@
 //!
 //! Dispatch publishes an [`Envelope`] on the [`Bus`]; each node's bus hands envelopes for it to
 //! that node's [`LocalDelivery`] (the connection registry). In embedded mode [`LocalBus`] does
-//! that in-process with no copy; a clustered bus (NATS) implements the same trait, so dispatch
-//! and logic never change.
+//! that in-process with no copy; [`nats::NatsBus`] carries them between the nodes of a cluster,
+//! so dispatch and logic never change.
+
+pub mod nats;
 
 use std::sync::Arc;
 
 use tern_proto::{DeviceId, Priority, UserId};
 
 use crate::dispatch::OutFrame;
+use crate::store::BoxFut;
+
+/// What a node holds connections for, and so wants deliveries of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Interest {
+    /// A signed-in user (any of their devices).
+    User(UserId),
+    /// An anonymous device.
+    Device(DeviceId),
+    /// A live room.
+    Room(String),
+}
 
 /// Who a delivery is for.
 #[derive(Debug, Clone)]
@@ -55,6 +69,20 @@ pub trait LocalDelivery: Send + Sync + 'static {
 pub trait Bus: Send + Sync + 'static {
     /// Publishes an envelope. Must not block: called on the store's commit path.
     fn publish(&self, envelope: Envelope);
+
+    /// This node has one more connection for `key`. The future completes once deliveries for
+    /// `key` from every node reach this one — a connection waits for it before reading what it
+    /// missed, so nothing falls between the two. Calls are counted: as many
+    /// [`Bus::unsubscribe`]s end the interest.
+    fn subscribe(self: Arc<Self>, key: Interest) -> BoxFut<'static, ()> {
+        let _ = key;
+        Box::pin(std::future::ready(()))
+    }
+
+    /// This node has one connection fewer for `key`.
+    fn unsubscribe(&self, key: Interest) {
+        let _ = key;
+    }
 }
 
 /// The embedded bus: one node, delivery is a function call.

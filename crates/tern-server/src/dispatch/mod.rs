@@ -65,6 +65,34 @@ impl OutFrame {
         })
     }
 
+    /// A frame that arrived from another node with its MessagePack encoding (and the brotli form
+    /// of it, if the sender compressed it): those bytes are queued as they are.
+    pub fn from_wire(frame: ServerFrame, compress_over: usize, binary: Bytes, compressed: Option<Bytes>) -> Arc<Self> {
+        let prefixed = |b: &Bytes| {
+            let mut out = bytes::BytesMut::with_capacity(b.len() + tern_proto::codec::LEN_PREFIX);
+            out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            out.extend_from_slice(b);
+            out.freeze()
+        };
+        let out = Self::compressible(frame, compress_over);
+        let _ = out.binary.set(prefixed(&binary));
+        if compressed.is_some() || binary.len() <= compress_over {
+            let _ = out.binary_br.set(compressed.as_ref().map(prefixed));
+        }
+        out
+    }
+
+    /// The compression threshold.
+    pub fn compress_over(&self) -> usize {
+        self.compress_over
+    }
+
+    /// The brotli-compressed MessagePack encoding (no prefix), if the frame is long enough to be
+    /// sent compressed.
+    pub fn binary_compressed(&self) -> Option<Bytes> {
+        self.binary_br_prefixed().map(|c| c.slice(tern_proto::codec::LEN_PREFIX..))
+    }
+
     /// The frame.
     pub fn frame(&self) -> &ServerFrame {
         &self.frame

@@ -23,6 +23,7 @@ use super::Gateway;
 use super::transport::{FrameIo, ReadError};
 use super::unacked::{Expiry, Unacked};
 use crate::auth::{Identity, Principal};
+use crate::bus::Interest;
 use crate::dispatch::{ConnHandle, Kick, Lag, OutFrame, Owner};
 use crate::error::Error;
 use crate::logic::bucket::Bucket;
@@ -109,6 +110,10 @@ pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, pe
         };
         if let Some(handle) = registered {
             conn.gw.registry.deregister(&handle, conn.room.as_deref());
+            conn.gw.bus.unsubscribe(interest_of(&handle));
+            if let Some(room) = conn.room.take() {
+                conn.gw.bus.unsubscribe(Interest::Room(room));
+            }
             if let Owner::User(user) = handle.owner {
                 conn.gw.logic.presence().disconnected(user);
             }
@@ -145,6 +150,8 @@ impl<T: FrameIo> Conn<T> {
         // for us, one committed before is in the store; overlaps are dropped by seq.
         self.gw.registry.register(handle.clone());
         *registered = Some(handle.clone());
+        // In a cluster, also wait until deliveries from the other nodes reach this one.
+        Arc::clone(&self.gw.bus).subscribe(interest_of(&handle)).await;
         if let Some(identity) = principal.user() {
             self.gw.logic.presence().connected(identity.user_id);
         }
@@ -469,11 +476,16 @@ impl<T: FrameIo> Conn<T> {
                     return Ok(());
                 }
                 // One room per connection: joining another is a switch (leave, then enter).
+                let entering = self.room.as_deref() != Some(room.as_str());
                 if let Some(old) = self.room.take_if(|r| *r != room) {
                     self.gw.registry.leave(&old, self.conn_id);
+                    self.gw.bus.unsubscribe(Interest::Room(old));
                 }
                 let area = self.gw.logic.room_area(&room);
                 let online = self.gw.registry.join(&room, &area, handle);
+                if entering {
+                    Arc::clone(&self.gw.bus).subscribe(Interest::Room(room.clone())).await;
+                }
                 tracing::debug!(%room, %area, online, "joined room");
                 self.room = Some(room.clone());
                 self.out.push(OutFrame::new(ServerFrame::Joined { id, room, area, online }));
@@ -482,6 +494,7 @@ impl<T: FrameIo> Conn<T> {
                 let room = self.room.take();
                 if let Some(r) = &room {
                     self.gw.registry.leave(r, self.conn_id);
+                    self.gw.bus.unsubscribe(Interest::Room(r.clone()));
                 }
                 self.out.push(OutFrame::new(ServerFrame::Left { id, room }));
             }
@@ -585,5 +598,13 @@ fn kicked_message(reason: CloseReason) -> String {
             "the session ended (logout, password change or account disabled); log in again".into()
         }
         other => other.as_str().replace('_', " "),
+    }
+}
+
+/// What a connection makes this node want deliveries of.
+fn interest_of(handle: &ConnHandle) -> Interest {
+    match handle.owner {
+        Owner::User(user) => Interest::User(user),
+        Owner::Device => Interest::Device(handle.device_id.clone()),
     }
 }

@@ -21,6 +21,7 @@ use tern_proto::{CloseReason, ConnId};
 use tokio_util::sync::CancellationToken;
 pub use unacked::RetryPolicy;
 
+use crate::bus::Bus;
 use crate::config::GatewayConfig;
 use crate::dispatch::Registry;
 use crate::logic::Logic;
@@ -29,6 +30,8 @@ use crate::logic::Logic;
 pub struct Gateway {
     logic: Arc<Logic>,
     registry: Arc<Registry>,
+    /// Told which users, devices and rooms have connections here (cluster routing).
+    bus: Arc<dyn Bus>,
     cfg: GatewayConfig,
     shutdown: CancellationToken,
     next_conn: AtomicU64,
@@ -47,6 +50,7 @@ impl Gateway {
     pub fn new(
         logic: Arc<Logic>,
         registry: Arc<Registry>,
+        bus: Arc<dyn Bus>,
         cfg: GatewayConfig,
         qos1_ttl_ms: u64,
         shutdown: CancellationToken,
@@ -54,6 +58,7 @@ impl Gateway {
         Self {
             logic,
             registry,
+            bus,
             cfg,
             shutdown,
             next_conn: AtomicU64::new(1),

@@ -17,10 +17,11 @@ pub struct Flags {
     pub push_key: Option<String>,
     pub store: Option<String>,
     pub node_id: Option<u16>,
+    pub cluster: Option<String>,
 }
 
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
-    let Flags { config, data_dir, http, tcp, log_json, push_key, store, node_id } = flags;
+    let Flags { config, data_dir, http, tcp, log_json, push_key, store, node_id, cluster } = flags;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if log_json {
@@ -47,6 +48,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     if let Some(n) = node_id {
         cfg.cluster.node_id = n;
+    }
+    if let Some(url) = cluster {
+        cfg.cluster.nats_url = url;
     }
     // A bad setting stops start-up with its one line before anything else is logged.
     cfg.validate()?;

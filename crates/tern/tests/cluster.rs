@@ -1,0 +1,161 @@
+//! Three nodes on one PostgreSQL database and one NATS server: users on different nodes chat
+//! 1:1 and in groups, and pushes to users, devices, rooms, areas and everyone reach exactly the
+//! right connections on whichever node they are, once.
+//!
+//! Needs `TERN_TEST_POSTGRES` (e.g. `postgres://postgres@127.0.0.1:5432/test`) and
+//! `TERN_TEST_NATS` (e.g. `nats://127.0.0.1:4222`); without them the tests print a notice and
+//! pass, unless `TERN_REQUIRE_CLUSTER` is set (`.ci/run` sets all three).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, connect, connect_device, expect_messages, expect_pushes, texts};
+use serde_json::json;
+use tern_client::{Body, ConvId, GroupId, Transport};
+
+struct Cluster {
+    nodes: Vec<TestServer>,
+    schema: String,
+    pg: String,
+}
+
+/// The service URLs, or `None` (with a printed notice) when they are not configured.
+fn services() -> Option<(String, String)> {
+    let pg = std::env::var("TERN_TEST_POSTGRES").ok().filter(|s| !s.is_empty());
+    let nats = std::env::var("TERN_TEST_NATS").ok().filter(|s| !s.is_empty());
+    match (pg, nats) {
+        (Some(pg), Some(nats)) => Some((pg, nats)),
+        _ => {
+            assert!(
+                std::env::var_os("TERN_REQUIRE_CLUSTER").is_none(),
+                "TERN_REQUIRE_CLUSTER is set but TERN_TEST_POSTGRES or TERN_TEST_NATS is not"
+            );
+            eprintln!(
+                "SKIPPED: set TERN_TEST_POSTGRES=postgres://… and TERN_TEST_NATS=nats://… to run the cluster tests"
+            );
+            None
+        }
+    }
+}
+
+impl Cluster {
+    /// `n` nodes sharing a fresh schema and a cluster name of their own (tests run in parallel).
+    async fn start(n: u16) -> Option<Self> {
+        let (pg, nats) = services()?;
+        let tag = format!("{:012x}", rand::random::<u64>() >> 16);
+        let schema = format!("tern_cluster_{tag}");
+        let mut nodes = Vec::new();
+        for node in 1..=n {
+            let (pg, nats, schema, name) = (pg.clone(), nats.clone(), schema.clone(), format!("t{tag}"));
+            nodes.push(
+                TestServer::with(move |c| {
+                    c.store.postgres_url = pg;
+                    c.store.postgres_schema = schema;
+                    c.store.postgres_pool = 4;
+                    c.auth.token_secret = "cluster-test-secret-0123456789abcdef".into();
+                    c.cluster.nats_url = nats;
+                    c.cluster.name = name;
+                    c.cluster.node_id = node;
+                })
+                .await,
+            );
+        }
+        Some(Self { nodes, schema, pg })
+    }
+
+    async fn drop_schema(self) {
+        let schema = self.schema.clone();
+        let pg = self.pg.clone();
+        drop(self.nodes);
+        if let Ok((c, conn)) = tokio_postgres::connect(&pg, tokio_postgres::NoTls).await {
+            tokio::spawn(conn);
+            let _ = c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_on_three_nodes_chat_one_to_one_and_in_a_group() {
+    let Some(cluster) = Cluster::start(3).await else { return };
+    let [n1, n2, n3] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    // Each logs in through, and so connects to, a different node.
+    let alice = n1.login("alice", "phone").await;
+    let bob = n2.login("bob", "phone").await;
+    let carol = n3.login("carol", "laptop").await;
+    let (a, mut ae) = connect(&alice, Transport::Tcp).await;
+    let (b, mut be) = connect(&bob, Transport::WsJson).await;
+    let (c, mut ce) = connect(&carol, Transport::WsBinary).await;
+
+    for i in 0..5 {
+        a.send(bob.user_id, Body::Text { text: format!("a{i}") }, format!("a{i}")).await.unwrap();
+    }
+    assert_eq!(texts(&expect_messages(&mut be, 5).await), ["a0", "a1", "a2", "a3", "a4"]);
+    b.send(alice.user_id, Body::Text { text: "hi alice".into() }, "b0".into()).await.unwrap();
+    assert_eq!(texts(&expect_messages(&mut ae, 1).await), ["hi alice"]);
+
+    // A group created on node 1 with members on nodes 2 and 3.
+    let group = tern_client::http::im::create_group(&alice, "three nodes", "open").await.unwrap();
+    let gid = GroupId(group["group_id"].as_u64().unwrap());
+    for u in [bob.user_id, carol.user_id] {
+        tern_client::http::im::invite(&alice, gid, u).await.unwrap();
+    }
+    let conv = ConvId::Group(gid);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for e in [&mut ae, &mut be, &mut ce] {
+        common::drain_messages(e, Duration::from_millis(200)).await; // the join notices
+    }
+    a.send_to(conv, Body::Text { text: "from n1".into() }, "g-a".into()).await.unwrap();
+    b.send_to(conv, Body::Text { text: "from n2".into() }, "g-b".into()).await.unwrap();
+    c.send_to(conv, Body::Text { text: "from n3".into() }, "g-c".into()).await.unwrap();
+    assert_eq!(texts(&expect_messages(&mut ae, 2).await), ["from n2", "from n3"]);
+    assert_eq!(texts(&expect_messages(&mut be, 2).await), ["from n1", "from n3"]);
+    assert_eq!(texts(&expect_messages(&mut ce, 2).await), ["from n1", "from n2"]);
+    cluster.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_reach_exactly_the_right_connections_on_every_node_once() {
+    let Some(cluster) = Cluster::start(3).await else { return };
+    let [n1, n2, n3] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let alice = n1.login("alice", "phone").await;
+    let bob = n2.login("bob", "phone").await;
+    let (_a, mut ae) = connect(&alice, Transport::Tcp).await;
+    let (b, mut be) = connect(&bob, Transport::WsJson).await;
+    let anon = n3.device().await;
+    let (d, mut de) = connect_device(&anon, Transport::WsBinary).await;
+    let lurker = n1.device().await;
+    let (_l, mut le) = connect_device(&lurker, Transport::Tcp).await;
+
+    // A room with members on nodes 2 and 3, pushed to through node 1 (which has none of them).
+    b.join("hot").await.unwrap();
+    d.join("hot").await.unwrap();
+    for i in 0..30 {
+        let prio = if i % 10 == 9 { "high" } else { "low" };
+        n1.push("/v1/push/rooms/hot", json!({ "data": i, "priority": prio })).await;
+    }
+    let numbers = |ps: Vec<tern_client::Push>| ps.into_iter().map(|p| p.data.as_u64().unwrap()).collect::<Vec<_>>();
+    let mut got_b = numbers(expect_pushes(&mut be, 30).await);
+    let mut got_d = numbers(expect_pushes(&mut de, 30).await);
+    got_b.sort_unstable();
+    got_d.sort_unstable();
+    assert_eq!(got_b, (0..30).collect::<Vec<_>>(), "each push once to the member on node 2");
+    assert_eq!(got_d, (0..30).collect::<Vec<_>>(), "each push once to the member on node 3");
+
+    // User, device and global pushes, each through a node other than the target's.
+    n3.push("/v1/push/users", json!({ "users": [alice.user_id.0], "data": "to alice" })).await;
+    n1.push(
+        "/v1/push/devices",
+        json!({ "devices": [{ "user_id": bob.user_id.0, "device_id": "phone" }], "data": "to bob's phone" }),
+    )
+    .await;
+    n2.push("/v1/push/devices", json!({ "devices": [{ "device_id": anon.device_id.0 }], "data": "to anon" })).await;
+    n3.push("/v1/push/all", json!({ "data": "to all" })).await;
+    let data =
+        |ps: Vec<tern_client::Push>| ps.into_iter().map(|p| p.data.as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    assert_eq!(data(expect_pushes(&mut ae, 2).await), ["to alice", "to all"]);
+    assert_eq!(data(expect_pushes(&mut be, 2).await), ["to bob's phone", "to all"]);
+    assert_eq!(data(expect_pushes(&mut de, 2).await), ["to anon", "to all"]);
+    assert_eq!(data(expect_pushes(&mut le, 1).await), ["to all"]);
+    cluster.drop_schema().await;
+}
