@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::auth::Auth;
+use crate::bus::Control;
 use crate::bus::nats::{NatsBus, NatsOptions};
 use crate::bus::{Bus, LocalBus};
 use crate::config::{Config, ConfigError};
@@ -102,6 +103,20 @@ impl Server {
         let auth = Auth::new(&secret, cfg.auth.token_ttl_secs, cfg.auth.max_concurrent_hashes);
         let logic = Arc::new(Logic::new(store.clone(), auth, &cfg, dispatcher.clone()));
         logic.load().await.map_err(|e| StartError::Store(e.message))?;
+        {
+            // Changes made on other nodes: sessions ended there, rooms moved to another area.
+            let (logic, registry) = (Arc::clone(&logic), Arc::clone(&registry));
+            bus.on_control(Arc::new(move |control| {
+                logic.apply_control(&control);
+                match &control {
+                    Control::SessionCutoff { user, device, .. } => {
+                        let closed = registry.kick_user(*user, device.as_ref(), CloseReason::AuthFailed);
+                        tracing::info!(user_id = user.0, closed, "sessions ended on another node");
+                    }
+                    Control::RoomArea { room, area } => registry.set_area(room, area),
+                }
+            }));
+        }
         let push = Arc::new(
             PushService::new(logic.clone(), store, dispatcher.clone(), cfg.push.clone())
                 .await

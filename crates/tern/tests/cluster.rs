@@ -159,3 +159,56 @@ async fn pushes_reach_exactly_the_right_connections_on_every_node_once() {
     assert_eq!(data(expect_pushes(&mut le, 1).await), ["to all"]);
     cluster.drop_schema().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_node_ends_the_session_on_every_node_and_areas_are_shared() {
+    let Some(cluster) = Cluster::start(3).await else { return };
+    let [n1, n2, n3] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+
+    // Alice's phone is connected to node 2; she logs out everywhere through node 1.
+    let alice = n2.login("alice", "phone").await;
+    let (_a, mut ae) = connect(&alice, Transport::WsJson).await;
+    let on_n1 = tern_client::Session { server: n1.url(), ..alice.clone() };
+    let r = reqwest::Client::new().delete(format!("{}/v1/sessions", n1.url())).bearer_auth(&on_n1.token).send().await;
+    assert_eq!(r.unwrap().status(), 204);
+    let closed = common::wait_event(&mut ae, |e| matches!(e, tern_client::Event::Disconnected { .. })).await;
+    assert!(
+        matches!(
+            closed,
+            tern_client::Event::Disconnected {
+                reason: Some(tern_client::CloseReason::AuthFailed),
+                reconnecting: false,
+                ..
+            }
+        ),
+        "node 2 closed the socket as auth_failed: {closed:?}"
+    );
+    // And the token is refused by a third node.
+    let on_n3 = tern_client::Session { server: n3.url(), ..alice.clone() };
+    let refused = tern_client::http::im::me(&on_n3).await.unwrap_err();
+    assert_eq!(refused.code(), Some(tern_client::ErrorCode::Unauthorized), "{refused}");
+
+    // A room moved to an area through node 1 is in that area on node 2, and an area push made
+    // through node 3 reaches its member there — and not a member of another room.
+    let r = reqwest::Client::new()
+        .put(format!("{}/v1/rooms/g1", n1.url()))
+        .bearer_auth(common::PUSH_KEY)
+        .json(&json!({ "area": "games" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let player = n2.device().await;
+    let (p, mut pe) = connect_device(&player, Transport::Tcp).await;
+    assert_eq!(p.join("g1").await.unwrap().area, "games");
+    let other = n3.device().await;
+    let (o, mut oe) = connect_device(&other, Transport::WsJson).await;
+    o.join("m1").await.unwrap();
+    n3.push("/v1/push/areas/games", json!({ "data": "to games" })).await;
+    let got = expect_pushes(&mut pe, 1).await;
+    assert_eq!(got[0].data, json!("to games"));
+    common::expect_quiet(&mut oe, Duration::from_millis(300)).await;
+    assert!(tokio::time::timeout(Duration::from_millis(300), oe.next_push()).await.is_err(), "not to another area");
+    cluster.drop_schema().await;
+}

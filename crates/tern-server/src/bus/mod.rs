@@ -14,6 +14,32 @@ use tern_proto::{DeviceId, Priority, UserId};
 use crate::dispatch::OutFrame;
 use crate::store::BoxFut;
 
+/// A change every node must apply, not a delivery: each node holds these in memory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Control {
+    /// Tokens of `user` (on `device`, or all) issued at or before `after_ms` are void, and the
+    /// sockets of those sessions are closed.
+    SessionCutoff {
+        /// Whose.
+        user: UserId,
+        /// Which device; `None`: every device.
+        device: Option<DeviceId>,
+        /// The cutoff, ms since the Unix epoch.
+        after_ms: u64,
+    },
+    /// A room now belongs to an area.
+    RoomArea {
+        /// The room.
+        room: String,
+        /// Its area.
+        area: String,
+    },
+}
+
+/// Applies [`Control`]s from other nodes.
+pub type ControlHandler = Arc<dyn Fn(Control) + Send + Sync>;
+
 /// What a node holds connections for, and so wants deliveries of.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Interest {
@@ -82,6 +108,16 @@ pub trait Bus: Send + Sync + 'static {
     /// This node has one connection fewer for `key`.
     fn unsubscribe(&self, key: Interest) {
         let _ = key;
+    }
+
+    /// Tells the other nodes (this one has applied it already).
+    fn broadcast(&self, control: Control) {
+        let _ = control;
+    }
+
+    /// Where controls from other nodes go; set once at start.
+    fn on_control(&self, handler: ControlHandler) {
+        let _ = handler;
     }
 }
 

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tern_proto::{Codec, DeviceId, Priority, ServerFrame, UserId};
 use tokio::sync::{mpsc, watch};
 
-use super::{Bus, Envelope, Interest, LocalDelivery, Target};
+use super::{Bus, Control, ControlHandler, Envelope, Interest, LocalDelivery, Target};
 use crate::dispatch::OutFrame;
 use crate::store::BoxFut;
 
@@ -90,6 +90,14 @@ pub struct NatsBus {
     outbox: mpsc::Sender<Envelope>,
     subscriptions: Mutex<HashMap<Interest, Subscription>>,
     dropped: AtomicU64,
+    control: std::sync::OnceLock<ControlHandler>,
+}
+
+/// A control as published on `<cluster>.ctl`.
+#[derive(Debug, Serialize, Deserialize)]
+struct ControlMsg {
+    origin: u16,
+    control: Control,
 }
 
 fn hex(s: &str) -> String {
@@ -131,12 +139,17 @@ impl NatsBus {
             outbox,
             subscriptions: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
+            control: std::sync::OnceLock::new(),
         });
         tokio::spawn(Arc::clone(&bus).publisher(rx));
         let all = format!("{}.all", bus.opts.cluster);
         let sub = bus.client.subscribe(all).await.map_err(|e| format!("cannot subscribe: {e}"))?;
         bus.client.flush().await.map_err(|e| format!("NATS flush: {e}"))?;
         tokio::spawn(Arc::clone(&bus).receive(sub));
+        let ctl = format!("{}.ctl", bus.opts.cluster);
+        let sub = bus.client.subscribe(ctl).await.map_err(|e| format!("cannot subscribe: {e}"))?;
+        bus.client.flush().await.map_err(|e| format!("NATS flush: {e}"))?;
+        tokio::spawn(Arc::clone(&bus).receive_controls(sub));
         Ok(bus)
     }
 
@@ -229,6 +242,19 @@ impl NatsBus {
         }
     }
 
+    async fn receive_controls(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(msg) = sub.next().await {
+            match serde_json::from_slice::<ControlMsg>(&msg.payload) {
+                Ok(m) if m.origin == self.opts.node => {}
+                Ok(m) => match self.control.get() {
+                    Some(apply) => apply(m.control),
+                    None => tracing::warn!(control = ?m.control, "control before start-up finished; dropped"),
+                },
+                Err(e) => tracing::warn!(error = %e, "undecodable control dropped"),
+            }
+        }
+    }
+
     /// The envelope for this node, or `None` for its own publication.
     fn decode(&self, subject: &str, payload: &Bytes) -> Result<Option<Envelope>, String> {
         let short = || "payload too short".to_owned();
@@ -316,6 +342,22 @@ impl Bus for NatsBus {
         Box::pin(async move {
             let _ = tokio::time::timeout(SUBSCRIBE_WAIT, ready.wait_for(|r| *r)).await;
         })
+    }
+
+    fn broadcast(&self, control: Control) {
+        let subject = format!("{}.ctl", self.opts.cluster);
+        let payload = serde_json::to_vec(&ControlMsg { origin: self.opts.node, control }).unwrap_or_default();
+        let client = self.client.clone();
+        // Off the caller's path; the client buffers while reconnecting.
+        tokio::spawn(async move {
+            if let Err(e) = client.publish(subject, payload.into()).await {
+                tracing::warn!(error = %e, "control publish failed");
+            }
+        });
+    }
+
+    fn on_control(&self, handler: ControlHandler) {
+        let _ = self.control.set(handler);
     }
 
     fn unsubscribe(&self, key: Interest) {

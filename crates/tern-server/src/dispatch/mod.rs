@@ -198,6 +198,11 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Tells the other nodes of a change they must apply (see [`Control`]).
+    pub fn broadcast(&self, control: crate::bus::Control) {
+        self.bus.broadcast(control);
+    }
+
     /// Publishes a frame as is (e.g. online counts).
     pub fn publish(&self, target: Target, frame: Arc<OutFrame>, priority: Priority) {
         self.bus.publish(Envelope { target, frame, priority });

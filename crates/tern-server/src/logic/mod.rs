@@ -196,7 +196,23 @@ impl Logic {
         if let Ok(mut m) = self.room_areas.lock() {
             m.insert(room.to_owned(), area.to_owned());
         }
+        self.dispatcher.broadcast(crate::bus::Control::RoomArea { room: room.to_owned(), area: area.to_owned() });
         Ok(())
+    }
+
+    /// Applies another node's change to what this node holds in memory (the store has it
+    /// already); the caller closes sockets or moves rooms in the registry.
+    pub fn apply_control(&self, control: &crate::bus::Control) {
+        match control {
+            crate::bus::Control::SessionCutoff { user, device, after_ms } => {
+                self.auth.set_cutoff(*user, device.clone(), *after_ms);
+            }
+            crate::bus::Control::RoomArea { room, area } => {
+                if let Ok(mut m) = self.room_areas.lock() {
+                    m.insert(room.clone(), area.clone());
+                }
+            }
+        }
     }
 
     /// Issues a token for an anonymous device: a new device id, or the same one when `current`

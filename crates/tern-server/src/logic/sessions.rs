@@ -29,7 +29,8 @@ impl Logic {
     pub async fn end_sessions(&self, user: UserId, device: Option<DeviceId>) -> Result<u64, Error> {
         let at = now_ms();
         self.store.put_session_cutoff(SessionCutoff { user, device: device.clone(), after_ms: at }).await?;
-        self.auth.set_cutoff(user, device, at);
+        self.auth.set_cutoff(user, device.clone(), at);
+        self.dispatcher.broadcast(crate::bus::Control::SessionCutoff { user, device, after_ms: at });
         Ok(at)
     }
 
