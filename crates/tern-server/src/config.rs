@@ -242,11 +242,15 @@ pub struct ClusterConfig {
     /// The cluster's name: the prefix of its NATS subjects, so several clusters can share one
     /// NATS server.
     pub name: String,
+    /// How often a node tells the others its load and rooms, in milliseconds; a node not heard
+    /// from for three intervals is dead (its connections and room members stop counting, and
+    /// logins are no longer sent to it).
+    pub status_interval_ms: u64,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { node_id: 0, nats_url: String::new(), name: "tern".into() }
+        Self { node_id: 0, nats_url: String::new(), name: "tern".into(), status_interval_ms: 1000 }
     }
 }
 
@@ -371,7 +375,8 @@ impl Config {
                 "cluster.nats_url needs store.postgres_url: the nodes of a cluster share one store".into(),
             ));
         }
-        let checks: [(bool, &str); 24] = [
+        let checks: [(bool, &str); 25] = [
+            (self.cluster.status_interval_ms >= 50, "cluster.status_interval_ms must be >= 50"),
             (
                 self.cluster.nats_url.is_empty() || self.cluster.nats_url.starts_with("nats://"),
                 "cluster.nats_url must start with nats:// (or be empty: one node)",

@@ -7,9 +7,11 @@
 //! - [`gateway`] — connections: transports (`ws`, `tcp`) below, the per-connection task above
 //!   (auth deadline, heartbeat, ACK retry, resume).
 //! - [`logic`] — accounts, the send path, history, resume plans. Knows nothing of sockets.
-//! - [`store`] — the [`store::Store`] trait, the embedded SQLite engine, the conformance suite.
+//! - [`store`] — the [`store::Store`] trait, the embedded SQLite and the PostgreSQL engines, the
+//!   conformance suite.
 //! - [`dispatch`] — from "durable" to "queued on every matching connection", encode once.
-//! - [`bus`] — node-to-node delivery; in-process in embedded mode.
+//! - [`bus`] — node-to-node delivery; in-process in embedded mode, NATS in a cluster.
+//! - [`cluster`] — the other nodes as last heard of: their counts, who is live, who is draining.
 //! - [`api`] — REST (control, history) and the WebSocket upgrade.
 //! - [`auth`], [`config`], [`error`], [`server`] — credentials, settings, the one error type,
 //!   and the wiring.
@@ -18,6 +20,7 @@ pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod error;

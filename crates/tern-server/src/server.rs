@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::auth::Auth;
-use crate::bus::Control;
 use crate::bus::nats::{NatsBus, NatsOptions};
 use crate::bus::{Bus, LocalBus};
+use crate::bus::{Control, LocalDelivery};
+use crate::cluster::NodeStatus;
 use crate::config::{Config, ConfigError};
 use crate::dispatch::{AggregateConfig, Dispatcher, OutFrame, Registry};
 use crate::gateway::Gateway;
@@ -63,7 +64,11 @@ impl Server {
         let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind { addr: cfg.server.tcp, source })?;
 
         // Build bottom-up along the data flow: connections registry ← bus ← dispatch ← store ← logic.
-        let registry = Arc::new(Registry::new(cfg.gateway.slow_consumer_ms));
+        // A node whose status has not arrived for three intervals is dead.
+        let registry = Arc::new(
+            Registry::new(cfg.gateway.slow_consumer_ms)
+                .with_peers(Duration::from_millis(cfg.cluster.status_interval_ms.saturating_mul(3))),
+        );
         let bus: Arc<dyn Bus> = if cfg.cluster.nats_url.is_empty() {
             Arc::new(LocalBus::new(registry.clone()))
         } else {
@@ -72,7 +77,7 @@ impl Server {
                 cluster: cfg.cluster.name.clone(),
                 node: cfg.cluster.node_id,
             };
-            NatsBus::connect(opts, registry.clone()).await.map_err(StartError::Store)?
+            NatsBus::connect(opts, registry.clone(), Arc::clone(registry.peers())).await.map_err(StartError::Store)?
         };
         let aggregate = AggregateConfig {
             enabled: cfg.push.aggregate,
@@ -133,8 +138,14 @@ impl Server {
         ));
         let online_task = tokio::spawn(announce_online(
             registry.clone(),
-            dispatcher,
             Duration::from_millis(cfg.rooms.online_interval_ms),
+            shutdown.clone(),
+        ));
+        let status_task = tokio::spawn(share_status(
+            registry.clone(),
+            bus.clone(),
+            own_status(&cfg, http_addr, tcp_addr),
+            Duration::from_millis(cfg.cluster.status_interval_ms),
             shutdown.clone(),
         ));
 
@@ -172,7 +183,7 @@ impl Server {
             shutdown,
             gateway,
             registry,
-            tasks: vec![http_task, tcp_task, online_task, upkeep_task],
+            tasks: vec![http_task, tcp_task, online_task, upkeep_task, status_task],
         })
     }
 
@@ -194,6 +205,7 @@ impl Server {
     /// Stops accepting, tells every client to reconnect, and waits (up to `deadline`) for the
     /// connections to close. Queued writes are committed by the store writer before it exits.
     pub async fn shutdown(self, deadline: Duration) {
+        self.registry.set_draining();
         self.shutdown.cancel();
         self.registry.kick_all(CloseReason::ServerShutdown);
         let wait = async {
@@ -309,12 +321,7 @@ async fn refuse_tcp(mut stream: tokio::net::TcpStream, refusal: crate::gateway::
 }
 
 /// Tells every room its online count, periodically, on the low lane.
-async fn announce_online(
-    registry: Arc<Registry>,
-    dispatcher: Arc<Dispatcher>,
-    every: Duration,
-    stop: CancellationToken,
-) {
+async fn announce_online(registry: Arc<Registry>, every: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -322,9 +329,49 @@ async fn announce_online(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for (room, count) in registry.rooms_online() {
-            let frame = OutFrame::new(ServerFrame::Online { room: room.clone(), count });
-            dispatcher.publish(crate::bus::Target::Room(room), frame, Priority::Low);
+        // Each node tells its own members the count over the whole cluster.
+        for r in registry.local_rooms() {
+            let count = registry.room_online(&r.room);
+            let frame = OutFrame::new(ServerFrame::Online { room: r.room.clone(), count });
+            registry.deliver(&crate::bus::Envelope {
+                target: crate::bus::Target::Room(r.room),
+                frame,
+                priority: Priority::Low,
+            });
+        }
+    }
+}
+
+/// This node's status, less the numbers (filled in each time it is shared).
+fn own_status(cfg: &Config, http: SocketAddr, tcp: SocketAddr) -> NodeStatus {
+    let ws =
+        if cfg.server.advertise_ws.is_empty() { format!("ws://{http}/v1/ws") } else { cfg.server.advertise_ws.clone() };
+    let tcp = if cfg.server.advertise_tcp.is_empty() { tcp.to_string() } else { cfg.server.advertise_tcp.clone() };
+    NodeStatus { node: cfg.cluster.node_id, ws, tcp, connections: 0, draining: false, rooms: Vec::new() }
+}
+
+/// Tells the other nodes this node's load and rooms every `every`, and once more, as draining,
+/// when it stops.
+async fn share_status(
+    registry: Arc<Registry>,
+    bus: Arc<dyn Bus>,
+    mut status: NodeStatus,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        status.connections = registry.local_total();
+        status.rooms = registry.local_rooms();
+        status.draining = stopping || registry.draining();
+        bus.share_status(&status);
+        if stopping {
+            return;
         }
     }
 }

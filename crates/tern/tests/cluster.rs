@@ -42,14 +42,20 @@ fn services() -> Option<(String, String)> {
 impl Cluster {
     /// `n` nodes sharing a fresh schema and a cluster name of their own (tests run in parallel).
     async fn start(n: u16) -> Option<Self> {
+        Self::with(n, |_| {}).await
+    }
+
+    async fn with(n: u16, tweak: impl Fn(&mut tern_server::config::Config) + Clone + Send + 'static) -> Option<Self> {
         let (pg, nats) = services()?;
         let tag = format!("{:012x}", rand::random::<u64>() >> 16);
         let schema = format!("tern_cluster_{tag}");
         let mut nodes = Vec::new();
         for node in 1..=n {
             let (pg, nats, schema, name) = (pg.clone(), nats.clone(), schema.clone(), format!("t{tag}"));
+            let tweak = tweak.clone();
             nodes.push(
                 TestServer::with(move |c| {
+                    tweak(c);
                     c.store.postgres_url = pg;
                     c.store.postgres_schema = schema;
                     c.store.postgres_pool = 4;
@@ -64,6 +70,18 @@ impl Cluster {
         Some(Self { nodes, schema, pg })
     }
 
+    /// Logs in through node `i` and connects to that node, whatever the login suggested.
+    async fn login_on(&self, i: usize, name: &str, device: &str) -> tern_client::Session {
+        let s = self.nodes[i].login(name, device).await;
+        tern_client::Session { endpoints: endpoints_of(&self.nodes[i]), ..s }
+    }
+
+    /// A new anonymous device of node `i`, connecting to it.
+    async fn device_on(&self, i: usize) -> tern_client::DeviceSession {
+        let d = self.nodes[i].device().await;
+        tern_client::DeviceSession { endpoints: endpoints_of(&self.nodes[i]), ..d }
+    }
+
     async fn drop_schema(self) {
         let schema = self.schema.clone();
         let pg = self.pg.clone();
@@ -75,14 +93,17 @@ impl Cluster {
     }
 }
 
+fn endpoints_of(node: &TestServer) -> tern_client::Endpoints {
+    tern_client::Endpoints { ws: node.ws_url(), tcp: node.server.tcp_addr().to_string() }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_on_three_nodes_chat_one_to_one_and_in_a_group() {
     let Some(cluster) = Cluster::start(3).await else { return };
-    let [n1, n2, n3] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
     // Each logs in through, and so connects to, a different node.
-    let alice = n1.login("alice", "phone").await;
-    let bob = n2.login("bob", "phone").await;
-    let carol = n3.login("carol", "laptop").await;
+    let alice = cluster.login_on(0, "alice", "phone").await;
+    let bob = cluster.login_on(1, "bob", "phone").await;
+    let carol = cluster.login_on(2, "carol", "laptop").await;
     let (a, mut ae) = connect(&alice, Transport::Tcp).await;
     let (b, mut be) = connect(&bob, Transport::WsJson).await;
     let (c, mut ce) = connect(&carol, Transport::WsBinary).await;
@@ -118,13 +139,13 @@ async fn users_on_three_nodes_chat_one_to_one_and_in_a_group() {
 async fn pushes_reach_exactly_the_right_connections_on_every_node_once() {
     let Some(cluster) = Cluster::start(3).await else { return };
     let [n1, n2, n3] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
-    let alice = n1.login("alice", "phone").await;
-    let bob = n2.login("bob", "phone").await;
+    let alice = cluster.login_on(0, "alice", "phone").await;
+    let bob = cluster.login_on(1, "bob", "phone").await;
     let (_a, mut ae) = connect(&alice, Transport::Tcp).await;
     let (b, mut be) = connect(&bob, Transport::WsJson).await;
-    let anon = n3.device().await;
+    let anon = cluster.device_on(2).await;
     let (d, mut de) = connect_device(&anon, Transport::WsBinary).await;
-    let lurker = n1.device().await;
+    let lurker = cluster.device_on(0).await;
     let (_l, mut le) = connect_device(&lurker, Transport::Tcp).await;
 
     // A room with members on nodes 2 and 3, pushed to through node 1 (which has none of them).
@@ -163,10 +184,10 @@ async fn pushes_reach_exactly_the_right_connections_on_every_node_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_on_one_node_ends_the_session_on_every_node_and_areas_are_shared() {
     let Some(cluster) = Cluster::start(3).await else { return };
-    let [n1, n2, n3] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let [n1, n3] = [&cluster.nodes[0], &cluster.nodes[2]];
 
     // Alice's phone is connected to node 2; she logs out everywhere through node 1.
-    let alice = n2.login("alice", "phone").await;
+    let alice = cluster.login_on(1, "alice", "phone").await;
     let (_a, mut ae) = connect(&alice, Transport::WsJson).await;
     let on_n1 = tern_client::Session { server: n1.url(), ..alice.clone() };
     let r = reqwest::Client::new().delete(format!("{}/v1/sessions", n1.url())).bearer_auth(&on_n1.token).send().await;
@@ -199,10 +220,10 @@ async fn a_logout_on_one_node_ends_the_session_on_every_node_and_areas_are_share
         .unwrap();
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let player = n2.device().await;
+    let player = cluster.device_on(1).await;
     let (p, mut pe) = connect_device(&player, Transport::Tcp).await;
     assert_eq!(p.join("g1").await.unwrap().area, "games");
-    let other = n3.device().await;
+    let other = cluster.device_on(2).await;
     let (o, mut oe) = connect_device(&other, Transport::WsJson).await;
     o.join("m1").await.unwrap();
     n3.push("/v1/push/areas/games", json!({ "data": "to games" })).await;
@@ -210,5 +231,59 @@ async fn a_logout_on_one_node_ends_the_session_on_every_node_and_areas_are_share
     assert_eq!(got[0].data, json!("to games"));
     common::expect_quiet(&mut oe, Duration::from_millis(300)).await;
     assert!(tokio::time::timeout(Duration::from_millis(300), oe.next_push()).await.is_err(), "not to another area");
+    cluster.drop_schema().await;
+}
+
+/// Polls `f` until it returns `want` (or 10 s pass); how long that took.
+async fn until<F, Fut>(want: u64, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = u64>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        let got = f().await;
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still {got}, want {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_span_the_nodes_logins_go_to_the_least_loaded_and_a_stopped_node_drops_out() {
+    let Some(mut cluster) = Cluster::with(3, |c| c.cluster.status_interval_ms = 100).await else { return };
+    // Room members on all three nodes: two on node 1, two on node 2, one on node 3.
+    let mut conns = Vec::new();
+    for i in [0, 0, 1, 1, 2] {
+        let (c, e) = connect_device(&cluster.device_on(i).await, Transport::Tcp).await;
+        c.join("hot").await.unwrap();
+        conns.push((c, e));
+    }
+    let n1 = &cluster.nodes[0];
+    until(5, || n1.room_online("hot")).await;
+    let total: serde_json::Value = reqwest::get(format!("{}/v1/online", n1.url())).await.unwrap().json().await.unwrap();
+    assert_eq!((total["online"].as_u64(), total["rooms"].as_u64()), (Some(5), Some(1)));
+    // The room's members are told the count over the whole cluster.
+    let online =
+        common::wait_event(&mut conns[4].1, |e| matches!(e, tern_client::Event::Online { count: 5, .. })).await;
+    assert!(matches!(online, tern_client::Event::Online { count: 5, .. }));
+
+    // A login through node 1 is sent to node 3, which holds the fewest connections.
+    let s = n1.login("dora", "phone").await;
+    assert_eq!(s.endpoints, endpoints_of(&cluster.nodes[2]));
+
+    // Node 3 stops: within three status intervals its member no longer counts, and it is no
+    // longer handed out.
+    let n3 = cluster.nodes.pop().unwrap();
+    n3.server.shutdown(Duration::from_secs(2)).await;
+    let n1 = &cluster.nodes[0];
+    let took = until(4, || n1.room_online("hot")).await;
+    assert!(took < Duration::from_secs(2), "converged in {took:?}");
+    let s = n1.login("erin", "phone").await;
+    assert_eq!(s.endpoints, endpoints_of(&cluster.nodes[0]), "a tie keeps the login on this node");
+    drop(conns);
+    drop(n3.dir);
     cluster.drop_schema().await;
 }

@@ -99,8 +99,19 @@ pub(super) async fn login(
         device_id,
         token: issued.token,
         expires_at: issued.expires_at,
-        endpoints: endpoints(&state, &headers),
+        endpoints: connect_endpoints(&state, &headers),
     }))
+}
+
+/// Where a login (or a new anonymous device) should connect: the least-loaded live node of the
+/// cluster — this one unless another holds fewer connections, or this one is draining.
+pub(crate) fn connect_endpoints(state: &ApiState, headers: &HeaderMap) -> Endpoints {
+    let registry = state.gateway.registry();
+    let mine = if registry.draining() { u64::MAX } else { registry.local_total() };
+    match registry.peers().less_loaded_than(mine) {
+        Some(peer) => Endpoints { ws: peer.ws, tcp: peer.tcp },
+        None => endpoints(state, headers),
+    }
 }
 
 /// Where to connect: configured addresses, else this node as the client reached it.

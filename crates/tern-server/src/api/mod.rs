@@ -213,7 +213,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     }
 }
 
-pub(crate) use control::endpoints;
+pub(crate) use control::connect_endpoints;
 
 /// The caller, from `Authorization: Bearer <token>`.
 pub struct Caller(pub Identity);

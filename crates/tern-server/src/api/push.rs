@@ -13,7 +13,7 @@ use tern_proto::{DeviceId, MsgId, Priority, UserId};
 
 #[allow(unused_imports)]
 use super::im::ErrorDoc;
-use super::{ApiState, JsonBody, PathParams, endpoints};
+use super::{ApiState, JsonBody, PathParams, connect_endpoints};
 use crate::error::Error;
 use crate::logic::push::{Caller, KeyView, PushTarget};
 
@@ -195,8 +195,8 @@ pub(super) struct TotalOnline {
 
 #[utoipa::path(get, path = "/v1/online", tag = "push", responses((status = 200, description = "`{online}`", body = Object)))]
 pub(super) async fn total_online(State(s): State<ApiState>) -> Json<TotalOnline> {
-    let registry = s.gateway.registry();
-    Json(TotalOnline { online: registry.total_online(), rooms: registry.rooms_online().len() as u64 })
+    let (online, rooms) = s.gateway.registry().total_online();
+    Json(TotalOnline { online, rooms })
 }
 
 #[derive(Serialize)]
@@ -221,7 +221,7 @@ pub(super) async fn device_token(State(s): State<ApiState>, headers: HeaderMap) 
         device_id,
         token: issued.token,
         expires_at: issued.expires_at,
-        endpoints: endpoints(&s, &headers),
+        endpoints: connect_endpoints(&s, &headers),
     }))
 }
 

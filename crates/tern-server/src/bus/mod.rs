@@ -115,6 +115,11 @@ pub trait Bus: Send + Sync + 'static {
         let _ = control;
     }
 
+    /// Tells the other nodes this node's status (see [`crate::cluster`]).
+    fn share_status(&self, status: &crate::cluster::NodeStatus) {
+        let _ = status;
+    }
+
     /// Where controls from other nodes go; set once at start.
     fn on_control(&self, handler: ControlHandler) {
         let _ = handler;

@@ -116,7 +116,11 @@ fn unhex(s: &str) -> Option<String> {
 impl NatsBus {
     /// Connects (retrying in the background if NATS is not up yet), starts the publisher and
     /// subscribes to `<cluster>.all`.
-    pub async fn connect(opts: NatsOptions, local: Arc<dyn LocalDelivery>) -> Result<Arc<Self>, String> {
+    pub async fn connect(
+        opts: NatsOptions,
+        local: Arc<dyn LocalDelivery>,
+        peers: Arc<crate::cluster::Peers>,
+    ) -> Result<Arc<Self>, String> {
         let client = async_nats::ConnectOptions::new()
             .name(format!("tern-node-{}", opts.node))
             .retry_on_initial_connect()
@@ -150,6 +154,18 @@ impl NatsBus {
         let sub = bus.client.subscribe(ctl).await.map_err(|e| format!("cannot subscribe: {e}"))?;
         bus.client.flush().await.map_err(|e| format!("NATS flush: {e}"))?;
         tokio::spawn(Arc::clone(&bus).receive_controls(sub));
+        let nodes = format!("{}.nodes", bus.opts.cluster);
+        let mut sub = bus.client.subscribe(nodes).await.map_err(|e| format!("cannot subscribe: {e}"))?;
+        let me = bus.opts.node;
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                match serde_json::from_slice::<crate::cluster::NodeStatus>(&msg.payload) {
+                    Ok(s) if s.node == me => {}
+                    Ok(s) => peers.heard(s),
+                    Err(e) => tracing::warn!(error = %e, "undecodable node status dropped"),
+                }
+            }
+        });
         Ok(bus)
     }
 
@@ -352,6 +368,17 @@ impl Bus for NatsBus {
         tokio::spawn(async move {
             if let Err(e) = client.publish(subject, payload.into()).await {
                 tracing::warn!(error = %e, "control publish failed");
+            }
+        });
+    }
+
+    fn share_status(&self, status: &crate::cluster::NodeStatus) {
+        let subject = format!("{}.nodes", self.opts.cluster);
+        let payload = serde_json::to_vec(status).unwrap_or_default();
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.publish(subject, payload.into()).await {
+                tracing::warn!(error = %e, "status publish failed");
             }
         });
     }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::OutFrame;
 use crate::bus::{Envelope, LocalDelivery, Target};
 use crate::clock::now_ms;
+use crate::cluster::{Peers, RoomCount};
 
 const SHARDS: usize = 32;
 
@@ -143,6 +144,10 @@ pub struct Registry {
     rooms: Shards<String, Room>,
     slow_cutoff_ms: u64,
     stats: RegistryStats,
+    /// The other nodes' counts (empty on a single node); the counts below include them.
+    peers: Arc<Peers>,
+    /// This node is shutting down: logins are sent elsewhere.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -156,6 +161,8 @@ impl Registry {
             rooms: Shards::new(),
             slow_cutoff_ms,
             stats: RegistryStats::default(),
+            peers: Arc::new(Peers::new(std::time::Duration::from_secs(3))),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -284,35 +291,75 @@ impl Registry {
         });
     }
 
-    /// Connections in a room.
-    pub fn room_online(&self, room: &str) -> u64 {
+    /// The other nodes as last heard of.
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
+    /// A registry whose peers are forgotten after `dead_after` without a status.
+    pub fn with_peers(mut self, dead_after: std::time::Duration) -> Self {
+        self.peers = Arc::new(Peers::new(dead_after));
+        self
+    }
+
+    /// Marks this node as shutting down.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this node is shutting down.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Connections in a room on this node.
+    pub fn local_room_online(&self, room: &str) -> u64 {
         self.rooms.with(&room.to_owned(), |m| m.get(room).map_or(0, |r| r.members.len() as u64)).unwrap_or(0)
     }
 
-    /// Connections in the rooms of an area, and how many rooms have someone in them.
-    pub fn area_online(&self, area: &str) -> (u64, u64) {
-        let (mut online, mut rooms) = (0, 0);
-        self.rooms.for_each_shard(|m| {
-            for r in m.values().filter(|r| r.area == area) {
-                online += r.members.len() as u64;
-                rooms += 1;
-            }
-        });
-        (online, rooms)
+    /// Connections in a room, on every live node.
+    pub fn room_online(&self, room: &str) -> u64 {
+        self.local_room_online(room) + self.peers.room_online(room)
     }
 
-    /// Every room with someone in it, with its online count.
-    pub fn rooms_online(&self) -> Vec<(String, u64)> {
+    /// Connections in the rooms of an area on every live node, and how many rooms have someone
+    /// in them.
+    pub fn area_online(&self, area: &str) -> (u64, u64) {
+        let (mut online, mut rooms) = self.peers.area_online(area);
+        self.rooms.for_each_shard(|m| {
+            for (name, r) in m.iter().filter(|(_, r)| r.area == area) {
+                online += r.members.len() as u64;
+                rooms.insert(name.clone());
+            }
+        });
+        (online, rooms.len() as u64)
+    }
+
+    /// This node's rooms with someone in them: area and online count.
+    pub fn local_rooms(&self) -> Vec<RoomCount> {
         let mut out = Vec::new();
-        self.rooms.for_each_shard(|m| out.extend(m.iter().map(|(k, r)| (k.clone(), r.members.len() as u64))));
+        self.rooms.for_each_shard(|m| {
+            out.extend(m.iter().map(|(k, r)| RoomCount {
+                room: k.clone(),
+                area: r.area.clone(),
+                online: r.members.len() as u64,
+            }))
+        });
         out
     }
 
-    /// All connections on this node.
-    pub fn total_online(&self) -> u64 {
+    /// Connections on this node.
+    pub fn local_total(&self) -> u64 {
         let mut n = 0;
         self.conns.for_each_shard(|m| n += m.len() as u64);
         n
+    }
+
+    /// Connections on every live node, and how many rooms have someone in them.
+    pub fn total_online(&self) -> (u64, u64) {
+        let (online, mut rooms) = self.peers.total();
+        self.rooms.for_each_shard(|m| rooms.extend(m.keys().cloned()));
+        (online + self.local_total(), rooms.len() as u64)
     }
 
     /// Connections of a user on this node.
@@ -463,7 +510,7 @@ mod tests {
         }
         assert_eq!(reg.room_online("r1"), 2);
         assert_eq!(reg.area_online("games"), (2, 1));
-        assert_eq!(reg.total_online(), 4);
+        assert_eq!(reg.total_online().0, 4);
     }
 
     #[test]
@@ -480,7 +527,7 @@ mod tests {
         reg.deregister(&a.handle, Some("r2"));
         assert_eq!(reg.room_online("r2"), 0);
         assert_eq!(reg.stats().room_leaves.load(Ordering::Relaxed), 2);
-        assert_eq!(reg.total_online(), 0);
+        assert_eq!(reg.total_online().0, 0);
     }
 
     #[test]

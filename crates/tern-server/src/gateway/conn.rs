@@ -482,7 +482,7 @@ impl<T: FrameIo> Conn<T> {
                     self.gw.bus.unsubscribe(Interest::Room(old));
                 }
                 let area = self.gw.logic.room_area(&room);
-                let online = self.gw.registry.join(&room, &area, handle);
+                let online = self.gw.registry.join(&room, &area, handle) + self.gw.registry.peers().room_online(&room);
                 if entering {
                     Arc::clone(&self.gw.bus).subscribe(Interest::Room(room.clone())).await;
                 }
