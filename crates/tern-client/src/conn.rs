@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::{Credentials, Error, Transport};
+use crate::{Endpoints, Error, Transport};
 
 /// Frames the server may send; generous so a big history page always fits.
 const MAX_SERVER_FRAME: usize = 64 * 1024 * 1024;
@@ -24,12 +24,12 @@ fn transport(e: impl std::fmt::Display) -> Error {
 }
 
 impl Conn {
-    pub(crate) async fn open(session: &Credentials, transport_kind: Transport) -> Result<Self, Error> {
+    pub(crate) async fn open(endpoints: &Endpoints, transport_kind: Transport) -> Result<Self, Error> {
         match transport_kind {
             Transport::WsJson | Transport::WsBinary => {
-                let (ws, _) = tokio_tungstenite::connect_async(session.endpoints.ws.as_str()).await.map_err(|e| {
-                    Error::Transport(format!("websocket connect to {} failed: {e}", session.endpoints.ws))
-                })?;
+                let (ws, _) = tokio_tungstenite::connect_async(endpoints.ws.as_str())
+                    .await
+                    .map_err(|e| Error::Transport(format!("websocket connect to {} failed: {e}", endpoints.ws)))?;
                 if let MaybeTlsStream::Plain(s) = ws.get_ref() {
                     let _ = s.set_nodelay(true);
                 }
@@ -37,9 +37,9 @@ impl Conn {
                 Ok(Conn::Ws { ws: Box::new(ws), codec })
             }
             Transport::Tcp => {
-                let stream = TcpStream::connect(session.endpoints.tcp.as_str())
+                let stream = TcpStream::connect(endpoints.tcp.as_str())
                     .await
-                    .map_err(|e| Error::Transport(format!("tcp connect to {} failed: {e}", session.endpoints.tcp)))?;
+                    .map_err(|e| Error::Transport(format!("tcp connect to {} failed: {e}", endpoints.tcp)))?;
                 let _ = stream.set_nodelay(true);
                 Ok(Conn::Tcp {
                     stream,

@@ -57,6 +57,8 @@ pub(crate) struct Driver {
     seen_pushes: RecentIds,
     /// The room to be in (re-entered after a reconnect).
     room: Option<String>,
+    /// Which of the session's endpoints to connect to.
+    node: usize,
 }
 
 /// A bounded set of recent ids: the oldest are forgotten first.
@@ -117,6 +119,7 @@ impl Driver {
             acks: Vec::new(),
             seen_pushes: RecentIds::new(16_384),
             room: None,
+            node: 0,
         }
     }
 
@@ -212,7 +215,15 @@ impl Driver {
     }
 
     async fn open(&mut self) -> Result<(Conn, u64, Duration, Duration), Error> {
-        let mut conn = Conn::open(&self.session, self.opts.transport).await?;
+        let endpoints = &self.session.endpoints[self.node % self.session.endpoints.len().max(1)];
+        let mut conn = match Conn::open(endpoints, self.opts.transport).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Unreachable: the next node of the cluster is tried on the next attempt.
+                self.node = (self.node + 1) % self.session.endpoints.len().max(1);
+                return Err(e);
+            }
+        };
         let resume = self.opts.resume.then(|| self.inbox.lock().map(|i| i.watermarks()).unwrap_or_default());
         let accept_compression = if self.opts.accept_brotli { vec!["br".to_owned()] } else { Vec::new() };
         let auth = ClientFrame::Auth {

@@ -75,6 +75,8 @@ pub async fn login(server: &str, username: &str, password: &str, device_id: &str
         token: String,
         expires_at: u64,
         endpoints: Endpoints,
+        #[serde(default)]
+        alternates: Vec<Endpoints>,
     }
     let body = serde_json::json!({ "username": username, "password": password, "device_id": device_id });
     let r: LoggedIn = post(server, "/v1/sessions", body).await?;
@@ -85,6 +87,7 @@ pub async fn login(server: &str, username: &str, password: &str, device_id: &str
         token: r.token,
         expires_at: r.expires_at,
         endpoints: r.endpoints,
+        alternates: r.alternates,
     })
 }
 
@@ -120,6 +123,8 @@ pub async fn device(server: &str) -> Result<DeviceSession, Error> {
         token: String,
         expires_at: u64,
         endpoints: Endpoints,
+        #[serde(default)]
+        alternates: Vec<Endpoints>,
     }
     let r: Issued = post(server, "/v1/devices", serde_json::json!({})).await?;
     Ok(DeviceSession {
@@ -128,6 +133,7 @@ pub async fn device(server: &str) -> Result<DeviceSession, Error> {
         token: r.token,
         expires_at: r.expires_at,
         endpoints: r.endpoints,
+        alternates: r.alternates,
     })
 }
 

@@ -50,6 +50,10 @@ pub struct Session {
     pub expires_at: u64,
     /// Where to connect.
     pub endpoints: Endpoints,
+    /// Other nodes of a cluster, least loaded first: tried in turn when `endpoints` cannot be
+    /// reached.
+    #[serde(default)]
+    pub alternates: Vec<Endpoints>,
 }
 
 /// An anonymous device (no user login): can join rooms and receive pushes.
@@ -65,6 +69,10 @@ pub struct DeviceSession {
     pub expires_at: u64,
     /// Where to connect.
     pub endpoints: Endpoints,
+    /// Other nodes of a cluster, least loaded first: tried in turn when `endpoints` cannot be
+    /// reached.
+    #[serde(default)]
+    pub alternates: Vec<Endpoints>,
 }
 
 /// What a connection needs to authenticate.
@@ -73,7 +81,9 @@ pub(crate) struct Credentials {
     pub(crate) token: String,
     /// The account (`None` for an anonymous device): tells this device's own messages apart.
     pub(crate) user: Option<UserId>,
-    pub(crate) endpoints: Endpoints,
+    /// Where to connect, in order of preference: a node that cannot be reached is skipped for
+    /// the next.
+    pub(crate) endpoints: Vec<Endpoints>,
 }
 
 /// What can go wrong.
@@ -303,7 +313,11 @@ impl Client {
     /// reconnects by itself.
     pub async fn connect(session: Session, options: Options) -> Result<(Client, Events), Error> {
         Self::start(
-            Credentials { token: session.token, user: Some(session.user_id), endpoints: session.endpoints },
+            Credentials {
+                token: session.token,
+                user: Some(session.user_id),
+                endpoints: std::iter::once(session.endpoints).chain(session.alternates).collect(),
+            },
             options,
         )
         .await
@@ -312,7 +326,8 @@ impl Client {
     /// Connects an anonymous device (rooms and pushes only; no chat). `resume` is ignored.
     pub async fn connect_device(device: DeviceSession, options: Options) -> Result<(Client, Events), Error> {
         let options = Options { resume: false, ..options };
-        Self::start(Credentials { token: device.token, user: None, endpoints: device.endpoints }, options).await
+        let endpoints = std::iter::once(device.endpoints).chain(device.alternates).collect();
+        Self::start(Credentials { token: device.token, user: None, endpoints }, options).await
     }
 
     async fn start(credentials: Credentials, options: Options) -> Result<(Client, Events), Error> {

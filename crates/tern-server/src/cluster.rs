@@ -117,6 +117,13 @@ impl Peers {
         })
     }
 
+    /// The live peers that are not draining, least loaded first (lowest id on a tie).
+    pub fn available(&self) -> Vec<NodeStatus> {
+        let mut out: Vec<NodeStatus> = self.with_live(|it| it.filter(|s| !s.draining).cloned().collect());
+        out.sort_by_key(|s| (s.connections, s.node));
+        out
+    }
+
     /// The least-loaded live peer that is not draining, if it holds fewer connections than
     /// `mine` (this node keeps its own clients on a tie; among peers the lowest id wins).
     pub fn less_loaded_than(&self, mine: u64) -> Option<NodeStatus> {

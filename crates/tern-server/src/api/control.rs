@@ -69,7 +69,7 @@ pub(super) struct LoginRequest {
     device_id: String,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub(crate) struct Endpoints {
     ws: String,
     tcp: String,
@@ -82,9 +82,11 @@ pub(super) struct LoginResponse {
     token: String,
     expires_at: u64,
     endpoints: Endpoints,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    alternates: Vec<Endpoints>,
 }
 
-#[utoipa::path(post, path = "/v1/sessions", tag = "control", request_body(content = Object, description = "`{username, password, device_id}`"), responses((status = 200, description = "`{user_id, device_id, token, expires_at, endpoints{ws,tcp}}`", body = Object), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(post, path = "/v1/sessions", tag = "control", request_body(content = Object, description = "`{username, password, device_id}`"), responses((status = 200, description = "`{user_id, device_id, token, expires_at, endpoints{ws,tcp}, alternates?}`", body = Object), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn login(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -94,24 +96,34 @@ pub(super) async fn login(
     let device_id = DeviceId::parse(&req.device_id).map_err(Error::bad_request)?;
     let user_id = state.logic.login(&req.username, &req.password, state.proxies.client_ip(peer, &headers)).await?;
     let issued = state.logic.auth().issue(&Identity { user_id, device_id: device_id.clone() });
+    let (endpoints, alternates) = connect_endpoints(&state, &headers);
     Ok(Json(LoginResponse {
         user_id,
         device_id,
         token: issued.token,
         expires_at: issued.expires_at,
-        endpoints: connect_endpoints(&state, &headers),
+        endpoints,
+        alternates,
     }))
 }
 
 /// Where a login (or a new anonymous device) should connect: the least-loaded live node of the
-/// cluster — this one unless another holds fewer connections, or this one is draining.
-pub(crate) fn connect_endpoints(state: &ApiState, headers: &HeaderMap) -> Endpoints {
+/// cluster — this one unless another holds fewer connections, or this one is draining — and the
+/// other live nodes, least loaded first, to try when that one cannot be reached.
+pub(crate) fn connect_endpoints(state: &ApiState, headers: &HeaderMap) -> (Endpoints, Vec<Endpoints>) {
     let registry = state.gateway.registry();
-    let mine = if registry.draining() { u64::MAX } else { registry.local_total() };
-    match registry.peers().less_loaded_than(mine) {
-        Some(peer) => Endpoints { ws: peer.ws, tcp: peer.tcp },
-        None => endpoints(state, headers),
+    let here = endpoints(state, headers);
+    let mut nodes: Vec<(u64, Endpoints)> =
+        registry.peers().available().into_iter().map(|s| (s.connections, Endpoints { ws: s.ws, tcp: s.tcp })).collect();
+    if !registry.draining() {
+        // This node goes before any peer that is not strictly less loaded.
+        let mine = registry.local_total();
+        let at = nodes.iter().position(|(load, _)| *load >= mine).unwrap_or(nodes.len());
+        nodes.insert(at, (mine, here.clone()));
     }
+    let mut nodes = nodes.into_iter().map(|(_, e)| e);
+    let first = nodes.next().unwrap_or(here);
+    (first, nodes.collect())
 }
 
 /// Where to connect: configured addresses, else this node as the client reached it.

@@ -205,11 +205,13 @@ pub(super) struct DeviceToken {
     token: String,
     expires_at: u64,
     endpoints: super::control::Endpoints,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    alternates: Vec<super::control::Endpoints>,
 }
 
 /// `POST /v1/devices`: a token for a device without a user login. With a valid device token in
 /// `Authorization`, the same device id gets a fresh token.
-#[utoipa::path(post, path = "/v1/devices", tag = "push", responses((status = 200, description = "`{device_id, token, expires_at, endpoints}`", body = Object), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(post, path = "/v1/devices", tag = "push", responses((status = 200, description = "`{device_id, token, expires_at, endpoints, alternates?}`", body = Object), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn device_token(State(s): State<ApiState>, headers: HeaderMap) -> Result<Json<DeviceToken>, Error> {
     let current = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -217,12 +219,8 @@ pub(super) async fn device_token(State(s): State<ApiState>, headers: HeaderMap) 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let (device_id, issued) = s.logic.device_token(current)?;
-    Ok(Json(DeviceToken {
-        device_id,
-        token: issued.token,
-        expires_at: issued.expires_at,
-        endpoints: connect_endpoints(&s, &headers),
-    }))
+    let (endpoints, alternates) = connect_endpoints(&s, &headers);
+    Ok(Json(DeviceToken { device_id, token: issued.token, expires_at: issued.expires_at, endpoints, alternates }))
 }
 
 #[derive(Deserialize)]
