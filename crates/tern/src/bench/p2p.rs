@@ -32,6 +32,11 @@ pub struct P2pArgs {
     /// Transport for every connection.
     #[arg(long, value_enum, default_value = "tcp")]
     pub transport: TransportArg,
+    /// Another node of the same cluster (its HTTP base URL): the receivers log in and connect
+    /// there, the senders on `--server`, so every message crosses nodes. Needs `--transport ws`
+    /// (the WebSocket endpoint is derived from the URL).
+    #[arg(long, value_name = "URL")]
+    pub receivers_on: Option<String>,
 }
 
 struct SenderResult {
@@ -39,21 +44,31 @@ struct SenderResult {
     ack_us: Vec<u32>,
 }
 
-async fn user(server: &str, name: &str) -> anyhow::Result<Session> {
+async fn user(server: &str, name: &str, pin: bool) -> anyhow::Result<Session> {
     const PASSWORD: &str = "bench password 1";
     tern_client::http::register(server, name, PASSWORD).await.with_context(|| format!("register {name}"))?;
-    Ok(tern_client::http::login(server, name, PASSWORD, "bench").await?)
+    let session = tern_client::http::login(server, name, PASSWORD, "bench").await?;
+    if !pin {
+        return Ok(session);
+    }
+    // Connect to the node logged in through, not the one the cluster would balance to.
+    let ws = format!("{}/v1/ws", server.trim_end_matches('/').replacen("http", "ws", 1));
+    let endpoints = tern_client::Endpoints { ws, tcp: session.endpoints.tcp.clone() };
+    Ok(Session { endpoints, alternates: Vec::new(), ..session })
 }
 
 pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.pairs > 0 && args.window > 0 && args.duration > 0, "pairs, window and duration must be > 0");
     let run: u32 = rand::random();
     let transport: Transport = args.transport.into();
+    let pin = args.receivers_on.is_some();
+    anyhow::ensure!(!pin || transport == Transport::WsJson, "--receivers-on needs --transport ws");
+    let receivers_on = args.receivers_on.clone().unwrap_or_else(|| args.common.server.clone());
     let users = super::progress(args.pairs as u64 * 2, "creating users");
     let mut pairs = Vec::new();
     for i in 0..args.pairs {
-        let s = user(&args.common.server, &format!("b{run:08x}s{i}")).await?;
-        let r = user(&args.common.server, &format!("b{run:08x}r{i}")).await?;
+        let s = user(&args.common.server, &format!("b{run:08x}s{i}"), pin).await?;
+        let r = user(&receivers_on, &format!("b{run:08x}r{i}"), pin).await?;
         users.inc(2);
         pairs.push((s, r));
     }
