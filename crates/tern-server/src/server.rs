@@ -141,13 +141,17 @@ impl Server {
             Duration::from_millis(cfg.rooms.online_interval_ms),
             shutdown.clone(),
         ));
-        let status_task = tokio::spawn(share_status(
-            registry.clone(),
-            bus.clone(),
-            own_status(&cfg, http_addr, tcp_addr),
-            Duration::from_millis(cfg.cluster.status_interval_ms),
-            shutdown.clone(),
-        ));
+        let mut tasks = Vec::new();
+        // Only a cluster has anyone to tell (the embedded bus would drop every status).
+        if !cfg.cluster.nats_url.is_empty() {
+            tasks.push(tokio::spawn(share_status(
+                registry.clone(),
+                bus.clone(),
+                own_status(&cfg, http_addr, tcp_addr),
+                Duration::from_millis(cfg.cluster.status_interval_ms),
+                shutdown.clone(),
+            )));
+        }
 
         let state = ApiState {
             logic,
@@ -176,15 +180,9 @@ impl Server {
             })
         };
         let tcp_task = tokio::spawn(accept_tcp(tcp, gateway.clone(), cfg.gateway.max_frame_bytes, shutdown.clone()));
+        tasks.extend([http_task, tcp_task, online_task, upkeep_task]);
         tracing::info!(%http_addr, %tcp_addr, data_dir = %cfg.server.data_dir.display(), "tern listening");
-        Ok(Self {
-            http_addr,
-            tcp_addr,
-            shutdown,
-            gateway,
-            registry,
-            tasks: vec![http_task, tcp_task, online_task, upkeep_task, status_task],
-        })
+        Ok(Self { http_addr, tcp_addr, shutdown, gateway, registry, tasks })
     }
 
     /// The bound HTTP address (REST + WebSocket).

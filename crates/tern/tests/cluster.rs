@@ -297,11 +297,9 @@ struct NodeProcess {
 
 impl NodeProcess {
     async fn start(node: u16, pg: &str, nats: &str, schema: &str, name: &str, dir: &std::path::Path) -> Self {
-        use tokio::io::AsyncBufReadExt;
-        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let (http, tcp) = (free(), free());
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["serve", "--store", pg, "--cluster", nats, "--node-id", &node.to_string()])
+        let (http, tcp) = (common::free_port(), common::free_port());
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"));
+        cmd.args(["serve", "--store", pg, "--cluster", nats, "--node-id", &node.to_string()])
             .args(["--http", &format!("127.0.0.1:{http}"), "--tcp", &format!("127.0.0.1:{tcp}"), "--data-dir"])
             .arg(dir.join(format!("n{node}")))
             .env("TERN_AUTH__TOKEN_SECRET", "cluster-test-secret-0123456789abcdef")
@@ -309,16 +307,8 @@ impl NodeProcess {
             .env("TERN_STORE__SYNCHRONOUS", "normal")
             .env("TERN_CLUSTER__NAME", name)
             .env("TERN_CLUSTER__STATUS_INTERVAL_MS", "200")
-            .env("TERN_PUSH__BOOTSTRAP_KEY", common::PUSH_KEY)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
-        assert!(line.starts_with("tern listening"), "{line}");
-        Self { child, http, tcp }
+            .env("TERN_PUSH__BOOTSTRAP_KEY", common::PUSH_KEY);
+        Self { child: common::spawn_serve(&mut cmd).await, http, tcp }
     }
 
     fn url(&self) -> String {

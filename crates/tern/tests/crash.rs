@@ -5,45 +5,32 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::PASSWORD;
 use tern_client::{Body, Client, ConvId, Options, Sent, Transport};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 struct Node {
     child: Child,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn start(dir: &std::path::Path, http: u16, tcp: u16) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--data-dir"])
-        .arg(dir)
-        .args(["--http", &format!("127.0.0.1:{http}"), "--tcp", &format!("127.0.0.1:{tcp}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
-    assert!(line.starts_with("tern listening"), "{line}");
-    Node { child }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
+    cmd.args(["serve", "--data-dir"]).arg(dir).args([
+        "--http",
+        &format!("127.0.0.1:{http}"),
+        "--tcp",
+        &format!("127.0.0.1:{tcp}"),
+    ]);
+    Node { child: common::spawn_serve(&mut cmd).await }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_no_acked_message_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (http, tcp) = (free_port(), free_port());
+    let (http, tcp) = (common::free_port(), common::free_port());
     let url = format!("http://127.0.0.1:{http}");
     let mut node = start(dir.path(), http, tcp).await;
 
@@ -236,7 +223,7 @@ fn counts(got: &BTreeMap<String, Vec<u64>>) -> Vec<(&String, usize)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_kills_and_restarts_under_one_to_one_and_group_load_lose_nothing_acked() {
     let dir = tempfile::tempdir().unwrap();
-    let (http, tcp) = (free_port(), free_port());
+    let (http, tcp) = (common::free_port(), common::free_port());
     let url = format!("http://127.0.0.1:{http}");
     let mut node = start(dir.path(), http, tcp).await;
     for name in ["alice", "bob", "carol"] {

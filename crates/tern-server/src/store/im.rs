@@ -332,3 +332,54 @@ pub struct RelationRow {
     /// What the peer set towards the user.
     pub theirs: Relation,
 }
+
+/// A role as stored.
+pub fn role_str(role: Role) -> &'static str {
+    match role {
+        Role::Member => "member",
+        Role::Admin => "admin",
+        Role::Owner => "owner",
+    }
+}
+
+/// A role from storage; unknown values read as member.
+pub fn parse_role(s: &str) -> Role {
+    match s {
+        "owner" => Role::Owner,
+        "admin" => Role::Admin,
+        _ => Role::Member,
+    }
+}
+
+/// Folds stored relation rows `(owner, peer, relation)` that involve `user` (either way) into
+/// one [`RelationRow`] per other user, ordered by that user's id.
+pub fn relation_rows(user: UserId, rows: impl IntoIterator<Item = (UserId, UserId, Relation)>) -> Vec<RelationRow> {
+    let mut by_peer: BTreeMap<UserId, RelationRow> = BTreeMap::new();
+    for (owner, peer, rel) in rows {
+        let other = if owner == user { peer } else { owner };
+        let entry = by_peer.entry(other).or_insert_with(|| RelationRow {
+            peer: other,
+            mine: Relation::default(),
+            theirs: Relation::default(),
+        });
+        if owner == user {
+            entry.mine = rel;
+        } else {
+            entry.theirs = rel;
+        }
+    }
+    by_peer.into_values().collect()
+}
+
+/// A `LIKE … ESCAPE '\'` pattern matching names that start with `prefix` literally.
+pub fn like_prefix(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for ch in prefix.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('%');
+    out
+}

@@ -164,6 +164,11 @@ pub struct ApiKeyRecord {
     pub revoked: bool,
 }
 
+/// API key scopes as stored: comma-separated.
+pub fn parse_scopes(stored: &str) -> Vec<String> {
+    stored.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
 /// The storage engine.
 pub trait Store: Send + Sync + 'static {
     /// Creates an account; `Conflict` if the name is taken (case-insensitively).

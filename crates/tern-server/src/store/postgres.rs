@@ -20,19 +20,20 @@
 //! many messages it holds), IM operations one transaction each, in queue order. After each commit
 //! the writer hands the new messages to the [`CommitListener`] before answering the senders.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tern_proto::{Body, ConvId, DeviceId, GroupId, Message, MsgId, Role, UserId};
+use tern_proto::{Body, ConvId, DeviceId, GroupId, Message, MsgId, UserId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, NoTls, Row};
 
 use super::im::{
     ConvSummary, Decide, DmPolicy, Effect, GroupRecord, GroupState, JoinPolicy, JoinRequest, MemberRecord, PairState,
-    Profile, ProfileUpdate, Relation, RelationRow, Scope, Snapshot, UNREAD_CAP, may_message,
+    Profile, ProfileUpdate, Relation, RelationRow, Scope, Snapshot, UNREAD_CAP, like_prefix, may_message, parse_role,
+    relation_rows, role_str,
 };
 use super::{
     ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
@@ -918,22 +919,6 @@ async fn apply_effect(
     Ok(())
 }
 
-fn role_str(role: Role) -> &'static str {
-    match role {
-        Role::Member => "member",
-        Role::Admin => "admin",
-        Role::Owner => "owner",
-    }
-}
-
-fn parse_role(s: &str) -> Role {
-    match s {
-        "owner" => Role::Owner,
-        "admin" => Role::Admin,
-        _ => Role::Member,
-    }
-}
-
 const MEMBER_COLUMNS: &str = "user_id, role, joined_seq, read_seq, muted_until";
 
 fn member_from_row(r: &Row) -> MemberRecord {
@@ -1211,21 +1196,13 @@ impl Store for PostgresStore {
 
     fn search_users(&self, prefix: String, limit: u32) -> BoxFut<'_, Result<Vec<Profile>, StoreError>> {
         Box::pin(async move {
-            let escaped: String = prefix
-                .to_lowercase()
-                .chars()
-                .flat_map(|ch| match ch {
-                    '%' | '_' | '\\' => vec!['\\', ch],
-                    ch => vec![ch],
-                })
-                .collect();
             let rows = self
                 .query(
                     &format!(
                         "SELECT {PROFILE_COLUMNS} FROM users WHERE lower(username) LIKE $1 ESCAPE '\\' \
                          ORDER BY lower(username) LIMIT $2"
                     ),
-                    &[&format!("{escaped}%"), &i64::from(limit)],
+                    &[&like_prefix(&prefix.to_lowercase()), &i64::from(limit)],
                 )
                 .await?;
             Ok(rows.iter().map(profile_from_row).collect())
@@ -1262,23 +1239,10 @@ impl Store for PostgresStore {
                     &[&(user.0 as i64)],
                 )
                 .await?;
-            let mut by_peer: BTreeMap<UserId, RelationRow> = BTreeMap::new();
-            for r in &rows {
-                let (owner, peer) = (UserId(r.get::<_, i64>(0) as u64), UserId(r.get::<_, i64>(1) as u64));
-                let rel = relation_at(r, 2);
-                let other = if owner == user { peer } else { owner };
-                let entry = by_peer.entry(other).or_insert_with(|| RelationRow {
-                    peer: other,
-                    mine: Relation::default(),
-                    theirs: Relation::default(),
-                });
-                if owner == user {
-                    entry.mine = rel;
-                } else {
-                    entry.theirs = rel;
-                }
-            }
-            Ok(by_peer.into_values().collect())
+            let rows = rows
+                .iter()
+                .map(|r| (UserId(r.get::<_, i64>(0) as u64), UserId(r.get::<_, i64>(1) as u64), relation_at(r, 2)));
+            Ok(relation_rows(user, rows))
         })
     }
 
@@ -1458,7 +1422,7 @@ impl Store for PostgresStore {
                         id: r.get(0),
                         name: r.get(1),
                         secret_hash: r.get(2),
-                        scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                        scopes: super::parse_scopes(&scopes),
                         rate_per_sec: r.get(4),
                         burst: r.get::<_, i64>(5).clamp(0, i64::from(u32::MAX)) as u32,
                         created_at: r.get::<_, i64>(6) as u64,

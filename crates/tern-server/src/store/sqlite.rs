@@ -11,12 +11,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tern_proto::{Body, ConvId, DeviceId, GroupId, Message, MsgId, Role, UserId};
+use tern_proto::{Body, ConvId, DeviceId, GroupId, Message, MsgId, UserId};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::im::{
     ConvSummary, Decide, DmPolicy, Effect, GroupRecord, GroupState, JoinPolicy, JoinRequest, MemberRecord, PairState,
-    Profile, ProfileUpdate, Relation, RelationRow, Scope, Snapshot, UNREAD_CAP, may_message,
+    Profile, ProfileUpdate, Relation, RelationRow, Scope, Snapshot, UNREAD_CAP, like_prefix, may_message, parse_role,
+    relation_rows, role_str,
 };
 use super::{
     ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
@@ -769,22 +770,6 @@ impl Caches {
     }
 }
 
-fn role_str(role: Role) -> &'static str {
-    match role {
-        Role::Member => "member",
-        Role::Admin => "admin",
-        Role::Owner => "owner",
-    }
-}
-
-fn parse_role(s: &str) -> Role {
-    match s {
-        "owner" => Role::Owner,
-        "admin" => Role::Admin,
-        _ => Role::Member,
-    }
-}
-
 fn member_from_row(r: &rusqlite::Row<'_>) -> Result<MemberRecord, rusqlite::Error> {
     let role: String = r.get(1)?;
     Ok(MemberRecord {
@@ -1077,7 +1062,7 @@ impl Store for SqliteStore {
                     id: r.get(0)?,
                     name: r.get(1)?,
                     secret_hash: r.get(2)?,
-                    scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                    scopes: super::parse_scopes(&scopes),
                     rate_per_sec: r.get(4)?,
                     burst: r.get(5)?,
                     created_at: r.get::<_, i64>(6)? as u64,
@@ -1222,17 +1207,10 @@ impl Store for SqliteStore {
 
     fn search_users(&self, prefix: String, limit: u32) -> BoxFut<'_, Result<Vec<Profile>, StoreError>> {
         Box::pin(self.readers.run(move |c| {
-            let escaped: String = prefix
-                .chars()
-                .flat_map(|ch| match ch {
-                    '%' | '_' | '\\' => vec!['\\', ch],
-                    ch => vec![ch],
-                })
-                .collect();
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {PROFILE_COLUMNS} FROM users WHERE username LIKE ?1 ESCAPE '\\' ORDER BY username LIMIT ?2"
             ))?;
-            let rows = stmt.query_map(params![format!("{escaped}%"), limit], profile_from_row)?;
+            let rows = stmt.query_map(params![like_prefix(&prefix), limit], profile_from_row)?;
             rows.collect()
         }))
     }
@@ -1266,24 +1244,16 @@ impl Store for SqliteStore {
                 "SELECT owner, peer, friend, blocked, request_msg, request_ts FROM relations WHERE owner = ?1 \
                  UNION ALL SELECT owner, peer, friend, blocked, request_msg, request_ts FROM relations WHERE peer = ?1",
             )?;
-            let mut by_peer: BTreeMap<UserId, RelationRow> = BTreeMap::new();
-            for row in stmt.query_map([user.0 as i64], |r| {
-                Ok((UserId(r.get::<_, i64>(0)? as u64), UserId(r.get::<_, i64>(1)? as u64), relation_from_row(r, 2)?))
-            })? {
-                let (owner, peer, rel) = row?;
-                let other = if owner == user { peer } else { owner };
-                let entry = by_peer.entry(other).or_insert_with(|| RelationRow {
-                    peer: other,
-                    mine: Relation::default(),
-                    theirs: Relation::default(),
-                });
-                if owner == user {
-                    entry.mine = rel;
-                } else {
-                    entry.theirs = rel;
-                }
-            }
-            Ok(by_peer.into_values().collect())
+            let rows = stmt
+                .query_map([user.0 as i64], |r| {
+                    Ok((
+                        UserId(r.get::<_, i64>(0)? as u64),
+                        UserId(r.get::<_, i64>(1)? as u64),
+                        relation_from_row(r, 2)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(relation_rows(user, rows))
         }))
     }
 

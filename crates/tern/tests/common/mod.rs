@@ -335,3 +335,24 @@ pub fn code<T: std::fmt::Debug>(r: Result<T, tern_client::Error>) -> tern_client
         Ok(v) => panic!("expected an error, got {v:?}"),
     }
 }
+
+/// A free loopback port (for servers run as processes, which must be told their port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Spawns a `tern serve` command (killed when dropped) and waits for its "tern listening" line.
+pub async fn spawn_serve(cmd: &mut tokio::process::Command) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    assert!(line.starts_with("tern listening"), "{line}");
+    child
+}
