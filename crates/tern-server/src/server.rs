@@ -76,6 +76,7 @@ impl Server {
                 url: cfg.cluster.nats_url.clone(),
                 cluster: cfg.cluster.name.clone(),
                 node: cfg.cluster.node_id,
+                durable_ttl: Duration::from_millis(cfg.push.qos1_ttl_ms),
             };
             NatsBus::connect(opts, registry.clone(), Arc::clone(registry.peers())).await.map_err(StartError::Store)?
         };

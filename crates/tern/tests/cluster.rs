@@ -18,6 +18,8 @@ struct Cluster {
     nodes: Vec<TestServer>,
     schema: String,
     pg: String,
+    nats: String,
+    name: String,
 }
 
 /// The service URLs, or `None` (with a printed notice) when they are not configured.
@@ -47,11 +49,23 @@ impl Cluster {
 
     async fn with(n: u16, tweak: impl Fn(&mut tern_server::config::Config) + Clone + Send + 'static) -> Option<Self> {
         let (pg, nats) = services()?;
+        Some(Self::on(n, pg, nats, |_| None, tweak).await)
+    }
+
+    /// `n` nodes on `nats`, except those `via` gives another NATS URL (a proxy to it).
+    async fn on(
+        n: u16,
+        pg: String,
+        nats: String,
+        via: impl Fn(u16) -> Option<String>,
+        tweak: impl Fn(&mut tern_server::config::Config) + Clone + Send + 'static,
+    ) -> Self {
         let tag = format!("{:012x}", rand::random::<u64>() >> 16);
         let schema = format!("tern_cluster_{tag}");
         let mut nodes = Vec::new();
         for node in 1..=n {
-            let (pg, nats, schema, name) = (pg.clone(), nats.clone(), schema.clone(), format!("t{tag}"));
+            let nats = via(node).unwrap_or_else(|| nats.clone());
+            let (pg, schema, name) = (pg.clone(), schema.clone(), format!("t{tag}"));
             let tweak = tweak.clone();
             nodes.push(
                 TestServer::with(move |c| {
@@ -67,7 +81,7 @@ impl Cluster {
                 .await,
             );
         }
-        Some(Self { nodes, schema, pg })
+        Self { nodes, schema, pg, nats, name: format!("t{tag}") }
     }
 
     /// Logs in through node `i` and connects to that node, whatever the login suggested.
@@ -82,14 +96,132 @@ impl Cluster {
         tern_client::DeviceSession { endpoints: endpoints_of(&self.nodes[i]), ..d }
     }
 
+    /// Stops the nodes and removes the test's schema and must-arrive stream.
     async fn drop_schema(self) {
-        let schema = self.schema.clone();
-        let pg = self.pg.clone();
         drop(self.nodes);
-        if let Ok((c, conn)) = tokio_postgres::connect(&pg, tokio_postgres::NoTls).await {
-            tokio::spawn(conn);
-            let _ = c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await;
+        drop_schema(&self.pg, &self.schema).await;
+        drop_push_stream(&self.nats, &self.name).await;
+    }
+}
+
+async fn drop_schema(pg: &str, schema: &str) {
+    if let Ok((c, conn)) = tokio_postgres::connect(pg, tokio_postgres::NoTls).await {
+        tokio::spawn(conn);
+        let _ = c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await;
+    }
+}
+
+/// Each test cluster makes its own JetStream stream on the shared NATS server; remove it.
+async fn drop_push_stream(nats: &str, name: &str) {
+    if let Ok(client) = async_nats::connect(nats).await {
+        let _ = async_nats::jetstream::new(client).delete_stream(format!("{name}_push")).await;
+    }
+}
+
+/// A nats-server with JetStream of the test's own, on a free port, that can be killed and
+/// started again on the same port and store directory.
+struct PrivateNats {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    /// `None` (with a notice) when `nats-server` is not installed, unless the cluster tests are
+    /// required.
+    async fn start() -> Option<Self> {
+        if std::process::Command::new("nats-server").arg("--version").output().is_err() {
+            assert!(
+                std::env::var_os("TERN_REQUIRE_CLUSTER").is_none(),
+                "TERN_REQUIRE_CLUSTER is set but nats-server is not installed"
+            );
+            eprintln!("SKIPPED: install nats-server to run the NATS restart test");
+            return None;
         }
+        let mut nats = Self { port: common::free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        nats.restart().await;
+        Some(nats)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) and waits until it accepts connections.
+    async fn restart(&mut self) {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nats-server did not start on port {}", self.port);
+    }
+
+    /// SIGKILL.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP proxy whose connections can be cut (closed, and new ones refused) and restored: one
+/// node's link to NATS going away while the rest of the cluster stays connected.
+struct CutProxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CutProxy {
+    async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let proxy = Self { port, cut: Default::default(), links: Default::default() };
+        let (cut, links) = (proxy.cut.clone(), proxy.links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                links.lock().unwrap().push(link.abort_handle());
+            }
+        });
+        proxy
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.links.lock().unwrap().drain(..).for_each(|l| l.abort());
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -163,20 +295,25 @@ async fn pushes_reach_exactly_the_right_connections_on_every_node_once() {
     assert_eq!(got_b, (0..30).collect::<Vec<_>>(), "each push once to the member on node 2");
     assert_eq!(got_d, (0..30).collect::<Vec<_>>(), "each push once to the member on node 3");
 
-    // User, device and global pushes, each through a node other than the target's.
+    // User, device and global pushes, each through a node other than the target's, one after
+    // the other (the must-arrive one takes another path, so order is not compared across it).
     n3.push("/v1/push/users", json!({ "users": [alice.user_id.0], "data": "to alice" })).await;
     n1.push(
         "/v1/push/devices",
         json!({ "devices": [{ "user_id": bob.user_id.0, "device_id": "phone" }], "data": "to bob's phone" }),
     )
     .await;
-    n2.push("/v1/push/devices", json!({ "devices": [{ "device_id": anon.device_id.0 }], "data": "to anon" })).await;
+    // Must-arrive: through the durable queue, still to exactly that device.
+    n2.push("/v1/push/devices", json!({ "devices": [{ "device_id": anon.device_id.0 }], "data": "to anon", "qos": 1 }))
+        .await;
     n3.push("/v1/push/all", json!({ "data": "to all" })).await;
     let data =
         |ps: Vec<tern_client::Push>| ps.into_iter().map(|p| p.data.as_str().unwrap().to_owned()).collect::<Vec<_>>();
     assert_eq!(data(expect_pushes(&mut ae, 2).await), ["to alice", "to all"]);
     assert_eq!(data(expect_pushes(&mut be, 2).await), ["to bob's phone", "to all"]);
-    assert_eq!(data(expect_pushes(&mut de, 2).await), ["to anon", "to all"]);
+    let mut anon_got = data(expect_pushes(&mut de, 2).await);
+    anon_got.sort();
+    assert_eq!(anon_got, ["to all", "to anon"]);
     assert_eq!(data(expect_pushes(&mut le, 1).await), ["to all"]);
     cluster.drop_schema().await;
 }
@@ -408,8 +545,105 @@ async fn a_node_killed_under_load_loses_no_acknowledged_message_and_its_clients_
     until(2, || nodes[1].online()).await;
     eprintln!("online counts converged within {:?} of the kill (status interval 200 ms)", killed_at.elapsed());
     drop(nodes);
-    if let Ok((c, conn)) = tokio_postgres::connect(&pg, tokio_postgres::NoTls).await {
-        tokio::spawn(conn);
-        let _ = c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await;
+    drop_schema(&pg, &schema).await;
+    drop_push_stream(&nats, &name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn must_arrive_pushes_survive_a_lost_nats_link_and_a_nats_restart_under_load() {
+    let Some((pg, _)) = services() else { return };
+    let Some(mut nats) = PrivateNats::start().await else { return };
+    // Node 2 reaches NATS through a proxy that will be cut.
+    let proxy = CutProxy::start(nats.port).await;
+    let via = proxy.url();
+    let cluster =
+        Cluster::on(3, pg, nats.url(), move |n| (n == 2).then(|| via.clone()), |c| c.cluster.status_interval_ms = 200)
+            .await;
+    let n1 = &cluster.nodes[0];
+    // Bob on node 2, carol on node 3, both in a room; the pushes go through node 1.
+    let bob = cluster.login_on(1, "bob", "phone").await;
+    let carol = cluster.login_on(2, "carol", "laptop").await;
+    let (b, mut be) = connect(&bob, Transport::Tcp).await;
+    let (c, mut ce) = connect(&carol, Transport::WsBinary).await;
+    b.join("stage").await.unwrap();
+    c.join("stage").await.unwrap();
+
+    // 200 must-arrive pushes, alternately to both users and to the room, 20 ms apart. Under
+    // way: node 2 loses NATS for a second (its clients stay connected to it), then NATS itself
+    // is SIGKILLed and started again (same store) a second later.
+    const TOTAL: u64 = 200;
+    let outages = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        proxy.cut();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        proxy.restore();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        nats.kill();
+        let killed = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        nats.restart().await;
+        (nats, proxy, killed.elapsed())
+    });
+    let users = json!([bob.user_id.0, carol.user_id.0]);
+    let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+    for i in 0..TOTAL {
+        let (path, body) = if i % 2 == 0 {
+            ("/v1/push/users", json!({ "users": users, "data": i, "qos": 1 }))
+        } else {
+            ("/v1/push/rooms/stage", json!({ "data": i, "qos": 1, "priority": "high" }))
+        };
+        let (status, v) = n1.push_api(common::PUSH_KEY, path, body).await;
+        match status {
+            202 => accepted.push(i),
+            503 => {
+                assert_eq!(v["error"]["code"], "unavailable", "{v}");
+                refused.push(i);
+            }
+            other => panic!("push {i}: {other} {v}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let (mut nats, _proxy, down) = outages.await.unwrap();
+    eprintln!("NATS down {down:?}; {} pushes accepted, {} refused with 503 {refused:?}", accepted.len(), refused.len());
+    assert!(
+        (TOTAL - 30..TOTAL).all(|i| accepted.contains(&i)),
+        "the nodes are back on NATS: the last 30 pushes were accepted ({refused:?} refused)"
+    );
+
+    // Every accepted push reaches both, once; a refused one may or may not (503 says so).
+    for (who, events) in [("bob", &mut be), ("carol", &mut ce)] {
+        let mut got = Vec::new();
+        while !accepted.iter().all(|i| got.contains(i)) {
+            let next = tokio::time::timeout(Duration::from_secs(30), events.next_push()).await;
+            let push = next.unwrap_or_else(|_| {
+                let missing: Vec<_> = accepted.iter().filter(|i| !got.contains(i)).collect();
+                panic!("{who}: accepted pushes {missing:?} did not arrive")
+            });
+            let push = push.expect("connection ended");
+            assert_eq!(push.qos, 1);
+            got.push(push.data.as_u64().unwrap());
+        }
+        while let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(300), events.next_push()).await {
+            got.push(p.data.as_u64().unwrap());
+        }
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), got.len(), "{who} got a push twice: {got:?}");
+        assert!(got.iter().all(|i| accepted.contains(i) || refused.contains(i)), "{who}: {got:?}");
+    }
+
+    // With NATS down for longer than a push may wait, the push API says so rather than accept.
+    nats.kill();
+    let asked = std::time::Instant::now();
+    let (status, v) = n1.push_api(common::PUSH_KEY, "/v1/push/rooms/stage", json!({ "data": "late", "qos": 1 })).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (503, Some("unavailable")), "{v}");
+    eprintln!("with NATS down, a must-arrive push was refused after {:?}", asked.elapsed());
+    nats.restart().await;
+
+    // And chat crosses nodes again.
+    b.send(carol.user_id, Body::Text { text: "after the restart".into() }, "ar".into()).await.unwrap();
+    assert_eq!(texts(&expect_messages(&mut ce, 1).await), ["after the restart"]);
+    drop((b, c));
+    cluster.drop_schema().await;
 }

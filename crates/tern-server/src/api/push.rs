@@ -82,7 +82,7 @@ pub(super) async fn to_users(
     KeyCaller(c): KeyCaller,
     JsonBody(b): JsonBody<PushBody<ToUsers>>,
 ) -> PushResult {
-    s.push.push(&c, PushTarget::Users(b.to.users), b.priority, b.qos, b.data).map(accepted)
+    s.push.push(&c, PushTarget::Users(b.to.users), b.priority, b.qos, b.data).await.map(accepted)
 }
 
 #[utoipa::path(post, path = "/v1/push/devices", tag = "push", security(("bearer" = [])), request_body(content = Object, description = "`{devices: [{user_id?, device_id}], data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
@@ -96,7 +96,7 @@ pub(super) async fn to_devices(
             .into_iter()
             .map(|d| DeviceId::parse(&d.device_id).map(|id| (d.user_id, id)).map_err(Error::bad_request))
             .collect::<Result<Vec<_>, _>>()?;
-    s.push.push(&c, PushTarget::Devices(devices), b.priority, b.qos, b.data).map(accepted)
+    s.push.push(&c, PushTarget::Devices(devices), b.priority, b.qos, b.data).await.map(accepted)
 }
 
 #[utoipa::path(post, path = "/v1/push/rooms/{room}", tag = "push", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), request_body(content = Object, description = "`{data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 503, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
@@ -106,7 +106,7 @@ pub(super) async fn to_room(
     PathParams(room): PathParams<String>,
     JsonBody(b): JsonBody<PushBody<Nobody>>,
 ) -> PushResult {
-    s.push.push(&c, PushTarget::Room(room), b.priority, b.qos, b.data).map(accepted)
+    s.push.push(&c, PushTarget::Room(room), b.priority, b.qos, b.data).await.map(accepted)
 }
 
 #[utoipa::path(post, path = "/v1/push/areas/{area}", tag = "push", security(("bearer" = [])), params(("area" = String, Path, description = "The area")), request_body(content = Object, description = "`{data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 503, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
@@ -116,7 +116,7 @@ pub(super) async fn to_area(
     PathParams(area): PathParams<String>,
     JsonBody(b): JsonBody<PushBody<Nobody>>,
 ) -> PushResult {
-    s.push.push(&c, PushTarget::Area(area), b.priority, b.qos, b.data).map(accepted)
+    s.push.push(&c, PushTarget::Area(area), b.priority, b.qos, b.data).await.map(accepted)
 }
 
 #[utoipa::path(post, path = "/v1/push/all", tag = "push", security(("bearer" = [])), request_body(content = Object, description = "`{data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 503, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
@@ -125,7 +125,7 @@ pub(super) async fn to_all(
     KeyCaller(c): KeyCaller,
     JsonBody(b): JsonBody<PushBody<Nobody>>,
 ) -> PushResult {
-    s.push.push(&c, PushTarget::All, b.priority, b.qos, b.data).map(accepted)
+    s.push.push(&c, PushTarget::All, b.priority, b.qos, b.data).await.map(accepted)
 }
 
 #[derive(Deserialize)]

@@ -110,6 +110,21 @@ pub trait Bus: Send + Sync + 'static {
         let _ = key;
     }
 
+    /// Whether must-arrive pushes go through [`Bus::publish_durable`] (a durable queue shared by
+    /// the nodes) rather than [`Bus::publish`].
+    fn durable(&self) -> bool {
+        false
+    }
+
+    /// Puts a must-arrive envelope in the durable queue; completes once the queue has stored it
+    /// (each node then delivers it to its own connections and only then acknowledges it to the
+    /// queue), or fails if that cannot be confirmed in time. Only called when
+    /// [`Bus::durable`] says so.
+    fn publish_durable(self: Arc<Self>, envelope: Envelope) -> BoxFut<'static, Result<(), String>> {
+        self.publish(envelope);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Tells the other nodes (this one has applied it already).
     fn broadcast(&self, control: Control) {
         let _ = control;

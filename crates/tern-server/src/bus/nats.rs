@@ -12,8 +12,12 @@
 //! enough to be compressed, its brotli form too: so a room batch is encoded and compressed once
 //! for the whole cluster, and a receiving node queues those bytes without re-encoding.
 //!
+//! Must-arrive pushes take the durable path instead ([`durable`]).
+//!
 //! Room and device names are hex-encoded in subjects (NATS splits subjects on `.`, which room
 //! names may contain).
+
+mod durable;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +48,8 @@ pub struct NatsOptions {
     pub cluster: String,
     /// This node's id (unique in the cluster).
     pub node: u16,
+    /// How long the durable queue keeps a must-arrive push (`push.qos1_ttl_ms`).
+    pub durable_ttl: Duration,
 }
 
 /// What travels ahead of the frame bytes.
@@ -74,6 +80,59 @@ enum WireTarget {
     Area(String),
     /// Every local connection (on `<cluster>.all`).
     All,
+    /// The whole target (a must-arrive push on the durable queue's subject).
+    Any(AnyTarget),
+}
+
+impl WireTarget {
+    /// A short name, part of a must-arrive push's id in the durable queue.
+    fn kind(&self) -> &'static str {
+        match self {
+            WireTarget::User { .. } | WireTarget::Any(AnyTarget::Users { .. }) => "users",
+            WireTarget::UserDevices(_) | WireTarget::Any(AnyTarget::UserDevices(_)) => "user-devices",
+            WireTarget::Device | WireTarget::Any(AnyTarget::Devices(_)) => "devices",
+            WireTarget::Room | WireTarget::Any(AnyTarget::Room(_)) => "room",
+            WireTarget::Area(_) | WireTarget::Any(AnyTarget::Area(_)) => "area",
+            WireTarget::All | WireTarget::Any(AnyTarget::All) => "all",
+        }
+    }
+}
+
+/// [`Target`] as it travels whole.
+#[derive(Debug, Serialize, Deserialize)]
+enum AnyTarget {
+    Users { users: Vec<UserId>, skip: Option<(UserId, DeviceId)> },
+    UserDevices(Vec<(UserId, DeviceId)>),
+    Devices(Vec<DeviceId>),
+    Room(String),
+    Area(String),
+    All,
+}
+
+impl From<&Target> for AnyTarget {
+    fn from(t: &Target) -> Self {
+        match t {
+            Target::Users { users, skip } => AnyTarget::Users { users: users.to_vec(), skip: skip.clone() },
+            Target::UserDevices(list) => AnyTarget::UserDevices(list.clone()),
+            Target::Devices(list) => AnyTarget::Devices(list.clone()),
+            Target::Room(r) => AnyTarget::Room(r.clone()),
+            Target::Area(a) => AnyTarget::Area(a.clone()),
+            Target::All => AnyTarget::All,
+        }
+    }
+}
+
+impl From<AnyTarget> for Target {
+    fn from(t: AnyTarget) -> Self {
+        match t {
+            AnyTarget::Users { users, skip } => Target::Users { users: users.into(), skip },
+            AnyTarget::UserDevices(list) => Target::UserDevices(list),
+            AnyTarget::Devices(list) => Target::Devices(list),
+            AnyTarget::Room(r) => Target::Room(r),
+            AnyTarget::Area(a) => Target::Area(a),
+            AnyTarget::All => Target::All,
+        }
+    }
 }
 
 struct Subscription {
@@ -91,6 +150,7 @@ pub struct NatsBus {
     subscriptions: Mutex<HashMap<Interest, Subscription>>,
     dropped: AtomicU64,
     control: std::sync::OnceLock<ControlHandler>,
+    durable: durable::Durable,
 }
 
 /// A control as published on `<cluster>.ctl`.
@@ -136,7 +196,9 @@ impl NatsBus {
             .await
             .map_err(|e| format!("cannot connect to NATS at {}: {e}", opts.url))?;
         let (outbox, rx) = mpsc::channel(PUBLISH_QUEUE);
+        let durable = durable::Durable::new(client.clone(), &opts.cluster, opts.durable_ttl);
         let bus = Arc::new(Self {
+            durable,
             client,
             opts,
             local,
@@ -146,6 +208,7 @@ impl NatsBus {
             control: std::sync::OnceLock::new(),
         });
         tokio::spawn(Arc::clone(&bus).publisher(rx));
+        tokio::spawn(Arc::clone(&bus).consume_durable());
         let all = format!("{}.all", bus.opts.cluster);
         let sub = bus.client.subscribe(all).await.map_err(|e| format!("cannot subscribe: {e}"))?;
         bus.client.flush().await.map_err(|e| format!("NATS flush: {e}"))?;
@@ -278,7 +341,10 @@ impl NatsBus {
             usize::from(u16::from_be_bytes([*payload.first().ok_or_else(short)?, *payload.get(1).ok_or_else(short)?]));
         let head: Head =
             serde_json::from_slice(payload.get(2..2 + head_len).ok_or_else(short)?).map_err(|e| e.to_string())?;
-        if head.origin == self.opts.node {
+        // A node delivers its own publications at once, except must-arrive pushes, which reach
+        // every node (this one included) through the durable queue.
+        let durable = subject == self.durable.subject();
+        if head.origin == self.opts.node && !durable {
             return Ok(None);
         }
         let frame_at = 2 + head_len;
@@ -290,6 +356,7 @@ impl NatsBus {
             subject.strip_prefix(&self.opts.cluster).and_then(|s| s.strip_prefix('.')).ok_or("foreign subject")?;
         let (kind, id) = key.split_once('.').unwrap_or((key, ""));
         let target = match (kind, head.target) {
+            ("q", WireTarget::Any(target)) if durable => target.into(),
             ("u", WireTarget::User { skip }) => Target::Users { users: Arc::from(vec![parse_user(id)?]), skip },
             ("u", WireTarget::UserDevices(devices)) => {
                 let user = parse_user(id)?;
@@ -370,6 +437,14 @@ impl Bus for NatsBus {
                 tracing::warn!(error = %e, "control publish failed");
             }
         });
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn publish_durable(self: Arc<Self>, envelope: Envelope) -> BoxFut<'static, Result<(), String>> {
+        Box::pin(async move { self.publish_durable_now(envelope).await })
     }
 
     fn share_status(&self, status: &crate::cluster::NodeStatus) {

@@ -165,10 +165,16 @@ impl OutFrame {
     }
 }
 
-/// The aggregator's queue is full: the push was not accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the push queue is full")]
-pub struct Busy;
+/// Why a push was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The aggregator's queue is full.
+    #[error("the push queue is full")]
+    Busy,
+    /// The cluster's durable queue did not confirm a must-arrive push.
+    #[error("the durable push queue did not confirm the push: {0}")]
+    Unconfirmed(String),
+}
 
 /// Turns commits and pushes into deliveries.
 pub struct Dispatcher {
@@ -185,14 +191,23 @@ impl Dispatcher {
         Self { bus, aggregator, compress_over }
     }
 
-    /// Delivers a push. Low-priority pushes to a room, an area or everyone go through the
-    /// aggregator (in order; best-effort ones batched); the rest is published at once.
-    pub fn push(&self, target: Target, push: Push) -> Result<(), Busy> {
+    /// Delivers a push. In a cluster, a must-arrive push goes through the bus's durable queue and
+    /// this completes once that queue has stored it. Otherwise low-priority pushes to a room, an
+    /// area or everyone go through the aggregator (in order; best-effort ones batched) and the
+    /// rest is published at once.
+    pub async fn push(&self, target: Target, push: Push) -> Result<(), Refused> {
+        let priority = push.priority;
+        if push.qos >= 1 && self.bus.durable() {
+            let frame = OutFrame::compressible(ServerFrame::Push(push), self.compress_over);
+            return Arc::clone(&self.bus)
+                .publish_durable(Envelope { target, frame, priority })
+                .await
+                .map_err(Refused::Unconfirmed);
+        }
         let aggregated = matches!(target, Target::Room(_) | Target::Area(_) | Target::All);
         if push.priority == Priority::Low && aggregated {
-            return self.aggregator.try_send((target, push)).map_err(|_| Busy);
+            return self.aggregator.try_send((target, push)).map_err(|_| Refused::Busy);
         }
-        let priority = push.priority;
         let frame = OutFrame::compressible(ServerFrame::Push(push), self.compress_over);
         self.bus.publish(Envelope { target, frame, priority });
         Ok(())

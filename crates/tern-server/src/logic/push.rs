@@ -208,8 +208,9 @@ impl PushService {
         Ok(Caller { key_id: id.to_owned(), scopes: state.scopes.clone() })
     }
 
-    /// Validates and delivers a push; returns its id.
-    pub fn push(
+    /// Validates and delivers a push; returns its id. In a cluster, a must-arrive push is
+    /// accepted once the durable queue has stored it.
+    pub async fn push(
         &self,
         caller: &Caller,
         target: PushTarget,
@@ -261,10 +262,10 @@ impl PushService {
                 if !of_users.is_empty() && !anonymous.is_empty() {
                     let push = self.make(PushScope::Device, priority, qos, data.clone());
                     let id = push.msg_id;
-                    self.dispatcher.push(Target::UserDevices(of_users), push).map_err(busy)?;
+                    self.dispatcher.push(Target::UserDevices(of_users), push).await.map_err(refused)?;
                     let mut second = self.make(PushScope::Device, priority, qos, data);
                     second.msg_id = id;
-                    self.dispatcher.push(Target::Devices(anonymous), second).map_err(busy)?;
+                    self.dispatcher.push(Target::Devices(anonymous), second).await.map_err(refused)?;
                     return Ok(id);
                 }
                 let target =
@@ -288,7 +289,7 @@ impl PushService {
         };
         let push = self.make(scope, priority, qos, data);
         let id = push.msg_id;
-        self.dispatcher.push(target, push).map_err(busy)?;
+        self.dispatcher.push(target, push).await.map_err(refused)?;
         Ok(id)
     }
 
@@ -368,8 +369,17 @@ impl PushService {
     }
 }
 
-fn busy(_: crate::dispatch::Busy) -> Error {
-    Error::new(ErrorCode::Unavailable, "push queue is full; retry shortly")
+fn refused(why: crate::dispatch::Refused) -> Error {
+    match why {
+        crate::dispatch::Refused::Busy => Error::new(ErrorCode::Unavailable, "push queue is full; retry shortly"),
+        crate::dispatch::Refused::Unconfirmed(e) => {
+            tracing::warn!(error = %e, "must-arrive push not confirmed by the durable queue");
+            Error::new(
+                ErrorCode::Unavailable,
+                "the cluster's durable queue did not confirm this must-arrive push in time (it may still be delivered); retry shortly",
+            )
+        }
+    }
 }
 
 #[cfg(test)]
