@@ -32,6 +32,12 @@ pub struct NodeStatus {
     pub draining: bool,
     /// Its rooms with members, with their area and local online count.
     pub rooms: Vec<RoomCount>,
+    /// Its presence numbering: its start, and how many deltas it has sent since.
+    #[serde(default)]
+    pub presence_epoch: u64,
+    /// See `presence_epoch`.
+    #[serde(default)]
+    pub presence_seq: u64,
 }
 
 /// One room on one node.
@@ -148,6 +154,8 @@ mod tests {
                 .iter()
                 .map(|(r, a, n)| RoomCount { room: (*r).into(), area: (*a).into(), online: *n })
                 .collect(),
+            presence_epoch: 0,
+            presence_seq: 0,
         }
     }
 

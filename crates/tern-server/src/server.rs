@@ -120,6 +120,9 @@ impl Server {
                         tracing::info!(user_id = user.0, closed, "sessions ended on another node");
                     }
                     Control::RoomArea { room, area } => registry.set_area(room, area),
+                    Control::PresenceDelta { .. }
+                    | Control::PresenceResync { .. }
+                    | Control::PresenceSnapshot { .. } => {}
                 }
             }));
         }
@@ -147,6 +150,7 @@ impl Server {
         if !cfg.cluster.nats_url.is_empty() {
             tasks.push(tokio::spawn(share_status(
                 registry.clone(),
+                Arc::clone(logic.presence()),
                 bus.clone(),
                 own_status(&cfg, http_addr, tcp_addr),
                 Duration::from_millis(cfg.cluster.status_interval_ms),
@@ -346,13 +350,24 @@ fn own_status(cfg: &Config, http: SocketAddr, tcp: SocketAddr) -> NodeStatus {
     let ws =
         if cfg.server.advertise_ws.is_empty() { format!("ws://{http}/v1/ws") } else { cfg.server.advertise_ws.clone() };
     let tcp = if cfg.server.advertise_tcp.is_empty() { tcp.to_string() } else { cfg.server.advertise_tcp.clone() };
-    NodeStatus { node: cfg.cluster.node_id, ws, tcp, connections: 0, draining: false, rooms: Vec::new() }
+    NodeStatus {
+        node: cfg.cluster.node_id,
+        ws,
+        tcp,
+        connections: 0,
+        draining: false,
+        rooms: Vec::new(),
+        presence_epoch: 0,
+        presence_seq: 0,
+    }
 }
 
-/// Tells the other nodes this node's load and rooms every `every`, and once more, as draining,
-/// when it stops.
+/// Tells the other nodes this node's load, rooms and presence numbering every `every`, and once
+/// more, as draining, when it stops; and brings this node's view of the others' presence up to
+/// date with their statuses.
 async fn share_status(
     registry: Arc<Registry>,
+    presence: Arc<crate::logic::presence::Presence>,
     bus: Arc<dyn Bus>,
     mut status: NodeStatus,
     every: Duration,
@@ -368,7 +383,9 @@ async fn share_status(
         status.connections = registry.local_total();
         status.rooms = registry.local_rooms();
         status.draining = stopping || registry.draining();
+        (status.presence_epoch, status.presence_seq) = presence.position();
         bus.share_status(&status);
+        presence.reconcile(&registry.peers().live());
         if stopping {
             return;
         }

@@ -647,3 +647,82 @@ async fn must_arrive_pushes_survive_a_lost_nats_link_and_a_nats_restart_under_lo
     drop((b, c));
     cluster.drop_schema().await;
 }
+
+/// The next presence frame about `user` within `within`, if any.
+async fn presence_of(events: &mut tern_client::Events, user: tern_client::UserId, within: Duration) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Some(e)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        if let tern_client::Event::Presence { user: u, online } = e
+            && u == user
+        {
+            return Some(online);
+        }
+    }
+    None
+}
+
+/// Whether `friend` shows as online in `s`'s friend list.
+async fn listed_online(s: &tern_client::Session, friend: tern_client::UserId) -> bool {
+    let list = tern_client::http::im::friends(s).await.unwrap();
+    let entry = list["friends"].as_array().unwrap().iter().find(|f| f["user_id"] == friend.0).cloned();
+    entry.unwrap_or_else(|| panic!("not a friend: {list}"))["online"].as_bool().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_the_nodes_and_a_vanished_node_s_users_go_offline() {
+    use tern_client::http::im;
+    let Some((pg, _)) = services() else { return };
+    let Some(nats) = PrivateNats::start().await else { return };
+    // Node 3 reaches NATS through a proxy that will be cut: to the others it vanishes.
+    let proxy = CutProxy::start(nats.port).await;
+    let via = proxy.url();
+    let cluster = Cluster::on(
+        3,
+        pg,
+        nats.url(),
+        move |n| (n == 3).then(|| via.clone()),
+        |c| {
+            c.cluster.status_interval_ms = 200;
+            c.messages.presence_debounce_ms = 300;
+        },
+    )
+    .await;
+    let bob = cluster.login_on(0, "bob", "phone").await;
+    let phone = cluster.login_on(1, "alice", "phone").await;
+    let laptop = cluster.login_on(2, "alice", "laptop").await;
+    let alice = phone.user_id;
+    im::request_friend(&bob, alice, "").await.unwrap();
+    im::accept_friend(&phone, bob.user_id).await.unwrap();
+    let (_b, mut be) = connect(&bob, Transport::Tcp).await;
+
+    // Alice's phone on node 2, then her laptop on node 3: bob on node 1 hears she is online.
+    let (p, _pe) = connect(&phone, Transport::WsJson).await;
+    assert_eq!(presence_of(&mut be, alice, Duration::from_secs(5)).await, Some(true));
+    let (_l, _le) = connect(&laptop, Transport::Tcp).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    while presence_of(&mut be, alice, Duration::from_millis(100)).await.is_some() {} // node 3 may say it too
+    // The phone goes: node 2 has no device of hers left, but node 3 has. No "offline".
+    p.close().await;
+    let heard = presence_of(&mut be, alice, Duration::from_millis(1_500)).await;
+    assert_ne!(heard, Some(false), "alice is still online on node 3");
+    // Bob's friend list (read through node 1, which never had her) shows her online.
+    assert!(listed_online(&bob, alice).await);
+
+    // Node 3 drops off NATS: after three status intervals it is dead to the others, and its
+    // users are announced offline (by node 1, the live node with the lowest id).
+    proxy.cut();
+    let cut = std::time::Instant::now();
+    assert_eq!(presence_of(&mut be, alice, Duration::from_secs(5)).await, Some(false));
+    eprintln!("offline announced {:?} after node 3 vanished (status interval 200 ms)", cut.elapsed());
+    assert_ne!(presence_of(&mut be, alice, Duration::from_millis(500)).await, Some(true), "no flap");
+    assert!(!listed_online(&bob, alice).await);
+
+    // It comes back (alice's laptop stayed connected to it): she is online again.
+    proxy.restore();
+    let back = std::time::Instant::now();
+    assert_eq!(presence_of(&mut be, alice, Duration::from_secs(5)).await, Some(true));
+    eprintln!("online again {:?} after node 3 returned", back.elapsed());
+    assert!(listed_online(&bob, alice).await);
+    drop((proxy, nats));
+    cluster.drop_schema().await;
+}

@@ -35,6 +35,35 @@ pub enum Control {
         /// Its area.
         area: String,
     },
+    /// A user's first connection on `node` came (`online`) or its last one went.
+    PresenceDelta {
+        /// Where.
+        node: u16,
+        /// The node's start (its numbering begins anew).
+        epoch: u64,
+        /// The node's count of deltas, this one included.
+        seq: u64,
+        /// Whose.
+        user: UserId,
+        /// Came or went.
+        online: bool,
+    },
+    /// A node asks `node` for a [`Control::PresenceSnapshot`].
+    PresenceResync {
+        /// Who is asked.
+        node: u16,
+    },
+    /// The users with a connection on `node`, as of its delta `seq`.
+    PresenceSnapshot {
+        /// Where.
+        node: u16,
+        /// The node's start.
+        epoch: u64,
+        /// Its count of deltas when taken.
+        seq: u64,
+        /// Who.
+        users: Vec<UserId>,
+    },
 }
 
 /// Applies [`Control`]s from other nodes.

@@ -151,6 +151,9 @@ pub struct NatsBus {
     dropped: AtomicU64,
     control: std::sync::OnceLock<ControlHandler>,
     durable: durable::Durable,
+    /// Controls and statuses, published in the order they were made (a presence delta must not
+    /// overtake the one before it).
+    notices: mpsc::Sender<(String, Bytes)>,
 }
 
 /// A control as published on `<cluster>.ctl`.
@@ -197,7 +200,20 @@ impl NatsBus {
             .map_err(|e| format!("cannot connect to NATS at {}: {e}", opts.url))?;
         let (outbox, rx) = mpsc::channel(PUBLISH_QUEUE);
         let durable = durable::Durable::new(client.clone(), &opts.cluster, opts.durable_ttl);
+        let (notices, mut notices_rx) = mpsc::channel::<(String, Bytes)>(PUBLISH_QUEUE);
+        {
+            let client = client.clone();
+            tokio::spawn(async move {
+                while let Some((subject, payload)) = notices_rx.recv().await {
+                    // Fails only when the client is closed; while disconnected it buffers.
+                    if let Err(e) = client.publish(subject, payload).await {
+                        tracing::warn!(error = %e, "control publish failed");
+                    }
+                }
+            });
+        }
         let bus = Arc::new(Self {
+            notices,
             durable,
             client,
             opts,
@@ -230,6 +246,22 @@ impl NatsBus {
             }
         });
         Ok(bus)
+    }
+
+    /// Queues a control or status for publishing, in order. When the queue is full (NATS away
+    /// for long) a `must` one waits for room (out of order), the others are dropped: statuses
+    /// repeat and presence recovers by snapshot.
+    fn notice(&self, subject: String, payload: Bytes, must: bool) {
+        match self.notices.try_send((subject, payload)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(item)) if must => {
+                let queue = self.notices.clone();
+                tokio::spawn(async move {
+                    let _ = queue.send(item).await;
+                });
+            }
+            Err(_) => tracing::warn!("control queue full; a status or presence change was dropped"),
+        }
     }
 
     /// Envelopes dropped because the publish queue was full.
@@ -429,14 +461,9 @@ impl Bus for NatsBus {
 
     fn broadcast(&self, control: Control) {
         let subject = format!("{}.ctl", self.opts.cluster);
+        let must = matches!(control, Control::SessionCutoff { .. });
         let payload = serde_json::to_vec(&ControlMsg { origin: self.opts.node, control }).unwrap_or_default();
-        let client = self.client.clone();
-        // Off the caller's path; the client buffers while reconnecting.
-        tokio::spawn(async move {
-            if let Err(e) = client.publish(subject, payload.into()).await {
-                tracing::warn!(error = %e, "control publish failed");
-            }
-        });
+        self.notice(subject, payload.into(), must);
     }
 
     fn durable(&self) -> bool {
@@ -450,12 +477,7 @@ impl Bus for NatsBus {
     fn share_status(&self, status: &crate::cluster::NodeStatus) {
         let subject = format!("{}.nodes", self.opts.cluster);
         let payload = serde_json::to_vec(status).unwrap_or_default();
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            if let Err(e) = client.publish(subject, payload.into()).await {
-                tracing::warn!(error = %e, "status publish failed");
-            }
-        });
+        self.notice(subject, payload.into(), false);
     }
 
     fn on_control(&self, handler: ControlHandler) {

@@ -114,6 +114,7 @@ impl Logic {
             Arc::clone(&store),
             Arc::clone(&dispatcher),
             Duration::from_millis(cfg.messages.presence_debounce_ms),
+            (!cfg.cluster.nats_url.is_empty()).then_some(cfg.cluster.node_id),
         ));
         Self {
             max_group_members: cfg.messages.max_group_members,
@@ -212,6 +213,9 @@ impl Logic {
                     m.insert(room.clone(), area.clone());
                 }
             }
+            crate::bus::Control::PresenceDelta { .. }
+            | crate::bus::Control::PresenceResync { .. }
+            | crate::bus::Control::PresenceSnapshot { .. } => self.presence.apply(control),
         }
     }
 
