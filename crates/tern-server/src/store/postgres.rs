@@ -277,11 +277,13 @@ impl PostgresStore {
 
 async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<(), StoreError> {
     let mut c = pool.get().await.map_err(pool_error)?;
-    if let Some(schema) = schema {
-        c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(backend)?;
-    }
+    // The lock comes first: `CREATE SCHEMA IF NOT EXISTS` itself races between nodes starting
+    // together (both see no schema; one fails on the catalog's unique index).
     c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
     let result = async {
+        if let Some(schema) = schema {
+            c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(backend)?;
+        }
         let tx = c.transaction().await.map_err(backend)?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS tern_schema (version INTEGER NOT NULL)").await.map_err(backend)?;
         let version: i32 = match tx.query_opt("SELECT version FROM tern_schema", &[]).await.map_err(backend)? {
@@ -1514,13 +1516,18 @@ mod tests {
     async fn three_nodes_writing_one_conversation_share_one_gap_free_sequence() {
         let Some(url) = test_url() else { return };
         let opts = fresh(&url);
-        let mut nodes = Vec::new();
-        for _ in 0..3 {
-            let recorder = Arc::new(Recorder::default());
-            let store = PostgresStore::open(&opts, recorder.clone()).await.unwrap();
-            nodes.push((Arc::new(store) as Arc<dyn Store>, recorder));
-        }
-        conformance::nodes_share_one_gap_free_sequence(&nodes).await;
+        // Opened at the same moment, as nodes started together: the schema is created and
+        // migrated once, without a race.
+        let opened = futures_util::future::join_all((0..3).map(|_| {
+            let opts = opts.clone();
+            async move {
+                let recorder = Arc::new(Recorder::default());
+                let store = PostgresStore::open(&opts, recorder.clone()).await.unwrap();
+                (Arc::new(store) as Arc<dyn Store>, recorder)
+            }
+        }))
+        .await;
+        conformance::nodes_share_one_gap_free_sequence(&opened).await;
         drop_schema(&url, opts.schema.as_deref().unwrap()).await;
     }
 

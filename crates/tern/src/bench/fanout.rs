@@ -53,6 +53,10 @@ pub struct FanoutArgs {
     /// Push on the high lane (never aggregated).
     #[arg(long)]
     pub high: bool,
+    /// Cluster: the TCP addresses (`HOST:PORT,…`) of the nodes the members connect to, spread
+    /// evenly; pushes still go through `--server`. Default: the node the server hands out.
+    #[arg(long, value_delimiter = ',')]
+    pub members_on: Vec<String>,
 }
 
 /// Phrases of the kind a live room's chat is made of.
@@ -238,8 +242,15 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             anyhow::ensure!(!args.push_key.is_empty(), "--push-key (or TERN_PUSH_KEY) is needed to push to tern");
             let devs = devices(&args.common.server, args.members, &bar).await?;
             bar.set_position(0);
-            let tcp = resolve(&devs[0].endpoints.tcp).await?;
-            for d in devs {
+            let mut nodes = Vec::new();
+            for addr in &args.members_on {
+                nodes.push(resolve(addr).await?);
+            }
+            if nodes.is_empty() {
+                nodes.push(resolve(&devs[0].endpoints.tcp).await?);
+            }
+            for (i, d) in devs.into_iter().enumerate() {
+                let tcp = nodes[i % nodes.len()];
                 let m = tern_member(Arc::clone(&dialer), tcp, d.token, room.clone(), args.brotli, counter());
                 members.push(tokio::spawn(m));
             }
@@ -308,6 +319,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let result = json!({
         "scenario": "fanout",
         "target": if nats_addr.is_some() { "nats" } else { "tern" },
+        "nodes": args.members_on.len().max(1),
         "members": args.members,
         "rate": args.rate,
         "payload": args.payload,
