@@ -461,7 +461,11 @@ impl Bus for NatsBus {
 
     fn broadcast(&self, control: Control) {
         let subject = format!("{}.ctl", self.opts.cluster);
-        let must = matches!(control, Control::SessionCutoff { .. });
+        // Presence heals by snapshot; a cutoff or an area must get through.
+        let must = !matches!(
+            control,
+            Control::PresenceDelta { .. } | Control::PresenceResync { .. } | Control::PresenceSnapshot { .. }
+        );
         let payload = serde_json::to_vec(&ControlMsg { origin: self.opts.node, control }).unwrap_or_default();
         self.notice(subject, payload.into(), must);
     }
