@@ -72,7 +72,8 @@ impl FrameIo for TcpIo {
         // Read and discard what the peer still sends for a moment: closing with unread input
         // makes the kernel send RST, which can destroy our `close` frame before it is read.
         let drain = async {
-            let mut sink = [0u8; 4096];
+            // On the heap: a buffer on the stack would be part of every connection's future.
+            let mut sink = vec![0u8; 4096];
             let mut budget = 256 * 1024;
             while budget > 0 {
                 match self.stream.read(&mut sink).await {
