@@ -10,13 +10,15 @@
 //!   lazily, whatever the number of recipients.
 
 mod aggregate;
+mod lanes;
 mod registry;
 
 use std::sync::{Arc, OnceLock};
 
 pub use aggregate::AggregateConfig;
 use bytes::Bytes;
-pub use registry::{ConnHandle, Kick, Lag, Owner, Registry, RegistryStats};
+pub use lanes::{Lanes, Offer, Taken};
+pub use registry::{ConnHandle, Owner, Registry, RegistryStats};
 use tern_proto::codec::compression;
 use tern_proto::{Codec, MsgId, Priority, Push, ServerFrame};
 use tokio::sync::mpsc;

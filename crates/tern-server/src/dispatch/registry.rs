@@ -1,11 +1,6 @@
 //! This node's connections and what they listen to: users, anonymous devices, rooms (with
 //! their area), and everyone. Sharded maps behind std mutexes, held only for lookups and
-//! non-blocking `try_send`s — never across an await.
-//!
-//! Every connection has two bounded lanes. **High** is never dropped: if it is full the
-//! connection is cut off as a slow consumer. **Low** is dropped first: a full low lane drops the
-//! frame and counts it; a connection that keeps dropping for longer than the slow-consumer
-//! cut-off is disconnected.
+//! non-blocking offers to a connection's [`Lanes`] — never across an await.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -13,10 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tern_proto::{CloseReason, ConnId, DeviceId, Priority, UserId};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::OutFrame;
+use super::lanes::{Lanes, Offer};
 use crate::bus::{Envelope, LocalDelivery, Target};
 use crate::clock::now_ms;
 use crate::cluster::{Peers, RoomCount};
@@ -49,49 +43,6 @@ impl<K: Hash + Eq, V> Shards<K, V> {
     }
 }
 
-/// Tells a connection task to close, with the first reason given.
-#[derive(Debug, Default)]
-pub struct Kick {
-    token: CancellationToken,
-    reason: Mutex<Option<CloseReason>>,
-}
-
-impl Kick {
-    /// Asks the connection to close for `reason` (the first reason wins).
-    pub fn kick(&self, reason: CloseReason) {
-        if let Ok(mut r) = self.reason.lock() {
-            r.get_or_insert(reason);
-        }
-        self.token.cancel();
-    }
-
-    /// Resolves once kicked.
-    pub async fn kicked(&self) -> CloseReason {
-        self.token.cancelled().await;
-        self.reason.lock().ok().and_then(|r| *r).unwrap_or(CloseReason::ServerShutdown)
-    }
-}
-
-/// How far behind a connection's low lane is.
-#[derive(Debug, Default)]
-pub struct Lag {
-    dropped: AtomicU64,
-    /// When the low lane first overflowed without being drained since (ms epoch), or 0.
-    slow_since_ms: AtomicU64,
-}
-
-impl Lag {
-    /// Low-priority frames dropped on this connection.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    /// The connection drained its low lane: it is keeping up again.
-    pub fn caught_up(&self) {
-        self.slow_since_ms.store(0, Ordering::Relaxed);
-    }
-}
-
 /// Who a connection belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {
@@ -110,14 +61,8 @@ pub struct ConnHandle {
     pub owner: Owner,
     /// Its device.
     pub device_id: DeviceId,
-    /// High lane (never dropped).
-    pub high: mpsc::Sender<Arc<OutFrame>>,
-    /// Low lane (dropped first).
-    pub low: mpsc::Sender<Arc<OutFrame>>,
-    /// Its close signal.
-    pub kick: Arc<Kick>,
-    /// Its low-lane lag.
-    pub lag: Arc<Lag>,
+    /// Its outbound lanes and close signal.
+    pub lanes: Arc<Lanes>,
 }
 
 /// Counters over all connections of this node.
@@ -173,32 +118,21 @@ impl Registry {
 
     /// Queues a frame for one connection; whether it was queued.
     fn push(&self, c: &ConnHandle, frame: &Arc<OutFrame>, priority: Priority) -> bool {
-        match priority {
-            Priority::High => match c.high.try_send(Arc::clone(frame)) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    c.kick.kick(CloseReason::SlowConsumer);
-                    false
+        match c.lanes.offer(priority, Arc::clone(frame)) {
+            Offer::Queued => true,
+            Offer::Closed => false,
+            Offer::Full if priority == Priority::High => {
+                c.lanes.kick(CloseReason::SlowConsumer);
+                false
+            }
+            Offer::Full => {
+                self.stats.low_dropped.fetch_add(1, Ordering::Relaxed);
+                crate::telemetry::M.low_dropped.increment(1);
+                if c.lanes.note_low_drop(now_ms(), self.slow_cutoff_ms) {
+                    c.lanes.kick(CloseReason::SlowConsumer);
                 }
-            },
-            Priority::Low => match c.low.try_send(Arc::clone(frame)) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    c.lag.dropped.fetch_add(1, Ordering::Relaxed);
-                    self.stats.low_dropped.fetch_add(1, Ordering::Relaxed);
-                    crate::telemetry::M.low_dropped.increment(1);
-                    let now = now_ms().max(1);
-                    let since = c.lag.slow_since_ms.load(Ordering::Relaxed);
-                    if since == 0 {
-                        c.lag.slow_since_ms.store(now, Ordering::Relaxed);
-                    } else if now.saturating_sub(since) >= self.slow_cutoff_ms {
-                        c.kick.kick(CloseReason::SlowConsumer);
-                    }
-                    false
-                }
-            },
+                false
+            }
         }
     }
 
@@ -220,7 +154,7 @@ impl Registry {
             }
         };
         if let Some(old) = replaced {
-            old.kick.kick(CloseReason::Replaced);
+            old.lanes.kick(CloseReason::Replaced);
         }
         self.conns.with(&handle.conn_id, |m| m.insert(handle.conn_id, handle.clone()));
     }
@@ -372,14 +306,14 @@ impl Registry {
         self.users
             .with(&user, |m| {
                 let conns = m.get(&user).into_iter().flatten().filter(|c| device.is_none_or(|d| &c.device_id == d));
-                conns.map(|c| c.kick.kick(reason)).count()
+                conns.map(|c| c.lanes.kick(reason)).count()
             })
             .unwrap_or(0)
     }
 
     /// Kicks every connection (shutdown).
     pub fn kick_all(&self, reason: CloseReason) {
-        self.conns.for_each_shard(|m| m.values().for_each(|c| c.kick.kick(reason)));
+        self.conns.for_each_shard(|m| m.values().for_each(|c| c.lanes.kick(reason)));
     }
 }
 
@@ -446,44 +380,34 @@ mod tests {
 
     struct Conn {
         handle: ConnHandle,
-        high: mpsc::Receiver<Arc<OutFrame>>,
-        low: mpsc::Receiver<Arc<OutFrame>>,
     }
 
     fn conn(id: u64, owner: Owner, device: &str, cap: usize) -> Conn {
-        let (htx, high) = mpsc::channel(cap);
-        let (ltx, low) = mpsc::channel(cap);
         let handle = ConnHandle {
             conn_id: ConnId(id),
             owner,
             device_id: DeviceId(device.into()),
-            high: htx,
-            low: ltx,
-            kick: Arc::default(),
-            lag: Arc::default(),
+            lanes: Arc::new(Lanes::new(cap, cap)),
         };
-        Conn { handle, high, low }
+        Conn { handle }
     }
 
     fn env(target: Target, priority: Priority) -> Envelope {
         Envelope { target, frame: OutFrame::new(ServerFrame::Pong), priority }
     }
 
-    fn got(rx: &mut mpsc::Receiver<Arc<OutFrame>>) -> usize {
-        let mut n = 0;
-        while rx.try_recv().is_ok() {
-            n += 1;
-        }
-        n
+    /// Frames queued for the connection (taken), or `usize::MAX` if it was kicked.
+    fn got(c: &Conn) -> usize {
+        c.handle.lanes.take(usize::MAX).map_or(usize::MAX, |t| t.frames.len())
     }
 
     #[test]
     fn targets_reach_exactly_their_connections() {
         let reg = Registry::new(1000);
-        let mut a1 = conn(1, Owner::User(UserId(1)), "phone", 8);
-        let mut a2 = conn(2, Owner::User(UserId(1)), "laptop", 8);
-        let mut b = conn(3, Owner::User(UserId(2)), "phone", 8);
-        let mut anon = conn(4, Owner::Device, "d_x", 8);
+        let a1 = conn(1, Owner::User(UserId(1)), "phone", 8);
+        let a2 = conn(2, Owner::User(UserId(1)), "laptop", 8);
+        let b = conn(3, Owner::User(UserId(2)), "phone", 8);
+        let anon = conn(4, Owner::Device, "d_x", 8);
         for c in [&a1, &a2, &b, &anon] {
             reg.register(c.handle.clone());
         }
@@ -505,7 +429,7 @@ mod tests {
         ];
         for (target, expected) in cases {
             reg.deliver(&env(target.clone(), Priority::High));
-            let counts = [got(&mut a1.high), got(&mut a2.high), got(&mut b.high), got(&mut anon.high)];
+            let counts = [got(&a1), got(&a2), got(&b), got(&anon)];
             assert_eq!(counts, expected, "{target:?}");
         }
         assert_eq!(reg.room_online("r1"), 2);
@@ -533,25 +457,29 @@ mod tests {
     #[test]
     fn low_lane_overflow_drops_and_counts_then_cuts_off_high_overflow_kicks_at_once() {
         let reg = Registry::new(0);
-        let mut c = conn(1, Owner::Device, "d_a", 2);
+        let c = conn(1, Owner::Device, "d_a", 2);
         reg.register(c.handle.clone());
-        for _ in 0..5 {
-            reg.deliver(&env(Target::All, Priority::Low));
-        }
-        assert_eq!(got(&mut c.low), 2);
-        assert_eq!(c.handle.lag.dropped(), 3);
+        reg.deliver(&env(Target::All, Priority::Low));
+        reg.deliver(&env(Target::All, Priority::Low));
+        reg.deliver(&env(Target::All, Priority::Low));
+        assert_eq!(c.handle.lanes.kicked(), None, "the first drop starts the clock");
+        reg.deliver(&env(Target::All, Priority::Low));
+        reg.deliver(&env(Target::All, Priority::Low));
+        assert_eq!(c.handle.lanes.dropped(), 3);
         assert_eq!(reg.stats().low_dropped.load(Ordering::Relaxed), 3);
         // The cut-off is 0 ms: overflowing again after the first drop disconnects.
-        assert_eq!(*c.handle.kick.reason.lock().unwrap(), Some(CloseReason::SlowConsumer));
+        assert_eq!(c.handle.lanes.kicked(), Some(CloseReason::SlowConsumer));
 
-        let mut h = conn(2, Owner::Device, "d_b", 2);
+        let h = conn(2, Owner::Device, "d_b", 2);
         reg.register(h.handle.clone());
         reg.deliver(&env(Target::Devices(vec![DeviceId("d_b".into())]), Priority::High));
         reg.deliver(&env(Target::Devices(vec![DeviceId("d_b".into())]), Priority::High));
-        assert!(h.handle.kick.reason.lock().unwrap().is_none());
+        assert_eq!(h.handle.lanes.take(8).map(|t| t.frames.len()).ok(), Some(2));
         reg.deliver(&env(Target::Devices(vec![DeviceId("d_b".into())]), Priority::High));
-        assert_eq!(*h.handle.kick.reason.lock().unwrap(), Some(CloseReason::SlowConsumer));
-        assert_eq!(got(&mut h.high), 2);
+        reg.deliver(&env(Target::Devices(vec![DeviceId("d_b".into())]), Priority::High));
+        assert_eq!(h.handle.lanes.kicked(), None, "taken: room again");
+        reg.deliver(&env(Target::Devices(vec![DeviceId("d_b".into())]), Priority::High));
+        assert_eq!(h.handle.lanes.kicked(), Some(CloseReason::SlowConsumer), "a full high lane cuts off at once");
     }
 
     #[test]
@@ -561,7 +489,7 @@ mod tests {
         let new = conn(2, Owner::User(UserId(1)), "phone", 4);
         reg.register(old.handle.clone());
         reg.register(new.handle.clone());
-        assert_eq!(*old.handle.kick.reason.lock().unwrap(), Some(CloseReason::Replaced));
+        assert_eq!(old.handle.lanes.kicked(), Some(CloseReason::Replaced));
         reg.deregister(&old.handle, None);
         assert_eq!(reg.connections_of(UserId(1)), 1);
         reg.deregister(&new.handle, None);

@@ -15,7 +15,6 @@ use futures_util::stream::FuturesUnordered;
 use tern_proto::codec::compression;
 use tern_proto::session::{ServerSession, SessionConfig, Verdict};
 use tern_proto::{ClientFrame, CloseReason, Codec, ConnId, ConvId, PROTOCOL_VERSION, ServerFrame};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tracing::Instrument;
 
@@ -24,7 +23,7 @@ use super::transport::{FrameIo, ReadError};
 use super::unacked::{Expiry, Unacked};
 use crate::auth::{Identity, Principal};
 use crate::bus::Interest;
-use crate::dispatch::{ConnHandle, Kick, Lag, OutFrame, Owner};
+use crate::dispatch::{ConnHandle, Lanes, OutFrame, Owner};
 use crate::error::Error;
 use crate::logic::bucket::Bucket;
 use crate::logic::{ResumeItem, SendTo};
@@ -47,8 +46,6 @@ type Response = Pin<Box<dyn Future<Output = Arc<OutFrame>> + Send>>;
 struct Started {
     principal: Principal,
     handle: ConnHandle,
-    high: mpsc::Receiver<Arc<OutFrame>>,
-    low: mpsc::Receiver<Arc<OutFrame>>,
 }
 
 const RESUME_CHUNK: usize = 256;
@@ -60,7 +57,8 @@ struct Conn<T> {
     conn_id: ConnId,
     codec: Codec,
     session: ServerSession,
-    kick: Arc<Kick>,
+    /// Its outbound lanes and close signal, shared with the registry.
+    lanes: Arc<Lanes>,
     unacked: Unacked,
     /// Per conversation, the last seq covered by resume; queued live pushes at or below it are
     /// already on their way and are dropped.
@@ -71,7 +69,6 @@ struct Conn<T> {
     brotli: bool,
     /// The room this connection is in.
     room: Option<String>,
-    lag: Arc<Lag>,
     /// `gateway.max_sends_per_sec` (None: no limit).
     sends: Option<Bucket>,
 }
@@ -92,6 +89,7 @@ pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, pe
             },
         );
         let write_timeout = Duration::from_millis(cfg.slow_consumer_ms);
+        let lanes = Arc::new(Lanes::new(cfg.outbound_queue, cfg.low_queue));
         let sends =
             (cfg.max_sends_per_sec > 0).then(|| Bucket::new(f64::from(cfg.max_sends_per_sec), cfg.max_sends_per_sec));
         let mut conn = Conn {
@@ -101,13 +99,12 @@ pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, pe
             conn_id,
             codec: Codec::Json,
             session,
-            kick: Arc::default(),
+            lanes,
             resumed: HashMap::new(),
             out: Vec::new(),
             write_timeout,
             brotli: false,
             room: None,
-            lag: Arc::default(),
             sends,
         };
         tracing::debug!("connection opened");
@@ -116,6 +113,7 @@ pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, pe
             Ok(never) => match never {},
             Err(close) => close,
         };
+        conn.lanes.close();
         if let Some(handle) = registered {
             conn.gw.registry.deregister(&handle, conn.room.as_deref());
             conn.gw.bus.unsubscribe(interest_of(&handle));
@@ -153,16 +151,11 @@ impl<T: FrameIo> Conn<T> {
             }
             Principal::Device(_) => Owner::Device,
         };
-        let (high_tx, high_rx) = mpsc::channel(self.gw.cfg.outbound_queue);
-        let (low_tx, low_rx) = mpsc::channel(self.gw.cfg.low_queue);
         let handle = ConnHandle {
             conn_id: self.conn_id,
             owner,
             device_id: principal.device_id().clone(),
-            high: high_tx,
-            low: low_tx,
-            kick: Arc::clone(&self.kick),
-            lag: Arc::clone(&self.lag),
+            lanes: Arc::clone(&self.lanes),
         };
         // Register before reading what was missed: a message committed from here on is queued
         // for us, one committed before is in the store; overlaps are dropped by seq.
@@ -188,7 +181,7 @@ impl<T: FrameIo> Conn<T> {
         if let (Some(have), Some(identity)) = (resume, principal.user()) {
             self.resume(identity, &have).await?;
         }
-        Ok(Started { principal, handle, high: high_rx, low: low_rx })
+        Ok(Started { principal, handle })
     }
 
     async fn authenticate(&mut self) -> Result<(Principal, Option<BTreeMap<ConvId, u64>>), Close> {
@@ -278,11 +271,11 @@ impl<T: FrameIo> Conn<T> {
     }
 
     async fn serve(&mut self, started: Started) -> Result<std::convert::Infallible, Close> {
-        let Started { principal, handle, mut high, mut low } = started;
+        let Started { principal, handle } = started;
         let principal = Arc::new(principal);
         let mut inflight: FuturesUnordered<Response> = FuturesUnordered::new();
         let max_inflight = self.gw.cfg.max_inflight_requests;
-        let kick = Arc::clone(&self.kick);
+        let lanes = Arc::clone(&self.lanes);
         loop {
             let deadline = [self.session.poll_timeout(), self.unacked.next_deadline()]
                 .into_iter()
@@ -291,36 +284,20 @@ impl<T: FrameIo> Conn<T> {
                 .map_or_else(|| Instant::now() + Duration::from_secs(3600), Instant::from_std);
             tokio::select! {
                 biased;
-                reason = kick.kicked() => return Err(Close::new(reason, kicked_message(reason))),
+                // A kick, or pushes: the high lane's first, then the low lane's, in order.
+                () = lanes.ready() => {
+                    let taken = lanes.take(DRAIN_BATCH).map_err(|reason| Close::new(reason, kicked_message(reason)))?;
+                    for frame in taken.frames {
+                        self.queue_push(frame)?;
+                    }
+                    if taken.low_drained {
+                        lanes.caught_up();
+                    }
+                }
                 _ = self.gw.shutdown.cancelled() => {
                     return Err(Close::new(CloseReason::ServerShutdown, "server is shutting down; reconnect"));
                 }
                 Some(response) = inflight.next(), if !inflight.is_empty() => self.out.push(response),
-                // The high lane always goes first.
-                pushed = high.recv() => {
-                    let Some(frame) = pushed else {
-                        return Err(Close::new(CloseReason::Replaced, kicked_message(CloseReason::Replaced)));
-                    };
-                    self.queue_push(frame)?;
-                    for _ in 0..DRAIN_BATCH {
-                        match high.try_recv() {
-                            Ok(frame) => self.queue_push(frame)?,
-                            Err(_) => break,
-                        }
-                    }
-                }
-                Some(frame) = low.recv() => {
-                    self.queue_push(frame)?;
-                    for _ in 0..DRAIN_BATCH {
-                        match low.try_recv() {
-                            Ok(frame) => self.queue_push(frame)?,
-                            Err(_) => break,
-                        }
-                    }
-                    if low.is_empty() {
-                        self.lag.caught_up();
-                    }
-                }
                 received = self.io.recv(), if inflight.len() < max_inflight => {
                     Box::pin(self.on_inbound(received, &principal, &handle, &mut inflight)).await?;
                 }
