@@ -18,9 +18,9 @@ use tern_proto::{ClientFrame, CloseReason, Codec, ConnId, ConvId, PROTOCOL_VERSI
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tracing::Instrument;
 
-use super::Gateway;
 use super::transport::{FrameIo, ReadError};
 use super::unacked::{Expiry, Unacked};
+use super::{Admitted, Gateway};
 use crate::auth::{Identity, Principal};
 use crate::bus::Interest;
 use crate::dispatch::{ConnHandle, Lanes, OutFrame, Owner};
@@ -73,62 +73,73 @@ struct Conn<T> {
     sends: Option<Bucket>,
 }
 
-pub(super) async fn run<T: FrameIo>(gw: Arc<Gateway>, io: T, conn_id: ConnId, peer: SocketAddr) {
+/// A connection's task, to be spawned. The connection state is built here, synchronously, and
+/// moved once into [`lifetime`]: an `async fn` taking `gw` and `io` would hold them a second
+/// time beside the state built from them for as long as the connection lives.
+pub(super) fn run<T: FrameIo>(
+    gw: Arc<Gateway>,
+    io: T,
+    conn_id: ConnId,
+    peer: SocketAddr,
+    slot: Admitted,
+) -> impl Future<Output = ()> + Send + use<T> {
     let span =
         tracing::info_span!("conn", conn_id = conn_id.0, transport = io.kind(), %peer, user_id = tracing::field::Empty);
     let open = crate::telemetry::connections(io.kind());
+    let cfg = &gw.cfg;
+    let session = ServerSession::new(
+        std::time::Instant::now(),
+        SessionConfig {
+            auth_timeout: Duration::from_millis(cfg.auth_timeout_ms),
+            heartbeat: Duration::from_millis(cfg.heartbeat_ms),
+            max_missed_heartbeats: cfg.max_missed_heartbeats,
+        },
+    );
+    let write_timeout = Duration::from_millis(cfg.slow_consumer_ms);
+    let lanes = Arc::new(Lanes::new(cfg.outbound_queue, cfg.low_queue));
+    let sends =
+        (cfg.max_sends_per_sec > 0).then(|| Bucket::new(f64::from(cfg.max_sends_per_sec), cfg.max_sends_per_sec));
+    let conn = Conn {
+        unacked: Unacked::new(gw.retry_policy()),
+        gw,
+        io,
+        conn_id,
+        codec: Codec::Json,
+        session,
+        lanes,
+        resumed: HashMap::new(),
+        out: Vec::new(),
+        write_timeout,
+        brotli: false,
+        room: None,
+        sends,
+    };
+    lifetime(conn, open, slot).instrument(span)
+}
+
+/// Serves a connection, cleans up after it, closes it, and gives its slot back.
+async fn lifetime<T: FrameIo>(mut conn: Conn<T>, open: &'static metrics::Gauge, slot: Admitted) {
     open.increment(1.0);
-    async move {
-        let cfg = &gw.cfg;
-        let session = ServerSession::new(
-            std::time::Instant::now(),
-            SessionConfig {
-                auth_timeout: Duration::from_millis(cfg.auth_timeout_ms),
-                heartbeat: Duration::from_millis(cfg.heartbeat_ms),
-                max_missed_heartbeats: cfg.max_missed_heartbeats,
-            },
-        );
-        let write_timeout = Duration::from_millis(cfg.slow_consumer_ms);
-        let lanes = Arc::new(Lanes::new(cfg.outbound_queue, cfg.low_queue));
-        let sends =
-            (cfg.max_sends_per_sec > 0).then(|| Bucket::new(f64::from(cfg.max_sends_per_sec), cfg.max_sends_per_sec));
-        let mut conn = Conn {
-            unacked: Unacked::new(gw.retry_policy()),
-            gw,
-            io,
-            conn_id,
-            codec: Codec::Json,
-            session,
-            lanes,
-            resumed: HashMap::new(),
-            out: Vec::new(),
-            write_timeout,
-            brotli: false,
-            room: None,
-            sends,
-        };
-        tracing::debug!("connection opened");
-        let mut registered = None;
-        let close = match conn.drive(&mut registered).await {
-            Ok(never) => match never {},
-            Err(close) => close,
-        };
-        conn.lanes.close();
-        if let Some(handle) = registered {
-            conn.gw.registry.deregister(&handle, conn.room.as_deref());
-            conn.gw.bus.unsubscribe(interest_of(&handle));
-            if let Some(room) = conn.room.take() {
-                conn.gw.bus.unsubscribe(Interest::Room(room));
-            }
-            if let Owner::User(user) = handle.owner {
-                conn.gw.logic.presence().disconnected(user);
-            }
+    tracing::debug!("connection opened");
+    let mut registered = None;
+    let close = match conn.drive(&mut registered).await {
+        Ok(never) => match never {},
+        Err(close) => close,
+    };
+    conn.lanes.close();
+    if let Some(handle) = registered {
+        conn.gw.registry.deregister(&handle, conn.room.as_deref());
+        conn.gw.bus.unsubscribe(interest_of(&handle));
+        if let Some(room) = conn.room.take() {
+            conn.gw.bus.unsubscribe(Interest::Room(room));
         }
-        Box::pin(conn.finish(close)).await;
+        if let Owner::User(user) = handle.owner {
+            conn.gw.logic.presence().disconnected(user);
+        }
     }
-    .instrument(span)
-    .await;
+    Box::pin(conn.finish(close)).await;
     open.decrement(1.0);
+    drop(slot);
 }
 
 impl<T: FrameIo> Conn<T> {

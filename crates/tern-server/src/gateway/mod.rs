@@ -70,10 +70,15 @@ impl Gateway {
         }
     }
 
-    /// Runs one admitted connection to its end (see [`Gateway::admit`]).
-    async fn serve<T: transport::FrameIo>(self: Arc<Self>, io: T, peer: SocketAddr) {
+    /// One admitted connection's task (see [`Gateway::admit`]); `slot` is released at its end.
+    fn serve<T: transport::FrameIo>(
+        self: Arc<Self>,
+        io: T,
+        peer: SocketAddr,
+        slot: admission::Admitted,
+    ) -> impl Future<Output = ()> + Send + use<T> {
         let conn_id = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
-        conn::run(self, io, conn_id, peer).await;
+        conn::run(self, io, conn_id, peer, slot)
     }
 
     /// Connections currently open on this node.
