@@ -154,9 +154,11 @@ async fn websocket(
     };
     let max = state.max_frame_bytes;
     // tungstenite's defaults hold a 128 KiB read buffer per connection and accept 64 MiB
-    // messages; both are cut to what a tern frame needs.
+    // messages; both are cut to what a tern frame needs. The read buffer is allocated eagerly
+    // and is most of an idle WebSocket connection's memory (heaptrack: 4 KiB of 9 KiB), while
+    // what clients send is small frames (sends, ACKs, pings); a larger frame grows it as needed.
     upgrade
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(max)
