@@ -50,30 +50,15 @@ async fn sigkill_mid_stream_loses_no_acked_message_and_duplicates_nothing() {
     const TOTAL: usize = 600;
     const WINDOW: usize = 16;
     // (client_msg_id, ack) in the order acks arrived; and which acks came before each kill.
-    let acked: Arc<Mutex<Vec<(String, Sent)>>> = Arc::default();
-    let sender = {
-        let acked = Arc::clone(&acked);
-        let a = a.clone();
-        let to = bob.user_id;
-        tokio::spawn(async move {
-            let sem = Arc::new(tokio::sync::Semaphore::new(WINDOW));
-            let mut tasks = Vec::new();
-            for i in 0..TOTAL {
-                let permit = Arc::clone(&sem).acquire_owned().await.unwrap();
-                let (a, acked) = (a.clone(), Arc::clone(&acked));
-                tasks.push(tokio::spawn(async move {
-                    let key = format!("k{i}");
-                    let sent = a.send(to, Body::Text { text: format!("msg {i}") }, key.clone()).await.unwrap();
-                    acked.lock().unwrap().push((key, sent));
-                    drop(permit);
-                }));
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            for t in tasks {
-                t.await.unwrap();
-            }
-        })
-    };
+    let acked = common::Acked::default();
+    let sender = common::spawn_windowed_sends(
+        a.clone(),
+        bob.user_id,
+        TOTAL,
+        WINDOW,
+        Duration::from_millis(2),
+        Arc::clone(&acked),
+    );
 
     let mut acked_before_kills = Vec::new();
     for cycle in 0..2 {

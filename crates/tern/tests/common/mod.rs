@@ -356,3 +356,37 @@ pub async fn spawn_serve(cmd: &mut tokio::process::Command) -> tokio::process::C
     assert!(line.starts_with("tern listening"), "{line}");
     child
 }
+
+/// ACKs of 1:1 sends as they arrived: `(client_msg_id, ack)`.
+pub type Acked = std::sync::Arc<std::sync::Mutex<Vec<(String, tern_client::Sent)>>>;
+
+/// Sends `total` texts to `to`, keyed `k0`, `k1`, …, one every `spacing` with at most `window`
+/// unacknowledged, recording each ACK in `acked`; the task ends when every send is ACKed.
+pub fn spawn_windowed_sends(
+    client: Client,
+    to: tern_client::UserId,
+    total: usize,
+    window: usize,
+    spacing: Duration,
+    acked: Acked,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let window = std::sync::Arc::new(tokio::sync::Semaphore::new(window));
+        let mut tasks = Vec::new();
+        for i in 0..total {
+            let permit = std::sync::Arc::clone(&window).acquire_owned().await.unwrap();
+            let (client, acked) = (client.clone(), std::sync::Arc::clone(&acked));
+            tasks.push(tokio::spawn(async move {
+                let key = format!("k{i}");
+                let sent =
+                    client.send(to, tern_client::Body::Text { text: format!("m{i}") }, key.clone()).await.unwrap();
+                acked.lock().unwrap().push((key, sent));
+                drop(permit);
+            }));
+            tokio::time::sleep(spacing).await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+}
