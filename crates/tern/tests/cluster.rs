@@ -500,28 +500,9 @@ async fn a_node_killed_under_load_loses_no_acknowledged_message_and_its_clients_
     until(2, || nodes[0].online()).await;
 
     const TOTAL: usize = 300;
-    let acked: std::sync::Arc<std::sync::Mutex<Vec<(String, tern_client::Sent)>>> = Default::default();
-    let sender = {
-        let (a, acked, to) = (a.clone(), acked.clone(), bob.user_id);
-        tokio::spawn(async move {
-            let window = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
-            let mut tasks = Vec::new();
-            for i in 0..TOTAL {
-                let permit = window.clone().acquire_owned().await.unwrap();
-                let (a, acked) = (a.clone(), acked.clone());
-                tasks.push(tokio::spawn(async move {
-                    let key = format!("k{i}");
-                    let sent = a.send(to, Body::Text { text: format!("m{i}") }, key.clone()).await.unwrap();
-                    acked.lock().unwrap().push((key, sent));
-                    drop(permit);
-                }));
-                tokio::time::sleep(Duration::from_millis(3)).await;
-            }
-            for t in tasks {
-                t.await.unwrap();
-            }
-        })
-    };
+    let acked = common::Acked::default();
+    let sender =
+        common::spawn_windowed_sends(a.clone(), bob.user_id, TOTAL, 8, Duration::from_millis(3), acked.clone());
     while acked.lock().unwrap().len() < TOTAL / 3 {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -641,7 +622,16 @@ async fn must_arrive_pushes_survive_a_lost_nats_link_and_a_nats_restart_under_lo
     eprintln!("with NATS down, a must-arrive push was refused after {:?}", asked.elapsed());
     nats.restart().await;
 
-    // And chat crosses nodes again.
+    // And chat crosses nodes again, once the nodes are back on NATS (node 1 hears the others'
+    // statuses, two connections). A live delivery published while the receiving node was still
+    // away is not redelivered by the bus: the device gets it from the store at its next message
+    // or reconnect (docs/ARCHITECTURE.md), which this test does not wait for.
+    let took = until(2, || async {
+        let v: serde_json::Value = reqwest::get(format!("{}/v1/online", n1.url())).await.unwrap().json().await.unwrap();
+        v["online"].as_u64().unwrap()
+    })
+    .await;
+    eprintln!("nodes back on NATS {took:?} after its restart");
     b.send(carol.user_id, Body::Text { text: "after the restart".into() }, "ar".into()).await.unwrap();
     assert_eq!(texts(&expect_messages(&mut ce, 1).await), ["after the restart"]);
     drop((b, c));
