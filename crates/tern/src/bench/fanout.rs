@@ -6,14 +6,13 @@
 //! NATS), not full SDK clients, so the load generator spends as little CPU per delivery as
 //! possible.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use serde_json::json;
 use tern_client::Priority;
 use tern_proto::codec::compression;
@@ -111,20 +110,37 @@ struct Tally {
     bytes: AtomicU64,
 }
 
-/// Per-member accounting: each id once, latency sampled.
+/// Per-member accounting: each push once, latency sampled. Totals are kept locally and added to
+/// the shared [`Tally`] once, when the member ends: at millions of deliveries a second, one shared
+/// counter bumped per delivery from both cores would cost more than the counting itself.
 struct Counter {
     tally: Arc<Tally>,
     /// Set once pushing is over: from then on, 3 s of silence ends the member.
     done: Arc<std::sync::atomic::AtomicBool>,
-    ids: HashSet<u64>,
-    seen: u64,
+    /// Bit `n` is set once push `n` (the payload's sequence number, 1, 2, …) has arrived.
+    seen_bits: Vec<u64>,
+    received: u64,
+    duplicates: u64,
+    bytes: u64,
     sample_every: u64,
     latencies: Vec<u32>,
 }
 
+/// Sequence numbers above this are not the run's own (a run sends far fewer pushes).
+const MAX_SEQ: u64 = 1 << 28;
+
 impl Counter {
     fn new(tally: Arc<Tally>, done: Arc<std::sync::atomic::AtomicBool>, sample_every: u64) -> Self {
-        Self { tally, done, ids: HashSet::new(), seen: 0, sample_every, latencies: Vec::new() }
+        Self {
+            tally,
+            done,
+            seen_bits: Vec::new(),
+            received: 0,
+            duplicates: 0,
+            bytes: 0,
+            sample_every,
+            latencies: Vec::new(),
+        }
     }
 
     /// Whether a quiet spell means the run is over (rather than not started yet).
@@ -132,28 +148,45 @@ impl Counter {
         self.done.load(Ordering::Relaxed)
     }
 
-    // Ids are checked for duplicates, not order: concurrent API calls may take ids in one order
-    // and enter the room's lane in another (the lane's order is the order of acceptance).
-    fn got(&mut self, id: u64, sent_us: Option<u64>) {
-        if !self.ids.insert(id) {
-            self.tally.duplicates.fetch_add(1, Ordering::Relaxed);
+    // Pushes are checked for duplicates, not order: concurrent API calls may take sequence
+    // numbers in one order and enter the room's lane in another (the lane's order is the order of
+    // acceptance). A push without a sequence number of this run counts as a duplicate: it is a
+    // delivery nobody sent.
+    fn got(&mut self, seq: Option<u64>, sent_us: Option<u64>) {
+        let Some(seq) = seq.filter(|&n| n < MAX_SEQ) else {
+            self.duplicates += 1;
+            return;
+        };
+        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+        if word >= self.seen_bits.len() {
+            self.seen_bits.resize(word + 1 + word / 2, 0);
+        }
+        if self.seen_bits[word] & bit != 0 {
+            self.duplicates += 1;
             return;
         }
-        self.tally.received.fetch_add(1, Ordering::Relaxed);
-        self.seen += 1;
-        if self.seen.is_multiple_of(self.sample_every)
+        self.seen_bits[word] |= bit;
+        self.received += 1;
+        if self.received.is_multiple_of(self.sample_every)
             && let Some(t) = sent_us
         {
             self.latencies.push(now_us().saturating_sub(t).min(u64::from(u32::MAX)) as u32);
         }
     }
+
+    /// Adds this member's totals to the run's and hands back its latency samples.
+    fn finish(self) -> Vec<u32> {
+        self.tally.received.fetch_add(self.received, Ordering::Relaxed);
+        self.tally.duplicates.fetch_add(self.duplicates, Ordering::Relaxed);
+        self.tally.bytes.fetch_add(self.bytes, Ordering::Relaxed);
+        self.latencies
+    }
 }
 
-/// A server frame as a member reads it: the op, and of pushes only the id and the send time.
+/// A server frame as a member reads it: the op, and of pushes only the send sequence and time.
 #[derive(serde::Deserialize)]
 struct LeanFrame<'a> {
     op: &'a str,
-    msg_id: Option<u64>,
     data: Option<LeanData>,
     #[serde(default)]
     pushes: Vec<LeanPush>,
@@ -163,7 +196,6 @@ struct LeanFrame<'a> {
 
 #[derive(serde::Deserialize)]
 struct LeanPush {
-    msg_id: u64,
     data: LeanData,
 }
 
@@ -174,6 +206,83 @@ struct LeanData {
     t: Option<u64>,
 }
 
+/// What a member counts in one server frame.
+enum Counted {
+    /// The pushes it carries, as (sequence number, send time in µs).
+    Pushes(Vec<(Option<u64>, Option<u64>)>),
+    Closed(String),
+    Other,
+}
+
+impl Counted {
+    fn decode(payload: &[u8]) -> anyhow::Result<Self> {
+        let opened = compression::open(payload, 64 << 20)?;
+        let Ok(f) = rmp_serde::from_slice::<LeanFrame>(&opened) else { return Ok(Self::Other) };
+        Ok(match f.op {
+            "push" => Self::Pushes(vec![f.data.map_or((None, None), |d| (d.n, d.t))]),
+            "batch" => Self::Pushes(f.pushes.into_iter().map(|p| (p.data.n, p.data.t)).collect()),
+            "close" => Self::Closed(format!("{} {}", f.reason.unwrap_or("?"), f.message.unwrap_or(""))),
+            _ => Self::Other,
+        })
+    }
+}
+
+/// Frames already decoded, shared by all members of a run.
+///
+/// The server encodes (and compresses) a room's batch once and writes the same bytes to every
+/// member, so the generator decodes each distinct frame once too: a member's frame is matched by
+/// comparing **all** its bytes with a decoded one, then its pushes are counted by that member as
+/// before (each sequence number once, per member). Nothing is taken on trust, and decoding no
+/// longer grows with the number of members: at 10,000 members it was what capped a run on the
+/// server's own two cores.
+#[derive(Default)]
+struct FrameMemo {
+    recent: std::sync::Mutex<MemoSlots>,
+}
+
+#[derive(Default)]
+struct MemoSlots {
+    by_key: std::collections::HashMap<u64, Arc<(Bytes, Counted)>>,
+    order: std::collections::VecDeque<u64>,
+}
+
+/// Distinct frames kept: a few seconds of batches of one room.
+const MEMO_FRAMES: usize = 1024;
+
+impl FrameMemo {
+    fn counted(&self, payload: &Bytes) -> anyhow::Result<Arc<(Bytes, Counted)>> {
+        let key = Self::key(payload);
+        let hit = self.recent.lock().expect("memo poisoned").by_key.get(&key).cloned();
+        if let Some(entry) = hit
+            && entry.0 == *payload
+        {
+            return Ok(entry);
+        }
+        let entry = Arc::new((payload.clone(), Counted::decode(payload)?));
+        let mut slots = self.recent.lock().expect("memo poisoned");
+        if slots.by_key.insert(key, Arc::clone(&entry)).is_none() {
+            slots.order.push_back(key);
+            if slots.order.len() > MEMO_FRAMES
+                && let Some(old) = slots.order.pop_front()
+            {
+                slots.by_key.remove(&old);
+            }
+        }
+        Ok(entry)
+    }
+
+    /// A cheap key (length, head and tail): frames differ in their tails (the last push's
+    /// sequence number and time). A clash only costs a decode; equality is checked on all bytes.
+    fn key(payload: &[u8]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        payload.len().hash(&mut h);
+        payload[..payload.len().min(32)].hash(&mut h);
+        payload[payload.len().saturating_sub(64)..].hash(&mut h);
+        h.finish()
+    }
+}
+
 /// A tern member: authenticate, join, count pushes until 3 s of silence.
 async fn tern_member(
     dialer: Arc<Dialer>,
@@ -181,6 +290,7 @@ async fn tern_member(
     token: String,
     room: String,
     brotli: bool,
+    memo: Arc<FrameMemo>,
     mut counter: Counter,
 ) -> anyhow::Result<Vec<u32>> {
     let mut stream = dialer.dial(tcp).await?;
@@ -191,31 +301,37 @@ async fn tern_member(
     let decoder = FrameDecoder::new(64 << 20);
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut last_ping = Instant::now();
+    // One timer for the member's life, moved on when it fires, rather than one per read.
+    let mut last_data = Instant::now();
+    let quiet = tokio::time::sleep(Duration::from_secs(3));
+    tokio::pin!(quiet);
     loop {
         while let Some(payload) = decoder.decode(&mut buf)? {
-            counter.tally.bytes.fetch_add(payload.len() as u64 + 4, Ordering::Relaxed);
-            let opened = compression::open(&payload, 64 << 20)?;
-            // Only what is counted is decoded: at hundreds of thousands of deliveries a second
-            // on the server's own cores, the generator's decoding is what limits a run.
-            if let Ok(f) = rmp_serde::from_slice::<LeanFrame>(&opened) {
-                match f.op {
-                    "push" => counter.got(f.msg_id.unwrap_or(u64::MAX), f.data.and_then(|d| d.t)),
-                    "batch" => f.pushes.iter().for_each(|p| counter.got(p.msg_id, p.data.t)),
-                    "close" => anyhow::bail!("closed: {} {}", f.reason.unwrap_or("?"), f.message.unwrap_or("")),
-                    _ => {}
-                }
+            counter.bytes += payload.len() as u64 + 4;
+            let entry = memo.counted(&payload)?;
+            match &entry.1 {
+                Counted::Pushes(pushes) => pushes.iter().for_each(|&(n, t)| counter.got(n, t)),
+                Counted::Closed(why) => anyhow::bail!("closed: {why}"),
+                Counted::Other => {}
             }
         }
         if last_ping.elapsed() > Duration::from_secs(10) {
             stream.write_all(&Codec::MsgPack.encode_prefixed(&ClientFrame::Ping)).await?;
             last_ping = Instant::now();
         }
-        match tokio::time::timeout(Duration::from_secs(3), stream.read_buf(&mut buf)).await {
-            Ok(Ok(0)) => return Ok(counter.latencies),
-            Err(_) if counter.finished() => return Ok(counter.latencies),
-            Err(_) => {}
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e.into()),
+        tokio::select! {
+            read = stream.read_buf(&mut buf) => match read {
+                Ok(0) => return Ok(counter.finish()),
+                Ok(_) => last_data = Instant::now(),
+                Err(e) => return Err(e.into()),
+            },
+            () = &mut quiet => {
+                if last_data.elapsed() >= Duration::from_secs(3) && counter.finished() {
+                    return Ok(counter.finish());
+                }
+                let (now, next) = (Instant::now(), last_data + Duration::from_secs(3));
+                quiet.as_mut().reset(if next > now { next } else { now + Duration::from_secs(3) }.into());
+            }
         }
     }
 }
@@ -234,13 +350,13 @@ async fn nats_member(
     loop {
         match tokio::time::timeout(Duration::from_secs(3), conn.next()).await {
             Ok(Ok(Some(nats::Event::Msg(payload)))) => {
-                counter.tally.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                counter.bytes += payload.len() as u64;
                 let d: LeanData = serde_json::from_slice(&payload)?;
-                counter.got(d.n.unwrap_or(u64::MAX), d.t);
+                counter.got(d.n, d.t);
             }
             Ok(Ok(Some(_))) => {}
-            Ok(Ok(None)) => return Ok(counter.latencies),
-            Err(_) if counter.finished() => return Ok(counter.latencies),
+            Ok(Ok(None)) => return Ok(counter.finish()),
+            Err(_) if counter.finished() => return Ok(counter.finish()),
             Err(_) => {}
             Ok(Err(e)) => return Err(e),
         }
@@ -256,6 +372,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let dialer = Arc::new(Dialer::default());
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let counter = || Counter::new(Arc::clone(&tally), Arc::clone(&done), sample_every);
+    let memo = Arc::new(FrameMemo::default());
     let nats_addr = match &args.target {
         None => None,
         Some(t) => Some(resolve(t.strip_prefix("nats://").context("--target must be nats://HOST:PORT")?).await?),
@@ -277,7 +394,15 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             }
             for (i, d) in devs.into_iter().enumerate() {
                 let tcp = nodes[i % nodes.len()];
-                let m = tern_member(Arc::clone(&dialer), tcp, d.token, room.clone(), args.brotli, counter());
+                let m = tern_member(
+                    Arc::clone(&dialer),
+                    tcp,
+                    d.token,
+                    room.clone(),
+                    args.brotli,
+                    Arc::clone(&memo),
+                    counter(),
+                );
                 members.push(tokio::spawn(m));
             }
             // Wait until the room is full.
@@ -396,7 +521,10 @@ async fn push_tern(args: &FanoutArgs, room: &str, t0: Instant, bar: &indicatif::
     let deadline = t0 + Duration::from_secs(args.duration);
     let mut pacer = Pacer::new(args.rate);
     let pushed = Arc::new(AtomicU64::new(0));
-    let window = Arc::new(tokio::sync::Semaphore::new(8));
+    // Saturated, 8 requests in flight are enough to keep the server busy; paced, more may be
+    // needed, so that the offered rate holds while the server's answers slow down under load.
+    let in_flight = if pacer.saturated() { 32 } else { 64 };
+    let window = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut seq = 0u64;
     while Instant::now() < deadline {
@@ -415,7 +543,7 @@ async fn push_tern(args: &FanoutArgs, room: &str, t0: Instant, bar: &indicatif::
         });
         bar.set_position(t0.elapsed().as_secs());
     }
-    let _all = window.acquire_many(8).await?;
+    let _all = window.acquire_many(in_flight as u32).await?;
     Ok(pushed.load(Ordering::Relaxed))
 }
 
