@@ -118,35 +118,46 @@ pub(super) fn run<T: FrameIo>(
 }
 
 /// Serves a connection, cleans up after it, closes it, and gives its slot back.
-async fn lifetime<T: FrameIo>(mut conn: Conn<T>, open: &'static metrics::Gauge, slot: Admitted) {
-    open.increment(1.0);
-    tracing::debug!("connection opened");
-    let mut registered = None;
-    let close = match conn.drive(&mut registered).await {
-        Ok(never) => match never {},
-        Err(close) => close,
-    };
-    conn.lanes.close();
-    if let Some(handle) = registered {
-        conn.gw.registry.deregister(&handle, conn.room.as_deref());
-        conn.gw.bus.unsubscribe(interest_of(&handle));
-        if let Some(room) = conn.room.take() {
-            conn.gw.bus.unsubscribe(Interest::Room(room));
+///
+/// Not an `async fn`: rustc keeps an `async fn`'s by-value arguments in the future as they came
+/// in *and* as the body's bindings, so the connection state (448 B) was held twice for the
+/// connection's life. An `async move` block uses what it captured in place.
+fn lifetime<T: FrameIo>(
+    mut conn: Conn<T>,
+    open: &'static metrics::Gauge,
+    slot: Admitted,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        open.increment(1.0);
+        tracing::debug!("connection opened");
+        let mut registered = None;
+        let close = match conn.drive(&mut registered).await {
+            Ok(never) => match never {},
+            Err(close) => close,
+        };
+        conn.lanes.close();
+        if let Some(handle) = registered {
+            conn.gw.registry.deregister(&handle, conn.room.as_deref());
+            conn.gw.bus.unsubscribe(interest_of(&handle));
+            if let Some(room) = conn.room.take() {
+                conn.gw.bus.unsubscribe(Interest::Room(room));
+            }
+            if let Owner::User(user) = handle.owner {
+                conn.gw.logic.presence().disconnected(user);
+            }
         }
-        if let Owner::User(user) = handle.owner {
-            conn.gw.logic.presence().disconnected(user);
-        }
+        Box::pin(conn.finish(close)).await;
+        open.decrement(1.0);
+        drop(slot);
     }
-    Box::pin(conn.finish(close)).await;
-    open.decrement(1.0);
-    drop(slot);
 }
 
 impl<T: FrameIo> Conn<T> {
     // The task of an idle connection is this future; its size is memory per connection. So the
     // one-off phases (authentication and resume, the close) and the handling of each inbound
     // frame run as boxed futures of their own, and the long-lived state is only the `serve`
-    // loop's (measured with heaptrack: 6.6 KB per task before, 2 KB now; docs/BENCHMARKS.md).
+    // loop's (6.6 KB per task before, 1.3 KB now; docs/BENCHMARKS.md). `size_of_val` on the
+    // spawned future is the quick check: 1,256 B for TCP.
     async fn drive(&mut self, registered: &mut Option<ConnHandle>) -> Result<std::convert::Infallible, Close> {
         let started = Box::pin(self.start(registered)).await?;
         self.serve(started).await
@@ -281,40 +292,44 @@ impl<T: FrameIo> Conn<T> {
         self.flush().await
     }
 
-    async fn serve(&mut self, started: Started) -> Result<std::convert::Infallible, Close> {
+    /// The loop an authenticated connection lives in. Not an `async fn`, for the reason given at
+    /// [`lifetime`]: `started` would be kept both whole and taken apart.
+    fn serve(&mut self, started: Started) -> impl Future<Output = Result<std::convert::Infallible, Close>> + Send + '_ {
         let Started { principal, handle } = started;
         let principal = Arc::new(principal);
-        let mut inflight: FuturesUnordered<Response> = FuturesUnordered::new();
         let max_inflight = self.gw.cfg.max_inflight_requests;
         let lanes = Arc::clone(&self.lanes);
-        loop {
-            let deadline = [self.session.poll_timeout(), self.unacked.next_deadline()]
-                .into_iter()
-                .flatten()
-                .min()
-                .map_or_else(|| Instant::now() + Duration::from_secs(3600), Instant::from_std);
-            tokio::select! {
-                biased;
-                // A kick, or pushes: the high lane's first, then the low lane's, in order.
-                () = lanes.ready() => {
-                    let taken = lanes.take(DRAIN_BATCH).map_err(|reason| Close::new(reason, kicked_message(reason)))?;
-                    for frame in taken.frames {
-                        self.queue_push(frame)?;
+        async move {
+            let mut inflight: FuturesUnordered<Response> = FuturesUnordered::new();
+            loop {
+                let deadline = [self.session.poll_timeout(), self.unacked.next_deadline()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map_or_else(|| Instant::now() + Duration::from_secs(3600), Instant::from_std);
+                tokio::select! {
+                    biased;
+                    // A kick, or pushes: the high lane's first, then the low lane's, in order.
+                    () = lanes.ready() => {
+                        let taken = lanes.take(DRAIN_BATCH).map_err(|reason| Close::new(reason, kicked_message(reason)))?;
+                        for frame in taken.frames {
+                            self.queue_push(frame)?;
+                        }
+                        if taken.low_drained {
+                            lanes.caught_up();
+                        }
                     }
-                    if taken.low_drained {
-                        lanes.caught_up();
+                    _ = self.gw.shutdown.cancelled() => {
+                        return Err(Close::new(CloseReason::ServerShutdown, "server is shutting down; reconnect"));
                     }
+                    Some(response) = inflight.next(), if !inflight.is_empty() => self.out.push(response),
+                    received = self.io.recv(), if inflight.len() < max_inflight => {
+                        Box::pin(self.on_inbound(received, &principal, &handle, &mut inflight)).await?;
+                    }
+                    _ = sleep_until(deadline) => self.on_timer()?,
                 }
-                _ = self.gw.shutdown.cancelled() => {
-                    return Err(Close::new(CloseReason::ServerShutdown, "server is shutting down; reconnect"));
-                }
-                Some(response) = inflight.next(), if !inflight.is_empty() => self.out.push(response),
-                received = self.io.recv(), if inflight.len() < max_inflight => {
-                    Box::pin(self.on_inbound(received, &principal, &handle, &mut inflight)).await?;
-                }
-                _ = sleep_until(deadline) => self.on_timer()?,
+                self.flush().await?;
             }
-            self.flush().await?;
         }
     }
 
