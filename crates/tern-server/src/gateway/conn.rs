@@ -122,6 +122,7 @@ pub(super) fn run<T: FrameIo>(
 /// Not an `async fn`: rustc keeps an `async fn`'s by-value arguments in the future as they came
 /// in *and* as the body's bindings, so the connection state (448 B) was held twice for the
 /// connection's life. An `async move` block uses what it captured in place.
+#[allow(clippy::manual_async_fn, reason = "an async fn would hold the connection state twice")]
 fn lifetime<T: FrameIo>(
     mut conn: Conn<T>,
     open: &'static metrics::Gauge,
