@@ -53,8 +53,16 @@ pub enum Owner {
 }
 
 /// How to reach one connection.
+///
+/// Shared, not copied: the registry keeps a handle in several maps (by connection, by user or
+/// device, by room) and the connection keeps its own, so each copy is one pointer and the
+/// device id is stored once (per idle connection this saved ~0.4 KB; docs/BENCHMARKS.md).
 #[derive(Debug, Clone)]
-pub struct ConnHandle {
+pub struct ConnHandle(Arc<ConnInfo>);
+
+/// What a [`ConnHandle`] points to.
+#[derive(Debug)]
+pub struct ConnInfo {
     /// The connection.
     pub conn_id: ConnId,
     /// Its owner.
@@ -63,6 +71,21 @@ pub struct ConnHandle {
     pub device_id: DeviceId,
     /// Its outbound lanes and close signal.
     pub lanes: Arc<Lanes>,
+}
+
+impl ConnHandle {
+    /// A handle to a new connection.
+    pub fn new(conn_id: ConnId, owner: Owner, device_id: DeviceId, lanes: Arc<Lanes>) -> Self {
+        Self(Arc::new(ConnInfo { conn_id, owner, device_id, lanes }))
+    }
+}
+
+impl std::ops::Deref for ConnHandle {
+    type Target = ConnInfo;
+
+    fn deref(&self) -> &ConnInfo {
+        &self.0
+    }
 }
 
 /// Counters over all connections of this node.
@@ -143,7 +166,8 @@ impl Registry {
             Owner::User(user) => self
                 .users
                 .with(&user, |m| {
-                    let conns = m.entry(user).or_default();
+                    // Most users have one or two devices online: no room for four up front.
+                    let conns = m.entry(user).or_insert_with(|| Vec::with_capacity(1));
                     let old = conns.iter().position(|c| c.device_id == handle.device_id).map(|p| conns.swap_remove(p));
                     conns.push(handle.clone());
                     old
@@ -383,12 +407,7 @@ mod tests {
     }
 
     fn conn(id: u64, owner: Owner, device: &str, cap: usize) -> Conn {
-        let handle = ConnHandle {
-            conn_id: ConnId(id),
-            owner,
-            device_id: DeviceId(device.into()),
-            lanes: Arc::new(Lanes::new(cap, cap)),
-        };
+        let handle = ConnHandle::new(ConnId(id), owner, DeviceId(device.into()), Arc::new(Lanes::new(cap, cap)));
         Conn { handle }
     }
 

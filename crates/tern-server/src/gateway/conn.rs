@@ -174,12 +174,7 @@ impl<T: FrameIo> Conn<T> {
             }
             Principal::Device(_) => Owner::Device,
         };
-        let handle = ConnHandle {
-            conn_id: self.conn_id,
-            owner,
-            device_id: principal.device_id().clone(),
-            lanes: Arc::clone(&self.lanes),
-        };
+        let handle = ConnHandle::new(self.conn_id, owner, principal.device_id().clone(), Arc::clone(&self.lanes));
         // Register before reading what was missed: a message committed from here on is queued
         // for us, one committed before is in the store; overlaps are dropped by seq.
         self.gw.registry.register(handle.clone());
