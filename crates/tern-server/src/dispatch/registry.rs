@@ -56,7 +56,7 @@ pub enum Owner {
 ///
 /// Shared, not copied: the registry keeps a handle in several maps (by connection, by user or
 /// device, by room) and the connection keeps its own, so each copy is one pointer and the
-/// device id is stored once (per idle connection this saved ~0.4 KB; docs/BENCHMARKS.md).
+/// device id is stored once (per idle connection this saved ~0.3 KB; docs/BENCHMARKS.md).
 #[derive(Debug, Clone)]
 pub struct ConnHandle(Arc<ConnInfo>);
 
