@@ -121,6 +121,11 @@ impl FrameDecoder {
         Self { max_frame }
     }
 
+    /// The largest accepted payload, in bytes.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
     /// Takes one complete frame's payload off the front of `buf`. `Ok(None)` means "not enough
     /// bytes yet" — read more and call again. The announced length is checked before any payload
     /// is buffered, and `buf` is reserved only for a frame that fits.

@@ -280,3 +280,39 @@ async fn failed_logins_are_throttled_per_username_and_per_address() {
     }
     assert_eq!(login_status(&server, "carol", PASSWORD).await.0, 429, "the address is throttled now");
 }
+
+/// Shutdown reaches each connection through its lanes, like any other kick: every socket, on
+/// either transport, hears `server_shutdown` with a jittered hint of when to come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_tells_every_connection_to_come_back_later() {
+    let srv = server().await;
+    let (alice, bob) = (srv.login("alice", "phone").await, srv.login("bob", "laptop").await);
+    let mut ws = socket(&srv, &alice.token).await.expect("alice connects");
+    let mut tcp = RawTcp::open(&srv).await;
+    tcp.send_frame(&ClientFrame::Auth {
+        token: bob.token.clone(),
+        proto: None,
+        resume: None,
+        accept_compression: vec![],
+    })
+    .await;
+    assert!(matches!(tcp.recv().await, Some(ServerFrame::AuthOk { .. })));
+    let TestServer { server, dir: _dir } = srv;
+    let stopping = tokio::spawn(server.shutdown(Duration::from_secs(5)));
+    for (reason, retry_after_ms) in [close_of(&mut ws).await, close_of(&mut tcp).await] {
+        assert_eq!(reason, CloseReason::ServerShutdown);
+        assert!(retry_after_ms.is_some_and(|ms| (500..5000).contains(&ms)), "{retry_after_ms:?}");
+    }
+    stopping.await.unwrap();
+}
+
+/// The reason and retry hint of the `close` frame a raw peer reads next.
+async fn close_of(peer: &mut impl RawPeer) -> (CloseReason, Option<u64>) {
+    loop {
+        match peer.recv().await {
+            Some(ServerFrame::Close { reason, retry_after_ms, .. }) => return (reason, retry_after_ms),
+            Some(_) => {}
+            None => panic!("closed without a close frame"),
+        }
+    }
+}

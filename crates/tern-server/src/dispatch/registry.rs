@@ -160,7 +160,8 @@ impl Registry {
     }
 
     /// Adds a connection. For a user, a connection of the same device is replaced (removed and
-    /// kicked with `replaced`); likewise for an anonymous device.
+    /// kicked with `replaced`); likewise for an anonymous device. While the node drains, the new
+    /// connection is kicked with `server_shutdown` at once.
     pub fn register(&self, handle: ConnHandle) {
         let replaced = match handle.owner {
             Owner::User(user) => self
@@ -181,6 +182,12 @@ impl Registry {
             old.lanes.kick(CloseReason::Replaced);
         }
         self.conns.with(&handle.conn_id, |m| m.insert(handle.conn_id, handle.clone()));
+        // Shutdown reaches connections through their lanes only: [`Registry::kick_all`] visits
+        // each shard after `draining` is set, so a connection inserted after that visit (its
+        // shard's lock orders the two) sees `draining` here.
+        if self.draining() {
+            handle.lanes.kick(CloseReason::ServerShutdown);
+        }
     }
 
     /// Removes a connection (and its room membership). A no-op for what was already replaced.
@@ -418,6 +425,20 @@ mod tests {
     /// Frames queued for the connection (taken), or `usize::MAX` if it was kicked.
     fn got(c: &Conn) -> usize {
         c.handle.lanes.take(usize::MAX).map_or(usize::MAX, |t| t.frames.len())
+    }
+
+    #[test]
+    fn a_connection_registered_while_draining_is_told_to_go_at_once() {
+        let reg = Registry::new(1000);
+        let before = conn(1, Owner::User(UserId(1)), "phone", 4);
+        reg.register(before.handle.clone());
+        reg.set_draining();
+        reg.kick_all(CloseReason::ServerShutdown);
+        let late = conn(2, Owner::User(UserId(2)), "phone", 4);
+        reg.register(late.handle.clone());
+        for c in [&before, &late] {
+            assert_eq!(c.handle.lanes.take(8).err(), Some(CloseReason::ServerShutdown));
+        }
     }
 
     #[test]

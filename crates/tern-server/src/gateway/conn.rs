@@ -1,12 +1,14 @@
-//! One connection's task: a single `select!` loop over the close signal, finished requests,
-//! queued pushes, inbound frames and timers. Writes are batched per loop turn; reading pauses
-//! while too many requests are in flight, so a fast sender is slowed at its own socket.
+//! One connection's task: a single loop that waits, in one poll, for queued pushes or a kick
+//! (which is also how shutdown arrives), finished requests, inbound frames and its one timer.
+//! Writes are batched per loop turn; reading pauses while too many requests are in flight, so a
+//! fast sender is slowed at its own socket.
 
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
+use std::collections::BTreeMap;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +17,7 @@ use futures_util::stream::FuturesUnordered;
 use tern_proto::codec::compression;
 use tern_proto::session::{ServerSession, SessionConfig, Verdict};
 use tern_proto::{ClientFrame, CloseReason, Codec, ConnId, ConvId, PROTOCOL_VERSION, ServerFrame};
-use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, Sleep, sleep_until, timeout, timeout_at};
 use tracing::Instrument;
 
 use super::transport::{FrameIo, ReadError};
@@ -42,11 +44,21 @@ impl Close {
 
 type Response = Pin<Box<dyn Future<Output = Arc<OutFrame>> + Send>>;
 
-/// An authenticated, registered connection, ready to serve.
-struct Started {
-    principal: Principal,
-    handle: ConnHandle,
+/// What the serve loop woke for.
+enum Wake {
+    /// Pushes, or a kick, are in the lanes.
+    Lanes,
+    /// A request finished.
+    Response(Arc<OutFrame>),
+    /// An inbound frame, the peer's close, or a read error.
+    Inbound(Result<Option<(Codec, Bytes)>, ReadError>),
+    /// The timer fired: a heartbeat or retry deadline may have passed.
+    Timer,
 }
+
+/// Requests waiting for the store. Created by the first one and dropped when all are answered:
+/// even empty, a `FuturesUnordered` holds two allocations, which an idle connection does not need.
+type Inflight = Option<FuturesUnordered<Response>>;
 
 const RESUME_CHUNK: usize = 256;
 const DRAIN_BATCH: usize = 256;
@@ -62,9 +74,8 @@ struct Conn<T> {
     unacked: Unacked,
     /// Per conversation, the last seq covered by resume; queued live pushes at or below it are
     /// already on their way and are dropped.
-    resumed: HashMap<ConvId, u64>,
+    resumed: BTreeMap<ConvId, u64>,
     out: Vec<Arc<OutFrame>>,
-    write_timeout: Duration,
     /// The client accepts brotli-compressed frames.
     brotli: bool,
     /// The room this connection is in.
@@ -95,21 +106,19 @@ pub(super) fn run<T: FrameIo>(
             max_missed_heartbeats: cfg.max_missed_heartbeats,
         },
     );
-    let write_timeout = Duration::from_millis(cfg.slow_consumer_ms);
     let lanes = Arc::new(Lanes::new(cfg.outbound_queue, cfg.low_queue));
     let sends =
         (cfg.max_sends_per_sec > 0).then(|| Bucket::new(f64::from(cfg.max_sends_per_sec), cfg.max_sends_per_sec));
     let conn = Conn {
-        unacked: Unacked::new(gw.retry_policy()),
+        unacked: Unacked::default(),
         gw,
         io,
         conn_id,
         codec: Codec::Json,
         session,
         lanes,
-        resumed: HashMap::new(),
+        resumed: BTreeMap::new(),
         out: Vec::new(),
-        write_timeout,
         brotli: false,
         room: None,
         sends,
@@ -157,16 +166,18 @@ impl<T: FrameIo> Conn<T> {
     // The task of an idle connection is this future; its size is memory per connection. So the
     // one-off phases (authentication and resume, the close) and the handling of each inbound
     // frame run as boxed futures of their own, and the long-lived state is only the `serve`
-    // loop's (6.6 KB per task before, 1.3 KB now; docs/BENCHMARKS.md). `size_of_val` on the
-    // spawned future is the quick check: 1,256 B for TCP.
+    // loop's, which waits in one hand-written poll instead of a `select!` of futures
+    // (docs/BENCHMARKS.md has the history). The `spawned_task_size` test prints the size.
     async fn drive(&mut self, registered: &mut Option<ConnHandle>) -> Result<std::convert::Infallible, Close> {
         let started = Box::pin(self.start(registered)).await?;
         self.serve(started).await
     }
 
     /// Authenticates, registers, answers `auth_ok` and replays what was missed.
-    async fn start(&mut self, registered: &mut Option<ConnHandle>) -> Result<Started, Close> {
+    /// Returns the registered handle, which is also who the connection is (user or device).
+    async fn start(&mut self, registered: &mut Option<ConnHandle>) -> Result<ConnHandle, Close> {
         let (principal, resume) = self.authenticate().await?;
+        let mut timer = pin!(sleep_until(Instant::now()));
         let owner = match &principal {
             Principal::User(identity) => {
                 tracing::Span::current().record("user_id", identity.user_id.0);
@@ -195,11 +206,11 @@ impl<T: FrameIo> Conn<T> {
             max_missed_heartbeats: self.gw.cfg.max_missed_heartbeats,
             max_frame_bytes: u32::try_from(self.gw.cfg.max_frame_bytes).unwrap_or(u32::MAX),
         }));
-        self.flush().await?;
+        self.flush(timer.as_mut()).await?;
         if let (Some(have), Some(identity)) = (resume, principal.user()) {
-            self.resume(identity, &have).await?;
+            self.resume(identity, &have, timer.as_mut()).await?;
         }
-        Ok(Started { principal, handle })
+        Ok(handle)
     }
 
     async fn authenticate(&mut self) -> Result<(Principal, Option<BTreeMap<ConvId, u64>>), Close> {
@@ -259,7 +270,12 @@ impl<T: FrameIo> Conn<T> {
     }
 
     /// Sends everything the device missed, conversation by conversation, then `synced`.
-    async fn resume(&mut self, identity: &Identity, have: &BTreeMap<ConvId, u64>) -> Result<(), Close> {
+    async fn resume(
+        &mut self,
+        identity: &Identity,
+        have: &BTreeMap<ConvId, u64>,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Result<(), Close> {
         let items = self
             .gw
             .logic
@@ -275,7 +291,7 @@ impl<T: FrameIo> Conn<T> {
                     }
                     for chunk in messages.chunks(RESUME_CHUNK) {
                         self.out.extend(chunk.iter().map(|m| OutFrame::new(ServerFrame::Msg(m.clone()))));
-                        self.flush().await?;
+                        self.flush(timer.as_mut()).await?;
                     }
                 }
                 ResumeItem::Gap { conv_id, from_seq, to_seq } => {
@@ -285,48 +301,91 @@ impl<T: FrameIo> Conn<T> {
             }
         }
         self.out.push(OutFrame::new(ServerFrame::Synced { conversations }));
-        self.flush().await
+        self.flush(timer).await
     }
 
-    /// The loop an authenticated connection lives in. Not an `async fn`, for the reason given at
-    /// [`lifetime`]: `started` would be kept both whole and taken apart.
-    fn serve(&mut self, started: Started) -> impl Future<Output = Result<std::convert::Infallible, Close>> + Send + '_ {
-        let Started { principal, handle } = started;
-        let principal = Arc::new(principal);
-        let max_inflight = self.gw.cfg.max_inflight_requests;
-        let lanes = Arc::clone(&self.lanes);
+    /// The loop an authenticated connection lives in. Its identity is the registry handle's:
+    /// owner and device, with no second copy. Not an `async fn`, for the reason given at
+    /// [`lifetime`]: `handle` would be kept twice.
+    #[allow(clippy::manual_async_fn, reason = "an async fn would hold the handle twice")]
+    fn serve(
+        &mut self,
+        handle: ConnHandle,
+    ) -> impl Future<Output = Result<std::convert::Infallible, Close>> + Send + '_ {
         async move {
-            let mut inflight: FuturesUnordered<Response> = FuturesUnordered::new();
+            let mut inflight: Inflight = None;
+            // One timer for the connection's life. A deadline that moves later (every inbound
+            // frame moves the heartbeat's) is not chased: the timer fires at the old one, finds
+            // nothing due, and is set again. Only an earlier deadline re-arms it at once.
+            let mut timer = pin!(sleep_until(self.deadline()));
             loop {
-                let deadline = [self.session.poll_timeout(), self.unacked.next_deadline()]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map_or_else(|| Instant::now() + Duration::from_secs(3600), Instant::from_std);
-                tokio::select! {
-                    biased;
-                    // A kick, or pushes: the high lane's first, then the low lane's, in order.
-                    () = lanes.ready() => {
-                        let taken = lanes.take(DRAIN_BATCH).map_err(|reason| Close::new(reason, kicked_message(reason)))?;
+                let due = self.deadline();
+                if timer.is_elapsed() || due < timer.deadline() {
+                    timer.as_mut().reset(due);
+                }
+                match poll_fn(|cx| self.poll_wake(cx, inflight.as_mut(), timer.as_mut())).await {
+                    Wake::Lanes => {
+                        let taken = self
+                            .lanes
+                            .take(DRAIN_BATCH)
+                            .map_err(|reason| Close::new(reason, kicked_message(reason)))?;
                         for frame in taken.frames {
                             self.queue_push(frame)?;
                         }
                         if taken.low_drained {
-                            lanes.caught_up();
+                            self.lanes.caught_up();
                         }
                     }
-                    _ = self.gw.shutdown.cancelled() => {
-                        return Err(Close::new(CloseReason::ServerShutdown, "server is shutting down; reconnect"));
+                    Wake::Response(response) => {
+                        self.out.push(response);
+                        if inflight.as_ref().is_some_and(FuturesUnordered::is_empty) {
+                            inflight = None;
+                        }
                     }
-                    Some(response) = inflight.next(), if !inflight.is_empty() => self.out.push(response),
-                    received = self.io.recv(), if inflight.len() < max_inflight => {
-                        Box::pin(self.on_inbound(received, &principal, &handle, &mut inflight)).await?;
+                    Wake::Inbound(received) => {
+                        Box::pin(self.on_inbound(received, &handle, &mut inflight)).await?;
                     }
-                    _ = sleep_until(deadline) => self.on_timer()?,
+                    Wake::Timer => self.on_timer()?,
                 }
-                self.flush().await?;
+                self.flush(timer.as_mut()).await?;
             }
         }
+    }
+
+    /// The earliest of the heartbeat and retry deadlines.
+    fn deadline(&mut self) -> Instant {
+        [self.session.poll_timeout(), self.unacked.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or_else(|| Instant::now() + Duration::from_secs(3600), Instant::from_std)
+    }
+
+    /// Waits for the next thing to do, in priority order: a kick or pushes (the lanes give the
+    /// high lane's first), then finished requests, then input (paused while
+    /// `max_inflight_requests` are in flight), then the timer.
+    fn poll_wake(
+        &mut self,
+        cx: &mut Context<'_>,
+        inflight: Option<&mut FuturesUnordered<Response>>,
+        timer: Pin<&mut Sleep>,
+    ) -> Poll<Wake> {
+        if self.lanes.poll_ready(cx).is_ready() {
+            return Poll::Ready(Wake::Lanes);
+        }
+        let mut busy = 0;
+        if let Some(inflight) = inflight {
+            if let Poll::Ready(Some(response)) = inflight.poll_next_unpin(cx) {
+                return Poll::Ready(Wake::Response(response));
+            }
+            busy = inflight.len();
+        }
+        if busy < self.gw.cfg.max_inflight_requests
+            && let Poll::Ready(received) = self.io.poll_recv(cx)
+        {
+            return Poll::Ready(Wake::Inbound(received));
+        }
+        timer.poll(cx).map(|()| Wake::Timer)
     }
 
     fn queue_push(&mut self, frame: Arc<OutFrame>) -> Result<(), Close> {
@@ -348,7 +407,14 @@ impl<T: FrameIo> Conn<T> {
                 ServerFrame::Msg(_) => (Expiry::Close, self.gw.cfg.push_ttl_ms),
                 _ => (Expiry::Drop, self.gw.qos1_ttl_ms),
             };
-            self.unacked.sent(id, Arc::clone(&frame), std::time::Instant::now(), expiry, Duration::from_millis(ttl));
+            self.unacked.sent(
+                &self.gw.retry,
+                id,
+                Arc::clone(&frame),
+                std::time::Instant::now(),
+                expiry,
+                Duration::from_millis(ttl),
+            );
         }
         self.out.push(frame);
         Ok(())
@@ -357,9 +423,8 @@ impl<T: FrameIo> Conn<T> {
     async fn on_inbound(
         &mut self,
         received: Result<Option<(Codec, Bytes)>, ReadError>,
-        principal: &Arc<Principal>,
         handle: &ConnHandle,
-        inflight: &mut FuturesUnordered<Response>,
+        inflight: &mut Inflight,
     ) -> Result<(), Close> {
         let (codec, bytes) = match received {
             Ok(Some(frame)) => frame,
@@ -388,7 +453,7 @@ impl<T: FrameIo> Conn<T> {
             ClientFrame::Ping => self.out.push(OutFrame::new(ServerFrame::Pong)),
             ClientFrame::Ack { msg_ids } => self.unacked.acked(&msg_ids),
             ClientFrame::Send { id, to, conv_id, client_msg_id, body } => {
-                let Some(identity) = principal.user() else {
+                let Owner::User(user_id) = handle.owner else {
                     self.out.push(error_frame(id, login_needed()));
                     return Ok(());
                 };
@@ -409,9 +474,10 @@ impl<T: FrameIo> Conn<T> {
                     }
                 };
                 // Queue now, in arrival order; wait for durability off the loop.
-                match self.gw.logic.send(identity, to, client_msg_id, body).await {
+                let identity = Identity { user_id, device_id: handle.device_id.clone() };
+                match self.gw.logic.send(&identity, to, client_msg_id, body).await {
                     Err(e) => self.out.push(error_frame(id, e)),
-                    Ok(ticket) => inflight.push(Box::pin(async move {
+                    Ok(ticket) => inflight.get_or_insert_default().push(Box::pin(async move {
                         let answered = ticket.await;
                         crate::telemetry::observe(&crate::telemetry::M.send_ack, now.elapsed());
                         match answered {
@@ -430,13 +496,12 @@ impl<T: FrameIo> Conn<T> {
                 }
             }
             ClientFrame::History { id, conv_id, after_seq, before_seq, limit } => {
-                let Some(identity) = principal.user() else {
+                let Owner::User(user) = handle.owner else {
                     self.out.push(error_frame(id, login_needed()));
                     return Ok(());
                 };
                 let logic = Arc::clone(&self.gw.logic);
-                let user = identity.user_id;
-                inflight.push(Box::pin(async move {
+                inflight.get_or_insert_default().push(Box::pin(async move {
                     match logic.history(user, conv_id, after_seq, before_seq, limit).await {
                         Ok((messages, last_seq, from)) => {
                             let from_seq = (from > 1).then_some(from);
@@ -447,12 +512,12 @@ impl<T: FrameIo> Conn<T> {
                 }));
             }
             ClientFrame::Read { id, conv_id, seq } => {
-                let Some(identity) = principal.user() else {
+                let Owner::User(user) = handle.owner else {
                     self.out.push(error_frame(id, login_needed()));
                     return Ok(());
                 };
-                let (logic, user) = (Arc::clone(&self.gw.logic), identity.user_id);
-                inflight.push(Box::pin(async move {
+                let logic = Arc::clone(&self.gw.logic);
+                inflight.get_or_insert_default().push(Box::pin(async move {
                     match logic.mark_read(user, conv_id, seq).await {
                         Ok(()) => OutFrame::new(ServerFrame::Ok { id }),
                         Err(e) => error_frame(id, e),
@@ -460,12 +525,12 @@ impl<T: FrameIo> Conn<T> {
                 }));
             }
             ClientFrame::Recall { id, conv_id, seq } => {
-                let Some(identity) = principal.user() else {
+                let Owner::User(user) = handle.owner else {
                     self.out.push(error_frame(id, login_needed()));
                     return Ok(());
                 };
-                let (logic, user) = (Arc::clone(&self.gw.logic), identity.user_id);
-                inflight.push(Box::pin(async move {
+                let logic = Arc::clone(&self.gw.logic);
+                inflight.get_or_insert_default().push(Box::pin(async move {
                     match logic.recall(user, conv_id, seq).await {
                         Ok(()) => OutFrame::new(ServerFrame::Ok { id }),
                         Err(e) => error_frame(id, e),
@@ -473,9 +538,9 @@ impl<T: FrameIo> Conn<T> {
                 }));
             }
             ClientFrame::Typing { conv_id } => {
-                let result = match principal.user() {
-                    Some(identity) => self.gw.logic.typing(identity.user_id, conv_id),
-                    None => Err(login_needed()),
+                let result = match handle.owner {
+                    Owner::User(user) => self.gw.logic.typing(user, conv_id),
+                    Owner::Device => Err(login_needed()),
                 };
                 if let Err(e) = result {
                     self.out.push(OutFrame::new(ServerFrame::error(None, e.code, e.message)));
@@ -521,7 +586,7 @@ impl<T: FrameIo> Conn<T> {
             let silence = self.gw.cfg.heartbeat_ms * u64::from(self.gw.cfg.max_missed_heartbeats);
             return Err(Close::new(reason, format!("nothing received for {silence} ms")));
         }
-        let due = self.unacked.due(now);
+        let due = self.unacked.due(&self.gw.retry, now);
         if due.dropped > 0 {
             self.gw.qos1_expired.fetch_add(due.dropped, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(dropped = due.dropped, "must-arrive pushes unacknowledged past their TTL");
@@ -537,20 +602,40 @@ impl<T: FrameIo> Conn<T> {
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), Close> {
+    /// Writes what the turn produced, in one batch. The write is given `gateway.slow_consumer_ms`
+    /// once it has to wait; `timer` (the caller's, re-armed by it after) measures that, so a write
+    /// the socket takes at once, the usual case, touches no timer.
+    async fn flush(&mut self, mut timer: Pin<&mut Sleep>) -> Result<(), Close> {
         if self.out.is_empty() {
             return Ok(());
         }
         record_written(&self.out);
-        let result = timeout(self.write_timeout, self.io.send(self.codec, self.brotli, &self.out)).await;
+        let queued = self.io.queue(self.codec, self.brotli, &self.out);
         self.out.clear();
+        let limit = Duration::from_millis(self.gw.cfg.slow_consumer_ms);
+        let mut armed = false;
+        let result = match queued {
+            Err(e) => Some(Err(e)),
+            Ok(()) => {
+                poll_fn(|cx| {
+                    if let Poll::Ready(written) = self.io.poll_send(cx) {
+                        return Poll::Ready(Some(written));
+                    }
+                    if !armed {
+                        timer.as_mut().reset(Instant::now() + limit);
+                        armed = true;
+                    }
+                    timer.as_mut().poll(cx).map(|()| None)
+                })
+                .await
+            }
+        };
         match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Close::new(CloseReason::TransportError, format!("write failed: {e}"))),
-            Err(_) => Err(Close::new(
-                CloseReason::SlowConsumer,
-                format!("socket not writable for {} ms", self.write_timeout.as_millis()),
-            )),
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(Close::new(CloseReason::TransportError, format!("write failed: {e}"))),
+            None => {
+                Err(Close::new(CloseReason::SlowConsumer, format!("socket not writable for {} ms", limit.as_millis())))
+            }
         }
     }
 
@@ -605,6 +690,7 @@ fn record_written(out: &[Arc<OutFrame>]) {
 fn kicked_message(reason: CloseReason) -> String {
     match reason {
         CloseReason::Replaced => "another connection authenticated as this user and device".into(),
+        CloseReason::ServerShutdown => "server is shutting down; reconnect".into(),
         CloseReason::SlowConsumer => "fell too far behind (queue overflow); reconnect and resume".into(),
         CloseReason::AuthFailed => {
             "the session ended (logout, password change or account disabled); log in again".into()
@@ -618,5 +704,26 @@ fn interest_of(handle: &ConnHandle) -> Interest {
     match handle.owner {
         Owner::User(user) => Interest::User(user),
         Owner::Device => Interest::Device(handle.device_id.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::transport::tcp::TcpIo;
+    use super::super::transport::ws::WsIo;
+    use super::*;
+
+    /// The size of what `f` returns, without calling it.
+    fn returned_size<A, B, C, D, E, R>(_: fn(A, B, C, D, E) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// An idle connection's task is this future (plus tokio's header, in a 128-byte aligned
+    /// cell), so its size is most of the memory per connection (docs/BENCHMARKS.md).
+    #[test]
+    fn spawned_task_size() {
+        let (tcp, ws) = (returned_size(run::<TcpIo>), returned_size(run::<WsIo>));
+        eprintln!("connection task: tcp {tcp} B, ws {ws} B");
+        assert!(tcp <= 1024, "the TCP connection task grew to {tcp} B");
     }
 }

@@ -43,6 +43,8 @@ pub struct Gateway {
     /// Must-arrive pushes given up after their TTL without an ACK.
     pub(crate) qos1_expired: AtomicU64,
     qos1_ttl_ms: u64,
+    /// ACK retry timing, from `cfg`.
+    retry: RetryPolicy,
 }
 
 impl Gateway {
@@ -55,7 +57,12 @@ impl Gateway {
         qos1_ttl_ms: u64,
         shutdown: CancellationToken,
     ) -> Self {
+        let retry = RetryPolicy {
+            initial: Duration::from_millis(cfg.retry_initial_ms),
+            max: Duration::from_millis(cfg.retry_max_ms),
+        };
         Self {
+            retry,
             logic,
             registry,
             bus,
@@ -105,13 +112,6 @@ impl Gateway {
         crate::telemetry::closed(reason);
         if let Ok(mut c) = self.closes.lock() {
             *c.entry(reason).or_default() += 1;
-        }
-    }
-
-    fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            initial: Duration::from_millis(self.cfg.retry_initial_ms),
-            max: Duration::from_millis(self.cfg.retry_max_ms),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,20 +53,17 @@ pub struct Due {
     pub dropped: u64,
 }
 
-/// The unacknowledged pushes of one connection.
+/// The unacknowledged pushes of one connection. Part of every connection's task, so it keeps no
+/// copy of the gateway's [`RetryPolicy`] (passed in instead) and no per-map hash seed: message
+/// ids are issued by the server, so there is no attacker-chosen key to seed against.
+#[derive(Default)]
 pub struct Unacked {
-    policy: RetryPolicy,
-    pending: HashMap<MsgId, Pending>,
+    pending: HashMap<MsgId, Pending, BuildHasherDefault<DefaultHasher>>,
     /// Deadlines; entries whose push was acked or rescheduled are skipped when popped.
     schedule: BinaryHeap<Reverse<(Instant, MsgId)>>,
 }
 
 impl Unacked {
-    /// An empty tracker.
-    pub fn new(policy: RetryPolicy) -> Self {
-        Self { policy, pending: HashMap::new(), schedule: BinaryHeap::new() }
-    }
-
     /// How many pushes await an ACK.
     pub fn len(&self) -> usize {
         self.pending.len()
@@ -73,11 +71,19 @@ impl Unacked {
 
     /// A push was sent at `now`; it is retried until `ttl`, then handled per `expiry`. Sending
     /// an id that is already pending keeps the first schedule.
-    pub fn sent(&mut self, id: MsgId, frame: Arc<OutFrame>, now: Instant, expiry: Expiry, ttl: Duration) {
+    pub fn sent(
+        &mut self,
+        policy: &RetryPolicy,
+        id: MsgId,
+        frame: Arc<OutFrame>,
+        now: Instant,
+        expiry: Expiry,
+        ttl: Duration,
+    ) {
         if self.pending.contains_key(&id) {
             return;
         }
-        let next_at = now + self.policy.initial;
+        let next_at = now + policy.initial;
         self.pending.insert(id, Pending { frame, first_sent: now, next_at, attempts: 0, expiry, ttl });
         self.schedule.push(Reverse((next_at, id)));
     }
@@ -106,7 +112,7 @@ impl Unacked {
     }
 
     /// Collects what must be resent at `now`, rescheduling it.
-    pub fn due(&mut self, now: Instant) -> Due {
+    pub fn due(&mut self, policy: &RetryPolicy, now: Instant) -> Due {
         let mut due = Due::default();
         while let Some(Reverse((at, id))) = self.schedule.peek().copied() {
             if at > now {
@@ -130,7 +136,7 @@ impl Unacked {
                 continue;
             }
             p.attempts += 1;
-            let backoff = self.policy.initial.saturating_mul(1u32 << p.attempts.min(16)).min(self.policy.max);
+            let backoff = policy.initial.saturating_mul(1u32 << p.attempts.min(16)).min(policy.max);
             p.next_at = now + backoff;
             self.schedule.push(Reverse((p.next_at, id)));
             due.resend.push(Arc::clone(&p.frame));
@@ -151,30 +157,30 @@ mod tests {
     #[test]
     fn retries_back_off_stop_on_ack_and_expire_at_ttl() {
         let t0 = Instant::now();
-        let mut u = Unacked::new(POLICY);
-        u.sent(MsgId(1), OutFrame::new(ServerFrame::Pong), t0, Expiry::Close, TTL);
-        u.sent(MsgId(2), OutFrame::new(ServerFrame::Pong), t0, Expiry::Close, TTL);
+        let mut u = Unacked::default();
+        u.sent(&POLICY, MsgId(1), OutFrame::new(ServerFrame::Pong), t0, Expiry::Close, TTL);
+        u.sent(&POLICY, MsgId(2), OutFrame::new(ServerFrame::Pong), t0, Expiry::Close, TTL);
         assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(1)));
-        assert!(u.due(t0 + Duration::from_millis(999)).resend.is_empty());
-        assert_eq!(u.due(t0 + Duration::from_secs(1)).resend.len(), 2);
+        assert!(u.due(&POLICY, t0 + Duration::from_millis(999)).resend.is_empty());
+        assert_eq!(u.due(&POLICY, t0 + Duration::from_secs(1)).resend.len(), 2);
         u.acked(&[MsgId(2)]);
         // Second retry 2 s after the first, then 4 s (capped).
         assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(3)));
-        assert_eq!(u.due(t0 + Duration::from_secs(3)).resend.len(), 1);
+        assert_eq!(u.due(&POLICY, t0 + Duration::from_secs(3)).resend.len(), 1);
         assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(7)));
-        assert_eq!(u.due(t0 + Duration::from_secs(7)).resend.len(), 1);
+        assert_eq!(u.due(&POLICY, t0 + Duration::from_secs(7)).resend.len(), 1);
         assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(11)));
-        let due = u.due(t0 + Duration::from_secs(11));
+        let due = u.due(&POLICY, t0 + Duration::from_secs(11));
         assert!(due.expired && due.resend.is_empty());
     }
 
     #[test]
     fn dropped_expiry_gives_up_without_closing() {
         let t0 = Instant::now();
-        let mut u = Unacked::new(POLICY);
-        u.sent(MsgId(1), OutFrame::new(ServerFrame::Pong), t0, Expiry::Drop, Duration::from_millis(1500));
-        assert_eq!(u.due(t0 + Duration::from_secs(1)).resend.len(), 1);
-        let due = u.due(t0 + Duration::from_secs(3));
+        let mut u = Unacked::default();
+        u.sent(&POLICY, MsgId(1), OutFrame::new(ServerFrame::Pong), t0, Expiry::Drop, Duration::from_millis(1500));
+        assert_eq!(u.due(&POLICY, t0 + Duration::from_secs(1)).resend.len(), 1);
+        let due = u.due(&POLICY, t0 + Duration::from_secs(3));
         assert_eq!((due.expired, due.dropped, due.resend.len()), (false, 1, 0));
         assert_eq!(u.len(), 0);
     }
@@ -182,11 +188,11 @@ mod tests {
     #[test]
     fn acked_pushes_are_never_resent() {
         let t0 = Instant::now();
-        let mut u = Unacked::new(POLICY);
-        u.sent(MsgId(1), OutFrame::new(ServerFrame::Pong), t0, Expiry::Close, TTL);
+        let mut u = Unacked::default();
+        u.sent(&POLICY, MsgId(1), OutFrame::new(ServerFrame::Pong), t0, Expiry::Close, TTL);
         u.acked(&[MsgId(1), MsgId(99)]);
         assert_eq!(u.len(), 0);
         assert_eq!(u.next_deadline(), None);
-        assert!(u.due(t0 + Duration::from_secs(60)).resend.is_empty());
+        assert!(u.due(&POLICY, t0 + Duration::from_secs(60)).resend.is_empty());
     }
 }

@@ -7,6 +7,7 @@ pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tern_proto::{CloseReason, Codec};
@@ -46,17 +47,38 @@ impl ReadError {
 /// One connection's frame I/O.
 pub trait FrameIo: Send + 'static {
     /// The next inbound frame's payload and its encoding; `Ok(None)` when the peer closed
-    /// cleanly. Must be cancel-safe: dropping the future loses no bytes.
-    fn recv(&mut self) -> impl Future<Output = Result<Option<(Codec, Bytes)>, ReadError>> + Send;
+    /// cleanly. A poll rather than a future, so that a connection waiting for input holds no
+    /// future for it (an idle connection's task is its memory).
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<(Codec, Bytes)>, ReadError>>;
 
-    /// Writes frames encoded with `codec` (compressed where the frame allows it and `brotli` says
-    /// the client accepts it), flushing once for the whole batch.
+    /// [`FrameIo::poll_recv`] as a future.
+    fn recv(&mut self) -> impl Future<Output = Result<Option<(Codec, Bytes)>, ReadError>> + Send {
+        std::future::poll_fn(|cx| self.poll_recv(cx))
+    }
+
+    /// Takes frames to write, encoded with `codec` (compressed where the frame allows it and
+    /// `brotli` says the client accepts it); [`FrameIo::poll_send`] writes them. Called only
+    /// once the previous batch is written.
+    fn queue(&mut self, codec: Codec, brotli: bool, frames: &[Arc<OutFrame>]) -> std::io::Result<()>;
+
+    /// Writes what was queued, flushing once for the whole batch; ready when all of it is
+    /// written. A poll with the pending bytes kept in the transport (nothing, once written), so
+    /// that no write future is part of every connection's task.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+
+    /// Queues and writes frames, as one future.
     fn send(
         &mut self,
         codec: Codec,
         brotli: bool,
         frames: &[Arc<OutFrame>],
-    ) -> impl Future<Output = std::io::Result<()>> + Send;
+    ) -> impl Future<Output = std::io::Result<()>> + Send {
+        let queued = self.queue(codec, brotli, frames);
+        async move {
+            queued?;
+            std::future::poll_fn(|cx| self.poll_send(cx)).await
+        }
+    }
 
     /// Closes the transport, with the reason where the transport can carry one.
     fn close(&mut self, reason: CloseReason) -> impl Future<Output = ()> + Send;

@@ -1,10 +1,11 @@
 //! Raw TCP: each frame is a 4-byte big-endian length and a MessagePack payload.
 
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tern_proto::{CloseReason, Codec, FrameDecoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{FrameIo, ReadError};
@@ -15,24 +16,28 @@ pub struct TcpIo {
     stream: TcpStream,
     decoder: FrameDecoder,
     rbuf: BytesMut,
-    limit: usize,
+    /// Queued bytes not yet written; empty (and holding no frame) when idle.
+    wbuf: Bytes,
 }
 
 impl TcpIo {
     /// Wraps an accepted stream; frames above `max_frame` bytes are refused.
     pub fn new(stream: TcpStream, max_frame: usize) -> Self {
-        Self { stream, decoder: FrameDecoder::new(max_frame), rbuf: BytesMut::new(), limit: max_frame }
+        Self { stream, decoder: FrameDecoder::new(max_frame), rbuf: BytesMut::new(), wbuf: Bytes::new() }
     }
 }
 
 impl FrameIo for TcpIo {
-    async fn recv(&mut self) -> Result<Option<(Codec, Bytes)>, ReadError> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<(Codec, Bytes)>, ReadError>> {
         loop {
             match self.decoder.decode(&mut self.rbuf) {
-                Ok(Some(payload)) => return Ok(Some((Codec::MsgPack, payload))),
+                Ok(Some(payload)) => return Poll::Ready(Ok(Some((Codec::MsgPack, payload)))),
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(ReadError::TooLarge { announced: e.announced, limit: self.limit });
+                    return Poll::Ready(Err(ReadError::TooLarge {
+                        announced: e.announced,
+                        limit: self.decoder.max_frame(),
+                    }));
                 }
             }
             // An idle connection holds no read buffer: wait for readiness first, allocate only
@@ -40,31 +45,53 @@ impl FrameIo for TcpIo {
             if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
                 self.rbuf = BytesMut::new();
             }
-            self.stream.readable().await.map_err(|e| ReadError::Transport(e.to_string()))?;
+            ready!(self.stream.poll_read_ready(cx)).map_err(|e| ReadError::Transport(e.to_string()))?;
             if self.rbuf.capacity() - self.rbuf.len() < 1024 {
                 self.rbuf.reserve(4096);
             }
             match self.stream.try_read_buf(&mut self.rbuf) {
                 Ok(0) => {
-                    return if self.rbuf.is_empty() { Ok(None) } else { Err(ReadError::Truncated(self.rbuf.len())) };
+                    let end = if self.rbuf.is_empty() { Ok(None) } else { Err(ReadError::Truncated(self.rbuf.len())) };
+                    return Poll::Ready(end);
                 }
                 Ok(_) => {}
+                // The readiness was stale; the next `poll_read_ready` registers for the next.
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(ReadError::Transport(e.to_string())),
+                Err(e) => return Poll::Ready(Err(ReadError::Transport(e.to_string()))),
             }
         }
     }
 
-    async fn send(&mut self, _codec: Codec, brotli: bool, frames: &[Arc<OutFrame>]) -> std::io::Result<()> {
-        // Raw TCP always speaks MessagePack. One write for the whole batch.
-        if let [one] = frames {
-            return self.stream.write_all(&one.stream(brotli)).await;
+    fn queue(&mut self, _codec: Codec, brotli: bool, frames: &[Arc<OutFrame>]) -> std::io::Result<()> {
+        // Raw TCP always speaks MessagePack. One write for the whole batch: a single frame is
+        // written from its shared encoding, a batch from one buffer dropped once written. Bytes
+        // still unwritten (a write that timed out, before the `close` frame) stay in front.
+        let mut parts: Vec<Bytes> = frames.iter().map(|f| f.stream(brotli)).collect();
+        if !self.wbuf.is_empty() {
+            parts.insert(0, std::mem::take(&mut self.wbuf));
         }
-        // One buffer per batch, dropped after: an idle connection keeps no write buffer.
-        let parts: Vec<Bytes> = frames.iter().map(|f| f.stream(brotli)).collect();
-        let mut batch = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-        parts.iter().for_each(|p| batch.extend_from_slice(p));
-        self.stream.write_all(&batch).await
+        self.wbuf = match <[Bytes; 1]>::try_from(parts) {
+            Ok([one]) => one,
+            Err(parts) => {
+                let mut batch = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+                parts.iter().for_each(|p| batch.extend_from_slice(p));
+                batch.freeze()
+            }
+        };
+        Ok(())
+    }
+
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.wbuf.is_empty() {
+            let n = ready!(std::pin::Pin::new(&mut self.stream).poll_write(cx, &self.wbuf))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.wbuf.advance(n);
+        }
+        // Let go of the frame (or batch) the emptied view still points into.
+        self.wbuf = Bytes::new();
+        Poll::Ready(Ok(()))
     }
 
     async fn close(&mut self, _reason: CloseReason) {
