@@ -169,8 +169,8 @@ impl<T: FrameIo> Conn<T> {
     // loop's, which waits in one hand-written poll instead of a `select!` of futures
     // (docs/BENCHMARKS.md has the history). The `spawned_task_size` test prints the size.
     async fn drive(&mut self, registered: &mut Option<ConnHandle>) -> Result<std::convert::Infallible, Close> {
-        let started = Box::pin(self.start(registered)).await?;
-        self.serve(started).await
+        let handle = Box::pin(self.start(registered)).await?;
+        self.serve(handle).await
     }
 
     /// Authenticates, registers, answers `auth_ok` and replays what was missed.
