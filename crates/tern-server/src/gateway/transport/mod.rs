@@ -57,8 +57,8 @@ pub trait FrameIo: Send + 'static {
     }
 
     /// Takes frames to write, encoded with `codec` (compressed where the frame allows it and
-    /// `brotli` says the client accepts it); [`FrameIo::poll_send`] writes them. Called only
-    /// once the previous batch is written.
+    /// `brotli` says the client accepts it); [`FrameIo::poll_send`] writes them. What an earlier
+    /// batch left unwritten (a write given up as too slow, before the `close` frame) goes first.
     fn queue(&mut self, codec: Codec, brotli: bool, frames: &[Arc<OutFrame>]) -> std::io::Result<()>;
 
     /// Writes what was queued, flushing once for the whole batch; ready when all of it is

@@ -66,18 +66,15 @@ impl FrameIo for TcpIo {
         // Raw TCP always speaks MessagePack. One write for the whole batch: a single frame is
         // written from its shared encoding, a batch from one buffer dropped once written. Bytes
         // still unwritten (a write that timed out, before the `close` frame) stay in front.
-        let mut parts: Vec<Bytes> = frames.iter().map(|f| f.stream(brotli)).collect();
-        if !self.wbuf.is_empty() {
-            parts.insert(0, std::mem::take(&mut self.wbuf));
+        if let ([one], true) = (frames, self.wbuf.is_empty()) {
+            self.wbuf = one.stream(brotli);
+            return Ok(());
         }
-        self.wbuf = match <[Bytes; 1]>::try_from(parts) {
-            Ok([one]) => one,
-            Err(parts) => {
-                let mut batch = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-                parts.iter().for_each(|p| batch.extend_from_slice(p));
-                batch.freeze()
-            }
-        };
+        let unwritten = std::mem::take(&mut self.wbuf);
+        let parts: Vec<Bytes> = std::iter::once(unwritten).chain(frames.iter().map(|f| f.stream(brotli))).collect();
+        let mut batch = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+        parts.iter().for_each(|p| batch.extend_from_slice(p));
+        self.wbuf = batch.freeze();
         Ok(())
     }
 
