@@ -127,14 +127,7 @@ async fn oversized_frames_are_refused_before_buffering() {
     assert_eq!(ws.expect_close().await.0, CloseReason::FrameTooLarge);
 
     let mut tcp = RawTcp::open(&srv).await;
-    tcp.send_frame(&ClientFrame::Auth {
-        token: alice.token.clone(),
-        proto: None,
-        resume: None,
-        accept_compression: vec![],
-    })
-    .await;
-    assert!(matches!(tcp.recv().await, Some(ServerFrame::AuthOk { .. })));
+    assert!(matches!(tcp.auth_with(&alice.token).await, ServerFrame::AuthOk { .. }));
     // Announce 1 GiB; send only the prefix.
     tcp.stream.try_write(&(1u32 << 30).to_be_bytes()).unwrap();
     let (reason, message) = tcp.expect_close().await;
@@ -148,14 +141,7 @@ async fn a_truncated_length_prefix_is_a_protocol_error() {
     let srv = TestServer::with(short_timers).await;
     let alice = srv.login("alice", "phone").await;
     let mut tcp = RawTcp::open(&srv).await;
-    tcp.send_frame(&ClientFrame::Auth {
-        token: alice.token.clone(),
-        proto: None,
-        resume: None,
-        accept_compression: vec![],
-    })
-    .await;
-    assert!(matches!(tcp.recv().await, Some(ServerFrame::AuthOk { .. })));
+    assert!(matches!(tcp.auth_with(&alice.token).await, ServerFrame::AuthOk { .. }));
     use tokio::io::AsyncWriteExt;
     tcp.stream.write_all(&[0, 0]).await.unwrap();
     tcp.stream.shutdown().await.unwrap(); // half-close: we can still read the answer

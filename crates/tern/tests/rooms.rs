@@ -121,14 +121,7 @@ async fn enter_and_leave_are_idempotent_and_online_counts_follow_switch_close_an
     // A connection that dies silently leaves when its heartbeat runs out.
     let device = srv.device().await;
     let mut raw = RawTcp::open(&srv).await;
-    raw.send_frame(&ClientFrame::Auth {
-        token: device.token.clone(),
-        proto: None,
-        resume: None,
-        accept_compression: vec![],
-    })
-    .await;
-    assert!(matches!(raw.recv().await, Some(ServerFrame::AuthOk { user_id: None, .. })));
+    assert!(matches!(raw.auth_with(&device.token).await, ServerFrame::AuthOk { user_id: None, .. }));
     raw.send_frame(&ClientFrame::Join { id: 1, room: "r1".into() }).await;
     assert!(matches!(raw.recv().await, Some(ServerFrame::Joined { online: 2, .. })));
     let mut waited = 0;
@@ -357,14 +350,7 @@ async fn anonymous_devices_cannot_chat_and_device_tokens_refresh_to_the_same_dev
     let bob = srv.login("bob", "phone").await;
     let device = srv.device().await;
     let mut ws = RawWs::open(&srv).await;
-    ws.send_frame(&ClientFrame::Auth {
-        token: device.token.clone(),
-        proto: None,
-        resume: None,
-        accept_compression: vec![],
-    })
-    .await;
-    assert!(matches!(ws.recv().await, Some(ServerFrame::AuthOk { user_id: None, .. })));
+    assert!(matches!(ws.auth_with(&device.token).await, ServerFrame::AuthOk { user_id: None, .. }));
     ws.send_frame(&ClientFrame::Send {
         id: 1,
         to: Some(bob.user_id),

@@ -289,30 +289,12 @@ async fn a_shutdown_tells_every_connection_to_come_back_later() {
     let (alice, bob) = (srv.login("alice", "phone").await, srv.login("bob", "laptop").await);
     let mut ws = socket(&srv, &alice.token).await.expect("alice connects");
     let mut tcp = RawTcp::open(&srv).await;
-    tcp.send_frame(&ClientFrame::Auth {
-        token: bob.token.clone(),
-        proto: None,
-        resume: None,
-        accept_compression: vec![],
-    })
-    .await;
-    assert!(matches!(tcp.recv().await, Some(ServerFrame::AuthOk { .. })));
+    assert!(matches!(tcp.auth_with(&bob.token).await, ServerFrame::AuthOk { .. }));
     let TestServer { server, dir: _dir } = srv;
     let stopping = tokio::spawn(server.shutdown(Duration::from_secs(5)));
-    for (reason, retry_after_ms) in [close_of(&mut ws).await, close_of(&mut tcp).await] {
+    for (reason, _, retry_after_ms) in [ws.expect_close_with_retry().await, tcp.expect_close_with_retry().await] {
         assert_eq!(reason, CloseReason::ServerShutdown);
         assert!(retry_after_ms.is_some_and(|ms| (500..5000).contains(&ms)), "{retry_after_ms:?}");
     }
     stopping.await.unwrap();
-}
-
-/// The reason and retry hint of the `close` frame a raw peer reads next.
-async fn close_of(peer: &mut impl RawPeer) -> (CloseReason, Option<u64>) {
-    loop {
-        match peer.recv().await {
-            Some(ServerFrame::Close { reason, retry_after_ms, .. }) => return (reason, retry_after_ms),
-            Some(_) => {}
-            None => panic!("closed without a close frame"),
-        }
-    }
 }

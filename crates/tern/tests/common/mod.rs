@@ -183,14 +183,7 @@ impl RawWs {
     }
 
     pub async fn auth(&mut self, session: &Session) -> ServerFrame {
-        self.send_frame(&ClientFrame::Auth {
-            token: session.token.clone(),
-            proto: None,
-            resume: None,
-            accept_compression: vec![],
-        })
-        .await;
-        self.recv().await.expect("auth answer")
+        self.auth_with(&session.token).await
     }
 
     async fn recv_frame(&mut self) -> Option<ServerFrame> {
@@ -268,13 +261,29 @@ pub trait RawPeer {
     /// Next server frame; `None` once the socket closed.
     fn recv(&mut self) -> impl Future<Output = Option<ServerFrame>>;
 
+    /// Sends a frame in the peer's encoding.
+    fn send(&mut self, frame: &ClientFrame) -> impl Future<Output = ()>;
+
+    /// Sends `auth` with `token` (no resume, no compression) and returns the answer.
+    async fn auth_with(&mut self, token: &str) -> ServerFrame {
+        let auth = ClientFrame::Auth { token: token.into(), proto: None, resume: None, accept_compression: vec![] };
+        self.send(&auth).await;
+        self.recv().await.expect("auth answer")
+    }
+
     /// Reads until the `close` frame and returns its reason, checking the socket then ends.
     async fn expect_close(&mut self) -> (tern_proto::CloseReason, String) {
+        let (reason, message, _) = self.expect_close_with_retry().await;
+        (reason, message)
+    }
+
+    /// [`RawPeer::expect_close`], with the frame's `retry_after_ms` too.
+    async fn expect_close_with_retry(&mut self) -> (tern_proto::CloseReason, String, Option<u64>) {
         loop {
             match self.recv().await {
-                Some(ServerFrame::Close { reason, message, .. }) => {
+                Some(ServerFrame::Close { reason, message, retry_after_ms }) => {
                     assert!(self.recv().await.is_none(), "socket ends after close");
-                    return (reason, message);
+                    return (reason, message, retry_after_ms);
                 }
                 Some(_) => {}
                 None => panic!("socket closed without a close frame"),
@@ -287,11 +296,19 @@ impl RawPeer for RawWs {
     fn recv(&mut self) -> impl Future<Output = Option<ServerFrame>> {
         self.recv_frame()
     }
+
+    fn send(&mut self, frame: &ClientFrame) -> impl Future<Output = ()> {
+        self.send_frame(frame)
+    }
 }
 
 impl RawPeer for RawTcp {
     fn recv(&mut self) -> impl Future<Output = Option<ServerFrame>> {
         self.recv_frame()
+    }
+
+    fn send(&mut self, frame: &ClientFrame) -> impl Future<Output = ()> {
+        self.send_frame(frame)
     }
 }
 
