@@ -175,7 +175,9 @@ fn notice(conv: ConvId, from: UserId, id: &str) -> NewMessage {
 async fn im_transactions(store: Arc<dyn Store>, recorder: Arc<Recipients>) {
     use tern_proto::{ErrorCode, GroupId, Role};
 
-    use super::im::{Effect, GroupRecord, JoinPolicy, MemberRecord, Relation, Scope};
+    use super::im::{
+        DmPolicy, Effect, GroupRecord, JoinPolicy, MemberRecord, ProfileUpdate, Relation, Scope, Snapshot,
+    };
 
     let u = seed_users(&*store, 3).await;
     let (a, b, c) = (u[0], u[1], u[2]);
@@ -254,7 +256,10 @@ async fn im_transactions(store: Arc<dyn Store>, recorder: Arc<Recipients>) {
     store.transact(scope.clone(), Box::new(move |_| Ok(vec![Effect::PutMember(g, muted)]))).await.unwrap();
     assert_eq!(denied(append(&*store, new_message(conv, b, "b-muted")).await.unwrap_err()), ErrorCode::Muted);
 
-    // Blocks and the friends-only policy are checked by the 1:1 send path.
+    // Blocks and the friends-only policy are checked by the 1:1 send path, also for a pair
+    // that has already talked (a store may remember what it checked; it must see every change).
+    let ac = ConvId::direct(a, c);
+    append(&*store, new_message(ac, c, "c-before-block")).await.unwrap();
     let pair = Scope { pair: Some((a, c)), ..Scope::default() };
     store
         .transact(
@@ -271,7 +276,6 @@ async fn im_transactions(store: Arc<dyn Store>, recorder: Arc<Recipients>) {
         )
         .await
         .unwrap();
-    let ac = ConvId::direct(a, c);
     assert_eq!(denied(append(&*store, new_message(ac, c, "c-blocked")).await.unwrap_err()), ErrorCode::Blocked);
     append(&*store, new_message(ac, a, "a-to-c")).await.unwrap();
     let rel = store.relations_of(c).await.unwrap();
@@ -280,6 +284,21 @@ async fn im_transactions(store: Arc<dyn Store>, recorder: Arc<Recipients>) {
         denied(append(&*store, new_message(ConvId::direct(a, UserId(987_654)), a, "x")).await.unwrap_err()),
         ErrorCode::NotFound
     );
+    // Unblocked, then friends only: c (not a friend) is refused again; a profile change
+    // that leaves the policy alone keeps it.
+    let unblock =
+        move |_: &Snapshot| Ok(vec![Effect::PutRelation { owner: a, peer: c, relation: Relation::default() }]);
+    store.transact(pair.clone(), Box::new(unblock)).await.unwrap();
+    append(&*store, new_message(ac, c, "c-unblocked")).await.unwrap();
+    let friends_only = ProfileUpdate { dm_policy: Some(DmPolicy::Friends), ..ProfileUpdate::default() };
+    store.update_profile(a, friends_only).await.unwrap();
+    assert_eq!(denied(append(&*store, new_message(ac, c, "c-stranger")).await.unwrap_err()), ErrorCode::NotFriends);
+    let nickname = ProfileUpdate { nickname: Some("ay".into()), ..ProfileUpdate::default() };
+    store.update_profile(a, nickname).await.unwrap();
+    assert_eq!(denied(append(&*store, new_message(ac, c, "c-stranger-2")).await.unwrap_err()), ErrorCode::NotFriends);
+    let anyone = ProfileUpdate { dm_policy: Some(DmPolicy::Anyone), ..ProfileUpdate::default() };
+    store.update_profile(a, anyone).await.unwrap();
+    append(&*store, new_message(ac, c, "c-welcome")).await.unwrap();
 
     // Read positions, unread counts, receipts, and a replaced (recalled) body.
     let ab = ConvId::direct(a, b);
