@@ -246,6 +246,10 @@ const WAL_RESTART_FRAMES: i64 = 16_384;
 /// and truncates it itself, holding the writer off while it does: 256 MiB.
 const WAL_TRUNCATE_FRAMES: i64 = 4 * WAL_RESTART_FRAMES;
 
+/// What the checkpoint thread leaves for the writer to copy when it asks for a restart, at most
+/// (unless commits outrun eight passes in a row).
+const WAL_TAIL_FRAMES: i64 = 256;
+
 /// How often the checkpoint thread copies the WAL into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -271,7 +275,19 @@ struct WalCheckpointer {
 
 impl WalCheckpointer {
     fn pass(&self) -> Result<(), rusqlite::Error> {
-        let log: i64 = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
+        let passive = || self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+        let mut log = passive()?;
+        if log >= WAL_RESTART_FRAMES {
+            // Catch up before asking the writer: each pass copies what was committed during the
+            // one before, so a few back-to-back passes leave the writer only a short tail.
+            for _ in 0..8 {
+                let before = log;
+                log = passive()?;
+                if log - before <= WAL_TAIL_FRAMES {
+                    break;
+                }
+            }
+        }
         if log >= WAL_TRUNCATE_FRAMES {
             let started = std::time::Instant::now();
             let (busy, log): (i64, i64) =
