@@ -226,7 +226,8 @@ impl SqliteStore {
         let conn = open_connection(&path, Some(cfg.synchronous))?;
         migrate(&conn)?;
         // Checkpointing (copying the WAL into the database, with its fsyncs) runs on its own
-        // thread, so the writer only ever appends to the WAL.
+        // thread; the writer only copies a short tail when the WAL is to start over (see
+        // `WalCheckpointer`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // The writer probes two B-trees per message (the (conv, seq) key and the client-id
         // index); a 64 MiB page cache keeps their hot pages in memory instead of re-reading them.

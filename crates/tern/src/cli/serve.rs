@@ -54,7 +54,6 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     // A bad setting stops start-up with its one line before anything else is logged.
     cfg.validate()?;
-    fix_mmap_threshold();
     // Every connection is a file descriptor: take the hard limit, not the default soft one.
     match crate::bench::raise_fd_limit(0) {
         Ok(limit) => tracing::info!(limit, "open-file limit"),
@@ -68,23 +67,6 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     server.shutdown(Duration::from_secs(5)).await;
     Ok(())
-}
-
-/// Makes glibc serve allocations of 16 MiB and more with mmap, always, so they go back to the
-/// kernel when freed.
-///
-/// Each Argon2 hash works in a 19 MiB block. glibc's default mmap threshold is dynamic: after
-/// the first such block is freed it rises above 19 MiB, later blocks come from the per-thread
-/// heap arenas of the blocking pool, and their pages stay resident. Measured: 1.24 GB RSS after
-/// 150 registrations and 150 logins; 28 MB with the threshold fixed at 16 MiB (`malloc_trim`
-/// after each hash did not help: 1.10 GB). Smaller buffers (brotli windows, SQLite pages) stay
-/// on the heap as before.
-fn fix_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes an allocator tunable, under glibc's own lock.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
-    }
 }
 
 async fn shutdown_signal() {
