@@ -272,7 +272,7 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 /// measured, 8.3 GB of WAL beside a 169 MB database after a 10-minute soak, its index (`-shm`,
 /// mapped) growing the server's RSS. So once the log passes [`WAL_RESTART_FRAMES`] the
 /// checkpoint thread asks the writer, which runs a passive checkpoint of its own between two
-/// commits ([`Writer::restart_wal`]): it copies only what was written since the last pass, and
+/// commits ([`restart_wal`]): it copies only what was written since the last pass, and
 /// its next transaction starts the log over.
 ///
 /// (A truncating checkpoint from this thread did the same by holding the writer off; the
@@ -282,13 +282,16 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 struct WalCheckpointer {
     conn: Connection,
     restart: Arc<AtomicBool>,
+    /// [`WAL_RESTART_FRAMES`]; [`WAL_TRUNCATE_FRAMES`] (smaller in tests).
+    restart_frames: i64,
+    truncate_frames: i64,
 }
 
 impl WalCheckpointer {
     fn pass(&self) -> Result<(), rusqlite::Error> {
         let passive = || self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
         let mut log = passive()?;
-        if log >= WAL_RESTART_FRAMES {
+        if log >= self.restart_frames {
             // Catch up before asking the writer: each pass copies what was committed during the
             // one before, so a few back-to-back passes leave the writer only a short tail.
             for _ in 0..8 {
@@ -299,15 +302,33 @@ impl WalCheckpointer {
                 }
             }
         }
-        if log >= WAL_TRUNCATE_FRAMES {
+        if log >= self.truncate_frames {
             let started = std::time::Instant::now();
             let (busy, log): (i64, i64) =
                 self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
             tracing::warn!(busy, frames_left = log, took_ms = started.elapsed().as_millis() as u64, "wal truncated");
-        } else if log >= WAL_RESTART_FRAMES {
+        } else if log >= self.restart_frames {
             self.restart.store(true, Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+/// Run by the writer between two commits when `wanted` is set: copies what the checkpoint thread
+/// has not yet copied, so that the writer's next transaction starts the WAL over. Busy (the
+/// checkpoint thread is in a pass) or incomplete (a reader holds an older snapshot): `wanted`
+/// stays set, and the next commit tries again.
+fn restart_wal(conn: &Connection, wanted: &AtomicBool) {
+    let started = std::time::Instant::now();
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    }) {
+        Ok((0, log, copied)) if copied == log => {
+            wanted.store(false, Ordering::Relaxed);
+            tracing::debug!(frames = log, took_us = started.elapsed().as_micros() as u64, "wal restarts");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
     }
 }
 
@@ -318,7 +339,12 @@ fn spawn_checkpointer(
     sync: Synchronous,
     restart: Arc<AtomicBool>,
 ) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
-    let checkpointer = WalCheckpointer { conn: open_connection(path, Some(sync))?, restart };
+    let checkpointer = WalCheckpointer {
+        conn: open_connection(path, Some(sync))?,
+        restart,
+        restart_frames: WAL_RESTART_FRAMES,
+        truncate_frames: WAL_TRUNCATE_FRAMES,
+    };
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("tern-store-checkpoint".into())
@@ -413,27 +439,10 @@ impl Writer {
             }
             self.commit_batch(&mut batch);
             if self.restart_wal.load(Ordering::Relaxed) {
-                self.restart_wal();
+                restart_wal(&self.conn, &self.restart_wal);
             }
         }
         tracing::debug!("store writer stopped");
-    }
-
-    /// Copies what the checkpoint thread has not yet copied, so that the next transaction starts
-    /// the WAL over. Busy (the checkpoint thread is in a pass) or incomplete (a reader holds an
-    /// older snapshot): the request stays, and the next commit tries again.
-    fn restart_wal(&mut self) {
-        let started = std::time::Instant::now();
-        match self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        }) {
-            Ok((0, log, copied)) if copied == log => {
-                self.restart_wal.store(false, Ordering::Relaxed);
-                tracing::debug!(frames = log, took_us = started.elapsed().as_micros() as u64, "wal restarts");
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
-        }
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<Write>) {
@@ -1430,6 +1439,73 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(indexes, vec!["messages_client_key"], "the sender-first index is gone");
+    }
+
+    /// The WAL's length in frames (a passive checkpoint reports it).
+    fn wal_frames(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1)).unwrap()
+    }
+
+    #[test]
+    fn the_wal_starts_over_once_the_writer_copies_the_tail_and_never_grows_past_its_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tern.db");
+        let writer = open_connection(&path, Some(Synchronous::Normal)).unwrap();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        writer.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)").unwrap();
+        let wanted = Arc::new(AtomicBool::new(false));
+        let checkpointer = WalCheckpointer {
+            conn: open_connection(&path, Some(Synchronous::Normal)).unwrap(),
+            restart: Arc::clone(&wanted),
+            restart_frames: 64,
+            truncate_frames: 1_000_000,
+        };
+        let mut next = 0;
+        let mut commit = |n: usize| {
+            let tx = writer.unchecked_transaction().unwrap();
+            for _ in 0..n {
+                next += 1;
+                tx.execute("INSERT INTO t (k, v) VALUES (?1, zeroblob(3000))", [next]).unwrap();
+            }
+            tx.commit().unwrap();
+        };
+        for _ in 0..10 {
+            commit(10); // ~10 frames each
+        }
+        checkpointer.pass().unwrap();
+        assert!(wanted.load(Ordering::Relaxed), "past the bound, the writer is asked");
+        let before = wal_frames(&checkpointer.conn);
+        assert!(before >= 64, "{before} frames");
+        // Steady load: commits keep coming between the checkpoint thread's passes and the
+        // writer's turn, so there is a tail to copy.
+        commit(10);
+        restart_wal(&writer, &wanted);
+        assert!(!wanted.load(Ordering::Relaxed), "the tail was copied");
+        commit(1);
+        let after = wal_frames(&checkpointer.conn);
+        assert!(after < 10, "the next transaction starts the log over: {after} frames (was {before})");
+        assert_eq!(writer.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap(), 111);
+
+        // A reader on an old snapshot keeps the log from starting over; past the hard bound the
+        // checkpoint thread truncates it once the reader is gone.
+        let reader = open_connection(&path, None).unwrap();
+        let checkpointer = WalCheckpointer { restart_frames: 8, truncate_frames: 32, ..checkpointer };
+        let held = reader.unchecked_transaction().unwrap();
+        let _: i64 = held.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        for _ in 0..5 {
+            commit(10);
+        }
+        wanted.store(true, Ordering::Relaxed);
+        restart_wal(&writer, &wanted);
+        assert!(wanted.load(Ordering::Relaxed), "the reader's snapshot still needs the log");
+        held.commit().unwrap();
+        let wal = dir.path().join("tern.db-wal");
+        let high_water = std::fs::metadata(&wal).unwrap().len();
+        checkpointer.pass().unwrap();
+        // Restarting reuses the file from its start; truncating empties it.
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "truncated past the hard bound (was {high_water} B)");
+        commit(1);
+        assert!(wal_frames(&checkpointer.conn) < 10);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
