@@ -165,7 +165,13 @@ async fn websocket(
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| admitted.serve(WsIo::new(socket, max), peer))
+        // The connection runs as a task of its own, like a TCP one, and axum's upgrade task ends
+        // here: awaited inside it, the connection would also keep that task's captures and
+        // state for its whole life.
+        .on_upgrade(move |socket| {
+            tokio::spawn(admitted.serve(WsIo::new(socket, max), peer));
+            std::future::ready(())
+        })
 }
 
 /// A JSON request body whose parse errors answer in tern's error format.
