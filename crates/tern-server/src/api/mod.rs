@@ -156,8 +156,8 @@ async fn websocket(
     // tungstenite's defaults hold a 128 KiB read buffer per connection and accept 64 MiB
     // messages; both are cut to what a tern frame needs. The read buffer is allocated eagerly,
     // kept for the connection's life and grown to the largest frame read (the `auth` frame, for
-    // an idle connection); it was the largest single allocation of an idle WebSocket connection
-    // (heaptrack: 1 KiB of 4.2 KiB at 1 KiB). Clients send small frames (sends, ACKs, pings),
+    // an idle connection); after the task, it was the largest allocation of an idle WebSocket
+    // connection (heaptrack: 1 KiB of 4.2 KiB at 1 KiB). Clients send small frames (sends, ACKs, pings),
     // and 256 bytes cost nothing measurable in 1:1 throughput over WebSocket (docs/BENCHMARKS.md).
     upgrade
         .read_buffer_size(256)
