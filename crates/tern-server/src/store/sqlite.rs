@@ -289,7 +289,7 @@ struct WalCheckpointer {
 
 impl WalCheckpointer {
     fn pass(&self) -> Result<(), rusqlite::Error> {
-        let passive = || self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+        let passive = || passive_checkpoint(&self.conn).map(|c| c.log);
         let mut log = passive()?;
         if log >= self.restart_frames {
             // Catch up before asking the writer: each pass copies what was committed during the
@@ -314,16 +314,31 @@ impl WalCheckpointer {
     }
 }
 
+/// What a checkpoint reports, in WAL frames.
+struct Checkpoint {
+    /// It could not run to completion (another connection held a lock).
+    busy: bool,
+    /// Frames in the log.
+    log: i64,
+    /// Frames of the log already copied into the database.
+    copied: i64,
+}
+
+/// A passive checkpoint: copies what it can without waiting for, or holding off, anyone.
+fn passive_checkpoint(conn: &Connection) -> Result<Checkpoint, rusqlite::Error> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok(Checkpoint { busy: r.get::<_, i64>(0)? != 0, log: r.get(1)?, copied: r.get(2)? })
+    })
+}
+
 /// Run by the writer between two commits when `wanted` is set: copies what the checkpoint thread
 /// has not yet copied, so that the writer's next transaction starts the WAL over. Busy (the
 /// checkpoint thread is in a pass) or incomplete (a reader holds an older snapshot): `wanted`
 /// stays set, and the next commit tries again.
 fn restart_wal(conn: &Connection, wanted: &AtomicBool) {
     let started = std::time::Instant::now();
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-    }) {
-        Ok((0, log, copied)) if copied == log => {
+    match passive_checkpoint(conn) {
+        Ok(Checkpoint { busy: false, log, copied }) if copied == log => {
             wanted.store(false, Ordering::Relaxed);
             tracing::debug!(frames = log, took_us = started.elapsed().as_micros() as u64, "wal restarts");
         }
@@ -1443,7 +1458,7 @@ mod tests {
 
     /// The WAL's length in frames (a passive checkpoint reports it).
     fn wal_frames(conn: &Connection) -> i64 {
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1)).unwrap()
+        passive_checkpoint(conn).unwrap().log
     }
 
     #[test]
