@@ -10,6 +10,8 @@
 //!   codes and close reasons.
 //! - [`codec`] — the two encodings of one set of types (JSON for browsers, MessagePack for
 //!   binary) and the length-prefixed stream framing used over raw TCP.
+//! - [`ws`] — WebSocket framing (RFC 6455), the server's side: masked client frames in,
+//!   unmasked server frames out.
 //! - [`session`] — the server-side connection state machine: auth deadline and heartbeat.
 //! - [`inbox`] — the client-side per-conversation ordering and dedup tracker (what a device has
 //!   seen, what it must fetch), shared by the SDK and usable by any other client.
@@ -19,6 +21,7 @@ pub mod frame;
 pub mod ids;
 pub mod inbox;
 pub mod session;
+pub mod ws;
 
 pub use codec::{Codec, DecodeError, FrameDecoder, FrameTooLarge};
 pub use frame::{

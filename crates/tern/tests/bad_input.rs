@@ -320,3 +320,172 @@ async fn rest_accounts_answer_bad_input_with_clear_errors() {
     let health = http.get(format!("{}/healthz", srv.url())).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+/// A WebSocket client written byte by byte, to send what a library would not.
+struct WireWs {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl WireWs {
+    /// Upgrades with the RFC's example key; the 101 must carry the RFC's answer to it.
+    async fn open(srv: &TestServer) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(srv.server.http_addr()).await.unwrap();
+        let request = "GET /v1/ws HTTP/1.1\r\nHost: tern\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                       Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed during the handshake");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+        Self { stream, buf: buf[end..].to_vec() }
+    }
+
+    async fn send(&mut self, b0: u8, payload: &[u8], masked: bool) {
+        use tokio::io::AsyncWriteExt;
+        let mask = [0x11, 0x22, 0x33, 0x44];
+        let mut frame = vec![b0];
+        let bit = if masked { 0x80 } else { 0 };
+        if payload.len() < 126 {
+            frame.push(payload.len() as u8 | bit);
+        } else {
+            frame.push(126 | bit);
+            frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        if masked {
+            frame.extend_from_slice(&mask);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
+        self.stream.write_all(&frame).await.unwrap();
+    }
+
+    /// The next server frame: (first byte, payload); `None` at the end of the stream.
+    async fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 2 {
+                assert_eq!(self.buf[1] & 0x80, 0, "server frames are not masked");
+                let (len, head) = match self.buf[1] & 0x7f {
+                    126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
+                    126 => (usize::MAX, 0),
+                    127 => panic!("unexpectedly long frame"),
+                    n => (n as usize, 2),
+                };
+                if len != usize::MAX && self.buf.len() >= head + len {
+                    let frame = (self.buf[0], self.buf[head..head + len].to_vec());
+                    self.buf.drain(..head + len);
+                    return Some(frame);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut chunk))
+                .await
+                .expect("timed out waiting for a frame")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn recv_text(&mut self) -> ServerFrame {
+        let (b0, payload) = self.recv().await.expect("closed");
+        assert_eq!(b0, 0x81, "a final text frame");
+        tern_proto::Codec::Json.decode(&payload).unwrap()
+    }
+
+    async fn auth(&mut self, session: &tern_client::Session) {
+        let auth = format!(r#"{{"op":"auth","token":"{}"}}"#, session.token);
+        self.send(0x81, auth.as_bytes(), true).await;
+        assert!(matches!(self.recv_text().await, ServerFrame::AuthOk { .. }));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_pings_fragments_and_the_closing_handshake_follow_rfc_6455() {
+    let srv = TestServer::with(short_timers).await;
+    let alice = srv.login("alice", "phone").await;
+    let mut ws = WireWs::open(&srv).await;
+    ws.auth(&alice).await;
+
+    ws.send(0x89, b"are you there", true).await;
+    assert_eq!(ws.recv().await, Some((0x8A, b"are you there".to_vec())), "a pong with the ping's payload");
+
+    // A tern ping in three fragments, a WebSocket ping between them.
+    ws.send(0x01, br#"{"op":"#, true).await;
+    ws.send(0x89, b"x", true).await;
+    ws.send(0x00, br#""pi"#, true).await;
+    ws.send(0x80, br#"ng"}"#, true).await;
+    assert_eq!(ws.recv().await, Some((0x8A, b"x".to_vec())));
+    assert!(matches!(ws.recv_text().await, ServerFrame::Pong));
+
+    // The client closes: its code is echoed, then the stream ends.
+    ws.send(0x88, &4321u16.to_be_bytes(), true).await;
+    assert_eq!(ws.recv().await, Some((0x88, 4321u16.to_be_bytes().to_vec())));
+    assert_eq!(ws.recv().await, None);
+    bystanders_still_chat(&srv, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_frames_against_the_rfc_close_with_a_protocol_error() {
+    let srv = TestServer::with(short_timers).await;
+    let alice = srv.login("alice", "phone").await;
+    for (round, (b0, payload, masked)) in [
+        (0x81u8, &br#"{"op":"ping"}"#[..], false), // unmasked
+        (0xC1, &br#"{"op":"ping"}"#[..], true),    // a reserved bit
+        (0x81, &[0xC3, 0x28][..], true),           // text that is not UTF-8
+        (0x80, &b"{}"[..], true),                  // a continuation of nothing
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut ws = WireWs::open(&srv).await;
+        ws.auth(&alice).await;
+        ws.send(b0, payload, masked).await;
+        match ws.recv_text().await {
+            ServerFrame::Close { reason: CloseReason::ProtocolError, message, .. } => {
+                assert!(message.contains("websocket protocol error"), "{message}")
+            }
+            other => panic!("round {round}: expected a protocol_error close, got {other:?}"),
+        }
+        let (b0, code) = ws.recv().await.expect("a close frame");
+        assert_eq!((b0, &code[..2]), (0x88, &4007u16.to_be_bytes()[..]), "round {round}");
+        ws.send(0x88, &4007u16.to_be_bytes(), true).await;
+        assert_eq!(ws.recv().await, None, "round {round}: the server ends the stream");
+    }
+    bystanders_still_chat(&srv, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_is_not_a_websocket_upgrade_gets_a_400_in_tern_s_error_format() {
+    let srv = TestServer::with(short_timers).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/ws", srv.server.http_addr());
+    let plain = http.get(&url).send().await.unwrap();
+    assert_eq!(plain.status(), 400);
+    let body: serde_json::Value = plain.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("Upgrade header"), "{body}");
+    let old = http
+        .get(&url)
+        .header("Upgrade", "websocket")
+        .header("Connection", "Upgrade")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("Sec-WebSocket-Version", "8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 400);
+    assert_eq!(old.headers()["sec-websocket-version"], "13", "names the version it speaks");
+}

@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use serde::de::DeserializeOwned;
@@ -25,7 +26,7 @@ use tern_proto::ErrorCode;
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::gateway::Gateway;
-use crate::gateway::transport::ws::WsIo;
+use crate::gateway::transport::ws;
 use crate::logic::Logic;
 use crate::logic::push::PushService;
 
@@ -137,41 +138,49 @@ pub use openapi::document as openapi_document;
 
 /// `GET /v1/ws`: the WebSocket upgrade (the socket protocol is in docs/PROTOCOL.md).
 #[utoipa::path(get, path = "/v1/ws", tag = "socket",
-    responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 400, description = "Not a WebSocket upgrade")))]
+    responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 400, description = "Not a WebSocket upgrade"),
+        (status = 503, description = "The server admits no more connections now; retry after the Retry-After header")))]
 async fn websocket(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: axum::http::HeaderMap,
-    upgrade: WebSocketUpgrade,
+    mut req: Request,
 ) -> Response {
+    let accept = match ws::handshake(req.headers()) {
+        Ok(accept) => accept,
+        Err(why) => {
+            let mut refused = Error::bad_request(why).into_response();
+            refused.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            return refused;
+        }
+    };
     // Admission before the upgrade: a refused client gets a plain 503 and costs no WebSocket.
-    let admitted = match state.gateway.admit(state.proxies.client_ip(peer, &headers)) {
+    let admitted = match state.gateway.admit(state.proxies.client_ip(peer, req.headers())) {
         Ok(a) => a,
         Err(refusal) => {
             let secs = refusal.retry_after_ms().div_ceil(1000);
             return Error::new(ErrorCode::Unavailable, refusal.message()).retry_after(secs).into_response();
         }
     };
+    let upgrade = hyper::upgrade::on(&mut req);
     let max = state.max_frame_bytes;
-    // tungstenite's defaults hold a 128 KiB read buffer per connection and accept 64 MiB
-    // messages; both are cut to what a tern frame needs. The read buffer is allocated eagerly,
-    // kept for the connection's life and grown to the largest frame read (the `auth` frame, for
-    // an idle connection); after the task, it was the largest allocation of an idle WebSocket
-    // connection (heaptrack: 1 KiB of 4.2 KiB at 1 KiB). Clients send small frames (sends, ACKs, pings),
-    // and 256 bytes cost nothing measurable in 1:1 throughput over WebSocket (docs/BENCHMARKS.md).
-    upgrade
-        .read_buffer_size(256)
-        .write_buffer_size(0)
-        .max_write_buffer_size(4 * 1024 * 1024)
-        .max_message_size(max)
-        .max_frame_size(max)
-        // The connection runs as a task of its own, like a TCP one, and axum's upgrade task ends
-        // here: awaited inside it, the connection would also keep that task's captures and
-        // state for its whole life.
-        .on_upgrade(move |socket| {
-            tokio::spawn(admitted.serve(WsIo::new(socket, max), peer));
-            std::future::ready(())
-        })
+    // hyper hands the socket over once the 101 below is written. The connection then runs as a
+    // task of its own, like a TCP one, and this small one ends: awaited inside it, the
+    // connection would also keep this task's state for its whole life.
+    tokio::spawn(async move {
+        match upgrade.await.map_err(|e| e.to_string()).and_then(|u| ws::WsIo::upgraded(u, max)) {
+            Ok(io) => drop(tokio::spawn(admitted.serve(io, peer))),
+            Err(e) => tracing::debug!(error = %e, %peer, "websocket upgrade failed"),
+        }
+    });
+    let mut switching = Response::new(axum::body::Body::empty());
+    *switching.status_mut() = axum::http::StatusCode::SWITCHING_PROTOCOLS;
+    let headers = switching.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    switching
 }
 
 /// A JSON request body whose parse errors answer in tern's error format.

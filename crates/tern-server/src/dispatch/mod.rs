@@ -38,6 +38,13 @@ pub struct OutFrame {
     json_br: OnceLock<Option<Bytes>>,
     /// Compressed MessagePack with the length prefix.
     binary_br: OnceLock<Option<Bytes>>,
+    /// Whole WebSocket frames (header and payload), by [`ws_slot`].
+    ws_framed: [OnceLock<Bytes>; 4],
+}
+
+/// Where a WebSocket encoding is kept in [`OutFrame::ws_framed`].
+fn ws_slot(codec: Codec, brotli: bool) -> usize {
+    usize::from(codec == Codec::MsgPack) * 2 + usize::from(brotli)
 }
 
 /// The bytes to write for one frame on one connection.
@@ -64,6 +71,7 @@ impl OutFrame {
             binary: OnceLock::new(),
             json_br: OnceLock::new(),
             binary_br: OnceLock::new(),
+            ws_framed: Default::default(),
         })
     }
 
@@ -137,6 +145,17 @@ impl OutFrame {
             },
             (Codec::MsgPack, false) => Wire::Binary(self.binary()),
         }
+    }
+
+    /// [`OutFrame::ws`] as a whole WebSocket frame, encoded once per encoding and shared by
+    /// every connection it is written to.
+    pub fn ws_frame(&self, codec: Codec, brotli: bool) -> Bytes {
+        self.ws_framed[ws_slot(codec, brotli)]
+            .get_or_init(|| match self.ws(codec, brotli) {
+                Wire::Text(b) => tern_proto::ws::encode_frame(tern_proto::ws::OpCode::Text, &b),
+                Wire::Binary(b) => tern_proto::ws::encode_frame(tern_proto::ws::OpCode::Binary, &b),
+            })
+            .clone()
     }
 
     /// What to write on a stream transport (TCP): always MessagePack, length-prefixed.

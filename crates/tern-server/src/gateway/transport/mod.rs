@@ -2,6 +2,7 @@
 //! [`OutFrame`]s in its own encoding. Above this line a connection looks the same whatever
 //! carries it.
 
+mod socket;
 pub mod tcp;
 pub mod ws;
 
@@ -28,6 +29,9 @@ pub enum ReadError {
     /// The stream ended inside a frame.
     #[error("connection ended inside a frame ({0} bytes of an incomplete frame)")]
     Truncated(usize),
+    /// Framing that breaks the transport's protocol (a WebSocket frame against RFC 6455).
+    #[error("{0}")]
+    Protocol(String),
     /// Anything else at the transport level.
     #[error("{0}")]
     Transport(String),
@@ -38,7 +42,7 @@ impl ReadError {
     pub fn close_reason(&self) -> CloseReason {
         match self {
             ReadError::TooLarge { .. } => CloseReason::FrameTooLarge,
-            ReadError::Truncated(_) => CloseReason::ProtocolError,
+            ReadError::Truncated(_) | ReadError::Protocol(_) => CloseReason::ProtocolError,
             ReadError::Transport(_) => CloseReason::TransportError,
         }
     }

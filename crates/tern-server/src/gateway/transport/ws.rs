@@ -1,94 +1,191 @@
-//! WebSocket: text frames carry JSON, binary frames MessagePack. The server answers in the
-//! encoding of the client's `auth` frame.
+//! WebSocket: text frames carry JSON, binary frames MessagePack (or a compressed frame). The
+//! server answers in the encoding of the client's `auth` frame.
+//!
+//! The HTTP API answers the upgrade request ([`handshake`]); the upgraded socket is then framed
+//! here with tern's own framing (`tern_proto::ws`) on the same socket buffers as raw TCP, so an
+//! idle WebSocket holds what an idle TCP connection holds.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use bytes::Bytes;
-use futures_util::{Sink, SinkExt, StreamExt};
+use axum::http::HeaderMap;
+use axum::http::header::{CONNECTION, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
+use bytes::{Bytes, BytesMut};
+use sha1::{Digest, Sha1};
+use tern_proto::ws::{OpCode, WsDecoder, WsError, WsEvent, close_payload, encode_frame};
 use tern_proto::{CloseReason, Codec};
+use tokio::net::TcpStream;
 
+use super::socket::Socket;
 use super::{FrameIo, ReadError};
-use crate::dispatch::{OutFrame, Wire};
+use crate::dispatch::OutFrame;
+
+/// Checks an upgrade request (RFC 6455 4.2.1); the `Sec-WebSocket-Accept` value to answer with,
+/// or why the request is not a WebSocket handshake tern accepts.
+pub fn handshake(headers: &HeaderMap) -> Result<String, &'static str> {
+    let has_token = |name, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(UPGRADE, "websocket") {
+        return Err("not a WebSocket upgrade: the Upgrade header must name websocket");
+    }
+    if !has_token(CONNECTION, "upgrade") {
+        return Err("not a WebSocket upgrade: the Connection header must include upgrade");
+    }
+    if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Err("unsupported WebSocket version: Sec-WebSocket-Version must be 13");
+    }
+    let key = headers.get(SEC_WEBSOCKET_KEY).ok_or("Sec-WebSocket-Key is missing")?;
+    if !matches!(data_encoding::BASE64.decode(key.as_bytes()), Ok(k) if k.len() == 16) {
+        return Err("Sec-WebSocket-Key must be 16 bytes in base64");
+    }
+    let mut sha = Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    Ok(data_encoding::BASE64.encode(&sha.finalize()))
+}
 
 /// An upgraded WebSocket.
 pub struct WsIo {
-    ws: WebSocket,
-    /// Queued messages not yet handed to the socket.
-    pending: VecDeque<Message>,
-    limit: usize,
+    socket: Socket,
+    decoder: WsDecoder,
+    /// Our close frame is queued (ours, or the answer to the client's): nothing may follow it.
+    closing: bool,
 }
 
 impl WsIo {
-    /// Wraps an upgraded socket whose limits were set at upgrade time.
-    pub fn new(ws: WebSocket, max_frame: usize) -> Self {
-        Self { ws, pending: VecDeque::new(), limit: max_frame }
+    /// Frames a socket whose handshake is done; `read` holds bytes that came after the request.
+    /// Messages above `max_frame` bytes are refused.
+    pub fn new(stream: TcpStream, read: BytesMut, max_frame: usize) -> Self {
+        Self { socket: Socket::new(stream, read), decoder: WsDecoder::new(max_frame), closing: false }
+    }
+
+    /// Takes the socket back from hyper once the upgrade response is sent.
+    pub fn upgraded(upgraded: hyper::upgrade::Upgraded, max_frame: usize) -> Result<Self, String> {
+        let parts = upgraded
+            .downcast::<hyper_util::rt::TokioIo<TcpStream>>()
+            .map_err(|_| "the upgraded connection is not a TCP stream".to_owned())?;
+        Ok(Self::new(parts.io.into_inner(), BytesMut::from(&parts.read_buf[..]), max_frame))
+    }
+
+    /// Queues a control frame and writes what it can at once: a pong or the closing handshake's
+    /// answer must not wait for the next outbound frame. Whatever is left goes with the next
+    /// write; a failure shows on the next read.
+    fn answer(&mut self, cx: &mut Context<'_>, frame: Bytes) {
+        self.socket.queue(std::iter::once(frame));
+        let _ = self.socket.poll_send(cx);
+    }
+
+    /// Writes what is queued and, unless the client began the closing handshake, waits for its
+    /// close frame, reading past anything else it still sends.
+    async fn finish_handshake(&mut self, wait_for_client: bool) {
+        let _ = std::future::poll_fn(|cx| self.socket.poll_send(cx)).await;
+        if !wait_for_client {
+            return;
+        }
+        loop {
+            match self.decoder.decode(&mut self.socket.rbuf) {
+                Ok(Some(WsEvent::Close(_))) | Err(_) => return,
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+            }
+            if !matches!(std::future::poll_fn(|cx| self.socket.poll_fill(cx)).await, Ok(n) if n > 0) {
+                return;
+            }
+        }
     }
 }
 
 impl FrameIo for WsIo {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<(Codec, Bytes)>, ReadError>> {
         loop {
-            let Some(msg) = ready!(self.ws.poll_next_unpin(cx)) else {
-                return Poll::Ready(Ok(None));
-            };
-            let frame = match msg {
-                Ok(Message::Text(t)) => Ok(Some((Codec::Json, Bytes::from(t)))),
-                Ok(Message::Binary(b)) => Ok(Some((Codec::MsgPack, b))),
-                // Pongs are queued by tungstenite itself; both count as activity only through
-                // our own frames, so a client must still send `ping` frames.
-                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-                Ok(Message::Close(_)) => Ok(None),
-                Err(e) => {
-                    let text = e.to_string();
-                    // tungstenite reports its size limit as a capacity error; it checks the
-                    // frame header before reading the payload.
-                    if text.contains("too long") || text.contains("Space limit") {
-                        Err(ReadError::TooLarge { announced: 0, limit: self.limit })
-                    } else {
-                        Err(ReadError::Transport(text))
+            match self.decoder.decode(&mut self.socket.rbuf) {
+                Ok(Some(WsEvent::Message(codec, payload))) => return Poll::Ready(Ok(Some((codec, payload)))),
+                Ok(Some(WsEvent::Ping(payload))) => {
+                    if !self.closing {
+                        self.answer(cx, encode_frame(OpCode::Pong, &payload));
                     }
+                    continue;
                 }
-            };
-            return Poll::Ready(frame);
+                Ok(Some(WsEvent::Close(code))) => {
+                    // The closing handshake: echo the client's code; the connection then ends.
+                    if !self.closing {
+                        self.closing = true;
+                        let payload = code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default();
+                        self.answer(cx, encode_frame(OpCode::Close, &payload));
+                    }
+                    return Poll::Ready(Ok(None));
+                }
+                Ok(None) => {}
+                Err(WsError::TooLarge { announced, limit }) => {
+                    let announced = usize::try_from(announced).unwrap_or(usize::MAX);
+                    return Poll::Ready(Err(ReadError::TooLarge { announced, limit }));
+                }
+                Err(e @ WsError::Protocol(_)) => return Poll::Ready(Err(ReadError::Protocol(e.to_string()))),
+            }
+            if ready!(self.socket.poll_fill(cx))? == 0 {
+                let left = self.socket.rbuf.len();
+                let clean = left == 0 && !self.decoder.in_message();
+                return Poll::Ready(if clean { Ok(None) } else { Err(ReadError::Truncated(left)) });
+            }
         }
     }
 
     fn queue(&mut self, codec: Codec, brotli: bool, frames: &[Arc<OutFrame>]) -> std::io::Result<()> {
-        for f in frames {
-            self.pending.push_back(match f.ws(codec, brotli) {
-                // Our JSON encoder only emits UTF-8.
-                Wire::Text(b) => Message::Text(Utf8Bytes::try_from(b).map_err(std::io::Error::other)?),
-                Wire::Binary(b) => Message::Binary(b),
-            });
-        }
+        self.socket.queue(frames.iter().map(|f| f.ws_frame(codec, brotli)));
         Ok(())
     }
 
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while !self.pending.is_empty() {
-            ready!(self.ws.poll_ready_unpin(cx)).map_err(std::io::Error::other)?;
-            if let Some(msg) = self.pending.pop_front() {
-                std::pin::Pin::new(&mut self.ws).start_send(msg).map_err(std::io::Error::other)?;
-            }
-        }
-        if self.pending.capacity() > 16 {
-            self.pending = VecDeque::new();
-        }
-        self.ws.poll_flush_unpin(cx).map_err(std::io::Error::other)
+        self.socket.poll_send(cx)
     }
 
     async fn close(&mut self, reason: CloseReason) {
-        let frame = CloseFrame { code: reason.ws_code(), reason: Utf8Bytes::from(reason.as_str()) };
-        let _ = self.ws.send(Message::Close(Some(frame))).await;
-        // Drain until the peer's close so the client sees a clean close handshake.
-        let drain = async { while let Some(Ok(_)) = self.ws.recv().await {} };
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+        let client_began = self.closing;
+        if !self.closing {
+            self.closing = true;
+            let payload = close_payload(reason.ws_code(), reason.as_str());
+            self.socket.queue(std::iter::once(encode_frame(OpCode::Close, &payload)));
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.finish_handshake(!client_began)).await;
+        self.socket.shutdown().await;
     }
 
     fn kind(&self) -> &'static str {
         "ws"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upgrade_request(key: &str, version: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(UPGRADE, "WebSocket".parse().unwrap());
+        h.insert(CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        h.insert(SEC_WEBSOCKET_VERSION, version.parse().unwrap());
+        h.insert(SEC_WEBSOCKET_KEY, key.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn the_handshake_answers_the_rfc_example_and_refuses_what_is_not_an_upgrade() {
+        // RFC 6455 1.3's example key and answer.
+        let h = upgrade_request("dGhlIHNhbXBsZSBub25jZQ==", "13");
+        assert_eq!(handshake(&h).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert!(handshake(&upgrade_request("dGhlIHNhbXBsZSBub25jZQ==", "8")).unwrap_err().contains("version"));
+        assert!(handshake(&upgrade_request("c2hvcnQ=", "13")).unwrap_err().contains("16 bytes"));
+        let mut no_upgrade = h.clone();
+        no_upgrade.remove(UPGRADE);
+        assert!(handshake(&no_upgrade).unwrap_err().contains("Upgrade header"));
+        let mut no_connection = h;
+        no_connection.insert(CONNECTION, "keep-alive".parse().unwrap());
+        assert!(handshake(&no_connection).unwrap_err().contains("Connection header"));
     }
 }
