@@ -61,8 +61,9 @@ pub enum OpCode {
 #[derive(Debug)]
 pub struct WsDecoder {
     max_message: usize,
-    /// A fragmented message being put together: its kind and its payload so far.
-    partial: Option<(Codec, BytesMut)>,
+    /// A fragmented message being put together: its kind and its payload so far. Boxed: clients
+    /// rarely fragment, and the decoder is part of every connection's state.
+    partial: Option<Box<(Codec, BytesMut)>>,
 }
 
 /// A frame header, once enough of it is buffered.
@@ -111,15 +112,16 @@ impl WsDecoder {
                     if head.fin {
                         return finish(codec, payload).map(Some);
                     }
-                    self.partial = Some((codec, payload));
+                    self.partial = Some(Box::new((codec, payload)));
                 }
                 0x0 => {
-                    if let Some((_, so_far)) = &mut self.partial {
-                        so_far.extend_from_slice(&payload);
+                    if let Some(partial) = &mut self.partial {
+                        partial.1.extend_from_slice(&payload);
                     }
                     if head.fin
-                        && let Some((codec, whole)) = self.partial.take()
+                        && let Some(partial) = self.partial.take()
                     {
+                        let (codec, whole) = *partial;
                         return finish(codec, whole).map(Some);
                     }
                 }
@@ -168,7 +170,7 @@ impl WsDecoder {
                     }
                     _ => {}
                 }
-                let before = self.partial.as_ref().map_or(0, |(_, p)| p.len() as u64);
+                let before = self.partial.as_ref().map_or(0, |p| p.1.len() as u64);
                 let announced = before.saturating_add(len);
                 if announced > self.max_message as u64 {
                     return Err(WsError::TooLarge { announced, limit: self.max_message });
