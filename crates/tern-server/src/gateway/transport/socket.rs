@@ -66,6 +66,11 @@ impl Socket {
         self.wbuf = batch.freeze();
     }
 
+    /// Bytes queued and not yet written.
+    pub fn unwritten(&self) -> usize {
+        self.wbuf.len()
+    }
+
     /// Writes what was queued; ready when all of it is written.
     pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while !self.wbuf.is_empty() {

@@ -50,6 +50,9 @@ pub fn handshake(headers: &HeaderMap) -> Result<String, &'static str> {
     Ok(data_encoding::BASE64.encode(&sha.finalize()))
 }
 
+/// Unwritten bytes past which a ping is not answered.
+const PONG_BACKLOG: usize = 16 * 1024;
+
 /// An upgraded WebSocket.
 pub struct WsIo {
     socket: Socket,
@@ -107,7 +110,11 @@ impl FrameIo for WsIo {
             match self.decoder.decode(&mut self.socket.rbuf) {
                 Ok(Some(WsEvent::Message(codec, payload))) => return Poll::Ready(Ok(Some((codec, payload)))),
                 Ok(Some(WsEvent::Ping(payload))) => {
-                    if !self.closing {
+                    // A client that pings without reading would grow the unwritten bytes by a
+                    // pong per ping: past the bound its pings go unanswered (RFC 6455 5.5.3 lets
+                    // an endpoint answer only the latest), and the slow-consumer rule deals with
+                    // the client.
+                    if !self.closing && self.socket.unwritten() < PONG_BACKLOG {
                         self.answer(cx, encode_frame(OpCode::Pong, &payload));
                     }
                     continue;
@@ -172,6 +179,41 @@ mod tests {
         h.insert(SEC_WEBSOCKET_VERSION, version.parse().unwrap());
         h.insert(SEC_WEBSOCKET_KEY, key.parse().unwrap());
         h
+    }
+
+    #[tokio::test]
+    async fn a_client_that_pings_without_reading_cannot_grow_the_server_s_backlog() {
+        use tokio::io::AsyncWriteExt;
+        // Small kernel buffers (accepted sockets inherit the listener's), so that the pongs back
+        // up in the server quickly.
+        let listening = tokio::net::TcpSocket::new_v4().unwrap();
+        listening.set_send_buffer_size(4096).unwrap();
+        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listening.listen(1).unwrap();
+        let connecting = tokio::net::TcpSocket::new_v4().unwrap();
+        connecting.set_recv_buffer_size(4096).unwrap();
+        let mut client = connecting.connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut io = WsIo::new(server, BytesMut::new(), 1024);
+        // 20,000 masked pings with 100 bytes each, then the end of the stream; the client never
+        // reads.
+        let mut ping = vec![0x89, 0x80 | 100, 1, 2, 3, 4];
+        ping.extend(std::iter::repeat_n(0u8, 100));
+        let flood: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 20_000).collect();
+        let writer = tokio::spawn(async move {
+            client.write_all(&flood).await.unwrap();
+            client.shutdown().await.unwrap();
+            client // kept open for reading: closing it with pongs unread would reset the stream
+        });
+        let end = tokio::time::timeout(std::time::Duration::from_secs(20), io.recv()).await;
+        assert_eq!(end.expect("the server did not read the whole flood"), Ok(None), "pings are no message");
+        // Unbounded, 20,000 pongs would be ~2 MB, minus the little the kernel took.
+        assert!(
+            io.socket.unwritten() < 32 * 1024,
+            "{} bytes of pongs queued for a client that does not read",
+            io.socket.unwritten()
+        );
+        drop(writer.await.unwrap());
     }
 
     #[test]
