@@ -56,6 +56,12 @@ async fn every_bench_scenario_runs_and_loses_nothing() {
     assert_eq!(fan["delivered"].as_u64(), fan["pushes"].as_u64().map(|p| p * 20), "{fan}");
     assert_eq!((fan["lost"].as_u64(), fan["duplicates"].as_u64()), (Some(0), Some(0)), "{fan}");
     assert!(fan["pushes"].as_u64().unwrap() >= 25);
+    let fan =
+        bench(&srv, &["fanout", "--members", "20", "--rate", "50", "--duration", "1", "--brotli", "--transport", "ws"])
+            .await;
+    assert_eq!(fan["transport"], "ws", "{fan}");
+    assert_eq!(fan["delivered"].as_u64(), fan["pushes"].as_u64().map(|p| p * 20), "{fan}");
+    assert_eq!((fan["lost"].as_u64(), fan["duplicates"].as_u64()), (Some(0), Some(0)), "{fan}");
 
     let conns = bench(&srv, &["conns", "--count", "50", "--settle", "0", "--server-pid", &pid]).await;
     assert_eq!(conns["count"], 50, "{conns}");

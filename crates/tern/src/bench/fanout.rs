@@ -2,9 +2,9 @@
 //! counts and checks what it receives. With `--target nats://HOST:PORT` the same scenario runs
 //! against a nats-server (members subscribe to one subject), measured by the same client.
 //!
-//! Members are lean raw connections (length-prefixed MessagePack for tern, the text protocol for
-//! NATS), not full SDK clients, so the load generator spends as little CPU per delivery as
-//! possible.
+//! Members are lean raw connections (length-prefixed MessagePack over TCP, or MessagePack in
+//! binary WebSocket messages, for tern; the text protocol for NATS), not full SDK clients, so
+//! the load generator spends as little CPU per delivery as possible.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,11 +13,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tern_client::Priority;
 use tern_proto::codec::compression;
 use tern_proto::{ClientFrame, Codec, FrameDecoder, Push, ServerFrame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::cli::TransportArg;
 
 use super::{
     Common, Dialer, devices, nats, percentile_ms, phase, progress, raise_fd_limit, report, resolve, sample_opt,
@@ -49,6 +56,10 @@ pub struct FanoutArgs {
     /// Members ask for brotli-compressed batches.
     #[arg(long)]
     pub brotli: bool,
+    /// How tern members connect: raw TCP, or WebSocket (MessagePack in binary messages, as a
+    /// browser client asking for it would).
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub transport: TransportArg,
     /// Push on the high lane (never aggregated).
     #[arg(long)]
     pub high: bool,
@@ -283,47 +294,118 @@ impl FrameMemo {
     }
 }
 
+/// Where a tern member connects.
+#[derive(Clone)]
+enum MemberAddr {
+    Tcp(SocketAddr),
+    /// The WebSocket URL and the address its host resolved to.
+    Ws(String, SocketAddr),
+}
+
+/// A tern member's connection.
+enum MemberConn {
+    Tcp { stream: TcpStream, decoder: FrameDecoder, buf: BytesMut },
+    Ws(Box<WebSocketStream<TcpStream>>),
+}
+
+impl MemberConn {
+    async fn open(dialer: &Dialer, addr: &MemberAddr) -> anyhow::Result<Self> {
+        Ok(match addr {
+            MemberAddr::Tcp(tcp) => Self::Tcp {
+                stream: dialer.dial(*tcp).await?,
+                decoder: FrameDecoder::new(64 << 20),
+                buf: BytesMut::with_capacity(16 * 1024),
+            },
+            MemberAddr::Ws(url, host) => {
+                let stream = dialer.dial(*host).await?;
+                let config = WebSocketConfig::default().read_buffer_size(16 * 1024).write_buffer_size(0);
+                let (ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
+                    .await
+                    .context("websocket handshake")?;
+                Self::Ws(Box::new(ws))
+            }
+        })
+    }
+
+    async fn send(&mut self, frame: &ClientFrame) -> anyhow::Result<()> {
+        match self {
+            Self::Tcp { stream, .. } => stream.write_all(&Codec::MsgPack.encode_prefixed(frame)).await?,
+            Self::Ws(ws) => ws.send(WsMessage::Binary(Codec::MsgPack.encode(frame).into())).await?,
+        }
+        Ok(())
+    }
+
+    /// The next frame's payload and its bytes on the wire; `None` once the server closed.
+    /// Cancel-safe (a `select!` branch): what was read stays in the connection.
+    async fn recv(&mut self) -> anyhow::Result<Option<(Bytes, usize)>> {
+        match self {
+            Self::Tcp { stream, decoder, buf } => loop {
+                if let Some(payload) = decoder.decode(buf)? {
+                    let wire = payload.len() + 4;
+                    return Ok(Some((payload, wire)));
+                }
+                if stream.read_buf(buf).await? == 0 {
+                    return Ok(None);
+                }
+            },
+            Self::Ws(ws) => loop {
+                match ws.next().await {
+                    None | Some(Ok(WsMessage::Close(_))) => return Ok(None),
+                    Some(Ok(WsMessage::Binary(payload))) => {
+                        let head = match payload.len() {
+                            0..=125 => 2,
+                            126..=0xFFFF => 4,
+                            _ => 10,
+                        };
+                        let wire = payload.len() + head;
+                        return Ok(Some((payload, wire)));
+                    }
+                    Some(Ok(other)) if other.is_text() => anyhow::bail!("a text message on a MessagePack connection"),
+                    Some(Ok(_)) => {} // pings (tungstenite answers them) and pongs
+                    Some(Err(e)) => return Err(e.into()),
+                }
+            },
+        }
+    }
+}
+
 /// A tern member: authenticate, join, count pushes until 3 s of silence.
 async fn tern_member(
     dialer: Arc<Dialer>,
-    tcp: SocketAddr,
+    addr: MemberAddr,
     token: String,
     room: String,
     brotli: bool,
     memo: Arc<FrameMemo>,
     mut counter: Counter,
 ) -> anyhow::Result<Vec<u32>> {
-    let mut stream = dialer.dial(tcp).await?;
+    let mut conn = MemberConn::open(&dialer, &addr).await?;
     let accept = if brotli { vec![compression::BROTLI_NAME.to_owned()] } else { Vec::new() };
-    let auth = ClientFrame::Auth { token, proto: None, resume: None, accept_compression: accept };
-    stream.write_all(&Codec::MsgPack.encode_prefixed(&auth)).await?;
-    stream.write_all(&Codec::MsgPack.encode_prefixed(&ClientFrame::Join { id: 1, room })).await?;
-    let decoder = FrameDecoder::new(64 << 20);
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    conn.send(&ClientFrame::Auth { token, proto: None, resume: None, accept_compression: accept }).await?;
+    conn.send(&ClientFrame::Join { id: 1, room }).await?;
     let mut last_ping = Instant::now();
     // One timer for the member's life, moved on when it fires, rather than one per read.
     let mut last_data = Instant::now();
     let quiet = tokio::time::sleep(Duration::from_secs(3));
     tokio::pin!(quiet);
     loop {
-        while let Some(payload) = decoder.decode(&mut buf)? {
-            counter.bytes += payload.len() as u64 + 4;
-            let entry = memo.counted(&payload)?;
-            match &entry.1 {
-                Counted::Pushes(pushes) => pushes.iter().for_each(|&(n, t)| counter.got(n, t)),
-                Counted::Closed(why) => anyhow::bail!("closed: {why}"),
-                Counted::Other => {}
-            }
-        }
         if last_ping.elapsed() > Duration::from_secs(10) {
-            stream.write_all(&Codec::MsgPack.encode_prefixed(&ClientFrame::Ping)).await?;
+            conn.send(&ClientFrame::Ping).await?;
             last_ping = Instant::now();
         }
         tokio::select! {
-            read = stream.read_buf(&mut buf) => match read {
-                Ok(0) => return Ok(counter.finish()),
-                Ok(_) => last_data = Instant::now(),
-                Err(e) => return Err(e.into()),
+            got = conn.recv() => match got? {
+                None => return Ok(counter.finish()),
+                Some((payload, wire)) => {
+                    last_data = Instant::now();
+                    counter.bytes += wire as u64;
+                    let entry = memo.counted(&payload)?;
+                    match &entry.1 {
+                        Counted::Pushes(pushes) => pushes.iter().for_each(|&(n, t)| counter.got(n, t)),
+                        Counted::Closed(why) => anyhow::bail!("closed: {why}"),
+                        Counted::Other => {}
+                    }
+                }
             },
             () = &mut quiet => {
                 if last_data.elapsed() >= Duration::from_secs(3) && counter.finished() {
@@ -386,17 +468,30 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
             let devs = devices(&args.common.server, args.members, &bar).await?;
             bar.set_position(0);
             let mut nodes = Vec::new();
-            for addr in &args.members_on {
-                nodes.push(resolve(addr).await?);
-            }
-            if nodes.is_empty() {
-                nodes.push(resolve(&devs[0].endpoints.tcp).await?);
+            match args.transport {
+                TransportArg::Tcp => {
+                    for addr in &args.members_on {
+                        nodes.push(MemberAddr::Tcp(resolve(addr).await?));
+                    }
+                    if nodes.is_empty() {
+                        nodes.push(MemberAddr::Tcp(resolve(&devs[0].endpoints.tcp).await?));
+                    }
+                }
+                TransportArg::Ws => {
+                    anyhow::ensure!(
+                        args.members_on.is_empty(),
+                        "--members-on takes TCP addresses: use --transport tcp"
+                    );
+                    let url = devs[0].endpoints.ws.clone();
+                    let host = url.trim_start_matches("ws://").split('/').next().unwrap_or_default().to_owned();
+                    nodes.push(MemberAddr::Ws(url, resolve(&host).await?));
+                }
             }
             for (i, d) in devs.into_iter().enumerate() {
-                let tcp = nodes[i % nodes.len()];
+                let addr = nodes[i % nodes.len()].clone();
                 let m = tern_member(
                     Arc::clone(&dialer),
-                    tcp,
+                    addr,
                     d.token,
                     room.clone(),
                     args.brotli,
@@ -470,6 +565,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let result = json!({
         "scenario": "fanout",
         "target": if nats_addr.is_some() { "nats" } else { "tern" },
+        "transport": if nats_addr.is_some() { "tcp" } else if matches!(args.transport, TransportArg::Ws) { "ws" } else { "tcp" },
         "nodes": args.members_on.len().max(1),
         "members": args.members,
         "rate": args.rate,
