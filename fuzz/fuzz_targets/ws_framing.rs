@@ -5,6 +5,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+
+mod chunking;
 use tern_proto::Codec;
 use tern_proto::ws::{WsDecoder, WsEvent};
 
@@ -37,9 +39,5 @@ fn events(input: &[u8], chunk: usize) -> (Vec<WsEvent>, bool) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&chunk, input)) = data.split_first() else { return };
-    let (whole, refused_whole) = events(input, input.len());
-    let (pieces, refused_pieces) = events(input, usize::from(chunk % 17) + 1);
-    assert_eq!(refused_whole, refused_pieces, "refusal depends on chunking");
-    assert_eq!(whole, pieces, "events depend on chunking");
+    chunking::same_whatever_the_chunking(data, events);
 });

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -13,7 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::{Common, Dialer, devices, progress, raise_fd_limit, report, resolve, sample_opt};
 use crate::cli::TransportArg;
@@ -71,16 +69,8 @@ async fn connect_auth(
             }
         }
         TransportArg::Ws => {
-            let url = &device.endpoints.ws;
-            let host = url.trim_start_matches("ws://").split('/').next().unwrap_or_default();
-            let stream = dialer.dial(resolve(host).await?).await?;
-            // tungstenite's default read buffer is 128 KiB, allocated eagerly: zeroing fresh pages
-            // for it was most of this generator's ~235 µs of CPU per connect, and 15,000 held
-            // clients kept 1.9 GB. The server side uses 1 KiB (`api::websocket`).
-            let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-            let (mut ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
-                .await
-                .context("websocket handshake")?;
+            // 4 KiB: the client reads one `auth_ok`.
+            let mut ws = dialer.websocket(&device.endpoints.ws, None, 4096).await?;
             ws.send(Message::Text(String::from_utf8(Codec::Json.encode(&auth))?.into())).await?;
             match ws.next().await {
                 Some(Ok(Message::Text(t))) => match Codec::Json.decode::<ServerFrame>(t.as_bytes())? {

@@ -22,12 +22,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cli::TransportArg;
 
 use super::{
-    Common, Dialer, devices, nats, percentile_ms, phase, progress, raise_fd_limit, report, resolve, sample_opt,
+    Common, Dialer, devices, nats, percentile_ms, phase, progress, raise_fd_limit, report, resolve, sample_opt, ws_host,
 };
 
 /// Options of the fanout scenario.
@@ -316,14 +315,7 @@ impl MemberConn {
                 decoder: FrameDecoder::new(64 << 20),
                 buf: BytesMut::with_capacity(16 * 1024),
             },
-            MemberAddr::Ws(url, host) => {
-                let stream = dialer.dial(*host).await?;
-                let config = WebSocketConfig::default().read_buffer_size(16 * 1024).write_buffer_size(0);
-                let (ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
-                    .await
-                    .context("websocket handshake")?;
-                Self::Ws(Box::new(ws))
-            }
+            MemberAddr::Ws(url, host) => Self::Ws(Box::new(dialer.websocket(url, Some(*host), 16 * 1024).await?)),
         })
     }
 
@@ -483,8 +475,8 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
                         "--members-on takes TCP addresses: use --transport tcp"
                     );
                     let url = devs[0].endpoints.ws.clone();
-                    let host = url.trim_start_matches("ws://").split('/').next().unwrap_or_default().to_owned();
-                    nodes.push(MemberAddr::Ws(url, resolve(&host).await?));
+                    let host = resolve(ws_host(&url)).await?;
+                    nodes.push(MemberAddr::Ws(url, host));
                 }
             }
             for (i, d) in devs.into_iter().enumerate() {
@@ -565,7 +557,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let result = json!({
         "scenario": "fanout",
         "target": if nats_addr.is_some() { "nats" } else { "tern" },
-        "transport": if nats_addr.is_some() { "tcp" } else if matches!(args.transport, TransportArg::Ws) { "ws" } else { "tcp" },
+        "transport": if nats_addr.is_none() && matches!(args.transport, TransportArg::Ws) { "ws" } else { "tcp" },
         "nodes": args.members_on.len().max(1),
         "members": args.members,
         "rate": args.rate,

@@ -25,6 +25,8 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// What receiving clients saw of timed chat messages (p2p, group): each message once, in seq
 /// order per conversation, with its delivery latency.
@@ -186,6 +188,33 @@ impl Dialer {
         stream.set_nodelay(true)?;
         Ok(stream)
     }
+
+    /// Opens a WebSocket to `url` (`ws://HOST:PORT/…`), dialing `host` (its resolved address)
+    /// when given, with a read buffer of `read_buffer` bytes. tungstenite's default is 128 KiB,
+    /// allocated eagerly: zeroing fresh pages for it was most of this generator's ~235 µs of CPU
+    /// per connect, and 15,000 held clients kept 1.9 GB.
+    pub async fn websocket(
+        &self,
+        url: &str,
+        host: Option<SocketAddr>,
+        read_buffer: usize,
+    ) -> anyhow::Result<WebSocketStream<TcpStream>> {
+        let host = match host {
+            Some(h) => h,
+            None => resolve(ws_host(url)).await?,
+        };
+        let stream = self.dial(host).await?;
+        let config = WebSocketConfig::default().read_buffer_size(read_buffer).write_buffer_size(0);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+            .await
+            .context("websocket handshake")?;
+        Ok(ws)
+    }
+}
+
+/// The `HOST:PORT` of a `ws://HOST:PORT/…` URL.
+pub fn ws_host(url: &str) -> &str {
+    url.trim_start_matches("ws://").split('/').next().unwrap_or_default()
 }
 
 /// Leaves the choice of the source port to `connect` (`IP_BIND_ADDRESS_NO_PORT`): `bind` to port
