@@ -245,6 +245,30 @@ mod tests {
     }
 
     #[test]
+    fn data_depth_counts_containers_and_survives_hostile_nesting() {
+        use crate::frame::data_depth;
+        use serde_json::json;
+        assert_eq!(data_depth(&json!(7)), 0);
+        assert_eq!(data_depth(&json!({})), 1);
+        assert_eq!(data_depth(&json!({"a": [1, {"b": "c"}], "d": null})), 3);
+        let mut deep = json!(1);
+        for _ in 0..1000 {
+            deep = json!({ "x": deep });
+        }
+        assert_eq!(data_depth(&deep), 1000);
+    }
+
+    #[test]
+    fn an_unreadable_body_round_trips_as_its_own_kind() {
+        let body = Body::Unreadable {};
+        for codec in [Codec::Json, Codec::MsgPack] {
+            assert_eq!(codec.decode::<Body>(&codec.encode(&body)), Ok(body.clone()));
+        }
+        assert_eq!(String::from_utf8(Codec::Json.encode(&body)).unwrap(), r#"{"type":"unreadable"}"#);
+        assert!(!body.is_content());
+    }
+
+    #[test]
     fn decode_errors_are_classified() {
         let e = Codec::Json.decode::<ClientFrame>(b"{nope").unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);

@@ -81,13 +81,41 @@ pub enum Body {
         /// What happened.
         notice: Notice,
     },
+    /// A stored message whose content the server can no longer read (written by an older
+    /// version without today's limits, or damaged on disk). It keeps its seq so a
+    /// conversation stays gap-free; the server logs which one it was.
+    Unreadable {},
 }
 
 impl Body {
     /// True for what people say (counted as unread), false for tombstones and notices.
     pub fn is_content(&self) -> bool {
-        !matches!(self, Body::Recalled { .. } | Body::Notice { .. })
+        !matches!(self, Body::Recalled { .. } | Body::Notice { .. } | Body::Unreadable {})
     }
+}
+
+/// How deeply client-supplied JSON (`custom` message data, push data) may nest: an object or
+/// array inside another counts one level, a scalar none. The limit is the same whatever the
+/// codec the data arrived in, and far below what any JSON reader refuses (serde_json stops at
+/// 128, browsers' `JSON.parse` much deeper), so whatever the server accepts it can also read
+/// back and every client can parse.
+pub const MAX_DATA_DEPTH: usize = 32;
+
+/// The nesting depth of a JSON value (see [`MAX_DATA_DEPTH`]). Iterative, so a hostile value
+/// cannot exhaust the stack here.
+pub fn data_depth(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|c| (c, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|c| (c, depth + 1))),
+            _ => continue,
+        }
+        deepest = deepest.max(depth + 1);
+    }
+    deepest
 }
 
 /// A member's role in a group.
@@ -575,7 +603,8 @@ impl CloseReason {
             CloseReason::AuthRequired => 4003,
             CloseReason::UnsupportedVersion => 4004,
             CloseReason::HeartbeatTimeout => 4005,
-            CloseReason::FrameTooLarge => 4006,
+            // RFC 6455's own code for it (7.4.1): a message too big to process.
+            CloseReason::FrameTooLarge => 1009,
             CloseReason::ProtocolError => 4007,
             CloseReason::SlowConsumer => 4008,
             CloseReason::AckTimeout => 4009,

@@ -25,7 +25,7 @@ pub mod ws;
 
 pub use codec::{Codec, DecodeError, FrameDecoder, FrameTooLarge};
 pub use frame::{
-    Body, ClientFrame, CloseReason, ErrorCode, LeaveReason, Message, Notice, PROTOCOL_VERSION, Priority, Push,
-    PushScope, Role, ServerFrame,
+    Body, ClientFrame, CloseReason, ErrorCode, LeaveReason, MAX_DATA_DEPTH, Message, Notice, PROTOCOL_VERSION,
+    Priority, Push, PushScope, Role, ServerFrame, data_depth,
 };
 pub use ids::{ConnId, ConvId, DeviceId, GroupId, MsgId, UserId};

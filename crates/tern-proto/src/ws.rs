@@ -40,6 +40,21 @@ pub enum WsError {
     /// Frames that break RFC 6455.
     #[error("websocket protocol error: {0}")]
     Protocol(&'static str),
+    /// A text message (or close reason) that is not UTF-8; found as soon as a fragment shows it.
+    #[error("websocket protocol error: {0} is not UTF-8")]
+    InvalidUtf8(&'static str),
+}
+
+impl WsError {
+    /// The close status RFC 6455 (7.4.1) gives this failure: 1009 message too big, 1007
+    /// invalid data (not UTF-8), 1002 protocol error.
+    pub fn status(&self) -> u16 {
+        match self {
+            WsError::TooLarge { .. } => 1009,
+            WsError::InvalidUtf8(_) => 1007,
+            WsError::Protocol(_) => 1002,
+        }
+    }
 }
 
 /// A frame's kind.
@@ -61,9 +76,35 @@ pub enum OpCode {
 #[derive(Debug)]
 pub struct WsDecoder {
     max_message: usize,
-    /// A fragmented message being put together: its kind and its payload so far. Boxed: clients
-    /// rarely fragment, and the decoder is part of every connection's state.
-    partial: Option<Box<(Codec, BytesMut)>>,
+    /// A fragmented message being put together. Boxed: clients rarely fragment, and the decoder
+    /// is part of every connection's state.
+    partial: Option<Box<Partial>>,
+}
+
+/// A fragmented message so far.
+#[derive(Debug)]
+struct Partial {
+    codec: Codec,
+    payload: BytesMut,
+    /// For text: how much of `payload` is known to be valid UTF-8 (a character may be cut
+    /// between fragments), so each fragment is checked once, as it arrives.
+    valid_to: usize,
+}
+
+impl Partial {
+    /// Checks the text received so far: invalid UTF-8 fails now, not at the end of the message;
+    /// only an incomplete character at the very end may wait for the next fragment.
+    fn check_text(&mut self, fin: bool) -> Result<(), WsError> {
+        if self.codec != Codec::Json {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.payload[self.valid_to..]) {
+            Ok(_) => self.valid_to = self.payload.len(),
+            Err(e) if e.error_len().is_none() && !fin => self.valid_to += e.valid_up_to(),
+            Err(_) => return Err(WsError::InvalidUtf8("a text message")),
+        }
+        Ok(())
+    }
 }
 
 /// A frame header, once enough of it is buffered.
@@ -109,20 +150,22 @@ impl WsDecoder {
             match head.opcode {
                 0x1 | 0x2 => {
                     let codec = if head.opcode == 0x1 { Codec::Json } else { Codec::MsgPack };
+                    let mut partial = Partial { codec, payload, valid_to: 0 };
+                    partial.check_text(head.fin)?;
                     if head.fin {
-                        return finish(codec, payload).map(Some);
+                        return Ok(Some(WsEvent::Message(codec, partial.payload.freeze())));
                     }
-                    self.partial = Some(Box::new((codec, payload)));
+                    self.partial = Some(Box::new(partial));
                 }
                 0x0 => {
                     if let Some(partial) = &mut self.partial {
-                        partial.1.extend_from_slice(&payload);
+                        partial.payload.extend_from_slice(&payload);
+                        partial.check_text(head.fin)?;
                     }
                     if head.fin
                         && let Some(partial) = self.partial.take()
                     {
-                        let (codec, whole) = *partial;
-                        return finish(codec, whole).map(Some);
+                        return Ok(Some(WsEvent::Message(partial.codec, partial.payload.freeze())));
                     }
                 }
                 0x8 => return close(&payload).map(|code| Some(WsEvent::Close(code))),
@@ -170,7 +213,7 @@ impl WsDecoder {
                     }
                     _ => {}
                 }
-                let before = self.partial.as_ref().map_or(0, |p| p.1.len() as u64);
+                let before = self.partial.as_ref().map_or(0, |p| p.payload.len() as u64);
                 let announced = before.saturating_add(len);
                 if announced > self.max_message as u64 {
                     return Err(WsError::TooLarge { announced, limit: self.max_message });
@@ -182,14 +225,6 @@ impl WsDecoder {
         let Some(mask) = buf.get(size - 4..size) else { return Ok(None) };
         Ok(Some(Head { fin, opcode, len, size, mask: [mask[0], mask[1], mask[2], mask[3]] }))
     }
-}
-
-/// A whole message: text must be UTF-8.
-fn finish(codec: Codec, payload: BytesMut) -> Result<WsEvent, WsError> {
-    if codec == Codec::Json && std::str::from_utf8(&payload).is_err() {
-        return Err(WsError::Protocol("a text message that is not UTF-8"));
-    }
-    Ok(WsEvent::Message(codec, payload.freeze()))
 }
 
 /// A close frame's status code, checked.
@@ -204,7 +239,7 @@ fn close(payload: &[u8]) -> Result<Option<u16>, WsError> {
         return Err(WsError::Protocol("a close frame with an invalid status code"));
     }
     if std::str::from_utf8(reason).is_err() {
-        return Err(WsError::Protocol("a close reason that is not UTF-8"));
+        return Err(WsError::InvalidUtf8("a close reason"));
     }
     Ok(Some(code))
 }
@@ -365,7 +400,14 @@ mod tests {
     #[test]
     fn frames_that_break_the_rfc_are_refused() {
         let refused = |bytes: Vec<u8>| match all(&mut WsDecoder::new(1000), &bytes) {
-            Err(WsError::Protocol(why)) => why,
+            Err(e @ WsError::Protocol(why)) => {
+                assert_eq!(e.status(), 1002);
+                why
+            }
+            Err(e @ WsError::InvalidUtf8(what)) => {
+                assert_eq!(e.status(), 1007);
+                if what.contains("reason") { "a close reason that is not UTF-8" } else { "not UTF-8" }
+            }
             other => panic!("accepted: {other:?}"),
         };
         let mut unmasked = client(0x81, b"x");
@@ -392,6 +434,23 @@ mod tests {
         let mut bad_reason = 1000u16.to_be_bytes().to_vec();
         bad_reason.push(0xff);
         assert!(refused(client(0x88, &bad_reason)).contains("reason"));
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_fragment_that_shows_it_not_at_the_end_of_the_message() {
+        let mut d = WsDecoder::new(1000);
+        // A first fragment that is already not UTF-8, with the rest of the message yet to come.
+        let first = client(0x01, &[b'o', b'k', 0xff]);
+        assert_eq!(all(&mut d, &first), Err(WsError::InvalidUtf8("a text message")));
+        // A character cut between fragments is fine until the fragment that completes it
+        // breaks it.
+        let mut d = WsDecoder::new(1000);
+        assert_eq!(all(&mut d, &client(0x01, &[b'a', 0xe2, 0x82])), Ok(vec![]));
+        assert_eq!(all(&mut d, &client(0x00, &[0x28])), Err(WsError::InvalidUtf8("a text message")));
+        // Binary messages are not text.
+        let mut d = WsDecoder::new(1000);
+        assert_eq!(all(&mut d, &client(0x82, &[0xff])).unwrap().len(), 1);
+        assert_eq!(WsError::TooLarge { announced: 9, limit: 1 }.status(), 1009);
     }
 
     #[test]

@@ -128,9 +128,13 @@ pub struct AuthConfig {
     pub token_ttl_secs: u64,
     /// How many password hashes may run at once (each takes ~19 MiB and tens of ms of CPU).
     pub max_concurrent_hashes: usize,
-    /// Failed logins allowed per username before `rate_limited` (a token bucket).
+    /// Failed logins for one username from one address before that address is refused for
+    /// that username (`rate_limited`, before any hash; a token bucket).
     pub login_failures_per_user: u32,
-    /// Failed logins allowed per client address before `rate_limited`.
+    /// Failed logins for one username from all addresses before its attempts are slowed to one
+    /// per second (a correct password still logs in).
+    pub login_failures_per_user_total: u32,
+    /// Failed logins from one client address (any usernames) before its attempts are slowed.
     pub login_failures_per_ip: u32,
     /// One more failed attempt is allowed every this many seconds (per username and address).
     pub login_failure_refill_secs: u64,
@@ -276,6 +280,7 @@ impl Default for AuthConfig {
             token_ttl_secs: 24 * 3600,
             max_concurrent_hashes: 4,
             login_failures_per_user: 10,
+            login_failures_per_user_total: 50,
             login_failures_per_ip: 100,
             login_failure_refill_secs: 30,
         }
@@ -395,8 +400,8 @@ impl Config {
             (g.max_connections >= 1, "gateway.max_connections must be >= 1"),
             (self.server.http_header_timeout_ms >= 100, "server.http_header_timeout_ms must be >= 100"),
             (
-                a.login_failures_per_user >= 1 && a.login_failures_per_ip >= 1,
-                "auth.login_failures_per_user and auth.login_failures_per_ip must be >= 1",
+                a.login_failures_per_user >= 1 && a.login_failures_per_user_total >= 1 && a.login_failures_per_ip >= 1,
+                "auth.login_failures_per_user, _per_user_total and _per_ip must be >= 1",
             ),
             (a.login_failure_refill_secs >= 1, "auth.login_failure_refill_secs must be >= 1"),
             (g.auth_timeout_ms > 0, "gateway.auth_timeout_ms must be > 0"),

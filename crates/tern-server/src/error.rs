@@ -77,6 +77,14 @@ impl From<StoreError> for Error {
             StoreError::Conflict(m) => Error::new(ErrorCode::Conflict, m),
             StoreError::Denied(e) => e,
             StoreError::Closed => Error::new(ErrorCode::Unavailable, "the server is shutting down"),
+            StoreError::Unavailable(m) => {
+                tracing::error!(error = %m, "storage unavailable");
+                Error::new(
+                    ErrorCode::Unavailable,
+                    "storage cannot take writes right now (disk full or failing); the request was not applied, retry later",
+                )
+                .retry_after(5)
+            }
             StoreError::Backend(m) => {
                 tracing::error!(error = %m, "store failure");
                 Error::new(ErrorCode::Internal, "storage failure; the request was not applied, retry it")

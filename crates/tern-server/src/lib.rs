@@ -22,6 +22,7 @@ pub mod bus;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod datadir;
 pub mod dispatch;
 pub mod error;
 pub mod gateway;

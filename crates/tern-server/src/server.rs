@@ -42,6 +42,9 @@ pub enum StartError {
     /// The data directory or store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(String),
+    /// Another server uses the data directory.
+    #[error(transparent)]
+    DataDir(#[from] crate::datadir::LockError),
 }
 
 /// A running tern node.
@@ -52,12 +55,15 @@ pub struct Server {
     gateway: Arc<Gateway>,
     registry: Arc<Registry>,
     tasks: Vec<JoinHandle<()>>,
+    /// Held while the server runs (see [`crate::datadir`]).
+    _data_dir: crate::datadir::DataDirLock,
 }
 
 impl Server {
     /// Validates the config, opens the store and starts listening.
     pub async fn start(cfg: Config) -> Result<Self, StartError> {
         cfg.validate()?;
+        let data_dir = crate::datadir::lock(&cfg.server.data_dir)?;
         let http = listen(cfg.server.http).map_err(|source| StartError::Bind { addr: cfg.server.http, source })?;
         let tcp = listen(cfg.server.tcp).map_err(|source| StartError::Bind { addr: cfg.server.tcp, source })?;
         let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr: cfg.server.http, source })?;
@@ -187,7 +193,7 @@ impl Server {
         let tcp_task = tokio::spawn(accept_tcp(tcp, gateway.clone(), cfg.gateway.max_frame_bytes, shutdown.clone()));
         tasks.extend([http_task, tcp_task, online_task, upkeep_task]);
         tracing::info!(%http_addr, %tcp_addr, data_dir = %cfg.server.data_dir.display(), "tern listening");
-        Ok(Self { http_addr, tcp_addr, shutdown, gateway, registry, tasks })
+        Ok(Self { http_addr, tcp_addr, shutdown, gateway, registry, tasks, _data_dir: data_dir })
     }
 
     /// The bound HTTP address (REST + WebSocket).

@@ -437,15 +437,23 @@ async fn websocket_pings_fragments_and_the_closing_handshake_follow_rfc_6455() {
     bystanders_still_chat(&srv, 1).await;
 }
 
+/// RFC 6455 7.1.7: an endpoint that receives frames against the RFC fails the connection with
+/// the RFC's status (1002, 1007 for text that is not UTF-8) and sends nothing after the failure
+/// — no tern `close` frame, which is for tern's own reasons.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_frames_against_the_rfc_close_with_a_protocol_error() {
+async fn websocket_frames_against_the_rfc_fail_with_the_rfc_s_status_and_nothing_else() {
     let srv = TestServer::with(short_timers).await;
     let alice = srv.login("alice", "phone").await;
-    for (round, (b0, payload, masked)) in [
-        (0x81u8, &br#"{"op":"ping"}"#[..], false), // unmasked
-        (0xC1, &br#"{"op":"ping"}"#[..], true),    // a reserved bit
-        (0x81, &[0xC3, 0x28][..], true),           // text that is not UTF-8
-        (0x80, &b"{}"[..], true),                  // a continuation of nothing
+    for (round, (b0, payload, masked, status)) in [
+        (0x81u8, &br#"{"op":"ping"}"#[..], false, 1002u16), // unmasked
+        (0xC1, &br#"{"op":"ping"}"#[..], true, 1002),       // a reserved bit
+        (0x83, &b"x"[..], true, 1002),                      // a reserved opcode
+        (0x09, &b"x"[..], true, 1002),                      // a fragmented ping
+        (0x89, &[b'p'; 126][..], true, 1002),               // a ping over 125 bytes
+        (0x88, &1005u16.to_be_bytes()[..], true, 1002),     // a close code no one may send
+        (0x81, &[0xC3, 0x28][..], true, 1007),              // text that is not UTF-8
+        (0x01, &[b'{', 0xff][..], true, 1007),              // ... found in the first fragment
+        (0x80, &b"{}"[..], true, 1002),                     // a continuation of nothing
     ]
     .into_iter()
     .enumerate()
@@ -453,18 +461,51 @@ async fn websocket_frames_against_the_rfc_close_with_a_protocol_error() {
         let mut ws = WireWs::open(&srv).await;
         ws.auth(&alice).await;
         ws.send(b0, payload, masked).await;
-        match ws.recv_text().await {
-            ServerFrame::Close { reason: CloseReason::ProtocolError, message, .. } => {
-                assert!(message.contains("websocket protocol error"), "{message}")
-            }
-            other => panic!("round {round}: expected a protocol_error close, got {other:?}"),
-        }
         let (b0, code) = ws.recv().await.expect("a close frame");
-        assert_eq!((b0, &code[..2]), (0x88, &4007u16.to_be_bytes()[..]), "round {round}");
-        ws.send(0x88, &4007u16.to_be_bytes(), true).await;
+        assert_eq!((b0, &code[..2]), (0x88, &status.to_be_bytes()[..]), "round {round}: the first frame is the close");
+        ws.send(0x88, &status.to_be_bytes(), true).await;
         assert_eq!(ws.recv().await, None, "round {round}: the server ends the stream");
     }
     bystanders_still_chat(&srv, 1).await;
+}
+
+/// A message over the limit is tern's reason (`frame_too_large`, said in a `close` frame) with
+/// RFC 6455's status for it, 1009 — also before authentication, when the client is still
+/// writing the refused message (its unread bytes must not turn the close into a reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_limit_is_said_with_a_close_frame_and_1009_even_before_auth() {
+    let srv = TestServer::with(short_timers).await;
+    let mut ws = WireWs::open(&srv).await;
+    ws.send(0x82, &vec![0u8; 60_000], true).await;
+    match ws.recv_text().await {
+        ServerFrame::Close { reason: CloseReason::FrameTooLarge, message, .. } => {
+            assert!(message.contains("60000"), "{message}")
+        }
+        other => panic!("expected a frame_too_large close, got {other:?}"),
+    }
+    let (b0, code) = ws.recv().await.expect("a close frame");
+    assert_eq!((b0, &code[..2]), (0x88, &1009u16.to_be_bytes()[..]));
+    bystanders_still_chat(&srv, 1).await;
+}
+
+/// RFC 6455 4.2.1: the opening handshake is an HTTP/1.1 (or later) GET with a Host header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_over_http_1_0_or_without_host_is_refused_with_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::with(short_timers).await;
+    for (version, host) in [("HTTP/1.0", "Host: tern\r\n"), ("HTTP/1.1", "")] {
+        let mut stream = tokio::net::TcpStream::connect(srv.server.http_addr()).await.unwrap();
+        let request = format!(
+            "GET /v1/ws {version}\r\n{host}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut answer)).await.unwrap().unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.contains(" 400 "), "{version} {host:?}: {answer}");
+        assert!(answer.contains("bad_request"), "{answer}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

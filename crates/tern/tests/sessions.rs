@@ -34,12 +34,23 @@ async fn rest(server: &TestServer, method: &str, path: &str, token: &str, body: 
 }
 
 async fn login_status(server: &TestServer, user: &str, password: &str) -> (u16, Value, Option<String>) {
-    let resp = reqwest::Client::new()
+    login_from(server, None, user, password).await
+}
+
+/// A login from `client` (named in `X-Forwarded-For`; the test server must trust 127.0.0.1).
+async fn login_from(
+    server: &TestServer,
+    client: Option<&str>,
+    user: &str,
+    password: &str,
+) -> (u16, Value, Option<String>) {
+    let mut req = reqwest::Client::new()
         .post(format!("{}/v1/sessions", server.url()))
-        .json(&json!({"username": user, "password": password, "device_id": "phone"}))
-        .send()
-        .await
-        .unwrap();
+        .json(&json!({"username": user, "password": password, "device_id": "phone"}));
+    if let Some(ip) = client {
+        req = req.header("x-forwarded-for", ip);
+    }
+    let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
     (status, resp.json().await.unwrap(), retry)
@@ -252,33 +263,48 @@ async fn a_disabled_account_is_cut_off_until_enabled() {
     assert_eq!(login_status(&server, "alice", PASSWORD).await.0, 200);
 }
 
+/// Guessing is stopped where it comes from, and nobody can lock an owner out: a username is
+/// refused only to the address that failed it; failures from many addresses, or one address
+/// spraying many names, slow attempts down but the right password still logs in.
 #[tokio::test]
-async fn failed_logins_are_throttled_per_username_and_per_address() {
+async fn failed_logins_stop_the_guesser_but_never_lock_out_the_owner() {
     let server = TestServer::with(|c| {
         c.auth.login_failures_per_user = 3;
+        c.auth.login_failures_per_user_total = 5;
         c.auth.login_failures_per_ip = 6;
         c.auth.login_failure_refill_secs = 3600;
+        c.server.trusted_proxies = vec!["127.0.0.0/8".into()];
     })
     .await;
     for name in ["alice", "bob", "carol"] {
         server.login(name, "phone").await;
     }
+    let guesser = Some("203.0.113.7");
     for _ in 0..3 {
-        assert_eq!(login_status(&server, "alice", "guess").await.0, 401);
+        assert_eq!(login_from(&server, guesser, "alice", "guess").await.0, 401);
     }
-    // Alice's name is locked even for the right password, without a hash being spent.
-    let (status, body, retry) = login_status(&server, "ALICE", PASSWORD).await;
+    // The guesser's address is refused for alice, right password or not, before any hash.
+    let (status, body, retry) = login_from(&server, guesser, "ALICE", PASSWORD).await;
     assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")));
     assert!(retry.unwrap().parse::<u64>().unwrap() > 0);
-    // Others are not: successes take nothing from the address's budget.
-    for _ in 0..3 {
-        assert_eq!(login_status(&server, "bob", PASSWORD).await.0, 200);
+    // Alice herself, anywhere else, logs in; so do others from the guesser's address.
+    assert_eq!(login_from(&server, Some("198.51.100.1"), "alice", PASSWORD).await.0, 200);
+    assert_eq!(login_from(&server, guesser, "bob", PASSWORD).await.0, 200);
+
+    // Guessing alice from many addresses uses up her total of 5: attempts are slowed, the
+    // right password still works, a wrong one is still just wrong.
+    for ip in ["192.0.2.1", "192.0.2.2"] {
+        assert_eq!(login_from(&server, Some(ip), "alice", "guess").await.0, 401);
     }
-    // Three more failures under other names use up the address's 6.
-    for name in ["bob", "carol", "nobody_here"] {
-        assert_eq!(login_status(&server, name, "guess").await.0, 401);
+    assert_eq!(login_from(&server, Some("192.0.2.3"), "alice", "guess").await.0, 401);
+    assert_eq!(login_from(&server, Some("198.51.100.1"), "alice", PASSWORD).await.0, 200);
+
+    // One address spraying names uses up its 6: its users still log in, slowed.
+    let office = Some("192.0.2.50");
+    for name in ["bob", "bob", "carol", "carol", "nobody_here", "nobody_here"] {
+        assert_eq!(login_from(&server, office, name, "guess").await.0, 401);
     }
-    assert_eq!(login_status(&server, "carol", PASSWORD).await.0, 429, "the address is throttled now");
+    assert_eq!(login_from(&server, office, "carol", PASSWORD).await.0, 200, "the address is slowed, not locked");
 }
 
 /// Shutdown reaches each connection through its lanes, like any other kick: every socket, on

@@ -18,9 +18,18 @@ use crate::error::Error;
 use crate::logic::push::Scope;
 use tern_proto::CloseReason;
 
-#[utoipa::path(get, path = "/healthz", tag = "control", responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Object)))]
-pub(super) async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/healthz", tag = "control", responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Object), (status = 503, description = "`{\"status\":\"failing\",\"store\":{\"failing_since_ms\":…,\"error\":…}}`: the store cannot take writes (disk full, database down); reads may still work", body = Object)))]
+pub(super) async fn healthz(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Value>) {
+    match state.logic.store_failing() {
+        None => (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))),
+        Some((since, error)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "failing",
+                "store": { "failing_since_ms": since, "error": error },
+            })),
+        ),
+    }
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "control", security(("bearer" = [])), responses((status = 200, description = "Prometheus text exposition: connections, frames, deliveries, drops, retries, closes by reason, send-ACK / delivery / store-commit latency, batch sizes, process memory, CPU and open files", content_type = "text/plain"), (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc)))]

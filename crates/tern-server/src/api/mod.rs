@@ -145,7 +145,7 @@ async fn websocket(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
 ) -> Response {
-    let accept = match ws::handshake(req.headers()) {
+    let accept = match ws::handshake(req.version(), req.headers()) {
         Ok(accept) => accept,
         Err(why) => {
             let mut refused = Error::bad_request(why).into_response();

@@ -34,11 +34,23 @@ use crate::logic::{ResumeItem, SendTo};
 struct Close {
     reason: CloseReason,
     message: String,
+    /// The peer broke the transport's own protocol (RFC 6455): fail with this transport status
+    /// and send nothing else.
+    violation: Option<u16>,
 }
 
 impl Close {
     fn new(reason: CloseReason, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self { reason, message: message.into(), violation: None }
+    }
+
+    /// A read that failed.
+    fn read(e: ReadError) -> Self {
+        let violation = match &e {
+            ReadError::Violation { status, .. } => Some(*status),
+            _ => None,
+        };
+        Self { reason: e.close_reason(), message: e.to_string(), violation }
     }
 }
 
@@ -228,7 +240,7 @@ impl<T: FrameIo> Conn<T> {
             Ok(None) => {
                 return Err(Close::new(CloseReason::ClientClosed, "closed before authenticating"));
             }
-            Err(e) => return Err(Close::new(e.close_reason(), e.to_string())),
+            Err(e) => return Err(Close::read(e)),
         };
         self.codec = codec;
         let now = std::time::Instant::now();
@@ -431,7 +443,7 @@ impl<T: FrameIo> Conn<T> {
             Ok(None) => {
                 return Err(Close::new(CloseReason::ClientClosed, "closed by the client"));
             }
-            Err(e) => return Err(Close::new(e.close_reason(), e.to_string())),
+            Err(e) => return Err(Close::read(e)),
         };
         let now = std::time::Instant::now();
         crate::telemetry::M.frames_in.increment(1);
@@ -490,7 +502,7 @@ impl<T: FrameIo> Conn<T> {
                                 duplicate: a.duplicate,
                             }),
                             Ok(Err(e)) => error_frame(id, Error::from(e)),
-                            Err(_) => error_frame(id, Error::from(crate::store::StoreError::Closed)),
+                            Err(_) => error_frame(id, Error::from(crate::store::StoreError::Unavailable("the store stopped before answering".into()))),
                         }
                     })),
                 }
@@ -641,8 +653,13 @@ impl<T: FrameIo> Conn<T> {
 
     /// Says goodbye with a reason (when the peer can still hear it) and records the close.
     async fn finish(mut self, close: Close) {
-        let Close { reason, message } = close;
+        let Close { reason, message, violation } = close;
         self.gw.record_close(reason);
+        if let Some(status) = violation {
+            tracing::info!(reason = reason.as_str(), status, %message, "failing connection");
+            self.io.fail(status).await;
+            return;
+        }
         match reason {
             CloseReason::ClientClosed | CloseReason::TransportError => {
                 tracing::info!(reason = reason.as_str(), %message, "connection closed");

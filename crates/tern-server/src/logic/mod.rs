@@ -286,6 +286,11 @@ impl Logic {
         Ok(exists)
     }
 
+    /// Whether the store's writes are succeeding: since when they have been failing, and why.
+    pub fn store_failing(&self) -> Option<(u64, String)> {
+        self.store.health().failing()
+    }
+
     /// Validates a message and queues it for the store. Returns once it is queued (so one
     /// connection's sends keep their order); the ticket resolves once it is durable — or with
     /// `blocked`, `not_friends`, `muted` or `not_found` from the checks the store's writer makes
@@ -299,6 +304,9 @@ impl Logic {
     ) -> Result<AppendTicket, Error> {
         if client_msg_id.is_empty() || client_msg_id.len() > 64 {
             return Err(Error::bad_request("client_msg_id must be 1 to 64 bytes"));
+        }
+        if client_msg_id.chars().any(char::is_control) {
+            return Err(Error::bad_request("client_msg_id must not contain control characters"));
         }
         if client_msg_id.starts_with("n:") {
             return Err(Error::bad_request("client_msg_id must not start with \"n:\" (reserved for notices)"));
@@ -425,10 +433,13 @@ impl Logic {
         Ok(id)
     }
 
-    /// A login attempt from `ip`: throttled per username and address (`sessions::LoginThrottle`),
+    /// A login attempt from `ip`: refused or slowed after failures (`sessions::LoginThrottle`),
     /// then the password is checked.
     pub async fn login(&self, username: &str, password: &str, ip: std::net::IpAddr) -> Result<UserId, Error> {
-        self.login_throttle.check(username, ip)?;
+        let wait = self.login_throttle.admit(username, ip)?;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let result = self.check_password(username, password).await;
         if result.as_ref().is_err_and(|e| e.code == ErrorCode::Unauthorized) {
             self.login_throttle.failed(username, ip);
@@ -466,6 +477,19 @@ impl Logic {
     }
 }
 
+/// Refuses client-supplied JSON nested deeper than [`tern_proto::MAX_DATA_DEPTH`] — the one
+/// depth check for message and push data, whatever codec or transport it came in.
+pub(crate) fn check_data_depth(what: &str, data: &serde_json::Value) -> Result<(), Error> {
+    let depth = tern_proto::data_depth(data);
+    if depth > tern_proto::MAX_DATA_DEPTH {
+        return Err(Error::bad_request(format!(
+            "{what} nests {depth} levels deep; the limit is {}",
+            tern_proto::MAX_DATA_DEPTH
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a client's message body: only content kinds, each well-formed.
 fn validate_body(body: &Body) -> Result<(), Error> {
     let file_id = |id: &str| {
@@ -496,8 +520,8 @@ fn validate_body(body: &Body) -> Result<(), Error> {
             Ok(())
         }
         Body::Custom { data } if !data.is_object() => Err(Error::bad_request("custom data must be a JSON object")),
-        Body::Custom { .. } => Ok(()),
-        Body::Recalled { .. } | Body::Notice { .. } => {
+        Body::Custom { data } => check_data_depth("custom data", data),
+        Body::Recalled { .. } | Body::Notice { .. } | Body::Unreadable {} => {
             Err(Error::bad_request("clients send text, image, file, voice, location or custom bodies"))
         }
     }

@@ -221,6 +221,7 @@ impl PushService {
         if qos > 1 {
             return Err(Error::bad_request("qos must be 0 (best effort) or 1 (must arrive)"));
         }
+        super::check_data_depth("push data", &data)?;
         let size = serde_json::to_vec(&data).map(|v| v.len()).unwrap_or(usize::MAX);
         if size > self.cfg.max_payload_bytes {
             return Err(Error::new(

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tern_proto::{DeviceId, ErrorCode, UserId};
 
@@ -64,51 +65,126 @@ impl Logic {
     }
 }
 
-/// Failed logins are limited per username and per client address, each a token bucket: a
-/// failure takes a token, an empty bucket refuses further attempts with `rate_limited` *before*
-/// any password is hashed — so guessing costs the attacker time, not the server CPU. Successful
-/// logins take nothing, so a crowd behind one address logging in correctly is never throttled.
+/// Password guessing is stopped without letting anyone lock an owner out of their account.
+///
+/// Failures are counted in token buckets (a failure takes a token, one comes back every
+/// `auth.login_failure_refill_secs`), at three scopes:
+///
+/// - **this username from this address** (`auth.login_failures_per_user`, 10): when empty, that
+///   address is refused for that username with `rate_limited` *before* any password is hashed.
+///   This stops a guesser; the owner, logging in from anywhere else, is not affected.
+/// - **this username from any address** (`auth.login_failures_per_user_total`, 50) and **this
+///   address for any username** (`auth.login_failures_per_ip`, 100): when empty — many addresses
+///   guessing one account, or one address spraying many — attempts are not refused but *slowed*:
+///   they are admitted one at a time per username (or address), [`SLOW_SPACING`] apart, and a
+///   correct password still logs in. Only when the queue is more than [`SLOW_MAX_WAIT`] long is
+///   an attempt refused with `rate_limited` and the wait.
+///
+/// Successful logins take no tokens.
 pub struct LoginThrottle {
+    per_pair: Mutex<HashMap<(String, IpAddr), Bucket>>,
     per_user: Mutex<HashMap<String, Bucket>>,
     per_ip: Mutex<HashMap<IpAddr, Bucket>>,
+    user_gate: Gate<String>,
+    ip_gate: Gate<IpAddr>,
+    pair_burst: u32,
     user_burst: u32,
     ip_burst: u32,
     rate: f64,
 }
 
+/// How far apart slowed login attempts for one username (or from one address) are admitted.
+pub const SLOW_SPACING: Duration = Duration::from_secs(1);
+
+/// The longest a slowed attempt waits for its turn; past it, `rate_limited`.
+pub const SLOW_MAX_WAIT: Duration = Duration::from_secs(10);
+
 impl LoginThrottle {
     /// From `auth.login_failures_*`.
     pub fn new(cfg: &AuthConfig) -> Self {
         Self {
+            per_pair: Mutex::new(HashMap::new()),
             per_user: Mutex::new(HashMap::new()),
             per_ip: Mutex::new(HashMap::new()),
-            user_burst: cfg.login_failures_per_user,
+            user_gate: Gate::default(),
+            ip_gate: Gate::default(),
+            pair_burst: cfg.login_failures_per_user,
+            user_burst: cfg.login_failures_per_user_total,
             ip_burst: cfg.login_failures_per_ip,
             rate: 1.0 / cfg.login_failure_refill_secs.max(1) as f64,
         }
     }
 
-    /// Refuses (with seconds to wait) when either bucket is empty.
-    pub fn check(&self, username: &str, ip: IpAddr) -> Result<(), Error> {
+    /// Admits an attempt: how long it must wait before its password is checked, or
+    /// `rate_limited` with the seconds to wait.
+    pub fn admit(&self, username: &str, ip: IpAddr) -> Result<Duration, Error> {
         let user = username.to_ascii_lowercase();
-        let wait = |r: Result<(), u64>| r.err();
-        let by_user = self.per_user.lock().ok().and_then(|mut m| m.get_mut(&user).and_then(|b| wait(b.check())));
-        let by_ip = self.per_ip.lock().ok().and_then(|mut m| m.get_mut(&ip).and_then(|b| wait(b.check())));
-        match by_user.max(by_ip) {
-            None => Ok(()),
-            Some(secs) => Err(Error::new(ErrorCode::RateLimited, format!("too many failed logins; retry in {secs} s"))
-                .retry_after(secs)),
+        let empty = |r: Result<(), u64>| r.err();
+        let refused = self
+            .per_pair
+            .lock()
+            .ok()
+            .and_then(|mut m| m.get_mut(&(user.clone(), ip)).and_then(|b| empty(b.check())));
+        if let Some(secs) = refused {
+            return Err(limited(secs, "too many failed logins for this username from this address"));
         }
+        let user_slow = self.per_user.lock().ok().and_then(|mut m| m.get_mut(&user).and_then(|b| empty(b.check())));
+        let ip_slow = self.per_ip.lock().ok().and_then(|mut m| m.get_mut(&ip).and_then(|b| empty(b.check())));
+        let mut wait = Duration::ZERO;
+        if user_slow.is_some() {
+            wait = wait.max(self.user_gate.admit(user)?);
+        }
+        if ip_slow.is_some() {
+            wait = wait.max(self.ip_gate.admit(ip)?);
+        }
+        Ok(wait)
     }
 
     /// Records a failed attempt.
     pub fn failed(&self, username: &str, ip: IpAddr) {
+        let user = username.to_ascii_lowercase();
+        if let Ok(mut m) = self.per_pair.lock() {
+            take(&mut m, (user.clone(), ip), self.rate, self.pair_burst);
+        }
         if let Ok(mut m) = self.per_user.lock() {
-            take(&mut m, username.to_ascii_lowercase(), self.rate, self.user_burst);
+            take(&mut m, user, self.rate, self.user_burst);
         }
         if let Ok(mut m) = self.per_ip.lock() {
             take(&mut m, ip, self.rate, self.ip_burst);
         }
+    }
+}
+
+fn limited(secs: u64, why: &str) -> Error {
+    Error::new(ErrorCode::RateLimited, format!("{why}; retry in {secs} s")).retry_after(secs)
+}
+
+/// One-at-a-time admission per key: each attempt gets the next free slot, [`SLOW_SPACING`]
+/// after the previous one.
+struct Gate<K> {
+    next: Mutex<HashMap<K, Instant>>,
+}
+
+impl<K> Default for Gate<K> {
+    fn default() -> Self {
+        Self { next: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Gate<K> {
+    fn admit(&self, key: K) -> Result<Duration, Error> {
+        let now = Instant::now();
+        let Ok(mut next) = self.next.lock() else { return Ok(Duration::ZERO) };
+        if next.len() >= THROTTLE_PRUNE_AT {
+            next.retain(|_, slot| *slot > now);
+        }
+        let slot = next.get(&key).copied().filter(|slot| *slot > now).unwrap_or(now);
+        let wait = slot - now;
+        if wait > SLOW_MAX_WAIT {
+            return Err(limited(wait.as_secs().max(1), "too many failed logins for this account or address"));
+        }
+        next.insert(key, slot + SLOW_SPACING);
+        Ok(wait)
     }
 }
 
@@ -117,4 +193,24 @@ fn take<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Bucket>, key: K, rate: f64
         map.retain(|_, b| !b.is_full());
     }
     let _ = map.entry(key).or_insert_with(|| Bucket::new(rate, burst)).take();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slowed_attempts_queue_one_per_spacing_and_the_queue_is_bounded() {
+        let gate = Gate::default();
+        let admitted: Vec<Duration> = std::iter::from_fn(|| gate.admit("alice").ok()).take(100).collect();
+        // 0, 1, …, 10 s: eleven attempts fit within SLOW_MAX_WAIT, the twelfth is refused.
+        assert_eq!(admitted.len() as u64, SLOW_MAX_WAIT.as_secs() / SLOW_SPACING.as_secs() + 1);
+        for (i, wait) in admitted.iter().enumerate() {
+            let expected = SLOW_SPACING * i as u32;
+            assert!(wait.abs_diff(expected) < Duration::from_millis(500), "attempt {i} waits {wait:?}");
+        }
+        let refused = gate.admit("alice").unwrap_err();
+        assert_eq!((refused.code, refused.retry_after_secs.is_some()), (ErrorCode::RateLimited, true));
+        assert_eq!(gate.admit("bob"), Ok(Duration::ZERO), "other keys have their own queue");
+    }
 }

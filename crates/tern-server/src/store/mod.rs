@@ -38,6 +38,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("storage is closed")]
     Closed,
+    /// The storage itself cannot take writes (disk full, I/O errors); a retry may succeed once
+    /// an operator acts. Marks the store unhealthy (`/healthz`).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// The operation's rules refused it (not a member, blocked, muted, …); nothing changed.
     #[error("{0}")]
     Denied(crate::error::Error),
@@ -46,6 +50,38 @@ pub enum StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Backend(e.to_string())
+    }
+}
+
+/// Whether the store's last write succeeded, for `/healthz`: a server whose disk is full keeps
+/// serving reads but must not look healthy to a load balancer or an operator.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    failing: std::sync::Mutex<Option<(u64, String)>>,
+}
+
+impl StoreHealth {
+    /// A write committed.
+    pub fn ok(&self) {
+        if let Ok(mut f) = self.failing.lock()
+            && f.is_some()
+        {
+            tracing::info!("store writes succeed again");
+            *f = None;
+        }
+    }
+
+    /// A write failed for a reason that is not the request's own (disk, I/O, database gone).
+    pub fn failed(&self, why: &str) {
+        if let Ok(mut f) = self.failing.lock() {
+            let since = f.as_ref().map_or_else(crate::clock::now_ms, |(since, _)| *since);
+            *f = Some((since, why.to_owned()));
+        }
+    }
+
+    /// Since when (ms since the Unix epoch) writes have been failing, and the latest error.
+    pub fn failing(&self) -> Option<(u64, String)> {
+        self.failing.lock().ok().and_then(|f| f.clone())
     }
 }
 
@@ -126,6 +162,17 @@ pub trait CommitListener: Send + Sync + 'static {
 pub fn encode_body(body: &tern_proto::Body) -> Bytes {
     // A `Body` always serializes (string keys, no custom impls).
     Bytes::from(serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// Reads a stored body back. A row that does not parse — written before today's limits (data
+/// nested past what the reader accepts), or damaged — is logged and read as
+/// [`Body::Unreadable`](tern_proto::Body::Unreadable): one bad row must never fail a page of
+/// history, a conversation list or a resume, nor shift the seqs around it.
+pub fn decode_body(bytes: &[u8], conv: ConvId, seq: u64) -> tern_proto::Body {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| {
+        tracing::warn!(%conv, seq, error = %e, "stored message body cannot be read; served as unreadable");
+        tern_proto::Body::Unreadable {}
+    })
 }
 
 /// A page request over one conversation.
@@ -222,6 +269,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The user's membership of a conversation.
     fn membership(&self, conv: ConvId, user: UserId) -> BoxFut<'_, Result<Option<MemberRecord>, StoreError>>;
+
+    /// Whether writes are succeeding (for `/healthz`).
+    fn health(&self) -> &StoreHealth;
 
     /// How many members other than `except` have read `conv` up to at least `seq`.
     fn read_count(&self, conv: ConvId, seq: u64, except: UserId) -> BoxFut<'_, Result<u64, StoreError>>;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tern_proto::{Body, ConvId, DeviceId, GroupId, Message, MsgId, UserId};
+use tern_proto::{ConvId, DeviceId, GroupId, Message, MsgId, UserId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, NoTls, Row};
@@ -37,7 +37,7 @@ use super::im::{
 };
 use super::{
     ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
-    SessionCutoff, Store, StoreError, UserRecord,
+    SessionCutoff, Store, StoreError, StoreHealth, UserRecord,
 };
 
 /// The schema version this build writes; a database at a later version is refused.
@@ -157,6 +157,7 @@ pub struct PgOptions {
 pub struct PostgresStore {
     pool: Pool,
     writes: mpsc::Sender<Write>,
+    health: Arc<StoreHealth>,
 }
 
 enum Write {
@@ -164,15 +165,22 @@ enum Write {
     Transact { scope: Scope, decide: Decide, reply: oneshot::Sender<Result<(), StoreError>> },
 }
 
+/// An engine error as the request sees it: the database out of resources (class 53: disk
+/// full, out of memory, too many connections), failing (class 58: I/O) or unreachable is
+/// `Unavailable` (retry later, `/healthz` says so); anything else is this request's failure.
 fn backend(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Backend(match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
-    })
+    match e.as_db_error() {
+        Some(db) if matches!(&db.code().code()[..2], "53" | "58") => {
+            StoreError::Unavailable(format!("{}: {}", db.code().code(), db.message()))
+        }
+        Some(db) => StoreError::Backend(format!("{}: {}", db.code().code(), db.message())),
+        None if e.is_closed() => StoreError::Unavailable(format!("database connection lost: {e}")),
+        None => StoreError::Backend(e.to_string()),
+    }
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Backend(format!("no database connection: {e}"))
+    StoreError::Unavailable(format!("no database connection: {e}"))
 }
 
 fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
@@ -234,9 +242,10 @@ impl PostgresStore {
         // Bounded: a full queue makes `append` wait, which pauses reading on the sending
         // connections — backpressure reaches the clients instead of memory growing.
         let (tx, rx) = mpsc::channel(opts.max_batch * 8);
-        let writer = Writer { pool: pool.clone(), listener };
+        let health = Arc::new(StoreHealth::default());
+        let writer = Writer { pool: pool.clone(), listener, health: Arc::clone(&health) };
         tokio::spawn(writer.run(rx, opts.max_batch.max(1)));
-        Ok(Self { pool, writes: tx })
+        Ok(Self { pool, writes: tx, health })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -312,6 +321,7 @@ async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<(), StoreError> {
 struct Writer {
     pool: Pool,
     listener: Arc<dyn CommitListener>,
+    health: Arc<StoreHealth>,
 }
 
 /// An append waiting in a batch.
@@ -340,6 +350,7 @@ impl Writer {
                     Write::Transact { scope, decide, reply } => {
                         self.append_batch(std::mem::take(&mut appends)).await;
                         let result = self.transact(scope, decide).await;
+                        self.note_health(result.as_ref().err().into_iter());
                         let _ = reply.send(result);
                     }
                 }
@@ -349,45 +360,80 @@ impl Writer {
         tracing::debug!("postgres store writer stopped");
     }
 
+    /// Commits a batch of appends. If it fails for a reason other than a retryable race, it is
+    /// retried message by message, so one message the database refuses fails only its own send.
     async fn append_batch(&self, batch: Vec<Pending>) {
         if batch.is_empty() {
             return;
         }
-        let started = std::time::Instant::now();
         let msgs: Vec<NewMessage> = batch.iter().map(|p| p.msg.clone()).collect();
+        match self.commit_appends(&msgs).await {
+            Ok(results) => self.answer(batch, results),
+            Err(e) if batch.len() > 1 && !matches!(e, StoreError::Unavailable(_)) => {
+                tracing::warn!(error = %e, messages = batch.len(), "append batch failed; retrying one by one");
+                for (pending, msg) in batch.into_iter().zip(msgs) {
+                    let result = match self.commit_appends(std::slice::from_ref(&msg)).await {
+                        Ok(mut results) => results.pop().unwrap_or_else(|| Err(StoreError::Backend("no result".into()))),
+                        Err(e) => Err(e),
+                    };
+                    self.answer(vec![pending], vec![result]);
+                }
+            }
+            Err(e) => {
+                let results = batch.iter().map(|_| Err(e.clone())).collect();
+                self.answer(batch, results);
+            }
+        }
+    }
+
+    /// Sends each pending append its result and records the store's health.
+    fn answer(&self, batch: Vec<Pending>, results: Vec<Result<Appended, StoreError>>) {
+        self.note_health(results.iter().filter_map(|r| r.as_ref().err()));
+        for (p, r) in batch.into_iter().zip(results) {
+            let _ = p.reply.send(r);
+        }
+    }
+
+    fn note_health<'a>(&self, errors: impl Iterator<Item = &'a StoreError>) {
+        let mut unavailable = None;
+        for e in errors {
+            if let StoreError::Unavailable(why) = e {
+                unavailable = Some(why.as_str());
+            }
+        }
+        match unavailable {
+            Some(why) => self.health.failed(why),
+            None => self.health.ok(),
+        }
+    }
+
+    /// Commits appends in one transaction, retrying races; reports the commits to the listener.
+    async fn commit_appends(&self, msgs: &[NewMessage]) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+        let started = std::time::Instant::now();
         let mut attempt = 0;
-        let outcome = loop {
+        let (results, committed) = loop {
             attempt += 1;
-            match self.try_append_batch(&msgs).await {
+            match self.try_append_batch(msgs).await {
                 Err(BatchError::Retry(why)) if attempt < BATCH_ATTEMPTS => {
                     tracing::debug!(%why, attempt, "append batch retried");
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
                 }
-                Err(BatchError::Retry(why)) => break Err(StoreError::Backend(why)),
-                Err(BatchError::Failed(e)) => break Err(e),
-                Ok(done) => break Ok(done),
+                Err(BatchError::Retry(why)) => return Err(StoreError::Backend(why)),
+                Err(BatchError::Failed(e)) => {
+                    tracing::error!(error = %e, messages = msgs.len(), "append batch failed");
+                    return Err(e);
+                }
+                Ok(done) => break done,
             }
         };
-        match outcome {
-            Ok((results, committed)) => {
-                let m = &*crate::telemetry::M;
-                crate::telemetry::observe(&m.commit, started.elapsed());
-                m.batch.record(committed.len() as f64);
-                m.stored.increment(committed.len() as u64);
-                if !committed.is_empty() {
-                    self.listener.committed(&committed);
-                }
-                for (p, r) in batch.into_iter().zip(results) {
-                    let _ = p.reply.send(r);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "append batch failed; refused");
-                for p in batch {
-                    let _ = p.reply.send(Err(e.clone()));
-                }
-            }
+        let m = &*crate::telemetry::M;
+        crate::telemetry::observe(&m.commit, started.elapsed());
+        m.batch.record(committed.len() as f64);
+        m.stored.increment(committed.len() as u64);
+        if !committed.is_empty() {
+            self.listener.committed(&committed);
         }
+        Ok(results)
     }
 
     /// One attempt at a batch: a fixed number of round trips whatever its size.
@@ -1044,11 +1090,11 @@ fn message_from(row: &Row, at: usize) -> Result<Message, StoreError> {
         .get::<_, &str>(at)
         .parse::<ConvId>()
         .map_err(|e| StoreError::Backend(format!("stored conversation id: {e}")))?;
-    let body: Body = serde_json::from_slice(row.get::<_, &[u8]>(at + 6))
-        .map_err(|e| StoreError::Backend(format!("stored message body: {e}")))?;
+    let seq = row.get::<_, i64>(at + 1) as u64;
+    let body = super::decode_body(row.get::<_, &[u8]>(at + 6), conv_id, seq);
     Ok(Message {
         conv_id,
-        seq: row.get::<_, i64>(at + 1) as u64,
+        seq,
         msg_id: MsgId(row.get::<_, i64>(at + 2) as u64),
         from: UserId(row.get::<_, i64>(at + 3) as u64),
         client_msg_id: row.get(at + 4),
@@ -1320,6 +1366,10 @@ impl Store for PostgresStore {
             let c = self.client().await?;
             load_member(&**c, conv, user).await
         })
+    }
+
+    fn health(&self) -> &StoreHealth {
+        &self.health
     }
 
     fn read_count(&self, conv: ConvId, seq: u64, except: UserId) -> BoxFut<'_, Result<u64, StoreError>> {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tern_proto::{Body, ConvId, DeviceId, GroupId, Message, MsgId, UserId};
+use tern_proto::{ConvId, DeviceId, GroupId, Message, MsgId, UserId};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::im::{
@@ -22,7 +22,7 @@ use super::im::{
 };
 use super::{
     ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
-    SessionCutoff, Store, StoreError, UserRecord,
+    SessionCutoff, Store, StoreError, StoreHealth, UserRecord,
 };
 use crate::clock::now_ms;
 use crate::config::{StoreConfig, Synchronous};
@@ -164,6 +164,7 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     /// Dropping it stops the checkpoint thread.
     _checkpointer: std::sync::mpsc::Sender<()>,
+    health: Arc<StoreHealth>,
 }
 
 struct ReaderPool {
@@ -241,12 +242,14 @@ impl SqliteStore {
         // connections — backpressure reaches the clients instead of memory growing.
         let (tx, rx) = mpsc::channel(cfg.max_batch * 8);
         let max_batch = cfg.max_batch;
+        let health = Arc::new(StoreHealth::default());
+        let writer_health = Arc::clone(&health);
         std::thread::Builder::new()
             .name("tern-store-writer".into())
-            .spawn(move || Writer { conn, listener, caches: Caches::default(), restart_wal }.run(rx, max_batch))
+            .spawn(move || Writer { conn, listener, caches: Caches::default(), restart_wal, health: writer_health }.run(rx, max_batch))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         let readers = Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()), permits: Semaphore::new(cfg.readers) });
-        Ok(Self { writes: tx, readers, _checkpointer: checkpointer })
+        Ok(Self { writes: tx, readers, _checkpointer: checkpointer, health })
     }
 }
 
@@ -401,6 +404,7 @@ struct Writer {
     caches: Caches,
     /// Set by the checkpoint thread when the WAL should start over (see [`WalCheckpointer`]).
     restart_wal: Arc<AtomicBool>,
+    health: Arc<StoreHealth>,
 }
 
 /// What the writer keeps in memory; apart from the connection so a transaction can borrow both.
@@ -433,12 +437,71 @@ impl CachedGroup {
     }
 }
 
-/// A write's answer, held until its transaction commits.
+/// A write's answer, held until its transaction commits. Every write taken off the queue gets
+/// one, before any of its work runs: a write can fail, but it is never left unanswered.
 enum Reply {
     User(oneshot::Sender<Result<UserId, StoreError>>, Result<UserId, StoreError>),
     Append(oneshot::Sender<Result<Appended, StoreError>>, Result<Appended, StoreError>),
     Applied(oneshot::Sender<Result<usize, StoreError>>, Result<usize, StoreError>),
     Done(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
+}
+
+impl Reply {
+    fn send(self) {
+        match self {
+            Reply::User(tx, r) => drop(tx.send(r)),
+            Reply::Append(tx, r) => drop(tx.send(r)),
+            Reply::Applied(tx, r) => drop(tx.send(r)),
+            Reply::Done(tx, r) => drop(tx.send(r)),
+        }
+    }
+
+    /// Why the storage could not take this write, if that is how it failed.
+    fn unavailable(&self) -> Option<&str> {
+        let err = match self {
+            Reply::User(_, Err(e)) | Reply::Append(_, Err(e)) | Reply::Applied(_, Err(e)) | Reply::Done(_, Err(e)) => e,
+            _ => return None,
+        };
+        match err {
+            StoreError::Unavailable(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Answers with `err` instead (the transaction did not commit).
+    fn fail(self, err: StoreError) -> Self {
+        match self {
+            Reply::User(tx, _) => Reply::User(tx, Err(err)),
+            Reply::Append(tx, _) => Reply::Append(tx, Err(err)),
+            Reply::Applied(tx, _) => Reply::Applied(tx, Err(err)),
+            Reply::Done(tx, _) => Reply::Done(tx, Err(err)),
+        }
+    }
+}
+
+/// A write's work, apart from its answer.
+enum Job {
+    CreateUser { username: String, password_hash: String },
+    Append(NewMessage),
+    Apply(WriteOp),
+    Transact(Scope, Decide),
+}
+
+/// What a write's work left unanswered when it fails: no result was recorded yet.
+fn not_applied() -> StoreError {
+    StoreError::Backend("the write was not applied".into())
+}
+
+/// The error a request sees when the engine failed on its own write. Disk full and I/O errors
+/// say the storage is unavailable (a retry may succeed once an operator acts); anything else is
+/// a failure of that one write.
+fn storage_error(e: &rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
 }
 
 impl Writer {
@@ -462,11 +525,29 @@ impl Writer {
 
     fn commit_batch(&mut self, batch: &mut Vec<Write>) {
         let mut replies = Vec::with_capacity(batch.len());
+        let mut jobs = Vec::with_capacity(batch.len());
+        for write in batch.drain(..) {
+            let (job, reply) = match write {
+                Write::CreateUser { username, password_hash, reply } => {
+                    (Job::CreateUser { username, password_hash }, Reply::User(reply, Err(not_applied())))
+                }
+                Write::Append { msg, reply } => (Job::Append(msg), Reply::Append(reply, Err(not_applied()))),
+                Write::Apply { op, reply } => (Job::Apply(op), Reply::Applied(reply, Err(not_applied()))),
+                Write::Transact { scope, decide, reply } => {
+                    (Job::Transact(scope, decide), Reply::Done(reply, Err(not_applied())))
+                }
+            };
+            jobs.push(job);
+            replies.push(reply);
+        }
         let mut committed = Vec::new();
         let started = std::time::Instant::now();
-        let outcome = self.apply(batch.drain(..), &mut replies, &mut committed);
-        match outcome {
+        match self.apply(jobs, &mut replies, &mut committed) {
             Ok(()) => {
+                match replies.iter().find_map(Reply::unavailable) {
+                    Some(why) => self.health.failed(why),
+                    None => self.health.ok(),
+                }
                 let m = &*crate::telemetry::M;
                 crate::telemetry::observe(&m.commit, started.elapsed());
                 m.batch.record(committed.len() as f64);
@@ -474,90 +555,100 @@ impl Writer {
                 if !committed.is_empty() {
                     self.listener.committed(&committed);
                 }
-                for reply in replies {
-                    match reply {
-                        Reply::User(tx, r) => drop(tx.send(r)),
-                        Reply::Append(tx, r) => drop(tx.send(r)),
-                        Reply::Applied(tx, r) => drop(tx.send(r)),
-                        Reply::Done(tx, r) => drop(tx.send(r)),
-                    }
-                }
+                replies.into_iter().for_each(Reply::send);
             }
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed; batch refused");
-                self.caches.seqs.clear();
-                self.caches.groups.clear();
-                self.caches.direct.clear();
-                let err = StoreError::Backend(e.to_string());
-                for reply in replies {
-                    match reply {
-                        Reply::User(tx, _) => drop(tx.send(Err(err.clone()))),
-                        Reply::Append(tx, _) => drop(tx.send(Err(err.clone()))),
-                        Reply::Applied(tx, _) => drop(tx.send(Err(err.clone()))),
-                        Reply::Done(tx, _) => drop(tx.send(Err(err.clone()))),
-                    }
-                }
+                self.health.failed(&e.to_string());
+                self.caches.clear();
+                let err = storage_error(&e);
+                replies.into_iter().for_each(|r| r.fail(err.clone()).send());
             }
         }
     }
 
+    /// Runs a batch's jobs in one transaction. Consecutive appends run together inside one
+    /// savepoint; any other job inside one of its own. A job that fails is rolled back to its
+    /// savepoint and answers with its error alone (a failed run of appends is retried message by
+    /// message), so one bad write never fails another's. Only a failure of the transaction
+    /// itself (begin, the conversation upserts, commit) refuses the whole batch.
     fn apply(
         &mut self,
-        batch: impl Iterator<Item = Write>,
-        replies: &mut Vec<Reply>,
+        jobs: Vec<Job>,
+        replies: &mut [Reply],
         committed: &mut Vec<Committed>,
     ) -> Result<(), rusqlite::Error> {
         let tx = self.conn.transaction()?;
         let caches = &mut self.caches;
         // Newest seq per conversation written in this batch, to update `conversations` once.
         let mut touched: Touched = HashMap::new();
-        for write in batch {
-            match write {
-                Write::CreateUser { username, password_hash, reply } => {
-                    let now = now_ms() as i64;
-                    let result = tx
-                        .prepare_cached("INSERT INTO users (username, password_hash, created_at) VALUES (?1, ?2, ?3)")?
-                        .execute(params![username, password_hash, now]);
-                    let result = match result {
-                        Ok(_) => Ok(UserId(tx.last_insert_rowid() as u64)),
-                        Err(e) if is_constraint(&e) => {
-                            Err(StoreError::Conflict(format!("username {username:?} is taken")))
-                        }
-                        Err(e) => return Err(e),
-                    };
-                    replies.push(Reply::User(reply, result));
+        let mut run: Vec<(usize, NewMessage)> = Vec::new();
+        let mut jobs = jobs.into_iter().enumerate().peekable();
+        while let Some((i, job)) = jobs.next() {
+            let job = match job {
+                Job::Append(msg) => {
+                    run.push((i, msg));
+                    if matches!(jobs.peek(), Some((_, Job::Append(_)))) {
+                        continue;
+                    }
+                    caches.append_run(&tx, &run, &mut touched, committed, replies)?;
+                    run.clear();
+                    continue;
                 }
-                Write::Apply { op, reply } => {
-                    // An arbitrary statement (profiles, passwords, keys): it may change a
-                    // message policy.
-                    caches.direct.clear();
-                    let result = match op(&tx) {
-                        Ok(n) => Ok(n),
-                        Err(e) if is_constraint(&e) => Err(StoreError::Conflict("already exists".into())),
-                        Err(e) => return Err(e),
-                    };
-                    replies.push(Reply::Applied(reply, result));
-                }
-                Write::Append { msg, reply } => {
-                    let result = match caches.may_append(&tx, &msg)? {
-                        Ok(()) => caches.append(&tx, msg, &mut touched, committed)?,
-                        Err(e) => Err(StoreError::Denied(e)),
-                    };
-                    replies.push(Reply::Append(reply, result));
-                }
-                Write::Transact { scope, decide, reply } => {
-                    let snapshot = caches.snapshot(&tx, &scope)?;
-                    let result = match decide(&snapshot) {
-                        Ok(effects) => {
-                            for effect in effects {
-                                caches.apply_effect(&tx, effect, &mut touched, committed)?;
+                other => other,
+            };
+            let outcome = caches.isolated(&tx, &mut touched, committed, |caches, tx, touched, committed| {
+                Ok(match job {
+                    Job::CreateUser { username, password_hash } => {
+                        let now = now_ms() as i64;
+                        let result = tx
+                            .prepare_cached(
+                                "INSERT INTO users (username, password_hash, created_at) VALUES (?1, ?2, ?3)",
+                            )?
+                            .execute(params![username, password_hash, now]);
+                        Outcome::User(match result {
+                            Ok(_) => Ok(UserId(tx.last_insert_rowid() as u64)),
+                            Err(e) if is_constraint(&e) => {
+                                Err(StoreError::Conflict(format!("username {username:?} is taken")))
                             }
-                            Ok(())
-                        }
-                        Err(e) => Err(StoreError::Denied(e)),
-                    };
-                    replies.push(Reply::Done(reply, result));
+                            Err(e) => return Err(e),
+                        })
+                    }
+                    Job::Apply(op) => {
+                        // An arbitrary statement (profiles, passwords, keys): it may change a
+                        // message policy.
+                        caches.direct.clear();
+                        Outcome::Applied(match op(tx) {
+                            Ok(n) => Ok(n),
+                            Err(e) if is_constraint(&e) => Err(StoreError::Conflict("already exists".into())),
+                            Err(e) => return Err(e),
+                        })
+                    }
+                    Job::Transact(scope, decide) => {
+                        let snapshot = caches.snapshot(tx, &scope)?;
+                        Outcome::Done(match decide(&snapshot) {
+                            Ok(effects) => {
+                                for effect in effects {
+                                    caches.apply_effect(tx, effect, touched, committed)?;
+                                }
+                                Ok(())
+                            }
+                            Err(e) => Err(StoreError::Denied(e)),
+                        })
+                    }
+                    Job::Append(_) => unreachable!("appends run above"),
+                })
+            })?;
+            match (&mut replies[i], outcome) {
+                (Reply::User(_, r), Ok(Outcome::User(o))) => *r = o,
+                (Reply::Applied(_, r), Ok(Outcome::Applied(o))) => *r = o,
+                (Reply::Done(_, r), Ok(Outcome::Done(o))) => *r = o,
+                (reply, Err(e)) => {
+                    tracing::error!(error = %e, "a store write failed and was rolled back; the rest of its batch commits");
+                    let failed = std::mem::replace(reply, Reply::Done(oneshot::channel().0, Ok(())));
+                    *reply = failed.fail(storage_error(&e));
                 }
+                _ => unreachable!("each job records the outcome of its own kind"),
             }
         }
         for (conv, (seq, ts, first)) in &touched {
@@ -594,10 +685,114 @@ impl Writer {
     }
 }
 
+/// What a job other than an append produced.
+enum Outcome {
+    User(Result<UserId, StoreError>),
+    Applied(Result<usize, StoreError>),
+    Done(Result<(), StoreError>),
+}
+
 /// Newest seq and time per conversation written in a batch, and whether the batch started it.
 type Touched = HashMap<ConvId, (u64, u64, bool)>;
 
 impl Caches {
+    fn clear(&mut self) {
+        self.seqs.clear();
+        self.groups.clear();
+        self.direct.clear();
+    }
+
+    /// Runs `work` inside a savepoint. If it fails, everything it wrote is rolled back — the
+    /// rows, the seqs it took, the conversations it touched, the commits it reported — and its
+    /// error is returned inside `Ok`; the outer `Err` is for a transaction that cannot go on.
+    fn isolated<T>(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        touched: &mut Touched,
+        committed: &mut Vec<Committed>,
+        work: impl FnOnce(&mut Self, &rusqlite::Transaction<'_>, &mut Touched, &mut Vec<Committed>) -> Result<T, rusqlite::Error>,
+    ) -> Result<Result<T, rusqlite::Error>, rusqlite::Error> {
+        tx.prepare_cached("SAVEPOINT job")?.execute([])?;
+        let (touched_before, committed_before) = (touched.clone(), committed.len());
+        match work(self, tx, touched, committed) {
+            Ok(v) => {
+                tx.prepare_cached("RELEASE job")?.execute([])?;
+                Ok(Ok(v))
+            }
+            Err(e) => {
+                tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                tx.prepare_cached("RELEASE job")?.execute([])?;
+                // The seqs the work took are free again: conversations touched earlier in the
+                // batch go back to their seq then, the others reload from the table (updated
+                // only at commit). Groups and 1:1 rules reload from the rolled-back rows.
+                for conv in touched.keys() {
+                    match touched_before.get(conv) {
+                        Some(&(seq, _, _)) => self.seqs.insert(*conv, seq),
+                        None => self.seqs.remove(conv),
+                    };
+                }
+                *touched = touched_before;
+                committed.truncate(committed_before);
+                self.groups.clear();
+                self.direct.clear();
+                Ok(Err(e))
+            }
+        }
+    }
+
+    /// Appends a run of consecutive messages in one savepoint, recording each one's result in
+    /// its reply. If the run fails, it is rolled back and retried one message at a time, so
+    /// only the message that fails is refused.
+    fn append_run(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        run: &[(usize, NewMessage)],
+        touched: &mut Touched,
+        committed: &mut Vec<Committed>,
+        replies: &mut [Reply],
+    ) -> Result<(), rusqlite::Error> {
+        let together = self.isolated(tx, touched, committed, |caches, tx, touched, committed| {
+            run.iter().map(|(_, msg)| caches.append_checked(tx, msg, touched, committed)).collect::<Result<Vec<_>, _>>()
+        })?;
+        let results = match together {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::warn!(error = %e, messages = run.len(), "appends failed together; retrying one by one");
+                let mut results = Vec::with_capacity(run.len());
+                for (_, msg) in run {
+                    let alone = self.isolated(tx, touched, committed, |caches, tx, touched, committed| {
+                        caches.append_checked(tx, msg, touched, committed)
+                    })?;
+                    results.push(alone.unwrap_or_else(|e| {
+                        tracing::error!(error = %e, conv = %msg.conv_id, "a message could not be stored; the rest of its batch commits");
+                        Err(storage_error(&e))
+                    }));
+                }
+                results
+            }
+        };
+        for ((i, _), result) in run.iter().zip(results) {
+            if let Reply::Append(_, r) = &mut replies[*i] {
+                *r = result;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a client's message against the committed rules, then appends it.
+    fn append_checked(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        msg: &NewMessage,
+        touched: &mut Touched,
+        committed: &mut Vec<Committed>,
+    ) -> Result<Result<Appended, StoreError>, rusqlite::Error> {
+        match self.may_append(tx, msg)? {
+            Ok(()) => self.append(tx, msg, touched, committed),
+            Err(e) => Ok(Err(StoreError::Denied(e))),
+        }
+    }
+
     /// Whether a client's message may be appended: the 1:1 recipient's blocks and policy, the
     /// group's membership and mutes — checked here, in the writer, so they are consistent with
     /// every block, kick and mute committed before.
@@ -666,7 +861,7 @@ impl Caches {
     fn append(
         &mut self,
         tx: &rusqlite::Transaction<'_>,
-        msg: NewMessage,
+        msg: &NewMessage,
         touched: &mut Touched,
         committed: &mut Vec<Committed>,
     ) -> Result<Result<Appended, StoreError>, rusqlite::Error> {
@@ -717,11 +912,11 @@ impl Caches {
             conv_id: msg.conv_id,
             seq,
             from: msg.from,
-            client_msg_id: msg.client_msg_id,
+            client_msg_id: msg.client_msg_id.clone(),
             ts: msg.ts,
-            body: msg.body,
+            body: msg.body.clone(),
         };
-        committed.push(Committed { message: message.clone(), from_device: msg.from_device, recipients });
+        committed.push(Committed { message: message.clone(), from_device: msg.from_device.clone(), recipients });
         Ok(Ok(Appended { message, duplicate: false }))
     }
 
@@ -880,7 +1075,7 @@ impl Caches {
             Effect::Append(msg) => {
                 // Effects come from rules that already checked the operation; a conflict here
                 // (a reused client id) would be a bug, so it fails the batch.
-                if let Err(e) = self.append(tx, msg, touched, committed)? {
+                if let Err(e) = self.append(tx, &msg, touched, committed)? {
                     return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
                 }
             }
@@ -1051,12 +1246,11 @@ fn row_to_message(row: &rusqlite::Row<'_>) -> Result<Message, rusqlite::Error> {
     let conv_id = conv
         .parse::<ConvId>()
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
-    let body: Vec<u8> = row.get(6)?;
-    let body: Body = serde_json::from_slice(&body)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Blob, Box::new(e)))?;
+    let seq = row.get::<_, i64>(1)? as u64;
+    let body = super::decode_body(row.get_ref(6)?.as_blob()?, conv_id, seq);
     Ok(Message {
         conv_id,
-        seq: row.get::<_, i64>(1)? as u64,
+        seq,
         msg_id: MsgId(row.get::<_, i64>(2)? as u64),
         from: UserId(row.get::<_, i64>(3)? as u64),
         client_msg_id: row.get(4)?,
@@ -1389,6 +1583,10 @@ impl Store for SqliteStore {
 
     fn membership(&self, conv: ConvId, user: UserId) -> BoxFut<'_, Result<Option<MemberRecord>, StoreError>> {
         Box::pin(self.readers.run(move |c| load_member(c, conv, user)))
+    }
+
+    fn health(&self) -> &StoreHealth {
+        &self.health
     }
 
     fn read_count(&self, conv: ConvId, seq: u64, except: UserId) -> BoxFut<'_, Result<u64, StoreError>> {

@@ -29,9 +29,15 @@ pub enum ReadError {
     /// The stream ended inside a frame.
     #[error("connection ended inside a frame ({0} bytes of an incomplete frame)")]
     Truncated(usize),
-    /// Framing that breaks the transport's protocol (a WebSocket frame against RFC 6455).
-    #[error("{0}")]
-    Protocol(String),
+    /// WebSocket frames against RFC 6455: the connection fails with the RFC's close status
+    /// (1002, or 1007 for text that is not UTF-8) and nothing else is sent (RFC 6455 7.1.7).
+    #[error("{message}")]
+    Violation {
+        /// The close status.
+        status: u16,
+        /// What was wrong.
+        message: String,
+    },
     /// Anything else at the transport level.
     #[error("{0}")]
     Transport(String),
@@ -42,7 +48,7 @@ impl ReadError {
     pub fn close_reason(&self) -> CloseReason {
         match self {
             ReadError::TooLarge { .. } => CloseReason::FrameTooLarge,
-            ReadError::Truncated(_) | ReadError::Protocol(_) => CloseReason::ProtocolError,
+            ReadError::Truncated(_) | ReadError::Violation { .. } => CloseReason::ProtocolError,
             ReadError::Transport(_) => CloseReason::TransportError,
         }
     }
@@ -86,6 +92,13 @@ pub trait FrameIo: Send + 'static {
 
     /// Closes the transport, with the reason where the transport can carry one.
     fn close(&mut self, reason: CloseReason) -> impl Future<Output = ()> + Send;
+
+    /// Fails the connection after the peer broke the transport's own protocol: `status` is the
+    /// transport's code for it; no tern frame is sent first.
+    fn fail(&mut self, status: u16) -> impl Future<Output = ()> + Send {
+        let _ = status;
+        self.close(CloseReason::ProtocolError)
+    }
 
     /// Name for logs (`ws`, `tcp`).
     fn kind(&self) -> &'static str;

@@ -22,7 +22,13 @@ use crate::dispatch::OutFrame;
 
 /// Checks an upgrade request (RFC 6455 4.2.1); the `Sec-WebSocket-Accept` value to answer with,
 /// or why the request is not a WebSocket handshake tern accepts.
-pub fn handshake(headers: &HeaderMap) -> Result<String, &'static str> {
+pub fn handshake(version: axum::http::Version, headers: &HeaderMap) -> Result<String, &'static str> {
+    if version < axum::http::Version::HTTP_11 {
+        return Err("a WebSocket handshake needs HTTP/1.1 or later");
+    }
+    if !headers.contains_key(axum::http::header::HOST) {
+        return Err("a WebSocket handshake needs a Host header");
+    }
     let has_token = |name, token: &str| {
         headers
             .get_all(name)
@@ -104,6 +110,23 @@ impl WsIo {
     }
 }
 
+impl WsIo {
+    /// The closing handshake from our side: our close frame, then the client's (for up to 2 s),
+    /// then the end of the stream. Whatever the client still sends is read and dropped before
+    /// the socket closes — closing with unread input makes the kernel answer with a reset that
+    /// can destroy the close frame (and a tern `close` before it) before the client reads them.
+    async fn close_with(&mut self, status: u16, reason: &str) {
+        let client_began = self.closing;
+        if !self.closing {
+            self.closing = true;
+            self.socket.queue(std::iter::once(encode_frame(OpCode::Close, &close_payload(status, reason))));
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.finish_handshake(!client_began)).await;
+        self.socket.shutdown().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), self.socket.drain(256 * 1024)).await;
+    }
+}
+
 impl FrameIo for WsIo {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<(Codec, Bytes)>, ReadError>> {
         loop {
@@ -133,7 +156,7 @@ impl FrameIo for WsIo {
                     let announced = usize::try_from(announced).unwrap_or(usize::MAX);
                     return Poll::Ready(Err(ReadError::TooLarge { announced, limit }));
                 }
-                Err(e @ WsError::Protocol(_)) => return Poll::Ready(Err(ReadError::Protocol(e.to_string()))),
+                Err(e) => return Poll::Ready(Err(ReadError::Violation { status: e.status(), message: e.to_string() })),
             }
             if ready!(self.socket.poll_fill(cx))? == 0 {
                 let left = self.socket.rbuf.len();
@@ -153,14 +176,16 @@ impl FrameIo for WsIo {
     }
 
     async fn close(&mut self, reason: CloseReason) {
-        let client_began = self.closing;
-        if !self.closing {
-            self.closing = true;
-            let payload = close_payload(reason.ws_code(), reason.as_str());
-            self.socket.queue(std::iter::once(encode_frame(OpCode::Close, &payload)));
-        }
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.finish_handshake(!client_began)).await;
-        self.socket.shutdown().await;
+        self.close_with(reason.ws_code(), reason.as_str()).await;
+    }
+
+    async fn fail(&mut self, status: u16) {
+        let why = match status {
+            1007 => "invalid UTF-8",
+            1009 => "message too big",
+            _ => "protocol error",
+        };
+        self.close_with(status, why).await;
     }
 
     fn kind(&self) -> &'static str {
@@ -178,6 +203,7 @@ mod tests {
         h.insert(CONNECTION, "keep-alive, Upgrade".parse().unwrap());
         h.insert(SEC_WEBSOCKET_VERSION, version.parse().unwrap());
         h.insert(SEC_WEBSOCKET_KEY, key.parse().unwrap());
+        h.insert(axum::http::header::HOST, "tern.example".parse().unwrap());
         h
     }
 
@@ -219,6 +245,8 @@ mod tests {
     #[test]
     fn the_handshake_answers_the_rfc_example_and_refuses_what_is_not_an_upgrade() {
         // RFC 6455 1.3's example key and answer.
+        use axum::http::Version;
+        let handshake = |h: &HeaderMap| super::handshake(Version::HTTP_11, h);
         let h = upgrade_request("dGhlIHNhbXBsZSBub25jZQ==", "13");
         assert_eq!(handshake(&h).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert!(handshake(&upgrade_request("dGhlIHNhbXBsZSBub25jZQ==", "8")).unwrap_err().contains("version"));
@@ -226,6 +254,10 @@ mod tests {
         let mut no_upgrade = h.clone();
         no_upgrade.remove(UPGRADE);
         assert!(handshake(&no_upgrade).unwrap_err().contains("Upgrade header"));
+        let mut no_host = h.clone();
+        no_host.remove(axum::http::header::HOST);
+        assert!(handshake(&no_host).unwrap_err().contains("Host"));
+        assert!(super::handshake(Version::HTTP_10, &h).unwrap_err().contains("HTTP/1.1"));
         let mut no_connection = h;
         no_connection.insert(CONNECTION, "keep-alive".parse().unwrap());
         assert!(handshake(&no_connection).unwrap_err().contains("Connection header"));
