@@ -11,6 +11,12 @@ use serde::de::DeserializeOwned;
 
 use crate::frame::{CLIENT_OPS, ErrorCode};
 
+/// How deeply a frame may nest, in either codec: serde_json's fixed recursion limit, given to
+/// the MessagePack decoder too (whose own default, 1024, lets a 60 KB frame recurse deep enough
+/// to overflow a worker thread's stack). Client data has a lower limit of its own,
+/// [`crate::frame::MAX_DATA_DEPTH`], checked after decoding.
+pub const MAX_FRAME_DEPTH: usize = 128;
+
 /// Bytes of the length prefix on stream transports.
 pub const LEN_PREFIX: usize = 4;
 
@@ -60,7 +66,7 @@ impl Codec {
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, DecodeError> {
         let result = match self {
             Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-            Codec::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+            Codec::MsgPack => from_msgpack(bytes).map_err(|e| e.to_string()),
         };
         result.map_err(|detail| self.classify(bytes, detail))
     }
@@ -73,7 +79,7 @@ impl Codec {
         }
         let probe: Option<Probe> = match self {
             Codec::Json => serde_json::from_slice(bytes).ok(),
-            Codec::MsgPack => rmp_serde::from_slice(bytes).ok(),
+            Codec::MsgPack => from_msgpack(bytes).ok(),
         };
         match probe {
             Some(Probe { op: Some(op), id }) if !CLIENT_OPS.contains(&op.as_str()) => DecodeError {
@@ -97,6 +103,13 @@ impl Codec {
             },
         }
     }
+}
+
+/// MessagePack decoding with the frame depth limit.
+fn from_msgpack<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_FRAME_DEPTH);
+    T::deserialize(&mut de)
 }
 
 /// A length prefix announced more bytes than allowed.

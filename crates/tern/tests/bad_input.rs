@@ -530,3 +530,98 @@ async fn a_request_that_is_not_a_websocket_upgrade_gets_a_400_in_tern_s_error_fo
     assert_eq!(old.status(), 400);
     assert_eq!(old.headers()["sec-websocket-version"], "13", "names the version it speaks");
 }
+
+/// Client JSON nested deeper than the limit is refused the same way in every codec, before
+/// anything is stored; at the limit it is stored and every participant reads it back. (Found by
+/// outside testing: ~130 levels over MessagePack were stored, then broke history, the list and
+/// resume for everyone in the conversation.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_data_is_refused_alike_in_every_codec_and_never_poisons_a_conversation() {
+    let srv = TestServer::start().await;
+    let alice = srv.login("alice", "phone").await;
+    let bob = srv.login("bob", "phone").await;
+    let nested = |depth: usize| (0..depth).fold(serde_json::json!(1), |v, _| serde_json::json!({ "a": v }));
+    let custom = |id: u64, depth: usize| ClientFrame::Send {
+        id,
+        to: Some(bob.user_id),
+        conv_id: None,
+        client_msg_id: format!("deep{id}"),
+        body: Body::Custom { data: nested(depth) },
+    };
+    let mut tcp = RawTcp::open(&srv).await;
+    assert!(matches!(tcp.auth_with(&alice.token).await, ServerFrame::AuthOk { .. }));
+    let mut ws = RawWs::open(&srv).await;
+    assert!(matches!(ws.auth(&srv.login("alice", "laptop").await).await, ServerFrame::AuthOk { .. }));
+    let refused = |frame: Option<ServerFrame>, id: u64| match frame {
+        Some(ServerFrame::Error { id: Some(got), code: ErrorCode::BadRequest, message }) if got == id => message,
+        other => panic!("expected bad_request for {id}, got {other:?}"),
+    };
+    for depth in [33, 100] {
+        tcp.send(&custom(depth as u64, depth)).await;
+        let message = refused(tcp.recv().await, depth as u64);
+        assert_eq!(message, format!("custom data nests {depth} levels deep; the limit is 32"));
+        ws.send(&custom(depth as u64, depth)).await;
+        assert_eq!(refused(ws.recv().await, depth as u64), message, "the same in JSON");
+    }
+    // Past what a frame may nest at all (128 levels, either codec), the decoder refuses it.
+    tcp.send(&custom(200, 200)).await;
+    assert!(refused(tcp.recv().await, 200).contains("depth limit exceeded"));
+    ws.send(&custom(200, 200)).await;
+    assert!(refused(ws.recv().await, 200).contains("recursion limit exceeded"));
+
+    tcp.send(&custom(32, 32)).await;
+    assert!(matches!(tcp.recv().await, Some(ServerFrame::Sent { id: 32, seq: 1, .. })));
+    tcp.send(&ClientFrame::Send {
+        id: 2,
+        to: Some(bob.user_id),
+        conv_id: None,
+        client_msg_id: "after".into(),
+        body: Body::Text { text: "still fine".into() },
+    })
+    .await;
+    assert!(matches!(tcp.recv().await, Some(ServerFrame::Sent { id: 2, seq: 2, .. })));
+    // Bob resumes, reads history and lists his conversations: all of it works.
+    let (_b, mut events) = connect(&bob, Transport::Tcp).await;
+    let got = expect_messages(&mut events, 2).await;
+    assert_eq!(got[0].body, Body::Custom { data: nested(32) });
+    let conv = ConvId::direct(alice.user_id, bob.user_id);
+    let page = tern_client::http::history(&bob, conv, Some(0), 10).await.unwrap();
+    assert_eq!(page.messages.len(), 2);
+    let list = reqwest::Client::new()
+        .get(format!("{}/v1/conversations", srv.url()))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 200);
+
+    // Pushes carry client JSON to every member: the same limit.
+    let (status, body) = srv.push_api(PUSH_KEY, "/v1/push/all", serde_json::json!({ "data": nested(40) })).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("push data nests 40 levels deep"), "{body}");
+}
+
+/// A client id with control characters (NUL cannot even be stored by PostgreSQL) is refused
+/// up front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ids_with_control_characters_are_refused() {
+    let srv = TestServer::start().await;
+    let alice = srv.login("alice", "phone").await;
+    let bob = srv.login("bob", "phone").await;
+    let mut tcp = RawTcp::open(&srv).await;
+    assert!(matches!(tcp.auth_with(&alice.token).await, ServerFrame::AuthOk { .. }));
+    tcp.send(&ClientFrame::Send {
+        id: 1,
+        to: Some(bob.user_id),
+        conv_id: None,
+        client_msg_id: "a\0b".into(),
+        body: Body::Text { text: "x".into() },
+    })
+    .await;
+    match tcp.recv().await {
+        Some(ServerFrame::Error { id: Some(1), code: ErrorCode::BadRequest, message }) => {
+            assert!(message.contains("control characters"), "{message}")
+        }
+        other => panic!("expected bad_request, got {other:?}"),
+    }
+}

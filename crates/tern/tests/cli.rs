@@ -179,6 +179,13 @@ async fn config_example_is_a_working_config_and_bad_settings_stop_start_up_in_on
     let http = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).unwrap().to_owned();
     let health = reqwest::get(format!("http://{http}/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
+    // A second server on the same data directory refuses to start, naming the first.
+    let second = tern(&["serve", "--config", "tern.toml"], dir.path(), None).await;
+    assert!(!second.status.success());
+    let err = stderr(&second);
+    let pid = serve.id().unwrap();
+    assert!(err.contains(&format!("is in use by another tern server (pid {pid})")), "{err}");
+    assert_eq!(err.matches("in use").count(), 1, "said once: {err}");
     serve.kill().await.unwrap();
 
     // A bad value, an unknown setting, a type error: one line naming the setting, non-zero exit.
