@@ -174,6 +174,10 @@ pub struct GatewayConfig {
     /// `send` frames one connection may make per second (a token bucket of as many); past it a
     /// send is answered `rate_limited`. 0: no limit.
     pub max_sends_per_sec: u32,
+    /// Messages of history one connection may ask for per second (each `history` request counts
+    /// its `limit`; a token bucket of as many); past it a request is answered `rate_limited`.
+    /// 0: no limit.
+    pub max_history_per_sec: u32,
     /// First retry of an unacknowledged push, in milliseconds; doubles up to `retry_max_ms`.
     pub retry_initial_ms: u64,
     /// Longest wait between retries of one push, in milliseconds.
@@ -302,6 +306,7 @@ impl Default for GatewayConfig {
             max_connections: 100_000,
             max_connections_per_ip: 10_000,
             max_sends_per_sec: 5_000,
+            max_history_per_sec: 20_000,
             retry_initial_ms: 2_000,
             retry_max_ms: 30_000,
             push_ttl_ms: 120_000,

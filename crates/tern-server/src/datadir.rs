@@ -41,8 +41,13 @@ pub struct DataDirLock {
 pub fn lock(dir: &Path) -> Result<DataDirLock, LockError> {
     let io = |source| LockError::Io { dir: dir.to_path_buf(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
-    let mut file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("tern.lock")).map_err(io)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("tern.lock"))
+        .map_err(io)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::logic::conversations::ReadReceipt;
 use crate::logic::groups::{GroupView, JoinOutcome};
 use crate::logic::social::{Relations, RequestOutcome};
-use crate::store::im::{ConvSummary, DmPolicy, JoinPolicy, Profile, ProfileUpdate};
+use crate::store::im::{ConvSummary, DmPolicy, JoinPolicy, Profile, ProfileUpdate, PublicProfile};
 
 type Done = StatusCode;
 const DONE: Done = StatusCode::NO_CONTENT;
@@ -57,10 +57,17 @@ pub(super) async fn update_me(
     responses((status = 200, body = ProfileDoc), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
 pub(super) async fn profile(
     State(s): State<ApiState>,
-    Caller(_): Caller,
+    Caller(c): Caller,
     PathParams(user): PathParams<u64>,
-) -> Result<Json<Profile>, Error> {
-    Ok(Json(s.logic.profile(UserId(user)).await?))
+) -> Result<axum::response::Response, Error> {
+    use axum::response::IntoResponse;
+    let profile = s.logic.profile(UserId(user)).await?;
+    // Settings are shown to their owner only.
+    Ok(if profile.user_id == c.user_id {
+        Json(profile).into_response()
+    } else {
+        Json(PublicProfile::from(profile)).into_response()
+    })
 }
 
 #[derive(Deserialize)]
@@ -79,8 +86,8 @@ pub(super) async fn search(
     State(s): State<ApiState>,
     Caller(_): Caller,
     QueryParams(q): QueryParams<SearchQuery>,
-) -> Result<Json<Vec<Profile>>, Error> {
-    Ok(Json(s.logic.search_users(&q.prefix, q.limit).await?))
+) -> Result<Json<Vec<PublicProfile>>, Error> {
+    Ok(Json(s.logic.search_users(&q.prefix, q.limit).await?.into_iter().map(PublicProfile::from).collect()))
 }
 
 /// `GET /v1/friends`
@@ -482,8 +489,8 @@ pub(super) struct ProfileDoc {
     nickname: String,
     avatar: Option<String>,
     signature: String,
-    /// `anyone` or `friends`.
-    dm_policy: String,
+    /// `anyone` or `friends`: only in the caller's own profile.
+    dm_policy: Option<String>,
 }
 
 /// Friends (with `online`), requests both ways, blocks.

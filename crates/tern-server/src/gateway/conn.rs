@@ -94,6 +94,9 @@ struct Conn<T> {
     room: Option<String>,
     /// `gateway.max_sends_per_sec` (None: no limit).
     sends: Option<Bucket>,
+    /// `gateway.max_history_per_sec`, made on the first `history` request (most connections
+    /// make none after their resume, and this state is per connection).
+    history: Option<Box<Bucket>>,
 }
 
 /// A connection's task, to be spawned. The connection state is built here, synchronously, and
@@ -134,6 +137,7 @@ pub(super) fn run<T: FrameIo>(
         brotli: false,
         room: None,
         sends,
+        history: None,
     };
     lifetime(conn, open, slot).instrument(span)
 }
@@ -502,7 +506,12 @@ impl<T: FrameIo> Conn<T> {
                                 duplicate: a.duplicate,
                             }),
                             Ok(Err(e)) => error_frame(id, Error::from(e)),
-                            Err(_) => error_frame(id, Error::from(crate::store::StoreError::Unavailable("the store stopped before answering".into()))),
+                            Err(_) => error_frame(
+                                id,
+                                Error::from(crate::store::StoreError::Unavailable(
+                                    "the store stopped before answering".into(),
+                                )),
+                            ),
                         }
                     })),
                 }
@@ -512,6 +521,19 @@ impl<T: FrameIo> Conn<T> {
                     self.out.push(error_frame(id, login_needed()));
                     return Ok(());
                 };
+                let per_sec = self.gw.cfg.max_history_per_sec;
+                if per_sec > 0 {
+                    let bucket = self.history.get_or_insert_with(|| Box::new(Bucket::new(f64::from(per_sec), per_sec)));
+                    let asked = limit.unwrap_or(crate::logic::DEFAULT_PAGE).max(1);
+                    if let Err(secs) = bucket.take_n(f64::from(asked)) {
+                        let why = format!(
+                            "over {per_sec} messages of history per second on this connection; retry in {secs} s"
+                        );
+                        let e = Error::new(tern_proto::ErrorCode::RateLimited, why).retry_after(secs);
+                        self.out.push(error_frame(id, e));
+                        return Ok(());
+                    }
+                }
                 let logic = Arc::clone(&self.gw.logic);
                 inflight.get_or_insert_default().push(Box::pin(async move {
                     match logic.history(user, conv_id, after_seq, before_seq, limit).await {

@@ -27,14 +27,20 @@ impl Bucket {
 
     /// Takes one token, or says how many seconds until one is available.
     pub(crate) fn take(&mut self) -> Result<(), u64> {
+        self.take_n(1.0)
+    }
+
+    /// Takes `n` tokens (at most the burst), or says how many seconds until they are there.
+    pub(crate) fn take_n(&mut self, n: f64) -> Result<(), u64> {
+        let n = n.min(self.burst);
         let now = Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
         self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             Ok(())
         } else {
-            Err(((1.0 - self.tokens) / self.rate).ceil().max(1.0) as u64)
+            Err(((n - self.tokens) / self.rate).ceil().max(1.0) as u64)
         }
     }
 }

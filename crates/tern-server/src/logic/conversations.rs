@@ -119,11 +119,15 @@ impl Logic {
             .into_iter()
             .find(|m| m.seq == seq && seq >= joined)
             .ok_or_else(|| Error::not_found(format!("no message {seq} here")))?;
-        let members = match conv {
-            ConvId::Group(g) => self.store.group(g).await?.map_or(0, |g| g.members.len() as u64),
-            c => c.participants().count() as u64,
-        };
-        let others = members.saturating_sub(1);
+        // Who could see it: the members other than the sender who had joined by then (a later
+        // joiner neither read it nor left it unread).
+        let others =
+            match conv {
+                ConvId::Group(g) => self.store.group(g).await?.map_or(0, |g| {
+                    g.members.values().filter(|m| m.user != msg.from && m.joined_seq <= seq).count() as u64
+                }),
+                c => c.participants().filter(|u| *u != msg.from).count() as u64,
+            };
         let read = self.store.read_count(conv, seq, msg.from).await?.min(others);
         Ok(ReadReceipt { read, unread: others - read })
     }

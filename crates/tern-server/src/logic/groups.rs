@@ -373,14 +373,14 @@ impl Logic {
 
     /// Hands ownership to another member; the previous owner becomes an admin.
     pub async fn transfer(&self, me: UserId, group: GroupId, user: UserId) -> Result<(), Error> {
-        if me == user {
-            return Err(Error::bad_request("you already own the group"));
-        }
         self.group_txn(group, None, move |snap, n| {
             let g = live(snap)?;
             let mine = member(g, me)?;
             if mine.role != Role::Owner {
                 return Err(Error::forbidden("only the owner may transfer the group"));
+            }
+            if me == user {
+                return Err(Error::bad_request("you already own the group"));
             }
             let target =
                 g.members.get(&user).ok_or_else(|| Error::not_found(format!("user {user} is not a member")))?;

@@ -120,11 +120,8 @@ impl LoginThrottle {
     pub fn admit(&self, username: &str, ip: IpAddr) -> Result<Duration, Error> {
         let user = username.to_ascii_lowercase();
         let empty = |r: Result<(), u64>| r.err();
-        let refused = self
-            .per_pair
-            .lock()
-            .ok()
-            .and_then(|mut m| m.get_mut(&(user.clone(), ip)).and_then(|b| empty(b.check())));
+        let refused =
+            self.per_pair.lock().ok().and_then(|mut m| m.get_mut(&(user.clone(), ip)).and_then(|b| empty(b.check())));
         if let Some(secs) = refused {
             return Err(limited(secs, "too many failed logins for this username from this address"));
         }

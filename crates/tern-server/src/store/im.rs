@@ -62,6 +62,34 @@ pub struct Profile {
     pub dm_policy: DmPolicy,
 }
 
+/// What anyone may see of a profile: everything but its settings (`dm_policy` is its owner's
+/// business; a stranger learns whether they may write by trying).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicProfile {
+    /// The user.
+    pub user_id: UserId,
+    /// The login name.
+    pub username: String,
+    /// Display name (empty: show the username).
+    pub nickname: String,
+    /// A file id.
+    pub avatar: Option<String>,
+    /// A short self-description.
+    pub signature: String,
+}
+
+impl From<Profile> for PublicProfile {
+    fn from(p: Profile) -> Self {
+        Self {
+            user_id: p.user_id,
+            username: p.username,
+            nickname: p.nickname,
+            avatar: p.avatar,
+            signature: p.signature,
+        }
+    }
+}
+
 /// A change to one's own profile; absent fields stay as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfileUpdate {

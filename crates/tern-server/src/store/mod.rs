@@ -273,7 +273,8 @@ pub trait Store: Send + Sync + 'static {
     /// Whether writes are succeeding (for `/healthz`).
     fn health(&self) -> &StoreHealth;
 
-    /// How many members other than `except` have read `conv` up to at least `seq`.
+    /// How many members other than `except`, in `conv` by `seq` (joined at or before it), have
+    /// read it up to at least `seq`.
     fn read_count(&self, conv: ConvId, seq: u64, except: UserId) -> BoxFut<'_, Result<u64, StoreError>>;
 
     /// Stores a new API key; `Conflict` if the id exists.

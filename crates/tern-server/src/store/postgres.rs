@@ -373,7 +373,9 @@ impl Writer {
                 tracing::warn!(error = %e, messages = batch.len(), "append batch failed; retrying one by one");
                 for (pending, msg) in batch.into_iter().zip(msgs) {
                     let result = match self.commit_appends(std::slice::from_ref(&msg)).await {
-                        Ok(mut results) => results.pop().unwrap_or_else(|| Err(StoreError::Backend("no result".into()))),
+                        Ok(mut results) => {
+                            results.pop().unwrap_or_else(|| Err(StoreError::Backend("no result".into())))
+                        }
                         Err(e) => Err(e),
                     };
                     self.answer(vec![pending], vec![result]);
@@ -1376,7 +1378,7 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let row = self
                 .query_opt(
-                    "SELECT COUNT(*) FROM conv_members WHERE conv_id = $1 AND read_seq >= $2 AND user_id <> $3",
+                    "SELECT COUNT(*) FROM conv_members WHERE conv_id = $1 AND read_seq >= $2 AND joined_seq <= $2 AND user_id <> $3",
                     &[&conv.to_string(), &(seq.min(i64::MAX as u64) as i64), &(except.0 as i64)],
                 )
                 .await?;

@@ -246,7 +246,10 @@ impl SqliteStore {
         let writer_health = Arc::clone(&health);
         std::thread::Builder::new()
             .name("tern-store-writer".into())
-            .spawn(move || Writer { conn, listener, caches: Caches::default(), restart_wal, health: writer_health }.run(rx, max_batch))
+            .spawn(move || {
+                Writer { conn, listener, caches: Caches::default(), restart_wal, health: writer_health }
+                    .run(rx, max_batch)
+            })
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         let readers = Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()), permits: Semaphore::new(cfg.readers) });
         Ok(Self { writes: tx, readers, _checkpointer: checkpointer, health })
@@ -497,9 +500,9 @@ fn not_applied() -> StoreError {
 /// a failure of that one write.
 fn storage_error(e: &rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen) => {
-            StoreError::Unavailable(e.to_string())
-        }
+        Some(
+            rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen,
+        ) => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Backend(e.to_string()),
     }
 }
@@ -710,7 +713,12 @@ impl Caches {
         tx: &rusqlite::Transaction<'_>,
         touched: &mut Touched,
         committed: &mut Vec<Committed>,
-        work: impl FnOnce(&mut Self, &rusqlite::Transaction<'_>, &mut Touched, &mut Vec<Committed>) -> Result<T, rusqlite::Error>,
+        work: impl FnOnce(
+            &mut Self,
+            &rusqlite::Transaction<'_>,
+            &mut Touched,
+            &mut Vec<Committed>,
+        ) -> Result<T, rusqlite::Error>,
     ) -> Result<Result<T, rusqlite::Error>, rusqlite::Error> {
         tx.prepare_cached("SAVEPOINT job")?.execute([])?;
         let (touched_before, committed_before) = (touched.clone(), committed.len());
@@ -720,6 +728,11 @@ impl Caches {
                 Ok(Ok(v))
             }
             Err(e) => {
+                // Some errors (a full disk, I/O) make SQLite roll the whole transaction back by
+                // itself: then nothing of the batch can commit, and the batch fails with them.
+                if tx.is_autocommit() {
+                    return Err(e);
+                }
                 tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
                 tx.prepare_cached("RELEASE job")?.execute([])?;
                 // The seqs the work took are free again: conversations touched earlier in the
@@ -1593,7 +1606,7 @@ impl Store for SqliteStore {
         Box::pin(self.readers.run(move |c| {
             let n: i64 = c
                 .prepare_cached(
-                    "SELECT COUNT(*) FROM conv_members WHERE conv_id = ?1 AND read_seq >= ?2 AND user_id <> ?3",
+                    "SELECT COUNT(*) FROM conv_members WHERE conv_id = ?1 AND read_seq >= ?2 AND joined_seq <= ?2 AND user_id <> ?3",
                 )?
                 .query_row(params![conv.to_string(), seq.min(i64::MAX as u64) as i64, except.0 as i64], |r| r.get(0))?;
             Ok(n as u64)
@@ -1719,6 +1732,40 @@ mod tests {
         assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "truncated past the hard bound (was {high_water} B)");
         commit(1);
         assert!(wal_frames(&checkpointer.conn) < 10);
+    }
+
+    /// A full disk (here: the database's page limit) answers `unavailable` and marks the store
+    /// unhealthy; the next write that commits makes it healthy again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_is_unavailable_and_unhealthy_until_writes_succeed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), &StoreConfig::default(), conformance::null_listener()).unwrap();
+        let users = conformance::seed_users(&store, 2).await;
+        let conv = ConvId::direct(users[0], users[1]);
+        let pages: i64 = store.readers.run(|c| c.query_row("PRAGMA page_count", [], |r| r.get(0))).await.unwrap();
+        store
+            .apply(Box::new(move |tx| tx.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(0))))
+            .await
+            .unwrap();
+        let big = |id: &str| {
+            let body = tern_proto::Body::Text { text: "x".repeat(8000) };
+            NewMessage {
+                body_json: super::super::encode_body(&body),
+                body,
+                ..conformance::new_message(conv, users[0], id)
+            }
+        };
+        let refused = store.append(big("full")).await.unwrap().await.unwrap();
+        assert!(matches!(refused, Err(StoreError::Unavailable(ref why)) if why.contains("full")), "{refused:?}");
+        let (_, why) = store.health().failing().expect("unhealthy");
+        assert!(why.contains("full"), "{why}");
+        let answer = crate::error::Error::from(refused.unwrap_err());
+        assert_eq!((answer.code, answer.retry_after_secs), (tern_proto::ErrorCode::Unavailable, Some(5)));
+        assert!(!answer.message.contains("shutting down"), "{}", answer.message);
+
+        store.apply(Box::new(|tx| tx.query_row("PRAGMA max_page_count = 1000000", [], |_| Ok(0)))).await.unwrap();
+        store.append(big("room again")).await.unwrap().await.unwrap().unwrap();
+        assert!(store.health().failing().is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
