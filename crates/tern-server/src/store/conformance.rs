@@ -3,7 +3,7 @@
 
 // This is test code compiled into the library so every engine can reuse it: panicking on an
 // unexpected result is how it reports a failure.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
