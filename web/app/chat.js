@@ -15,7 +15,7 @@ import { bodyText } from './text.js';
 const PAGE = 40;
 const OUTBOX_KEY = (user) => `tern.outbox.${user}`;
 
-export const isContent = (body) => body.type !== 'notice' && body.type !== 'recalled';
+export const isContent = (body) => body.type !== 'notice' && body.type !== 'recalled' && body.type !== 'unreadable';
 
 export class Chat extends EventTarget {
   constructor({ me, api, conn }) {

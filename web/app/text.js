@@ -8,6 +8,7 @@ export function bodyText(body, nameOf) {
     case 'location': return `[location${body.name ? ' ' + body.name : ''} ${body.latitude}, ${body.longitude}]`;
     case 'custom': return `[custom ${JSON.stringify(body.data)}]`;
     case 'recalled': return `${nameOf(body.by)} recalled a message`;
+    case 'unreadable': return '[this message can no longer be read]';
     case 'notice': return noticeText(body.notice, nameOf);
     default: return `[${body.type}]`;
   }
