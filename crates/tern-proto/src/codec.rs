@@ -20,6 +20,13 @@ pub const MAX_FRAME_DEPTH: usize = 128;
 /// Bytes of the length prefix on stream transports.
 pub const LEN_PREFIX: usize = 4;
 
+/// The whole length (prefix and payload) of the length-prefixed frame that `head` begins with,
+/// once its prefix is there (`None` before).
+pub fn prefixed_frame_len(head: &[u8]) -> Option<usize> {
+    let prefix: [u8; LEN_PREFIX] = head.get(..LEN_PREFIX)?.try_into().ok()?;
+    usize::try_from(u32::from_be_bytes(prefix)).ok()?.checked_add(LEN_PREFIX)
+}
+
 /// Which encoding a frame uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
@@ -195,6 +202,13 @@ mod tests {
             },
             ClientFrame::Ping,
         ]
+    }
+
+    #[test]
+    fn prefixed_frame_lengths_are_read_back_from_their_prefix() {
+        let frame = Codec::MsgPack.encode_prefixed(&sample_frames()[0]);
+        assert_eq!(prefixed_frame_len(&frame), Some(frame.len()));
+        assert_eq!(prefixed_frame_len(&frame[..3]), None);
     }
 
     #[test]

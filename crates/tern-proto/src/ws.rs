@@ -278,6 +278,19 @@ pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// The whole length (header and payload) of the unmasked server frame that `head` begins with,
+/// once enough of its header is there (`None` before). A writer uses it to find frame boundaries
+/// in bytes it queued, so that it can drop the frames it has not begun to write.
+pub fn server_frame_len(head: &[u8]) -> Option<usize> {
+    let b1 = *head.get(1)?;
+    let (len, size) = match b1 & 0x7f {
+        126 => (u64::from(u16::from_be_bytes(head.get(2..4)?.try_into().ok()?)), 4),
+        127 => (u64::from_be_bytes(head.get(2..10)?.try_into().ok()?), 10),
+        n => (u64::from(n), 2),
+    };
+    usize::try_from(len).ok()?.checked_add(size)
+}
+
 /// A close frame's payload: the code, then as much of `reason` as fits in 123 bytes, cut at a
 /// character boundary.
 pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
@@ -460,6 +473,22 @@ mod tests {
         payload.extend_from_slice(b"bye");
         assert_eq!(all(&mut d, &client(0x88, &payload)).unwrap(), vec![WsEvent::Close(Some(4001))]);
         assert_eq!(all(&mut d, &client(0x88, b"")).unwrap(), vec![WsEvent::Close(None)]);
+    }
+
+    #[test]
+    fn server_frame_lengths_are_read_back_from_their_headers() {
+        for len in [0usize, 1, 125, 126, 65_535, 65_536, 70_000] {
+            let frame = encode_frame(OpCode::Binary, &vec![7u8; len]);
+            assert_eq!(server_frame_len(&frame), Some(frame.len()), "length {len}");
+            let header = if len < 126 {
+                2
+            } else if len < 65_536 {
+                4
+            } else {
+                10
+            };
+            assert_eq!(server_frame_len(&frame[..header - 1]), None, "an unfinished header");
+        }
     }
 
     #[test]

@@ -694,8 +694,17 @@ impl<T: FrameIo> Conn<T> {
                     _ => None,
                 };
                 self.out.clear();
+                // A consumer cut for not reading would find its last words behind the backlog
+                // that got it cut: they go right after the frame being written, and it is given
+                // longer to read them (its resume fetches what the dropped frames held).
+                let grace = if reason == CloseReason::SlowConsumer {
+                    self.io.discard_unstarted();
+                    Duration::from_secs(5)
+                } else {
+                    Duration::from_secs(1)
+                };
                 self.out.push(OutFrame::new(ServerFrame::Close { reason, message, retry_after_ms }));
-                let _ = timeout(Duration::from_secs(1), self.io.send(self.codec, false, &self.out)).await;
+                let _ = timeout(grace, self.io.send(self.codec, false, &self.out)).await;
             }
         }
         self.io.close(reason).await;

@@ -76,6 +76,11 @@ pub trait FrameIo: Send + 'static {
     /// that no write future is part of every connection's task.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
 
+    /// Drops queued frames not yet begun (the rest of one partly written stays, so the stream
+    /// stays well-formed): a connection cut for not reading says why without waiting behind
+    /// its backlog.
+    fn discard_unstarted(&mut self);
+
     /// Queues and writes frames, as one future.
     fn send(
         &mut self,

@@ -9,20 +9,32 @@ use tokio::net::TcpStream;
 
 use super::ReadError;
 
+/// How a transport's outbound frames are delimited: enough to find frame boundaries in queued
+/// bytes, so that a connection being cut can drop what it has not begun to write.
+pub trait Framing: Send + 'static {
+    /// The whole length of the frame `head` begins with (`None` if its header is incomplete,
+    /// which cannot happen for frames this process queued whole).
+    fn frame_len(head: &[u8]) -> Option<usize>;
+}
+
 /// A socket with its unread and unwritten bytes; both buffers are empty (and hold no memory)
 /// on an idle connection.
-pub struct Socket {
+pub struct Socket<F> {
     stream: TcpStream,
     /// Read and not yet decoded.
     pub rbuf: BytesMut,
     /// Queued and not yet written.
     wbuf: Bytes,
+    /// How much of `wbuf` is the rest of a frame partly written (0: `wbuf` starts at a frame
+    /// boundary). Only a partial write has to look at frame headers to keep this.
+    head_left: usize,
+    framing: std::marker::PhantomData<fn() -> F>,
 }
 
-impl Socket {
+impl<F: Framing> Socket<F> {
     /// Wraps a stream, with bytes already read from it (past an HTTP upgrade request).
     pub fn new(stream: TcpStream, read: BytesMut) -> Self {
-        Self { stream, rbuf: read, wbuf: Bytes::new() }
+        Self { stream, rbuf: read, wbuf: Bytes::new(), head_left: 0, framing: std::marker::PhantomData }
     }
 
     /// Reads more into `rbuf`: `Ok(0)` at the end of the stream.
@@ -78,11 +90,47 @@ impl Socket {
             if n == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
+            self.written(n);
             self.wbuf.advance(n);
         }
         // Let go of the frame (or batch) the emptied view still points into.
         self.wbuf = Bytes::new();
         Poll::Ready(Ok(()))
+    }
+
+    /// Keeps `head_left` true across a write of `n` bytes from the front of `wbuf`.
+    fn written(&mut self, mut n: usize) {
+        if n < self.head_left {
+            self.head_left -= n;
+            return;
+        }
+        if n == self.wbuf.len() {
+            self.head_left = 0;
+            return;
+        }
+        let mut pos = self.head_left;
+        n -= self.head_left;
+        self.head_left = loop {
+            if n == 0 {
+                break 0;
+            }
+            match F::frame_len(&self.wbuf[pos..]) {
+                Some(len) if n >= len => {
+                    pos += len;
+                    n -= len;
+                }
+                Some(len) => break len - n,
+                // Not a frame boundary after all: keep everything, dropping nothing later.
+                None => break self.wbuf.len() - pos - n,
+            }
+        };
+    }
+
+    /// Drops the queued frames not yet begun, keeping the rest of one partly written (a peer
+    /// must never see half a frame followed by another): what a connection cut for not reading
+    /// does before it queues its last words.
+    pub fn discard_unstarted(&mut self) {
+        self.wbuf.truncate(self.head_left);
     }
 
     /// Ends our side of the stream (what is still queued is not written).
@@ -102,5 +150,67 @@ impl Socket {
                 Ok(n) => budget -= n.min(budget),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Poll;
+
+    use bytes::{Bytes, BytesMut};
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::gateway::transport::tcp::Prefixed;
+
+    fn frame(fill: u8, len: usize) -> Bytes {
+        let mut out = BytesMut::from(&(len as u32).to_be_bytes()[..]);
+        out.extend_from_slice(&vec![fill; len]);
+        out.freeze()
+    }
+
+    /// A cut keeps the frame being written whole and drops the ones not begun, so that what
+    /// the peer reads is whole frames and then whatever is queued after the cut.
+    #[tokio::test]
+    async fn discarding_keeps_the_partly_written_frame_whole_and_drops_the_rest() {
+        let listening = tokio::net::TcpSocket::new_v4().unwrap();
+        listening.set_send_buffer_size(4096).unwrap();
+        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listening.listen(1).unwrap();
+        let connecting = tokio::net::TcpSocket::new_v4().unwrap();
+        connecting.set_recv_buffer_size(4096).unwrap();
+        let mut peer = connecting.connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut socket = Socket::<Prefixed>::new(stream, BytesMut::new());
+        // Small frames the kernel takes at once, then large ones it cannot: the write stops
+        // inside one of them.
+        let frames: Vec<Bytes> = (0..40u8).map(|i| frame(i, if i < 4 { 100 } else { 50_000 })).collect();
+        socket.queue(frames.clone().into_iter());
+        let partial = std::future::poll_fn(|cx| Poll::Ready(socket.poll_send(cx))).await;
+        assert!(partial.is_pending(), "the peer does not read, so the write cannot finish");
+        let queued = socket.unwritten();
+        socket.discard_unstarted();
+        assert!(socket.unwritten() < queued, "frames not begun were dropped");
+        socket.queue(std::iter::once(frame(0xEE, 10)));
+        let writer = tokio::spawn(async move {
+            std::future::poll_fn(|cx| socket.poll_send(cx)).await.unwrap();
+            socket.shutdown().await;
+            socket
+        });
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).await.unwrap();
+        drop(writer.await.unwrap());
+        let mut read = Vec::new();
+        let mut rest = &got[..];
+        while let Some(len) = Prefixed::frame_len(rest) {
+            assert!(rest.len() >= len, "a frame was cut short");
+            read.push(Bytes::copy_from_slice(&rest[..len]));
+            rest = &rest[len..];
+        }
+        assert!(rest.is_empty(), "{} bytes after the last whole frame", rest.len());
+        let last = read.pop().unwrap();
+        assert_eq!(last, frame(0xEE, 10), "the frame queued after the cut comes right after");
+        assert!(read.len() < frames.len());
+        assert_eq!(read, frames[..read.len()], "the frames before it, whole and in order");
     }
 }

@@ -7,14 +7,23 @@ use bytes::{Bytes, BytesMut};
 use tern_proto::{CloseReason, Codec, FrameDecoder};
 use tokio::net::TcpStream;
 
-use super::socket::Socket;
+use super::socket::{Framing, Socket};
 use super::{FrameIo, ReadError};
 use crate::dispatch::OutFrame;
 
 /// A TCP connection's framing state.
 pub struct TcpIo {
-    socket: Socket,
+    socket: Socket<Prefixed>,
     decoder: FrameDecoder,
+}
+
+/// 4-byte length-prefixed frames.
+pub struct Prefixed;
+
+impl Framing for Prefixed {
+    fn frame_len(head: &[u8]) -> Option<usize> {
+        tern_proto::codec::prefixed_frame_len(head)
+    }
 }
 
 impl TcpIo {
@@ -52,6 +61,10 @@ impl FrameIo for TcpIo {
 
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.socket.poll_send(cx)
+    }
+
+    fn discard_unstarted(&mut self) {
+        self.socket.discard_unstarted();
     }
 
     async fn close(&mut self, _reason: CloseReason) {

@@ -16,7 +16,7 @@ use tern_proto::ws::{OpCode, WsDecoder, WsError, WsEvent, close_payload, encode_
 use tern_proto::{CloseReason, Codec};
 use tokio::net::TcpStream;
 
-use super::socket::Socket;
+use super::socket::{Framing, Socket};
 use super::{FrameIo, ReadError};
 use crate::dispatch::OutFrame;
 
@@ -61,7 +61,7 @@ const PONG_BACKLOG: usize = 16 * 1024;
 
 /// An upgraded WebSocket.
 pub struct WsIo {
-    socket: Socket,
+    socket: Socket<ServerFrames>,
     decoder: WsDecoder,
     /// Our close frame is queued (ours, or the answer to the client's): nothing may follow it.
     closing: bool,
@@ -110,18 +110,29 @@ impl WsIo {
     }
 }
 
+/// Unmasked server frames.
+pub struct ServerFrames;
+
+impl Framing for ServerFrames {
+    fn frame_len(head: &[u8]) -> Option<usize> {
+        tern_proto::ws::server_frame_len(head)
+    }
+}
+
 impl WsIo {
-    /// The closing handshake from our side: our close frame, then the client's (for up to 2 s),
-    /// then the end of the stream. Whatever the client still sends is read and dropped before
-    /// the socket closes — closing with unread input makes the kernel answer with a reset that
-    /// can destroy the close frame (and a tern `close` before it) before the client reads them.
-    async fn close_with(&mut self, status: u16, reason: &str) {
+    /// The closing handshake from our side: our close frame, then (when `await_reply`) the
+    /// client's for up to 2 s, then the end of the stream. Whatever the client still sends is
+    /// read and dropped before the socket closes — closing with unread input makes the kernel
+    /// answer with a reset that can destroy the close frame (and a tern `close` before it)
+    /// before the client reads them.
+    async fn close_with(&mut self, status: u16, reason: &str, await_reply: bool) {
         let client_began = self.closing;
         if !self.closing {
             self.closing = true;
             self.socket.queue(std::iter::once(encode_frame(OpCode::Close, &close_payload(status, reason))));
         }
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.finish_handshake(!client_began)).await;
+        let wait = await_reply && !client_began;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.finish_handshake(wait)).await;
         self.socket.shutdown().await;
         let _ = tokio::time::timeout(std::time::Duration::from_millis(500), self.socket.drain(256 * 1024)).await;
     }
@@ -175,8 +186,12 @@ impl FrameIo for WsIo {
         self.socket.poll_send(cx)
     }
 
+    fn discard_unstarted(&mut self) {
+        self.socket.discard_unstarted();
+    }
+
     async fn close(&mut self, reason: CloseReason) {
-        self.close_with(reason.ws_code(), reason.as_str()).await;
+        self.close_with(reason.ws_code(), reason.as_str(), true).await;
     }
 
     async fn fail(&mut self, status: u16) {
@@ -185,7 +200,10 @@ impl FrameIo for WsIo {
             1009 => "message too big",
             _ => "protocol error",
         };
-        self.close_with(status, why).await;
+        // Failing the connection (RFC 6455 7.1.7): our close frame, then the end of the stream
+        // at once — no waiting for a reply from a peer that broke the protocol (the bad frame
+        // may itself have been its close).
+        self.close_with(status, why, false).await;
     }
 
     fn kind(&self) -> &'static str {
