@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tern_proto::{Body, ClientFrame, Codec, ConvId, Message, MsgId, Priority, Push, PushScope, ServerFrame, UserId};
-use tern_server::dispatch::OutFrame;
+use tern_server::wire::OutFrame;
 
 fn message() -> Message {
     Message {

@@ -31,6 +31,7 @@ pub mod net;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod wire;
 
 pub use config::Config;
 pub use server::{Server, StartError};

@@ -16,7 +16,7 @@ use crate::bus::{Bus, LocalBus};
 use crate::bus::{Control, LocalDelivery};
 use crate::cluster::NodeStatus;
 use crate::config::{Config, ConfigError};
-use crate::dispatch::{AggregateConfig, Dispatcher, OutFrame, Registry};
+use crate::dispatch::{AggregateConfig, Dispatcher, Registry};
 use crate::gateway::Gateway;
 use crate::gateway::transport::tcp::TcpIo;
 use crate::logic::Logic;
@@ -24,6 +24,7 @@ use crate::logic::push::PushService;
 use crate::store::Store;
 use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
+use crate::wire::OutFrame;
 
 /// Start-up failed.
 #[derive(Debug, thiserror::Error)]

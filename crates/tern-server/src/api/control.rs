@@ -11,8 +11,7 @@ use tern_proto::{DeviceId, UserId};
 
 #[allow(unused_imports)]
 use super::im::ErrorDoc;
-use super::push::KeyCaller;
-use super::{ApiState, Caller, JsonBody, PathParams};
+use super::{ApiState, Caller, JsonBody, KeyCaller, PathParams};
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::logic::push::Scope;

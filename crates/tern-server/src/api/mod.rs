@@ -5,6 +5,7 @@
 
 mod control;
 mod conversations;
+mod error;
 mod im;
 mod openapi;
 mod push;
@@ -250,5 +251,21 @@ impl FromRequestParts<ApiState> for Caller {
             .strip_prefix("Bearer ")
             .ok_or_else(|| Error::unauthorized("Authorization header must be \"Bearer <token>\""))?;
         Ok(Caller(state.logic.authenticate_user(token.trim()).await?))
+    }
+}
+
+/// A business server, from its API key.
+pub struct KeyCaller(pub crate::logic::push::Caller);
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+impl FromRequestParts<ApiState> for KeyCaller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Error> {
+        let key = bearer(parts).ok_or_else(|| Error::unauthorized("missing Authorization: Bearer <API key> header"))?;
+        Ok(KeyCaller(state.push.authenticate(key)?))
     }
 }

@@ -5,33 +5,16 @@
 //! is charged to the key's rate limit before anything else happens.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tern_proto::{DeviceId, MsgId, Priority, UserId};
 
 #[allow(unused_imports)]
 use super::im::ErrorDoc;
-use super::{ApiState, JsonBody, PathParams, connect_endpoints};
+use super::{ApiState, JsonBody, KeyCaller, PathParams, connect_endpoints};
 use crate::error::Error;
-use crate::logic::push::{Caller, KeyView, PushTarget};
-
-/// A business server, from its API key.
-pub struct KeyCaller(pub Caller);
-
-fn bearer(parts: &Parts) -> Option<&str> {
-    parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
-}
-
-impl FromRequestParts<ApiState> for KeyCaller {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Error> {
-        let key = bearer(parts).ok_or_else(|| Error::unauthorized("missing Authorization: Bearer <API key> header"))?;
-        Ok(KeyCaller(state.push.authenticate(key)?))
-    }
-}
+use crate::logic::push::{KeyView, PushTarget};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use tern_proto::{DeviceId, Priority, UserId};
 
-use crate::dispatch::OutFrame;
 use crate::store::BoxFut;
+use crate::wire::OutFrame;
 
 /// A change every node must apply, not a delivery: each node holds these in memory.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

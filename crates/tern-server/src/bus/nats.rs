@@ -31,8 +31,8 @@ use tern_proto::{Codec, DeviceId, Priority, ServerFrame, UserId};
 use tokio::sync::{mpsc, watch};
 
 use super::{Bus, Control, ControlHandler, Envelope, Interest, LocalDelivery, Target};
-use crate::dispatch::OutFrame;
 use crate::store::BoxFut;
+use crate::wire::OutFrame;
 
 /// Envelopes waiting to be published; beyond this the bus drops (and counts) rather than grow.
 const PUBLISH_QUEUE: usize = 65_536;

@@ -15,8 +15,8 @@ use tern_proto::{Priority, Push, PushScope, ServerFrame};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-use super::OutFrame;
 use crate::bus::{Bus, Envelope, Target};
+use crate::wire::OutFrame;
 
 /// Aggregation settings.
 #[derive(Debug, Clone, Copy)]

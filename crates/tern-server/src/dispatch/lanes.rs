@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use tern_proto::{CloseReason, Priority};
 
-use super::OutFrame;
+use crate::wire::OutFrame;
 
 /// A queue emptied back to idle keeps at most this many slots.
 const IDLE_SLOTS: usize = 16;

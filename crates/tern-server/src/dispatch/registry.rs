@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use tern_proto::{CloseReason, ConnId, DeviceId, Priority, UserId};
 
-use super::OutFrame;
 use super::lanes::{Lanes, Offer};
 use crate::bus::{Envelope, LocalDelivery, Target};
 use crate::clock::now_ms;
 use crate::cluster::{Peers, RoomCount};
+use crate::wire::OutFrame;
 
 const SHARDS: usize = 32;
 

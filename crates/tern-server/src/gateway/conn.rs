@@ -25,10 +25,11 @@ use super::unacked::{Expiry, Unacked};
 use super::{Admitted, Gateway};
 use crate::auth::{Identity, Principal};
 use crate::bus::Interest;
-use crate::dispatch::{ConnHandle, Lanes, OutFrame, Owner};
+use crate::dispatch::{ConnHandle, Lanes, Owner};
 use crate::error::Error;
 use crate::logic::bucket::Bucket;
 use crate::logic::{ResumeItem, SendTo};
+use crate::wire::OutFrame;
 
 /// Why the connection ends, and the sentence sent with it.
 struct Close {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tern_proto::MsgId;
 
-use crate::dispatch::OutFrame;
+use crate::wire::OutFrame;
 
 /// Retry timing.
 #[derive(Debug, Clone, Copy)]

@@ -6,9 +6,9 @@ use tern_proto::{Body, ConvId, ErrorCode, Notice, Priority, Role, ServerFrame, U
 use super::Logic;
 use crate::bus::Target;
 use crate::clock::now_ms;
-use crate::dispatch::OutFrame;
 use crate::error::Error;
 use crate::store::im::{ConvSummary, Effect, Scope};
+use crate::wire::OutFrame;
 
 /// Who has read one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

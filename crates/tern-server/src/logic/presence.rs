@@ -25,8 +25,9 @@ use tern_proto::{Priority, ServerFrame, UserId};
 
 use crate::bus::{Control, Target};
 use crate::cluster::NodeStatus;
-use crate::dispatch::{Dispatcher, OutFrame};
+use crate::dispatch::Dispatcher;
 use crate::store::Store;
+use crate::wire::OutFrame;
 
 /// Tracks connections per user and announces changes to friends.
 pub struct Presence {

@@ -47,6 +47,30 @@ pub enum StoreError {
     Denied(crate::error::Error),
 }
 
+/// How a store failure reads to a client: a refusal by the rules as it was, the engine's
+/// troubles as `unavailable` (with a retry hint) or `internal`, logged here once.
+impl From<StoreError> for crate::error::Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => crate::error::Error::new(tern_proto::ErrorCode::Conflict, m),
+            StoreError::Denied(e) => e,
+            StoreError::Closed => crate::error::Error::new(tern_proto::ErrorCode::Unavailable, "the server is shutting down"),
+            StoreError::Unavailable(m) => {
+                tracing::error!(error = %m, "storage unavailable");
+                crate::error::Error::new(
+                    tern_proto::ErrorCode::Unavailable,
+                    "storage cannot take writes right now (disk full or failing); the request was not applied, retry later",
+                )
+                .retry_after(5)
+            }
+            StoreError::Backend(m) => {
+                tracing::error!(error = %m, "store failure");
+                crate::error::Error::new(tern_proto::ErrorCode::Internal, "storage failure; the request was not applied, retry it")
+            }
+        }
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Backend(e.to_string())

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tern_proto::{CloseReason, Codec};
 
-use crate::dispatch::OutFrame;
+use crate::wire::OutFrame;
 
 /// Why reading failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 use super::socket::{Framing, Socket};
 use super::{FrameIo, ReadError};
-use crate::dispatch::OutFrame;
+use crate::wire::OutFrame;
 
 /// A TCP connection's framing state.
 pub struct TcpIo {

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 use super::socket::{Framing, Socket};
 use super::{FrameIo, ReadError};
-use crate::dispatch::OutFrame;
+use crate::wire::OutFrame;
 
 /// Checks an upgrade request (RFC 6455 4.2.1); the `Sec-WebSocket-Accept` value to answer with,
 /// or why the request is not a WebSocket handshake tern accepts.
