@@ -107,7 +107,7 @@ pub struct Auth {
     hashing: Arc<Semaphore>,
     /// Session cutoffs: a user's tokens (for one device, or `None`: every device) issued at or
     /// before the cutoff (ms) are void. Loaded from the store at start, kept in step with it.
-    cutoffs: std::sync::RwLock<HashMap<(UserId, Option<DeviceId>), u64>>,
+    cutoffs: parking_lot::RwLock<HashMap<(UserId, Option<DeviceId>), u64>>,
 }
 
 /// An issued token.
@@ -134,20 +134,21 @@ impl Auth {
             validation,
             ttl_secs,
             hashing: Arc::new(Semaphore::new(max_concurrent_hashes)),
-            cutoffs: std::sync::RwLock::new(HashMap::new()),
+            cutoffs: parking_lot::RwLock::new(HashMap::new()),
         }
     }
 
     /// Voids the tokens of `user` (one device, or every device) issued at or before `at_ms`.
     pub fn set_cutoff(&self, user: UserId, device: Option<DeviceId>, at_ms: u64) {
-        if let Ok(mut map) = self.cutoffs.write() {
+        {
+            let mut map = self.cutoffs.write();
             let entry = map.entry((user, device)).or_insert(0);
             *entry = (*entry).max(at_ms);
         }
     }
 
     fn revoked(&self, identity: &Identity, issued_ms: u64) -> bool {
-        let Ok(map) = self.cutoffs.read() else { return true };
+        let map = self.cutoffs.read();
         let cut = |device: Option<DeviceId>| map.get(&(identity.user_id, device)).is_some_and(|&at| issued_ms <= at);
         cut(None) || cut(Some(identity.device_id.clone()))
     }

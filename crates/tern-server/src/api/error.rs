@@ -9,14 +9,12 @@ use crate::error::Error;
 
 /// The HTTP status for an error code.
 pub fn status(code: ErrorCode) -> StatusCode {
-match code {
+    match code {
         ErrorCode::BadRequest | ErrorCode::UnknownOp => StatusCode::BAD_REQUEST,
         ErrorCode::WeakPassword => StatusCode::BAD_REQUEST,
         ErrorCode::FrameTooLarge | ErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden | ErrorCode::Blocked | ErrorCode::NotFriends | ErrorCode::Muted => {
-            StatusCode::FORBIDDEN
-        }
+        ErrorCode::Forbidden | ErrorCode::Blocked | ErrorCode::NotFriends | ErrorCode::Muted => StatusCode::FORBIDDEN,
         ErrorCode::RecallExpired | ErrorCode::GroupFull => StatusCode::CONFLICT,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::Conflict => StatusCode::CONFLICT,

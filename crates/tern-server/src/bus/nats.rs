@@ -20,8 +20,10 @@
 mod durable;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -424,7 +426,7 @@ impl Bus for NatsBus {
 
     fn subscribe(self: Arc<Self>, key: Interest) -> BoxFut<'static, ()> {
         let mut ready = {
-            let Ok(mut subs) = self.subscriptions.lock() else { return Box::pin(async {}) };
+            let mut subs = self.subscriptions.lock();
             match subs.get_mut(&key) {
                 Some(s) => {
                     s.refs += 1;
@@ -489,7 +491,7 @@ impl Bus for NatsBus {
     }
 
     fn unsubscribe(&self, key: Interest) {
-        let Ok(mut subs) = self.subscriptions.lock() else { return };
+        let mut subs = self.subscriptions.lock();
         if let Some(s) = subs.get_mut(&key) {
             s.refs -= 1;
             if s.refs == 0 {

@@ -138,7 +138,7 @@ async fn run(mut rx: mpsc::Receiver<(Target, Push)>, bus: Arc<dyn Bus>, cfg: Agg
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     use serde_json::json;
     use tern_proto::MsgId;
@@ -150,7 +150,7 @@ mod tests {
 
     impl Bus for Capture {
         fn publish(&self, envelope: Envelope) {
-            self.0.lock().unwrap().push(envelope);
+            self.0.lock().push(envelope);
         }
     }
 
@@ -191,12 +191,12 @@ mod tests {
         tx.send((room(), push(5, 1))).await.unwrap(); // must-arrive: flushes [4] first
         tx.send((room(), push(6, 0))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let seen: Vec<Vec<u64>> = bus.0.lock().unwrap().iter().map(|e| ids(e.frame.frame())).collect();
+        let seen: Vec<Vec<u64>> = bus.0.lock().iter().map(|e| ids(e.frame.frame())).collect();
         assert_eq!(seen, vec![vec![1, 2, 3], vec![4], vec![5]], "6 waits for its window");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let seen: Vec<Vec<u64>> = bus.0.lock().unwrap().iter().map(|e| ids(e.frame.frame())).collect();
+        let seen: Vec<Vec<u64>> = bus.0.lock().iter().map(|e| ids(e.frame.frame())).collect();
         assert_eq!(seen.last(), Some(&vec![6]));
-        assert!(matches!(bus.0.lock().unwrap()[0].frame.frame(), ServerFrame::Batch { .. }));
-        assert!(matches!(bus.0.lock().unwrap()[2].frame.frame(), ServerFrame::Push(_)));
+        assert!(matches!(bus.0.lock()[0].frame.frame(), ServerFrame::Batch { .. }));
+        assert!(matches!(bus.0.lock()[2].frame.frame(), ServerFrame::Push(_)));
     }
 }

@@ -12,8 +12,10 @@
 //! [`Lanes::poll_ready`] from its own loop, so waiting here keeps no future in the task.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
@@ -80,7 +82,7 @@ impl Lanes {
 
     /// Queues a frame on its lane.
     pub fn offer(&self, priority: Priority, frame: Arc<OutFrame>) -> Offer {
-        let Ok(mut s) = self.state.lock() else { return Offer::Closed };
+        let mut s = self.state.lock();
         if s.closed {
             return Offer::Closed;
         }
@@ -99,7 +101,8 @@ impl Lanes {
 
     /// Asks the connection to close for `reason` (the first reason wins).
     pub fn kick(&self, reason: CloseReason) {
-        if let Ok(mut s) = self.state.lock() {
+        {
+            let mut s = self.state.lock();
             s.kicked.get_or_insert(reason);
         }
         self.wake.wake();
@@ -107,12 +110,13 @@ impl Lanes {
 
     /// Why the connection was asked to close, if it was.
     pub fn kicked(&self) -> Option<CloseReason> {
-        self.state.lock().ok().and_then(|s| s.kicked)
+        self.state.lock().kicked
     }
 
     /// The connection has ended: later offers are refused, queued frames are released.
     pub fn close(&self) {
-        if let Ok(mut s) = self.state.lock() {
+        {
+            let mut s = self.state.lock();
             s.closed = true;
             s.high = VecDeque::new();
             s.low = VecDeque::new();
@@ -122,7 +126,10 @@ impl Lanes {
     /// Ready once there is something to take or the connection was kicked; otherwise the task
     /// in `cx` is woken by the next offer or kick.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let ready = || self.state.lock().is_ok_and(|s| s.kicked.is_some() || !s.high.is_empty() || !s.low.is_empty());
+        let ready = || {
+            let s = self.state.lock();
+            s.kicked.is_some() || !s.high.is_empty() || !s.low.is_empty()
+        };
         if ready() {
             return Poll::Ready(());
         }
@@ -133,7 +140,7 @@ impl Lanes {
 
     /// Takes up to `max` frames of each lane, high first; or the close reason if kicked.
     pub fn take(&self, max: usize) -> Result<Taken, CloseReason> {
-        let Ok(mut s) = self.state.lock() else { return Err(CloseReason::InternalError) };
+        let mut s = self.state.lock();
         if let Some(reason) = s.kicked {
             return Err(reason);
         }

@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use tern_proto::{CloseReason, ConnId, DeviceId, Priority, UserId};
 
@@ -28,15 +30,16 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: RandomState::new() }
     }
 
-    /// Runs `f` on the shard holding `key`. A poisoned shard (a panic elsewhere) is skipped.
-    fn with<R>(&self, key: &K, f: impl FnOnce(&mut HashMap<K, V>) -> R) -> Option<R> {
+    /// Runs `f` on the shard holding `key`.
+    fn with<R>(&self, key: &K, f: impl FnOnce(&mut HashMap<K, V>) -> R) -> R {
         let idx = self.hasher.hash_one(key) as usize % SHARDS;
-        self.shards[idx].lock().ok().map(|mut m| f(&mut m))
+        f(&mut self.shards[idx].lock())
     }
 
     fn for_each_shard(&self, mut f: impl FnMut(&mut HashMap<K, V>)) {
         for shard in &self.shards {
-            if let Ok(mut m) = shard.lock() {
+            {
+                let mut m = shard.lock();
                 f(&mut m);
             }
         }
@@ -164,18 +167,15 @@ impl Registry {
     /// connection is kicked with `server_shutdown` at once.
     pub fn register(&self, handle: ConnHandle) {
         let replaced = match handle.owner {
-            Owner::User(user) => self
-                .users
-                .with(&user, |m| {
-                    // Most users have one or two devices online: no room for four up front.
-                    let conns = m.entry(user).or_insert_with(|| Vec::with_capacity(1));
-                    let old = conns.iter().position(|c| c.device_id == handle.device_id).map(|p| conns.swap_remove(p));
-                    conns.push(handle.clone());
-                    old
-                })
-                .flatten(),
+            Owner::User(user) => self.users.with(&user, |m| {
+                // Most users have one or two devices online: no room for four up front.
+                let conns = m.entry(user).or_insert_with(|| Vec::with_capacity(1));
+                let old = conns.iter().position(|c| c.device_id == handle.device_id).map(|p| conns.swap_remove(p));
+                conns.push(handle.clone());
+                old
+            }),
             Owner::Device => {
-                self.devices.with(&handle.device_id, |m| m.insert(handle.device_id.clone(), handle.clone())).flatten()
+                self.devices.with(&handle.device_id, |m| m.insert(handle.device_id.clone(), handle.clone()))
             }
         };
         if let Some(old) = replaced {
@@ -220,17 +220,14 @@ impl Registry {
     /// Puts a connection in a room (of `area`); returns the room's online count. Joining the room
     /// one is already in is not a second enter.
     pub fn join(&self, room: &str, area: &str, handle: &ConnHandle) -> u64 {
-        self.rooms
-            .with(&room.to_owned(), |m| {
-                let r =
-                    m.entry(room.to_owned()).or_insert_with(|| Room { area: area.to_owned(), members: HashMap::new() });
-                r.area = area.to_owned();
-                if r.members.insert(handle.conn_id, handle.clone()).is_none() {
-                    self.stats.room_enters.fetch_add(1, Ordering::Relaxed);
-                }
-                r.members.len() as u64
-            })
-            .unwrap_or(0)
+        self.rooms.with(&room.to_owned(), |m| {
+            let r = m.entry(room.to_owned()).or_insert_with(|| Room { area: area.to_owned(), members: HashMap::new() });
+            r.area = area.to_owned();
+            if r.members.insert(handle.conn_id, handle.clone()).is_none() {
+                self.stats.room_enters.fetch_add(1, Ordering::Relaxed);
+            }
+            r.members.len() as u64
+        })
     }
 
     /// Takes a connection out of a room.
@@ -279,7 +276,7 @@ impl Registry {
 
     /// Connections in a room on this node.
     pub fn local_room_online(&self, room: &str) -> u64 {
-        self.rooms.with(&room.to_owned(), |m| m.get(room).map_or(0, |r| r.members.len() as u64)).unwrap_or(0)
+        self.rooms.with(&room.to_owned(), |m| m.get(room).map_or(0, |r| r.members.len() as u64))
     }
 
     /// Connections in a room, on every live node.
@@ -329,17 +326,15 @@ impl Registry {
 
     /// Connections of a user on this node.
     pub fn connections_of(&self, user: UserId) -> usize {
-        self.users.with(&user, |m| m.get(&user).map_or(0, Vec::len)).unwrap_or(0)
+        self.users.with(&user, |m| m.get(&user).map_or(0, Vec::len))
     }
 
     /// Kicks a user's connections on this node — of one device, or all; returns how many.
     pub fn kick_user(&self, user: UserId, device: Option<&DeviceId>, reason: CloseReason) -> usize {
-        self.users
-            .with(&user, |m| {
-                let conns = m.get(&user).into_iter().flatten().filter(|c| device.is_none_or(|d| &c.device_id == d));
-                conns.map(|c| c.lanes.kick(reason)).count()
-            })
-            .unwrap_or(0)
+        self.users.with(&user, |m| {
+            let conns = m.get(&user).into_iter().flatten().filter(|c| device.is_none_or(|d| &c.device_id == d));
+            conns.map(|c| c.lanes.kick(reason)).count()
+        })
     }
 
     /// Kicks every connection (shutdown).

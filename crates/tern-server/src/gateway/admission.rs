@@ -54,9 +54,8 @@ impl Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.gw.open.fetch_sub(1, Ordering::Relaxed);
-        if let Ok(mut map) = self.gw.per_ip.lock()
-            && let Some(n) = map.get_mut(&self.ip)
-        {
+        let mut map = self.gw.per_ip.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
                 map.remove(&self.ip);
@@ -74,14 +73,15 @@ impl Gateway {
             return Err(Refusal::Full);
         }
         let cap = self.cfg.max_connections_per_ip; // 0: no cap per address
-        let admitted = self.per_ip.lock().is_ok_and(|mut map| {
+        let admitted = {
+            let mut map = self.per_ip.lock();
             let n = map.entry(ip).or_insert(0);
-            if cap > 0 && *n >= cap {
-                return false;
+            let room = cap == 0 || *n < cap;
+            if room {
+                *n += 1;
             }
-            *n += 1;
-            true
-        });
+            room
+        };
         if !admitted {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return Err(Refusal::PerAddress);

@@ -12,8 +12,10 @@ mod unacked;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 pub use admission::{Admitted, Refusal};
@@ -105,12 +107,13 @@ impl Gateway {
 
     /// How many connections closed for each reason since start.
     pub fn close_counts(&self) -> HashMap<CloseReason, u64> {
-        self.closes.lock().map(|c| c.clone()).unwrap_or_default()
+        self.closes.lock().clone()
     }
 
     fn record_close(&self, reason: CloseReason) {
         crate::telemetry::closed(reason);
-        if let Ok(mut c) = self.closes.lock() {
+        {
+            let mut c = self.closes.lock();
             *c.entry(reason).or_default() += 1;
         }
     }

@@ -14,7 +14,9 @@ pub mod sessions;
 pub mod social;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 pub use accounts::{validate_password, validate_username};
@@ -139,7 +141,8 @@ impl Logic {
             self.auth.set_cutoff(cut.user, cut.device, cut.after_ms);
         }
         let areas = self.store.room_areas().await?;
-        if let Ok(mut map) = self.room_areas.lock() {
+        {
+            let mut map = self.room_areas.lock();
             map.extend(areas);
         }
         Ok(())
@@ -167,14 +170,15 @@ impl Logic {
                 scope,
                 Box::new(move |snap| {
                     let (effects, value) = decide(snap)?;
-                    if let Ok(mut slot) = slot.lock() {
+                    {
+                        let mut slot = slot.lock();
                         *slot = Some(value);
                     }
                     Ok(effects)
                 }),
             )
             .await?;
-        let value = answer.lock().ok().and_then(|mut a| a.take());
+        let value = answer.lock().take();
         value.ok_or_else(|| Error::from(StoreError::Backend("transaction finished without an answer".into())))
     }
 
@@ -185,7 +189,7 @@ impl Logic {
 
     /// The area of a room.
     pub fn room_area(&self, room: &str) -> String {
-        self.room_areas.lock().ok().and_then(|m| m.get(room).cloned()).unwrap_or_else(|| self.default_area.clone())
+        self.room_areas.lock().get(room).cloned().unwrap_or_else(|| self.default_area.clone())
     }
 
     /// Assigns a room to an area (persisted).
@@ -194,7 +198,8 @@ impl Logic {
             return Err(Error::bad_request("room and area names are 1 to 64 characters of [A-Za-z0-9_.:-]"));
         }
         self.store.set_room_area(room, area).await?;
-        if let Ok(mut m) = self.room_areas.lock() {
+        {
+            let mut m = self.room_areas.lock();
             m.insert(room.to_owned(), area.to_owned());
         }
         self.dispatcher.broadcast(crate::bus::Control::RoomArea { room: room.to_owned(), area: area.to_owned() });
@@ -209,9 +214,8 @@ impl Logic {
                 self.auth.set_cutoff(*user, device.clone(), *after_ms);
             }
             crate::bus::Control::RoomArea { room, area } => {
-                if let Ok(mut m) = self.room_areas.lock() {
-                    m.insert(room.clone(), area.clone());
-                }
+                let mut m = self.room_areas.lock();
+                m.insert(room.clone(), area.clone());
             }
             crate::bus::Control::PresenceDelta { .. }
             | crate::bus::Control::PresenceResync { .. }
@@ -273,11 +277,12 @@ impl Logic {
     }
 
     async fn user_exists(&self, user: UserId) -> Result<bool, Error> {
-        if self.known_users.lock().is_ok_and(|k| k.contains(&user)) {
+        if self.known_users.lock().contains(&user) {
             return Ok(true);
         }
         let exists = self.store.user_by_id(user).await?.is_some();
-        if exists && let Ok(mut known) = self.known_users.lock() {
+        if exists {
+            let mut known = self.known_users.lock();
             if known.len() >= KNOWN_USERS_MAX {
                 known.clear();
             }

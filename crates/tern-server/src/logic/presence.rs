@@ -18,7 +18,9 @@
 //! the same moment both nodes may announce the same state, which clients take as it is.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tern_proto::{Priority, ServerFrame, UserId};
@@ -105,11 +107,11 @@ impl Presence {
 
     /// Whether the user has a connection on this node or, in a cluster, on another live one.
     pub fn is_online(&self, user: UserId) -> bool {
-        self.users.lock().is_ok_and(|m| m.get(&user).is_some_and(|e| e.conns > 0)) || self.online_elsewhere(user)
+        self.users.lock().get(&user).is_some_and(|e| e.conns > 0) || self.online_elsewhere(user)
     }
 
     fn online_elsewhere(&self, user: UserId) -> bool {
-        self.cluster.as_ref().is_some_and(|c| c.lock().is_ok_and(|o| o.online(user)))
+        self.cluster.as_ref().is_some_and(|c| c.lock().online(user))
     }
 
     /// A connection of `user` authenticated.
@@ -124,21 +126,21 @@ impl Presence {
 
     /// This node's delta numbering: `(epoch, seq)`, shared in its status.
     pub fn position(&self) -> (u64, u64) {
-        let seq = self.cluster.as_ref().and_then(|c| c.lock().ok().map(|o| o.seq)).unwrap_or(0);
+        let seq = self.cluster.as_ref().map_or(0, |c| c.lock().seq);
         (self.epoch, seq)
     }
 
     fn change(self: &Arc<Self>, user: UserId, f: impl FnOnce(&mut Entry)) {
-        let Ok(mut users) = self.users.lock() else { return };
+        let mut users = self.users.lock();
         let entry = users.entry(user).or_default();
         let was = entry.conns > 0;
         f(entry);
         let is = entry.conns > 0;
         if was != is
             && let Some(cluster) = &self.cluster
-            && let Ok(mut others) = cluster.lock()
         {
             // Under the users lock: deltas are numbered in the order the changes happened.
+            let mut others = cluster.lock();
             others.seq += 1;
             let delta =
                 Control::PresenceDelta { node: self.node, epoch: self.epoch, seq: others.seq, user, online: is };
@@ -163,7 +165,7 @@ impl Presence {
     /// have them (or, if none has, says offline if it had said online).
     async fn settle(self: Arc<Self>, user: UserId) {
         let online = {
-            let Ok(mut users) = self.users.lock() else { return };
+            let mut users = self.users.lock();
             let Some(entry) = users.get_mut(&user) else { return };
             entry.pending = false;
             let here = entry.conns > 0;
@@ -204,7 +206,7 @@ impl Presence {
         let Some(cluster) = &self.cluster else { return };
         match control {
             Control::PresenceDelta { node, epoch, seq, user, online } if *node != self.node => {
-                let Ok(mut others) = cluster.lock() else { return };
+                let mut others = cluster.lock();
                 let n = others.nodes.entry(*node).or_default();
                 if n.epoch != *epoch {
                     if *seq != 1 {
@@ -228,8 +230,8 @@ impl Presence {
             }
             Control::PresenceResync { node } if *node == self.node => {
                 // Under the users lock, so the snapshot and the numbering agree.
-                let Ok(users) = self.users.lock() else { return };
-                let seq = cluster.lock().map(|o| o.seq).unwrap_or(0);
+                let users = self.users.lock();
+                let seq = cluster.lock().seq;
                 let online: Vec<UserId> = users.iter().filter(|(_, e)| e.conns > 0).map(|(u, _)| *u).collect();
                 self.dispatcher.broadcast(Control::PresenceSnapshot {
                     node: self.node,
@@ -240,7 +242,7 @@ impl Presence {
             }
             Control::PresenceSnapshot { node, epoch, seq, users } if *node != self.node => {
                 let flipped = {
-                    let Ok(mut others) = cluster.lock() else { return };
+                    let mut others = cluster.lock();
                     if others.nodes.get(node).is_some_and(|n| n.epoch == *epoch && n.seq >= *seq && !n.gap) {
                         return; // already as new
                     }
@@ -274,7 +276,7 @@ impl Presence {
         let Some(cluster) = &self.cluster else { return };
         let mut resync = Vec::new();
         let flipped = {
-            let Ok(mut others) = cluster.lock() else { return };
+            let mut others = cluster.lock();
             others.announcer = live.iter().all(|s| s.node > self.node);
             let live_ids: HashSet<u16> = live.iter().map(|s| s.node).collect();
             let dead: Vec<u16> = others.nodes.keys().filter(|n| !live_ids.contains(n)).copied().collect();
@@ -321,7 +323,7 @@ impl Presence {
 
     /// Changes seen on other nodes, less the users connected here (their state has not changed).
     fn not_here(&self, flipped: Vec<(UserId, bool)>) -> Vec<(UserId, bool)> {
-        let Ok(users) = self.users.lock() else { return Vec::new() };
+        let users = self.users.lock();
         flipped.into_iter().filter(|(u, _)| users.get(u).is_none_or(|e| e.conns == 0)).collect()
     }
 

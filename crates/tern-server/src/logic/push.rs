@@ -7,7 +7,9 @@
 
 use super::bucket::Bucket;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -191,7 +193,7 @@ impl PushService {
         if let Some(bucket) = &self.bootstrap
             && same(key.as_bytes(), self.cfg.bootstrap_key.as_bytes())
         {
-            let mut bucket = bucket.lock().map_err(|_| invalid())?;
+            let mut bucket = bucket.lock();
             bucket.take().map_err(limited)?;
             return Ok(Caller { key_id: "bootstrap".into(), scopes: Scope::EVERY.to_vec() });
         }
@@ -199,7 +201,7 @@ impl PushService {
         let (Some("tk"), Some(id), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(invalid());
         };
-        let mut keys = self.keys.lock().map_err(|_| invalid())?;
+        let mut keys = self.keys.lock();
         let state = keys.get_mut(id).ok_or_else(invalid)?;
         if state.record.revoked || !same(&sha256(secret.as_bytes()), &state.record.secret_hash) {
             return Err(invalid());
@@ -334,7 +336,8 @@ impl PushService {
         };
         self.store.create_api_key(record.clone()).await?;
         let view = KeyView::from(&record);
-        if let Ok(mut keys) = self.keys.lock() {
+        {
+            let mut keys = self.keys.lock();
             keys.insert(id.clone(), KeyState { record, scopes: parsed, bucket: Bucket::new(rate, burst) });
         }
         Ok((view, format!("tk_{id}_{secret}")))
@@ -343,7 +346,7 @@ impl PushService {
     /// Every key (without secrets).
     pub fn list_keys(&self, caller: &Caller) -> Result<Vec<KeyView>, Error> {
         caller.require(Scope::Admin)?;
-        let keys = self.keys.lock().map_err(|_| Error::new(ErrorCode::Internal, "key table unavailable"))?;
+        let keys = self.keys.lock();
         let mut views: Vec<KeyView> = keys.values().map(|k| KeyView::from(&k.record)).collect();
         views.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.key_id.cmp(&b.key_id)));
         Ok(views)
@@ -355,9 +358,7 @@ impl PushService {
         if !self.store.revoke_api_key(id).await? {
             return Err(Error::not_found(format!("no API key {id:?}")));
         }
-        if let Ok(mut keys) = self.keys.lock()
-            && let Some(k) = keys.get_mut(id)
-        {
+        if let Some(k) = self.keys.lock().get_mut(id) {
             k.record.revoked = true;
         }
         Ok(())

@@ -6,9 +6,9 @@
 //! are stored, so they survive a restart, and kept in memory, so checking one costs a map lookup.
 //! The live sockets of those sessions are closed by the caller (`api`), which owns the gateway.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tern_proto::{DeviceId, ErrorCode, UserId};
@@ -120,13 +120,12 @@ impl LoginThrottle {
     pub fn admit(&self, username: &str, ip: IpAddr) -> Result<Duration, Error> {
         let user = username.to_ascii_lowercase();
         let empty = |r: Result<(), u64>| r.err();
-        let refused =
-            self.per_pair.lock().ok().and_then(|mut m| m.get_mut(&(user.clone(), ip)).and_then(|b| empty(b.check())));
+        let refused = self.per_pair.lock().get_mut(&(user.clone(), ip)).and_then(|b| empty(b.check()));
         if let Some(secs) = refused {
             return Err(limited(secs, "too many failed logins for this username from this address"));
         }
-        let user_slow = self.per_user.lock().ok().and_then(|mut m| m.get_mut(&user).and_then(|b| empty(b.check())));
-        let ip_slow = self.per_ip.lock().ok().and_then(|mut m| m.get_mut(&ip).and_then(|b| empty(b.check())));
+        let user_slow = self.per_user.lock().get_mut(&user).and_then(|b| empty(b.check()));
+        let ip_slow = self.per_ip.lock().get_mut(&ip).and_then(|b| empty(b.check()));
         let mut wait = Duration::ZERO;
         if user_slow.is_some() {
             wait = wait.max(self.user_gate.admit(user)?);
@@ -140,13 +139,16 @@ impl LoginThrottle {
     /// Records a failed attempt.
     pub fn failed(&self, username: &str, ip: IpAddr) {
         let user = username.to_ascii_lowercase();
-        if let Ok(mut m) = self.per_pair.lock() {
+        {
+            let mut m = self.per_pair.lock();
             take(&mut m, (user.clone(), ip), self.rate, self.pair_burst);
         }
-        if let Ok(mut m) = self.per_user.lock() {
+        {
+            let mut m = self.per_user.lock();
             take(&mut m, user, self.rate, self.user_burst);
         }
-        if let Ok(mut m) = self.per_ip.lock() {
+        {
+            let mut m = self.per_ip.lock();
             take(&mut m, ip, self.rate, self.ip_burst);
         }
     }
@@ -171,7 +173,7 @@ impl<K> Default for Gate<K> {
 impl<K: std::hash::Hash + Eq> Gate<K> {
     fn admit(&self, key: K) -> Result<Duration, Error> {
         let now = Instant::now();
-        let Ok(mut next) = self.next.lock() else { return Ok(Duration::ZERO) };
+        let mut next = self.next.lock();
         if next.len() >= THROTTLE_PRUNE_AT {
             next.retain(|_, slot| *slot > now);
         }

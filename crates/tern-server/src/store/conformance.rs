@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tern_proto::{Body, ConvId, DeviceId, MsgId, UserId};
 
@@ -25,7 +27,8 @@ pub struct Recorder(pub Mutex<Vec<(ConvId, u64)>>);
 
 impl CommitListener for Recorder {
     fn committed(&self, batch: &[Committed]) {
-        if let Ok(mut seen) = self.0.lock() {
+        {
+            let mut seen = self.0.lock();
             seen.extend(batch.iter().map(|c| (c.message.conv_id, c.message.seq)));
         }
     }
@@ -203,7 +206,7 @@ pub async fn nodes_share_one_gap_free_sequence(nodes: &[(Arc<dyn Store>, Arc<Rec
     assert_eq!(nodes[1].0.last_seq(conv).await.unwrap(), total);
     let mut reported = BTreeSet::new();
     for (_, recorder) in nodes {
-        let seqs: Vec<u64> = recorder.0.lock().unwrap().iter().filter(|(c, _)| *c == conv).map(|(_, s)| *s).collect();
+        let seqs: Vec<u64> = recorder.0.lock().iter().filter(|(c, _)| *c == conv).map(|(_, s)| *s).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "a node reports its commits in seq order");
         for s in seqs {
             assert!(reported.insert(s), "seq {s} reported by two nodes");
@@ -248,7 +251,8 @@ pub struct Recipients(pub Mutex<Vec<(ConvId, u64, Vec<UserId>)>>);
 
 impl CommitListener for Recipients {
     fn committed(&self, batch: &[Committed]) {
-        if let Ok(mut seen) = self.0.lock() {
+        {
+            let mut seen = self.0.lock();
             seen.extend(batch.iter().map(|c| (c.message.conv_id, c.message.seq, c.recipients.to_vec())));
         }
     }
@@ -329,7 +333,7 @@ async fn im_transactions(store: Arc<dyn Store>, recorder: Arc<Recipients>) {
         .await
         .unwrap();
     let second = append(&*store, new_message(conv, b, "b1")).await.unwrap();
-    let seen = recorder.0.lock().unwrap().clone();
+    let seen = recorder.0.lock().clone();
     let of = |seq| seen.iter().find(|(cv, s, _)| *cv == conv && *s == seq).map(|(_, _, r)| r.clone()).unwrap();
     assert_eq!(of(first.message.seq), vec![a]);
     assert_eq!(of(second.message.seq), vec![a, b]);
@@ -517,7 +521,7 @@ async fn concurrent_senders_get_gap_free_increasing_seqs(store: Arc<dyn Store>, 
         all.extend(seqs);
     }
     assert_eq!(all, (1..=300).collect(), "gap-free and unique");
-    let reported: Vec<u64> = recorder.0.lock().unwrap().iter().filter(|(c, _)| *c == conv).map(|(_, s)| *s).collect();
+    let reported: Vec<u64> = recorder.0.lock().iter().filter(|(c, _)| *c == conv).map(|(_, s)| *s).collect();
     assert_eq!(reported, (1..=300).collect::<Vec<_>>(), "commits reported once each, in seq order");
 }
 

@@ -54,7 +54,9 @@ impl From<StoreError> for crate::error::Error {
         match e {
             StoreError::Conflict(m) => crate::error::Error::new(tern_proto::ErrorCode::Conflict, m),
             StoreError::Denied(e) => e,
-            StoreError::Closed => crate::error::Error::new(tern_proto::ErrorCode::Unavailable, "the server is shutting down"),
+            StoreError::Closed => {
+                crate::error::Error::new(tern_proto::ErrorCode::Unavailable, "the server is shutting down")
+            }
             StoreError::Unavailable(m) => {
                 tracing::error!(error = %m, "storage unavailable");
                 crate::error::Error::new(
@@ -65,7 +67,10 @@ impl From<StoreError> for crate::error::Error {
             }
             StoreError::Backend(m) => {
                 tracing::error!(error = %m, "store failure");
-                crate::error::Error::new(tern_proto::ErrorCode::Internal, "storage failure; the request was not applied, retry it")
+                crate::error::Error::new(
+                    tern_proto::ErrorCode::Internal,
+                    "storage failure; the request was not applied, retry it",
+                )
             }
         }
     }
@@ -81,15 +86,14 @@ impl From<rusqlite::Error> for StoreError {
 /// serving reads but must not look healthy to a load balancer or an operator.
 #[derive(Debug, Default)]
 pub struct StoreHealth {
-    failing: std::sync::Mutex<Option<(u64, String)>>,
+    failing: parking_lot::Mutex<Option<(u64, String)>>,
 }
 
 impl StoreHealth {
     /// A write committed.
     pub fn ok(&self) {
-        if let Ok(mut f) = self.failing.lock()
-            && f.is_some()
-        {
+        let mut f = self.failing.lock();
+        if f.is_some() {
             tracing::info!("store writes succeed again");
             *f = None;
         }
@@ -97,7 +101,8 @@ impl StoreHealth {
 
     /// A write failed for a reason that is not the request's own (disk, I/O, database gone).
     pub fn failed(&self, why: &str) {
-        if let Ok(mut f) = self.failing.lock() {
+        {
+            let mut f = self.failing.lock();
             let since = f.as_ref().map_or_else(crate::clock::now_ms, |(since, _)| *since);
             *f = Some((since, why.to_owned()));
         }
@@ -105,7 +110,7 @@ impl StoreHealth {
 
     /// Since when (ms since the Unix epoch) writes have been failing, and the latest error.
     pub fn failing(&self) -> Option<(u64, String)> {
-        self.failing.lock().ok().and_then(|f| f.clone())
+        self.failing.lock().clone()
     }
 }
 

@@ -1552,14 +1552,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_store_passes_the_conformance_suite() {
         let Some(url) = test_url() else { return };
-        let schemas = std::sync::Mutex::new(Vec::new());
+        let schemas = parking_lot::Mutex::new(Vec::new());
         conformance::run_all(&mut |listener| {
             let opts = fresh(&url);
-            schemas.lock().unwrap().push(opts.schema.clone().unwrap());
+            schemas.lock().push(opts.schema.clone().unwrap());
             Box::pin(async move { Arc::new(PostgresStore::open(&opts, listener).await.unwrap()) as Arc<dyn Store> })
         })
         .await;
-        for s in schemas.into_inner().unwrap() {
+        for s in schemas.into_inner() {
             drop_schema(&url, &s).await;
         }
     }

@@ -8,8 +8,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tern_proto::{ConvId, DeviceId, GroupId, Message, MsgId, UserId};
@@ -183,13 +185,14 @@ impl ReaderPool {
         let _permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let conn = pool.idle.lock().map_err(|_| StoreError::Closed)?.pop();
+            let conn = pool.idle.lock().pop();
             let conn = match conn {
                 Some(c) => c,
                 None => open_connection(&pool.path, None)?,
             };
             let result = f(&conn).map_err(StoreError::from);
-            if let Ok(mut idle) = pool.idle.lock() {
+            {
+                let mut idle = pool.idle.lock();
                 idle.push(conn);
             }
             result
