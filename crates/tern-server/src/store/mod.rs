@@ -8,7 +8,10 @@
 //! new messages, in commit order, to a [`CommitListener`] (dispatch), *before* the senders are
 //! answered: so a live push never overtakes the store, and pushes leave in seq order.
 
+#[cfg(test)]
 pub mod conformance;
+#[cfg(test)]
+mod seq_property;
 pub mod im;
 pub mod postgres;
 pub mod sqlite;

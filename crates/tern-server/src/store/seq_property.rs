@@ -1,18 +1,16 @@
-//! Property: whatever the number of concurrent senders, messages each and resends, one
+//! Property (a test module): whatever the number of concurrent senders, messages each and resends, one
 //! conversation's seqs are strictly increasing per sender, gap-free overall, and a resent
 //! client_msg_id gets its original seq back without a new row.
-
-#![allow(clippy::unwrap_used)] // a test: panicking is how it fails
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use tern_proto::{ConvId, UserId};
-use tern_server::config::{StoreConfig, Synchronous};
-use tern_server::store::conformance::{new_message, null_listener, seed_users};
-use tern_server::store::sqlite::SqliteStore;
-use tern_server::store::{Page, Store};
+use crate::config::{StoreConfig, Synchronous};
+use crate::store::conformance::{new_message, null_listener, seed_users};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Page, Store};
 
 fn run(senders: usize, per_sender: usize, resend_every: usize, max_batch: usize) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
