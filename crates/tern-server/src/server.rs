@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tern_proto::{CloseReason, Priority, ServerFrame};
+use tern_proto::CloseReason;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -13,8 +13,6 @@ use crate::api::{self, ApiState};
 use crate::auth::Auth;
 use crate::bus::nats::{NatsBus, NatsOptions};
 use crate::bus::{Bus, LocalBus};
-use crate::bus::{Control, LocalDelivery};
-use crate::cluster::NodeStatus;
 use crate::config::{Config, ConfigError};
 use crate::dispatch::{AggregateConfig, Dispatcher, Registry};
 use crate::gateway::Gateway;
@@ -24,7 +22,6 @@ use crate::logic::push::PushService;
 use crate::store::Store;
 use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
-use crate::wire::OutFrame;
 
 /// Start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,21 +114,8 @@ impl Server {
         let logic = Arc::new(Logic::new(store.clone(), auth, &cfg, dispatcher.clone()));
         logic.load().await.map_err(|e| StartError::Store(e.message))?;
         {
-            // Changes made on other nodes: sessions ended there, rooms moved to another area.
             let (logic, registry) = (Arc::clone(&logic), Arc::clone(&registry));
-            bus.on_control(Arc::new(move |control| {
-                logic.apply_control(&control);
-                match &control {
-                    Control::SessionCutoff { user, device, .. } => {
-                        let closed = registry.kick_user(*user, device.as_ref(), CloseReason::AuthFailed);
-                        tracing::info!(user_id = user.0, closed, "sessions ended on another node");
-                    }
-                    Control::RoomArea { room, area } => registry.set_area(room, area),
-                    Control::PresenceDelta { .. }
-                    | Control::PresenceResync { .. }
-                    | Control::PresenceSnapshot { .. } => {}
-                }
-            }));
+            bus.on_control(Arc::new(move |control| logic.apply_control(&control, &registry)));
         }
         let push = Arc::new(
             PushService::new(logic.clone(), store, dispatcher.clone(), cfg.push.clone())
@@ -147,7 +131,7 @@ impl Server {
             cfg.push.qos1_ttl_ms,
             shutdown.clone(),
         ));
-        let online_task = tokio::spawn(announce_online(
+        let online_task = tokio::spawn(crate::dispatch::announce_online(
             registry.clone(),
             Duration::from_millis(cfg.rooms.online_interval_ms),
             shutdown.clone(),
@@ -155,11 +139,11 @@ impl Server {
         let mut tasks = Vec::new();
         // Only a cluster has anyone to tell (the embedded bus would drop every status).
         if !cfg.cluster.nats_url.is_empty() {
-            tasks.push(tokio::spawn(share_status(
+            tasks.push(tokio::spawn(crate::logic::nodes::share_status(
                 registry.clone(),
                 Arc::clone(logic.presence()),
                 bus.clone(),
-                own_status(&cfg, http_addr, tcp_addr),
+                crate::logic::nodes::own_status(&cfg, http_addr, tcp_addr),
                 Duration::from_millis(cfg.cluster.status_interval_ms),
                 shutdown.clone(),
             )));
@@ -328,73 +312,4 @@ async fn refuse_tcp(mut stream: tokio::net::TcpStream, refusal: crate::gateway::
     let frame = tern_proto::Codec::MsgPack.encode_prefixed(&close);
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
     let _ = stream.shutdown().await;
-}
-
-/// Tells every room its online count, periodically, on the low lane.
-async fn announce_online(registry: Arc<Registry>, every: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        // Each node tells its own members the count over the whole cluster.
-        for r in registry.local_rooms() {
-            let count = registry.room_online(&r.room);
-            let frame = OutFrame::new(ServerFrame::Online { room: r.room.clone(), count });
-            registry.deliver(&crate::bus::Envelope {
-                target: crate::bus::Target::Room(r.room),
-                frame,
-                priority: Priority::Low,
-            });
-        }
-    }
-}
-
-/// This node's status, less the numbers (filled in each time it is shared).
-fn own_status(cfg: &Config, http: SocketAddr, tcp: SocketAddr) -> NodeStatus {
-    let ws =
-        if cfg.server.advertise_ws.is_empty() { format!("ws://{http}/v1/ws") } else { cfg.server.advertise_ws.clone() };
-    let tcp = if cfg.server.advertise_tcp.is_empty() { tcp.to_string() } else { cfg.server.advertise_tcp.clone() };
-    NodeStatus {
-        node: cfg.cluster.node_id,
-        ws,
-        tcp,
-        connections: 0,
-        draining: false,
-        rooms: Vec::new(),
-        presence_epoch: 0,
-        presence_seq: 0,
-    }
-}
-
-/// Tells the other nodes this node's load, rooms and presence numbering every `every`, and once
-/// more, as draining, when it stops; and brings this node's view of the others' presence up to
-/// date with their statuses.
-async fn share_status(
-    registry: Arc<Registry>,
-    presence: Arc<crate::logic::presence::Presence>,
-    bus: Arc<dyn Bus>,
-    mut status: NodeStatus,
-    every: Duration,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let stopping = tokio::select! {
-            _ = stop.cancelled() => true,
-            _ = tick.tick() => false,
-        };
-        status.connections = registry.local_total();
-        status.rooms = registry.local_rooms();
-        status.draining = stopping || registry.draining();
-        (status.presence_epoch, status.presence_seq) = presence.position();
-        bus.share_status(&status);
-        presence.reconcile(&registry.peers().live());
-        if stopping {
-            return;
-        }
-    }
 }

@@ -12,16 +12,20 @@
 mod aggregate;
 mod lanes;
 mod registry;
+mod router;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use aggregate::AggregateConfig;
 pub use lanes::{Lanes, Offer, Taken};
 pub use registry::{ConnHandle, Owner, Registry, RegistryStats};
+pub use router::Router;
 use tern_proto::{Priority, Push, ServerFrame};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, Envelope, Target};
+use crate::bus::{Bus, Envelope, LocalDelivery, Target};
 use crate::store::{CommitListener, Committed};
 use crate::wire::OutFrame;
 
@@ -92,6 +96,28 @@ impl CommitListener for Dispatcher {
             let frame = OutFrame::new(ServerFrame::Msg(c.message.clone()));
             // Stored messages must arrive: the high lane, never dropped.
             self.bus.publish(Envelope { target, frame, priority: Priority::High });
+        }
+    }
+}
+
+/// Tells every room its online count, periodically, on the low lane.
+pub async fn announce_online(registry: Arc<Registry>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // Each node tells its own members the count over the whole cluster.
+        for r in registry.local_rooms() {
+            let count = registry.room_online(&r.room);
+            let frame = OutFrame::new(ServerFrame::Online { room: r.room.clone(), count });
+            registry.deliver(&crate::bus::Envelope {
+                target: crate::bus::Target::Room(r.room),
+                frame,
+                priority: Priority::Low,
+            });
         }
     }
 }

@@ -24,7 +24,6 @@ use super::transport::{FrameIo, ReadError};
 use super::unacked::{Expiry, Unacked};
 use super::{Admitted, Gateway};
 use crate::auth::{Identity, Principal};
-use crate::bus::Interest;
 use crate::dispatch::{ConnHandle, Lanes, Owner};
 use crate::error::Error;
 use crate::logic::bucket::Bucket;
@@ -164,11 +163,7 @@ fn lifetime<T: FrameIo>(
         };
         conn.lanes.close();
         if let Some(handle) = registered {
-            conn.gw.registry.deregister(&handle, conn.room.as_deref());
-            conn.gw.bus.unsubscribe(interest_of(&handle));
-            if let Some(room) = conn.room.take() {
-                conn.gw.bus.unsubscribe(Interest::Room(room));
-            }
+            conn.gw.router.detach(&handle, conn.room.take());
             if let Owner::User(user) = handle.owner {
                 conn.gw.logic.presence().disconnected(user);
             }
@@ -205,10 +200,9 @@ impl<T: FrameIo> Conn<T> {
         let handle = ConnHandle::new(self.conn_id, owner, principal.device_id().clone(), Arc::clone(&self.lanes));
         // Register before reading what was missed: a message committed from here on is queued
         // for us, one committed before is in the store; overlaps are dropped by seq.
-        self.gw.registry.register(handle.clone());
         *registered = Some(handle.clone());
-        // In a cluster, also wait until deliveries from the other nodes reach this one.
-        Arc::clone(&self.gw.bus).subscribe(interest_of(&handle)).await;
+        // In a cluster, also waits until deliveries from the other nodes reach this one.
+        self.gw.router.attach(&handle).await;
         if let Some(identity) = principal.user() {
             self.gw.logic.presence().connected(identity.user_id);
         }
@@ -587,27 +581,13 @@ impl<T: FrameIo> Conn<T> {
                     self.out.push(error_frame(id, e));
                     return Ok(());
                 }
-                // One room per connection: joining another is a switch (leave, then enter).
-                let entering = self.room.as_deref() != Some(room.as_str());
-                if let Some(old) = self.room.take_if(|r| *r != room) {
-                    self.gw.registry.leave(&old, self.conn_id);
-                    self.gw.bus.unsubscribe(Interest::Room(old));
-                }
                 let area = self.gw.logic.room_area(&room);
-                let online = self.gw.registry.join(&room, &area, handle) + self.gw.registry.peers().room_online(&room);
-                if entering {
-                    Arc::clone(&self.gw.bus).subscribe(Interest::Room(room.clone())).await;
-                }
+                let online = self.gw.router.enter_room(handle, &mut self.room, room.clone(), &area).await;
                 tracing::debug!(%room, %area, online, "joined room");
-                self.room = Some(room.clone());
                 self.out.push(OutFrame::new(ServerFrame::Joined { id, room, area, online }));
             }
             ClientFrame::Leave { id } => {
-                let room = self.room.take();
-                if let Some(r) = &room {
-                    self.gw.registry.leave(r, self.conn_id);
-                    self.gw.bus.unsubscribe(Interest::Room(r.clone()));
-                }
+                let room = self.gw.router.leave_room(self.conn_id, &mut self.room);
                 self.out.push(OutFrame::new(ServerFrame::Left { id, room }));
             }
             ClientFrame::Auth { .. } => {}
@@ -745,14 +725,6 @@ fn kicked_message(reason: CloseReason) -> String {
             "the session ended (logout, password change or account disabled); log in again".into()
         }
         other => other.as_str().replace('_', " "),
-    }
-}
-
-/// What a connection makes this node want deliveries of.
-fn interest_of(handle: &ConnHandle) -> Interest {
-    match handle.owner {
-        Owner::User(user) => Interest::User(user),
-        Owner::Device => Interest::Device(handle.device_id.clone()),
     }
 }
 

@@ -25,15 +25,14 @@ pub use unacked::RetryPolicy;
 
 use crate::bus::Bus;
 use crate::config::GatewayConfig;
-use crate::dispatch::Registry;
+use crate::dispatch::{Registry, Router};
 use crate::logic::Logic;
 
 /// Shared state of all connections on this node.
 pub struct Gateway {
     logic: Arc<Logic>,
-    registry: Arc<Registry>,
-    /// Told which users, devices and rooms have connections here (cluster routing).
-    bus: Arc<dyn Bus>,
+    /// Where connections are: the registry and the bus interests, changed together.
+    router: Router,
     cfg: GatewayConfig,
     shutdown: CancellationToken,
     next_conn: AtomicU64,
@@ -66,8 +65,7 @@ impl Gateway {
         Self {
             retry,
             logic,
-            registry,
-            bus,
+            router: Router::new(registry, bus),
             cfg,
             shutdown,
             next_conn: AtomicU64::new(1),
@@ -102,7 +100,7 @@ impl Gateway {
 
     /// The connection registry.
     pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+        self.router.registry()
     }
 
     /// How many connections closed for each reason since start.

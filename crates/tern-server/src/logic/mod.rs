@@ -8,6 +8,7 @@ pub(crate) mod bucket;
 pub mod conversations;
 pub mod groups;
 pub(crate) mod ids;
+pub mod nodes;
 pub mod presence;
 pub mod push;
 pub mod sessions;
@@ -204,23 +205,6 @@ impl Logic {
         }
         self.dispatcher.broadcast(crate::bus::Control::RoomArea { room: room.to_owned(), area: area.to_owned() });
         Ok(())
-    }
-
-    /// Applies another node's change to what this node holds in memory (the store has it
-    /// already); the caller closes sockets or moves rooms in the registry.
-    pub fn apply_control(&self, control: &crate::bus::Control) {
-        match control {
-            crate::bus::Control::SessionCutoff { user, device, after_ms } => {
-                self.auth.set_cutoff(*user, device.clone(), *after_ms);
-            }
-            crate::bus::Control::RoomArea { room, area } => {
-                let mut m = self.room_areas.lock();
-                m.insert(room.clone(), area.clone());
-            }
-            crate::bus::Control::PresenceDelta { .. }
-            | crate::bus::Control::PresenceResync { .. }
-            | crate::bus::Control::PresenceSnapshot { .. } => self.presence.apply(control),
-        }
     }
 
     /// Issues a token for an anonymous device: a new device id, or the same one when `current`

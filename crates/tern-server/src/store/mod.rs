@@ -10,10 +10,10 @@
 
 #[cfg(test)]
 pub mod conformance;
-#[cfg(test)]
-mod seq_property;
 pub mod im;
 pub mod postgres;
+#[cfg(test)]
+mod seq_property;
 pub mod sqlite;
 
 use std::future::Future;

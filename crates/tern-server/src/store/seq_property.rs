@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use proptest::prelude::*;
-use tern_proto::{ConvId, UserId};
 use crate::config::{StoreConfig, Synchronous};
 use crate::store::conformance::{new_message, null_listener, seed_users};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Page, Store};
+use proptest::prelude::*;
+use tern_proto::{ConvId, UserId};
 
 fn run(senders: usize, per_sender: usize, resend_every: usize, max_batch: usize) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
