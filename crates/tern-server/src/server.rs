@@ -19,6 +19,7 @@ use crate::gateway::Gateway;
 use crate::gateway::transport::tcp::TcpIo;
 use crate::logic::Logic;
 use crate::logic::push::PushService;
+use crate::logic::rules::ImRules;
 use crate::store::Store;
 use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
@@ -94,7 +95,7 @@ impl Server {
         let dispatcher = Arc::new(Dispatcher::new(bus.clone(), aggregate));
         let store: Arc<dyn Store> = if cfg.store.postgres_url.is_empty() {
             Arc::new(
-                SqliteStore::open(&cfg.server.data_dir, &cfg.store, dispatcher.clone())
+                SqliteStore::open(&cfg.server.data_dir, &cfg.store, dispatcher.clone(), ImRules::shared())
                     .map_err(|e| StartError::Store(e.to_string()))?,
             )
         } else {
@@ -105,7 +106,9 @@ impl Server {
                 schema: Some(cfg.store.postgres_schema.clone()).filter(|s| !s.is_empty()),
             };
             Arc::new(
-                PostgresStore::open(&opts, dispatcher.clone()).await.map_err(|e| StartError::Store(e.to_string()))?,
+                PostgresStore::open(&opts, dispatcher.clone(), ImRules::shared())
+                    .await
+                    .map_err(|e| StartError::Store(e.to_string()))?,
             )
         };
         let secret = Auth::load_secret(&cfg.auth.token_secret, &cfg.server.data_dir)

@@ -11,6 +11,7 @@ pub(crate) mod ids;
 pub mod nodes;
 pub mod presence;
 pub mod push;
+pub mod rules;
 pub mod sessions;
 pub mod social;
 

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tern_proto::{Body, ConvId, ErrorCode, GroupId, Message, Role, UserId};
+use tern_proto::{Body, ConvId, GroupId, Message, Role, UserId};
 
 use super::NewMessage;
 use crate::error::Error;
@@ -205,20 +205,6 @@ impl GroupState {
     pub fn role_of(&self, user: UserId) -> Option<Role> {
         self.members.get(&user).map(|m| m.role)
     }
-
-    /// Whether `user` may send into the group now. The one rule used by every engine's send path.
-    pub fn may_send(&self, user: UserId, now: u64) -> Result<(), Error> {
-        let Some(member) = self.members.get(&user).filter(|_| !self.info.dissolved) else {
-            return Err(Error::not_found("conversation not found"));
-        };
-        if member.muted_until > now {
-            return Err(Error::new(ErrorCode::Muted, "you are muted in this group"));
-        }
-        if self.info.muted_all && member.role == Role::Member {
-            return Err(Error::new(ErrorCode::Muted, "this group is muted: only the owner and admins may send"));
-        }
-        Ok(())
-    }
 }
 
 /// Two users and what each has set towards the other.
@@ -234,18 +220,6 @@ pub struct PairState {
     pub ab: Relation,
     /// What `b` set towards `a`.
     pub ba: Relation,
-}
-
-/// Whether `sender` may send a 1:1 message to a user whose policy is `policy` and who has set
-/// `towards_sender`. The one rule used by every engine's send path.
-pub fn may_message(policy: DmPolicy, towards_sender: &Relation) -> Result<(), Error> {
-    if towards_sender.blocked {
-        return Err(Error::new(ErrorCode::Blocked, "this user does not accept your messages"));
-    }
-    if policy == DmPolicy::Friends && !towards_sender.friend {
-        return Err(Error::new(ErrorCode::NotFriends, "this user accepts messages from friends only"));
-    }
-    Ok(())
 }
 
 /// What a transaction locks and loads.

@@ -50,6 +50,17 @@ pub enum StoreError {
     Denied(crate::error::Error),
 }
 
+/// The send rules the engines apply when they append a client's message — at commit time, where
+/// no block, kick or mute can slip in between check and write. The rules are logic's
+/// (`logic::rules::ImRules`); the store only asks them.
+pub trait SendRules: Send + Sync + 'static {
+    /// May a 1:1 message reach a user whose policy is `policy` and who has set `towards_sender`?
+    fn direct(&self, policy: im::DmPolicy, towards_sender: &im::Relation) -> Result<(), crate::error::Error>;
+
+    /// May `user` send into `group` at `now` (ms)?
+    fn group(&self, group: &im::GroupState, user: UserId, now: u64) -> Result<(), crate::error::Error>;
+}
+
 /// How a store failure reads to a client: a refusal by the rules as it was, the engine's
 /// troubles as `unavailable` (with a retry hint) or `internal`, logged here once.
 impl From<StoreError> for crate::error::Error {

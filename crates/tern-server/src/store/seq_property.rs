@@ -17,7 +17,9 @@ fn run(senders: usize, per_sender: usize, resend_every: usize, max_batch: usize)
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let cfg = StoreConfig { synchronous: Synchronous::Normal, max_batch, readers: 2, ..StoreConfig::default() };
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path(), &cfg, null_listener()).unwrap());
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(dir.path(), &cfg, null_listener(), crate::logic::rules::ImRules::shared()).unwrap(),
+        );
         // The 1:1 send path checks the recipient exists: users 1 and 2.
         assert_eq!(seed_users(&*store, 2).await, vec![UserId(1), UserId(2)]);
         let conv = ConvId::direct(UserId(1), UserId(2));

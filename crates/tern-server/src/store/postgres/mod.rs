@@ -32,11 +32,11 @@ use tokio_postgres::{GenericClient, NoTls, Row};
 
 use super::im::{
     ConvSummary, Decide, DmPolicy, Effect, GroupRecord, GroupState, JoinPolicy, JoinRequest, MemberRecord, PairState,
-    Profile, ProfileUpdate, Relation, RelationRow, Scope, Snapshot, UNREAD_CAP, like_prefix, may_message, parse_role,
-    relation_rows, role_str,
+    Profile, ProfileUpdate, Relation, RelationRow, Scope, Snapshot, UNREAD_CAP, like_prefix, parse_role, relation_rows,
+    role_str,
 };
 use super::{
-    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
+    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page, SendRules,
     SessionCutoff, Store, StoreError, StoreHealth, UserRecord,
 };
 
@@ -130,7 +130,11 @@ pub(super) async fn lock_convs(
 impl PostgresStore {
     /// Connects, migrates the schema and starts the writer task, which hands every commit to
     /// `listener`.
-    pub async fn open(opts: &PgOptions, listener: Arc<dyn CommitListener>) -> Result<Self, StoreError> {
+    pub async fn open(
+        opts: &PgOptions,
+        listener: Arc<dyn CommitListener>,
+        rules: &'static dyn SendRules,
+    ) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config =
             opts.url.parse().map_err(|e| StoreError::Backend(format!("bad PostgreSQL URL: {e}")))?;
         if config.get_application_name().is_none() {
@@ -155,7 +159,7 @@ impl PostgresStore {
         // connections — backpressure reaches the clients instead of memory growing.
         let (tx, rx) = mpsc::channel(opts.max_batch * 8);
         let health = Arc::new(StoreHealth::default());
-        let writer = Writer::new(pool.clone(), listener, Arc::clone(&health));
+        let writer = Writer::new(pool.clone(), listener, rules, Arc::clone(&health));
         tokio::spawn(writer.run(rx, opts.max_batch.max(1)));
         Ok(Self { pool, writes: tx, health })
     }

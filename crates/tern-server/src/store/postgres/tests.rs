@@ -42,7 +42,10 @@ async fn postgres_store_passes_the_conformance_suite() {
     conformance::run_all(&mut |listener| {
         let opts = fresh(&url);
         schemas.lock().push(opts.schema.clone().unwrap());
-        Box::pin(async move { Arc::new(PostgresStore::open(&opts, listener).await.unwrap()) as Arc<dyn Store> })
+        Box::pin(async move {
+            Arc::new(PostgresStore::open(&opts, listener, crate::logic::rules::ImRules::shared()).await.unwrap())
+                as Arc<dyn Store>
+        })
     })
     .await;
     for s in schemas.into_inner() {
@@ -60,7 +63,8 @@ async fn three_nodes_writing_one_conversation_share_one_gap_free_sequence() {
         let opts = opts.clone();
         async move {
             let recorder = Arc::new(Recorder::default());
-            let store = PostgresStore::open(&opts, recorder.clone()).await.unwrap();
+            let store =
+                PostgresStore::open(&opts, recorder.clone(), crate::logic::rules::ImRules::shared()).await.unwrap();
             (Arc::new(store) as Arc<dyn Store>, recorder)
         }
     }))
@@ -75,16 +79,19 @@ async fn a_database_from_a_newer_build_is_refused_and_reopening_keeps_data() {
     let opts = fresh(&url);
     let conv = ConvId::direct(UserId(1), UserId(2));
     {
-        let store = PostgresStore::open(&opts, conformance::null_listener()).await.unwrap();
+        let store = PostgresStore::open(&opts, conformance::null_listener(), crate::logic::rules::ImRules::shared())
+            .await
+            .unwrap();
         assert_eq!(conformance::seed_users(&store, 2).await, vec![UserId(1), UserId(2)]);
         let t = store.append(conformance::new_message(conv, UserId(1), "c1")).await.unwrap();
         assert_eq!(t.await.unwrap().unwrap().message.seq, 1);
     }
-    let store = PostgresStore::open(&opts, conformance::null_listener()).await.unwrap();
+    let store =
+        PostgresStore::open(&opts, conformance::null_listener(), crate::logic::rules::ImRules::shared()).await.unwrap();
     let t = store.append(conformance::new_message(conv, UserId(2), "c2")).await.unwrap();
     assert_eq!(t.await.unwrap().unwrap().message.seq, 2, "seq continues after reopening");
     store.execute("UPDATE tern_schema SET version = 99", &[]).await.unwrap();
-    match PostgresStore::open(&opts, conformance::null_listener()).await {
+    match PostgresStore::open(&opts, conformance::null_listener(), crate::logic::rules::ImRules::shared()).await {
         Err(StoreError::Backend(m)) => assert!(m.contains("schema version 99"), "{m}"),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a newer schema was accepted"),

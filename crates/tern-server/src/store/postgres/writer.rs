@@ -8,12 +8,19 @@ pub(super) const BATCH_ATTEMPTS: u32 = 5;
 pub(super) struct Writer {
     pool: Pool,
     listener: Arc<dyn CommitListener>,
+    /// Who may send where (logic's rules).
+    rules: &'static dyn SendRules,
     health: Arc<StoreHealth>,
 }
 
 impl Writer {
-    pub(super) fn new(pool: Pool, listener: Arc<dyn CommitListener>, health: Arc<StoreHealth>) -> Self {
-        Self { pool, listener, health }
+    pub(super) fn new(
+        pool: Pool,
+        listener: Arc<dyn CommitListener>,
+        rules: &'static dyn SendRules,
+        health: Arc<StoreHealth>,
+    ) -> Self {
+        Self { pool, listener, rules, health }
     }
 }
 
@@ -185,11 +192,11 @@ impl Writer {
                     None => Ok(()),
                     Some(to) => match dm.get(&(to, msg.from)) {
                         None => Err(crate::error::Error::not_found(format!("user {to} does not exist"))),
-                        Some((policy, relation)) => may_message(*policy, relation),
+                        Some((policy, relation)) => self.rules.direct(*policy, relation),
                     },
                 },
                 ConvId::Group(g) => match groups.get(&g).and_then(Option::as_ref) {
-                    Some(group) => group.may_send(msg.from, now),
+                    Some(group) => self.rules.group(group, msg.from, now),
                     None => Err(crate::error::Error::not_found("conversation not found")),
                 },
                 ConvId::User(_) => Ok(()),

@@ -19,11 +19,11 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::im::{
     ConvSummary, Decide, DmPolicy, Effect, GroupRecord, GroupState, JoinPolicy, JoinRequest, MemberRecord, PairState,
-    Profile, ProfileUpdate, Relation, RelationRow, Scope, Snapshot, UNREAD_CAP, like_prefix, may_message, parse_role,
-    relation_rows, role_str,
+    Profile, ProfileUpdate, Relation, RelationRow, Scope, Snapshot, UNREAD_CAP, like_prefix, parse_role, relation_rows,
+    role_str,
 };
 use super::{
-    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
+    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page, SendRules,
     SessionCutoff, Store, StoreError, StoreHealth, UserRecord,
 };
 use crate::clock::now_ms;
@@ -116,7 +116,12 @@ pub(super) fn open_connection(path: &Path, sync: Option<Synchronous>) -> Result<
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`, starts the writer thread, and hands every
     /// commit to `listener`.
-    pub fn open(dir: &Path, cfg: &StoreConfig, listener: Arc<dyn CommitListener>) -> Result<Self, StoreError> {
+    pub fn open(
+        dir: &Path,
+        cfg: &StoreConfig,
+        listener: Arc<dyn CommitListener>,
+        rules: &'static dyn SendRules,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("tern.db");
@@ -142,7 +147,7 @@ impl SqliteStore {
         let writer_health = Arc::clone(&health);
         std::thread::Builder::new()
             .name("tern-store-writer".into())
-            .spawn(move || Writer::new(conn, listener, restart_wal, writer_health).run(rx, max_batch))
+            .spawn(move || Writer::new(conn, listener, rules, restart_wal, writer_health).run(rx, max_batch))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         let readers = Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()), permits: Semaphore::new(cfg.readers) });
         Ok(Self { writes: tx, readers, _checkpointer: checkpointer, health })

@@ -6,7 +6,8 @@ async fn sqlite_store_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     conformance::run_all(&mut |listener| {
         let path = dir.path().join(format!("db-{}", rand::random::<u32>()));
-        let store = SqliteStore::open(&path, &StoreConfig::default(), listener).unwrap();
+        let store = SqliteStore::open(&path, &StoreConfig::default(), listener, crate::logic::rules::ImRules::shared())
+            .unwrap();
         Box::pin(async move { Arc::new(store) as Arc<dyn Store> })
     })
     .await;
@@ -27,7 +28,13 @@ async fn a_version_2_data_directory_is_migrated_with_its_conversations() {
         )
         .unwrap();
     }
-    let store = SqliteStore::open(dir.path(), &StoreConfig::default(), conformance::null_listener()).unwrap();
+    let store = SqliteStore::open(
+        dir.path(),
+        &StoreConfig::default(),
+        conformance::null_listener(),
+        crate::logic::rules::ImRules::shared(),
+    )
+    .unwrap();
     let conv = ConvId::direct(UserId(1), UserId(2));
     assert_eq!(store.conversations_of(UserId(2)).await.unwrap(), vec![(conv, 1, 1)]);
     let list = store.conversation_list(UserId(2)).await.unwrap();
@@ -54,7 +61,13 @@ async fn a_version_2_data_directory_is_migrated_with_its_conversations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_unavailable_and_unhealthy_until_writes_succeed_again() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), &StoreConfig::default(), conformance::null_listener()).unwrap();
+    let store = SqliteStore::open(
+        dir.path(),
+        &StoreConfig::default(),
+        conformance::null_listener(),
+        crate::logic::rules::ImRules::shared(),
+    )
+    .unwrap();
     let users = conformance::seed_users(&store, 2).await;
     let conv = ConvId::direct(users[0], users[1]);
     let pages: i64 = store.readers.run(|c| c.query_row("PRAGMA page_count", [], |r| r.get(0))).await.unwrap();
@@ -84,14 +97,26 @@ async fn committed_messages_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let conv = ConvId::direct(UserId(1), UserId(2));
     {
-        let store = SqliteStore::open(dir.path(), &StoreConfig::default(), conformance::null_listener()).unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            &StoreConfig::default(),
+            conformance::null_listener(),
+            crate::logic::rules::ImRules::shared(),
+        )
+        .unwrap();
         assert_eq!(conformance::seed_users(&store, 2).await, vec![UserId(1), UserId(2)]);
         for i in 0..3 {
             let t = store.append(conformance::new_message(conv, UserId(1), &format!("c{i}"))).await.unwrap();
             t.await.unwrap().unwrap();
         }
     }
-    let store = SqliteStore::open(dir.path(), &StoreConfig::default(), conformance::null_listener()).unwrap();
+    let store = SqliteStore::open(
+        dir.path(),
+        &StoreConfig::default(),
+        conformance::null_listener(),
+        crate::logic::rules::ImRules::shared(),
+    )
+    .unwrap();
     let t = store.append(conformance::new_message(conv, UserId(2), "next")).await.unwrap();
     assert_eq!(t.await.unwrap().unwrap().message.seq, 4, "seq continues after reopen");
     let dup = store.append(conformance::new_message(conv, UserId(1), "c1")).await.unwrap();

@@ -17,16 +17,19 @@ impl Writer {
     pub(super) fn new(
         conn: Connection,
         listener: Arc<dyn CommitListener>,
+        rules: &'static dyn SendRules,
         restart_wal: Arc<AtomicBool>,
         health: Arc<StoreHealth>,
     ) -> Self {
-        Self { conn, listener, caches: Caches::default(), restart_wal, health }
+        let caches = Caches { rules, seqs: HashMap::new(), groups: HashMap::new(), direct: HashMap::new() };
+        Self { conn, listener, caches, restart_wal, health }
     }
 }
 
 /// What the writer keeps in memory; apart from the connection so a transaction can borrow both.
-#[derive(Default)]
 pub(super) struct Caches {
+    /// Who may send where (logic's rules).
+    rules: &'static dyn SendRules,
     /// Last seq per conversation, loaded on first use. Only the writer assigns seqs, so the
     /// cache is the truth once loaded; it is dropped whenever a commit fails.
     seqs: HashMap<ConvId, u64>,
@@ -434,7 +437,7 @@ impl Caches {
                     return Ok(Ok(()));
                 };
                 if let Some((policy, relation)) = self.direct.get(&(to, msg.from)) {
-                    return Ok(may_message(*policy, relation));
+                    return Ok(self.rules.direct(*policy, relation));
                 }
                 // Two primary-key probes on a miss. (One LEFT JOIN with the peer bound in its ON
                 // clause was re-prepared by SQLite on every execution: measured at a quarter of
@@ -447,14 +450,15 @@ impl Caches {
                     return Ok(Err(crate::error::Error::not_found(format!("user {to} does not exist"))));
                 };
                 let rule = (DmPolicy::parse(&policy), load_relation(tx, to, msg.from)?);
-                let verdict = may_message(rule.0, &rule.1);
+                let verdict = self.rules.direct(rule.0, &rule.1);
                 self.direct.insert((to, msg.from), rule);
                 Ok(verdict)
             }
             ConvId::Group(g) => {
                 let now = crate::clock::now_ms();
+                let rules = self.rules;
                 Ok(match self.group(tx, g)? {
-                    Some(group) => group.state.may_send(msg.from, now),
+                    Some(group) => rules.group(&group.state, msg.from, now),
                     None => Err(crate::error::Error::not_found("conversation not found")),
                 })
             }
