@@ -18,13 +18,13 @@ fuzz_target!(|data: &[u8]| {
         max_missed_heartbeats: 2,
     };
     let mut now = Instant::now();
-    let mut s = ServerSession::new(now, config);
+    let mut s = ServerSession::new(now, &config);
     let mut authenticate_answered = false;
     let mut closed_with = None;
     for pair in data.chunks(2) {
         let (op, arg) = (pair[0], pair.get(1).copied().unwrap_or(0));
         let before = s.phase();
-        let deadline = s.poll_timeout();
+        let deadline = s.poll_timeout(&config);
         let verdict = match op % 7 {
             0 => Some(s.on_frame(now, &ClientFrame::Auth {
                 token: String::new(),
@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
             }
             5 => {
                 now += Duration::from_millis(u64::from(arg) * 10);
-                let fired = s.handle_timeout(now);
+                let fired = s.handle_timeout(&config, now);
                 if let Some(reason) = fired {
                     assert!(deadline.is_some_and(|d| now >= d), "timeout {reason:?} before its deadline");
                 } else if let (Some(d), Phase::AwaitingAuth | Phase::Authenticating | Phase::Active) = (deadline, before) {
@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
             Phase::Active => assert!(authenticate_answered, "active without authenticating"),
             Phase::Closed(reason) => {
                 assert_eq!(*closed_with.get_or_insert(reason), reason, "the close reason changed");
-                assert!(s.poll_timeout().is_none());
+                assert!(s.poll_timeout(&config).is_none());
                 if let Some(v) = verdict {
                     assert_eq!(v, Verdict::Close(reason));
                 }

@@ -12,14 +12,19 @@
 //!   binary) and the length-prefixed stream framing used over raw TCP.
 //! - [`ws`] — WebSocket framing (RFC 6455), the server's side: masked client frames in,
 //!   unmasked server frames out.
-//! - [`session`] — the server-side connection state machine: auth deadline and heartbeat.
+//! - [`conn`] — one server-side connection's whole protocol as a state machine (auth, catch-up,
+//!   ACK retries, in-flight cap, rates, heartbeat, rooms), driven by every transport.
+//! - [`session`] — the connection's timers: auth deadline and heartbeat.
+//! - [`rate`] — a token bucket with time passed in.
 //! - [`inbox`] — the client-side per-conversation ordering and dedup tracker (what a device has
 //!   seen, what it must fetch), shared by the SDK and usable by any other client.
 
 pub mod codec;
+pub mod conn;
 pub mod frame;
 pub mod ids;
 pub mod inbox;
+pub mod rate;
 pub mod session;
 pub mod ws;
 

@@ -1,9 +1,10 @@
 //! The server side of one connection as a state machine, without I/O.
 //!
-//! The gateway feeds it what happened (a frame arrived, authentication finished, time passed) and
-//! asks it what to do. It owns the two timers every connection has — the auth deadline and the
-//! heartbeat deadline — so they are tested in virtual time and behave the same on every
-//! transport.
+//! The connection core ([`crate::conn`]) feeds it what happened (a frame arrived,
+//! authentication finished, time passed) and asks it what to do. It owns the two timers every
+//! connection has — the auth deadline and the heartbeat deadline — so they are tested in virtual
+//! time and behave the same on every transport. The settings are passed in where they are needed
+//! rather than kept: every connection has one of these.
 
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,6 @@ pub enum Verdict {
 /// The per-connection protocol state.
 #[derive(Debug)]
 pub struct ServerSession {
-    config: SessionConfig,
     phase: Phase,
     auth_deadline: Instant,
     last_seen: Instant,
@@ -55,8 +55,8 @@ pub struct ServerSession {
 
 impl ServerSession {
     /// A session for a connection accepted at `now`.
-    pub fn new(now: Instant, config: SessionConfig) -> Self {
-        Self { config, phase: Phase::AwaitingAuth, auth_deadline: now + config.auth_timeout, last_seen: now }
+    pub fn new(now: Instant, config: &SessionConfig) -> Self {
+        Self { phase: Phase::AwaitingAuth, auth_deadline: now + config.auth_timeout, last_seen: now }
     }
 
     /// The current phase.
@@ -118,28 +118,29 @@ impl ServerSession {
     }
 
     /// The next instant at which [`handle_timeout`](Self::handle_timeout) must be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self, config: &SessionConfig) -> Option<Instant> {
         match self.phase {
             Phase::AwaitingAuth | Phase::Authenticating => Some(self.auth_deadline),
-            Phase::Active => Some(self.last_seen + self.silence_limit()),
+            Phase::Active => Some(self.last_seen + silence_limit(config)),
             Phase::Closed(_) => None,
         }
     }
 
     /// Time passed; returns the close reason if a deadline expired.
-    pub fn handle_timeout(&mut self, now: Instant) -> Option<CloseReason> {
+    pub fn handle_timeout(&mut self, config: &SessionConfig, now: Instant) -> Option<CloseReason> {
         let reason = match self.phase {
             Phase::AwaitingAuth | Phase::Authenticating if now >= self.auth_deadline => CloseReason::AuthTimeout,
-            Phase::Active if now >= self.last_seen + self.silence_limit() => CloseReason::HeartbeatTimeout,
+            Phase::Active if now >= self.last_seen + silence_limit(config) => CloseReason::HeartbeatTimeout,
             _ => return None,
         };
         self.close(reason);
         Some(reason)
     }
+}
 
-    fn silence_limit(&self) -> Duration {
-        self.config.heartbeat * self.config.max_missed_heartbeats.max(1)
-    }
+/// How long an active connection may stay silent.
+fn silence_limit(config: &SessionConfig) -> Duration {
+    config.heartbeat * config.max_missed_heartbeats.max(1)
 }
 
 #[cfg(test)]
@@ -159,28 +160,28 @@ mod tests {
     #[test]
     fn silent_new_connection_times_out_at_the_auth_deadline() {
         let t0 = Instant::now();
-        let mut s = ServerSession::new(t0, CFG);
-        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
-        assert_eq!(s.handle_timeout(t0 + Duration::from_millis(4999)), None);
-        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(5)), Some(CloseReason::AuthTimeout));
+        let mut s = ServerSession::new(t0, &CFG);
+        assert_eq!(s.poll_timeout(&CFG), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(s.handle_timeout(&CFG, t0 + Duration::from_millis(4999)), None);
+        assert_eq!(s.handle_timeout(&CFG, t0 + Duration::from_secs(5)), Some(CloseReason::AuthTimeout));
         assert_eq!(s.phase(), Phase::Closed(CloseReason::AuthTimeout));
-        assert_eq!(s.poll_timeout(), None);
+        assert_eq!(s.poll_timeout(&CFG), None);
     }
 
     #[test]
     fn bytes_without_auth_do_not_extend_the_auth_deadline() {
         let t0 = Instant::now();
-        let mut s = ServerSession::new(t0, CFG);
+        let mut s = ServerSession::new(t0, &CFG);
         s.on_activity(t0 + Duration::from_secs(4));
-        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(5)), Some(CloseReason::AuthTimeout));
+        assert_eq!(s.handle_timeout(&CFG, t0 + Duration::from_secs(5)), Some(CloseReason::AuthTimeout));
     }
 
     #[test]
     fn slow_token_verification_still_hits_the_auth_deadline() {
         let t0 = Instant::now();
-        let mut s = ServerSession::new(t0, CFG);
+        let mut s = ServerSession::new(t0, &CFG);
         assert_eq!(s.on_frame(t0, &auth()), Verdict::Authenticate);
-        assert_eq!(s.handle_timeout(t0 + Duration::from_secs(6)), Some(CloseReason::AuthTimeout));
+        assert_eq!(s.handle_timeout(&CFG, t0 + Duration::from_secs(6)), Some(CloseReason::AuthTimeout));
         s.auth_succeeded(t0 + Duration::from_secs(7));
         assert_eq!(s.phase(), Phase::Closed(CloseReason::AuthTimeout));
     }
@@ -188,11 +189,11 @@ mod tests {
     #[test]
     fn frames_before_auth_close_the_connection() {
         let t0 = Instant::now();
-        let mut s = ServerSession::new(t0, CFG);
+        let mut s = ServerSession::new(t0, &CFG);
         assert_eq!(s.on_frame(t0, &ClientFrame::Ping), Verdict::Close(CloseReason::AuthRequired));
-        let mut s = ServerSession::new(t0, CFG);
+        let mut s = ServerSession::new(t0, &CFG);
         assert_eq!(s.on_bad_frame(t0), Verdict::Close(CloseReason::AuthFailed));
-        let mut s = ServerSession::new(t0, CFG);
+        let mut s = ServerSession::new(t0, &CFG);
         let v2 = ClientFrame::Auth { token: "t".into(), proto: Some(2), resume: None, accept_compression: vec![] };
         assert_eq!(s.on_frame(t0, &v2), Verdict::Close(CloseReason::UnsupportedVersion));
     }
@@ -200,24 +201,24 @@ mod tests {
     #[test]
     fn heartbeat_keeps_an_active_session_alive_and_silence_closes_it() {
         let t0 = Instant::now();
-        let mut s = ServerSession::new(t0, CFG);
+        let mut s = ServerSession::new(t0, &CFG);
         s.on_frame(t0, &auth());
         s.auth_succeeded(t0);
         let mut now = t0;
         for _ in 0..10 {
             now += Duration::from_secs(29);
-            assert_eq!(s.handle_timeout(now), None);
+            assert_eq!(s.handle_timeout(&CFG, now), None);
             assert_eq!(s.on_frame(now, &ClientFrame::Ping), Verdict::Process);
         }
-        assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(30)));
-        assert_eq!(s.handle_timeout(now + Duration::from_secs(30)), Some(CloseReason::HeartbeatTimeout));
+        assert_eq!(s.poll_timeout(&CFG), Some(now + Duration::from_secs(30)));
+        assert_eq!(s.handle_timeout(&CFG, now + Duration::from_secs(30)), Some(CloseReason::HeartbeatTimeout));
         assert_eq!(s.on_frame(now, &ClientFrame::Ping), Verdict::Close(CloseReason::HeartbeatTimeout));
     }
 
     #[test]
     fn bad_frames_after_auth_keep_the_session_and_a_second_auth_closes_it() {
         let t0 = Instant::now();
-        let mut s = ServerSession::new(t0, CFG);
+        let mut s = ServerSession::new(t0, &CFG);
         s.on_frame(t0, &auth());
         s.auth_succeeded(t0);
         assert_eq!(s.on_bad_frame(t0), Verdict::Process);

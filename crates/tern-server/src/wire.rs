@@ -167,3 +167,18 @@ impl OutFrame {
         self.binary_prefixed().slice(tern_proto::codec::LEN_PREFIX..)
     }
 }
+
+/// What the connection core needs of an outbound frame.
+impl tern_proto::conn::Outbound for OutFrame {
+    fn from_frame(frame: ServerFrame) -> Arc<Self> {
+        OutFrame::new(frame)
+    }
+
+    fn frame(&self) -> &ServerFrame {
+        OutFrame::frame(self)
+    }
+
+    fn ack_id(&self) -> Option<MsgId> {
+        OutFrame::ack_id(self)
+    }
+}

@@ -217,16 +217,17 @@ impl Registry {
         }
     }
 
-    /// Puts a connection in a room (of `area`); returns the room's online count. Joining the room
-    /// one is already in is not a second enter.
-    pub fn join(&self, room: &str, area: &str, handle: &ConnHandle) -> u64 {
+    /// Puts a connection in a room (of `area`); returns the room's online count and whether this
+    /// was an enter (joining the room one is already in is not a second one).
+    pub fn join(&self, room: &str, area: &str, handle: &ConnHandle) -> (u64, bool) {
         self.rooms.with(&room.to_owned(), |m| {
             let r = m.entry(room.to_owned()).or_insert_with(|| Room { area: area.to_owned(), members: HashMap::new() });
             r.area = area.to_owned();
-            if r.members.insert(handle.conn_id, handle.clone()).is_none() {
+            let entered = r.members.insert(handle.conn_id, handle.clone()).is_none();
+            if entered {
                 self.stats.room_enters.fetch_add(1, Ordering::Relaxed);
             }
-            r.members.len() as u64
+            (r.members.len() as u64, entered)
         })
     }
 
@@ -477,8 +478,8 @@ mod tests {
         let reg = Registry::new(1000);
         let a = conn(1, Owner::Device, "d_a", 8);
         reg.register(a.handle.clone());
-        assert_eq!(reg.join("r1", "default", &a.handle), 1);
-        assert_eq!(reg.join("r1", "default", &a.handle), 1);
+        assert_eq!(reg.join("r1", "default", &a.handle).0, 1);
+        assert_eq!(reg.join("r1", "default", &a.handle).0, 1);
         assert_eq!(reg.stats().room_enters.load(Ordering::Relaxed), 1);
         reg.leave("r1", a.handle.conn_id);
         reg.join("r2", "default", &a.handle);

@@ -43,29 +43,24 @@ impl Router {
         }
     }
 
-    /// Puts a connection in `room` of `area`, leaving the one it was in (`current`, which then
-    /// names `room`): one room per connection, so joining another is a switch. Answers the
-    /// room's online count across the cluster.
-    pub async fn enter_room(&self, handle: &ConnHandle, current: &mut Option<String>, room: String, area: &str) -> u64 {
-        let entering = current.as_deref() != Some(room.as_str());
-        if let Some(old) = current.take_if(|r| *r != room) {
-            self.registry.leave(&old, handle.conn_id);
-            self.bus.unsubscribe(Interest::Room(old));
+    /// Puts a connection in `room` of `area`, out of `leaving` (the connection core decides
+    /// which room a connection is in; one at a time, so joining another is a switch). Answers
+    /// the room's online count across the cluster.
+    pub async fn enter_room(&self, handle: &ConnHandle, leaving: Option<String>, room: &str, area: &str) -> u64 {
+        if let Some(old) = leaving {
+            self.leave_room(handle.conn_id, old);
         }
-        let online = self.registry.join(&room, area, handle) + self.registry.peers().room_online(&room);
-        if entering {
-            Arc::clone(&self.bus).subscribe(Interest::Room(room.clone())).await;
+        let (online, entered) = self.registry.join(room, area, handle);
+        if entered {
+            Arc::clone(&self.bus).subscribe(Interest::Room(room.to_owned())).await;
         }
-        *current = Some(room);
-        online
+        online + self.registry.peers().room_online(room)
     }
 
-    /// Takes a connection out of its room (`current`, emptied); answers the room it left.
-    pub fn leave_room(&self, conn: ConnId, current: &mut Option<String>) -> Option<String> {
-        let room = current.take()?;
+    /// Takes a connection out of `room`.
+    pub fn leave_room(&self, conn: ConnId, room: String) {
         self.registry.leave(&room, conn);
-        self.bus.unsubscribe(Interest::Room(room.clone()));
-        Some(room)
+        self.bus.unsubscribe(Interest::Room(room));
     }
 }
 

@@ -1,9 +1,11 @@
-//! One connection's task: a single loop that waits, in one poll, for queued pushes or a kick
-//! (which is also how shutdown arrives), finished requests, inbound frames and its one timer.
-//! Writes are batched per loop turn; reading pauses while too many requests are in flight, so a
-//! fast sender is slowed at its own socket.
+//! One connection's I/O: a single loop that waits, in one poll, for queued pushes or a kick
+//! (which is also how shutdown arrives), finished requests, inbound frames and its one timer,
+//! and hands each to the connection's protocol core ([`tern_proto::conn::Connection`]), which
+//! decides everything: what to answer, what to ask the server for, when to wake, when to close.
+//! This file only carries out the core's requests (logic, the router) and moves bytes. Writes are
+//! batched per loop turn; reading pauses while too many requests are in flight, so a fast sender
+//! is slowed at its own socket.
 
-use std::collections::BTreeMap;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
@@ -14,20 +16,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tern_proto::codec::compression;
-use tern_proto::session::{ServerSession, SessionConfig, Verdict};
-use tern_proto::{ClientFrame, CloseReason, Codec, ConnId, ConvId, PROTOCOL_VERSION, ServerFrame};
+use tern_proto::conn::{self, Connection, Missed, Request};
+use tern_proto::{CloseReason, Codec, ConnId, ServerFrame};
 use tokio::time::{Instant, Sleep, sleep_until, timeout, timeout_at};
 use tracing::Instrument;
 
 use super::transport::{FrameIo, ReadError};
-use super::unacked::{Expiry, Unacked};
 use super::{Admitted, Gateway};
 use crate::auth::{Identity, Principal};
 use crate::dispatch::{ConnHandle, Lanes, Owner};
 use crate::error::Error;
-use crate::logic::bucket::Bucket;
-use crate::logic::{ResumeItem, SendTo};
 use crate::wire::OutFrame;
 
 /// Why the connection ends, and the sentence sent with it.
@@ -54,9 +52,15 @@ impl Close {
     }
 }
 
+impl From<conn::Close> for Close {
+    fn from(c: conn::Close) -> Self {
+        Self::new(c.reason, c.message)
+    }
+}
+
 type Response = Pin<Box<dyn Future<Output = Arc<OutFrame>> + Send>>;
 
-/// What the serve loop woke for.
+/// What woke the connection's loop.
 enum Wake {
     /// Pushes, or a kick, are in the lanes.
     Lanes,
@@ -79,24 +83,10 @@ struct Conn<T> {
     gw: Arc<Gateway>,
     io: T,
     conn_id: ConnId,
-    codec: Codec,
-    session: ServerSession,
+    /// The protocol.
+    core: Connection<OutFrame>,
     /// Its outbound lanes and close signal, shared with the registry.
     lanes: Arc<Lanes>,
-    unacked: Unacked,
-    /// Per conversation, the last seq covered by resume; queued live pushes at or below it are
-    /// already on their way and are dropped.
-    resumed: BTreeMap<ConvId, u64>,
-    out: Vec<Arc<OutFrame>>,
-    /// The client accepts brotli-compressed frames.
-    brotli: bool,
-    /// The room this connection is in.
-    room: Option<String>,
-    /// `gateway.max_sends_per_sec` (None: no limit).
-    sends: Option<Bucket>,
-    /// `gateway.max_history_per_sec`, made on the first `history` request (most connections
-    /// make none after their resume, and this state is per connection).
-    history: Option<Box<Bucket>>,
 }
 
 /// A connection's task, to be spawned. The connection state is built here, synchronously, and
@@ -112,33 +102,9 @@ pub(super) fn run<T: FrameIo>(
     let span =
         tracing::info_span!("conn", conn_id = conn_id.0, transport = io.kind(), %peer, user_id = tracing::field::Empty);
     let open = crate::telemetry::connections(io.kind());
-    let cfg = &gw.cfg;
-    let session = ServerSession::new(
-        std::time::Instant::now(),
-        SessionConfig {
-            auth_timeout: Duration::from_millis(cfg.auth_timeout_ms),
-            heartbeat: Duration::from_millis(cfg.heartbeat_ms),
-            max_missed_heartbeats: cfg.max_missed_heartbeats,
-        },
-    );
-    let lanes = Arc::new(Lanes::new(cfg.outbound_queue, cfg.low_queue));
-    let sends =
-        (cfg.max_sends_per_sec > 0).then(|| Bucket::new(f64::from(cfg.max_sends_per_sec), cfg.max_sends_per_sec));
-    let conn = Conn {
-        unacked: Unacked::default(),
-        gw,
-        io,
-        conn_id,
-        codec: Codec::Json,
-        session,
-        lanes,
-        resumed: BTreeMap::new(),
-        out: Vec::new(),
-        brotli: false,
-        room: None,
-        sends,
-        history: None,
-    };
+    let core = Connection::new(&gw.conn_cfg, std::time::Instant::now());
+    let lanes = Arc::new(Lanes::new(gw.cfg.outbound_queue, gw.cfg.low_queue));
+    let conn = Conn { gw, io, conn_id, core, lanes };
     lifetime(conn, open, slot).instrument(span)
 }
 
@@ -163,7 +129,7 @@ fn lifetime<T: FrameIo>(
         };
         conn.lanes.close();
         if let Some(handle) = registered {
-            conn.gw.router.detach(&handle, conn.room.take());
+            conn.gw.router.detach(&handle, conn.core.take_room());
             if let Owner::User(user) = handle.owner {
                 conn.gw.logic.presence().disconnected(user);
             }
@@ -207,31 +173,31 @@ impl<T: FrameIo> Conn<T> {
             self.gw.logic.presence().connected(identity.user_id);
         }
         tracing::info!(device_id = %principal.device_id(), "authenticated");
-
-        self.out.push(OutFrame::new(ServerFrame::AuthOk {
-            proto: PROTOCOL_VERSION,
-            user_id: principal.user().map(|i| i.user_id),
-            device_id: principal.device_id().clone(),
-            conn_id: self.conn_id,
-            heartbeat_ms: self.gw.cfg.heartbeat_ms,
-            max_missed_heartbeats: self.gw.cfg.max_missed_heartbeats,
-            max_frame_bytes: u32::try_from(self.gw.cfg.max_frame_bytes).unwrap_or(u32::MAX),
-        }));
+        let user = principal.user().map(|i| i.user_id);
+        let now = std::time::Instant::now();
+        let asked =
+            self.core.authenticated(&self.gw.conn_cfg, now, user, principal.device_id().clone(), self.conn_id, resume);
         self.flush(timer.as_mut()).await?;
-        if let (Some(have), Some(identity)) = (resume, principal.user()) {
-            self.resume(identity, &have, timer.as_mut()).await?;
+        if let Some(Request::Resume { user, have }) = asked {
+            self.resume(user, &have, timer.as_mut()).await?;
         }
         Ok(handle)
     }
 
-    async fn authenticate(&mut self) -> Result<(Principal, Option<BTreeMap<ConvId, u64>>), Close> {
-        let timeout_ms = self.gw.cfg.auth_timeout_ms;
-        let deadline = Instant::from_std(self.session.poll_timeout().unwrap_or_else(std::time::Instant::now));
-        let no_auth = || Close::new(CloseReason::AuthTimeout, format!("no valid auth frame within {timeout_ms} ms"));
+    /// Waits for the `auth` frame (until the auth deadline) and checks its token.
+    async fn authenticate(
+        &mut self,
+    ) -> Result<(Principal, Option<std::collections::BTreeMap<tern_proto::ConvId, u64>>), Close> {
+        let deadline =
+            Instant::from_std(self.core.poll_timeout(&self.gw.conn_cfg).unwrap_or_else(std::time::Instant::now));
+        let no_auth = |core: &mut Connection<OutFrame>| {
+            let late = core.handle_timeout(&self.gw.conn_cfg, deadline.into_std());
+            late.err().map_or_else(|| Close::new(CloseReason::AuthTimeout, "no valid auth frame in time"), Close::from)
+        };
         let received = tokio::select! {
             biased;
             _ = self.gw.shutdown.cancelled() => return Err(Close::new(CloseReason::ServerShutdown, "server is shutting down")),
-            _ = sleep_until(deadline) => return Err(no_auth()),
+            _ = sleep_until(deadline) => return Err(no_auth(&mut self.core)),
             r = self.io.recv() => r,
         };
         let (codec, bytes) = match received {
@@ -241,77 +207,45 @@ impl<T: FrameIo> Conn<T> {
             }
             Err(e) => return Err(Close::read(e)),
         };
-        self.codec = codec;
-        let now = std::time::Instant::now();
         crate::telemetry::M.frames_in.increment(1);
-        let frame = match codec.decode::<ClientFrame>(&bytes) {
-            Ok(f) => f,
-            Err(e) => {
-                self.session.on_bad_frame(now);
-                return Err(Close::new(CloseReason::AuthFailed, format!("the first frame must be auth: {e}")));
-            }
-        };
-        match self.session.on_frame(now, &frame) {
-            Verdict::Authenticate => {}
-            Verdict::Close(reason) => {
-                let message = match reason {
-                    CloseReason::UnsupportedVersion => {
-                        format!("this server speaks protocol version {PROTOCOL_VERSION}")
-                    }
-                    _ => "the first frame must be auth".to_owned(),
-                };
-                return Err(Close::new(reason, message));
-            }
-            Verdict::Process => {
-                return Err(Close::new(CloseReason::ProtocolError, "unexpected state"));
-            }
-        }
-        let ClientFrame::Auth { token, resume, accept_compression, .. } = frame else {
+        let asked = self.core.handle_frame(&self.gw.conn_cfg, std::time::Instant::now(), codec, &bytes)?;
+        let Some(Request::Authenticate { token, resume }) = asked else {
             return Err(Close::new(CloseReason::ProtocolError, "unexpected state"));
         };
-        self.brotli = accept_compression.iter().any(|c| c == compression::BROTLI_NAME);
         match timeout_at(deadline, self.gw.logic.authenticate(&token)).await {
-            Err(_) => Err(no_auth()),
-            Ok(Err(e)) => Err(Close::new(CloseReason::AuthFailed, e.message)),
-            Ok(Ok(principal)) => {
-                self.session.auth_succeeded(std::time::Instant::now());
-                Ok((principal, resume))
-            }
+            Err(_) => Err(no_auth(&mut self.core)),
+            Ok(Err(e)) => Err(self.core.auth_failed(e.message).into()),
+            Ok(Ok(principal)) => Ok((principal, resume)),
         }
     }
 
     /// Sends everything the device missed, conversation by conversation, then `synced`.
     async fn resume(
         &mut self,
-        identity: &Identity,
-        have: &BTreeMap<ConvId, u64>,
+        user: tern_proto::UserId,
+        have: &std::collections::BTreeMap<tern_proto::ConvId, u64>,
         mut timer: Pin<&mut Sleep>,
     ) -> Result<(), Close> {
-        let items = self
+        let missed = self
             .gw
             .logic
-            .resume(identity.user_id, have)
+            .resume(user, have)
             .await
             .map_err(|e| Close::new(CloseReason::InternalError, format!("resume failed: {}", e.message)))?;
-        let conversations = u32::try_from(items.len()).unwrap_or(u32::MAX);
-        for item in items {
+        let conversations = u32::try_from(missed.len()).unwrap_or(u32::MAX);
+        for item in missed {
             match item {
-                ResumeItem::Push(messages) => {
-                    if let Some(last) = messages.last() {
-                        self.resumed.insert(last.conv_id, last.seq);
-                    }
-                    for chunk in messages.chunks(RESUME_CHUNK) {
-                        self.out.extend(chunk.iter().map(|m| OutFrame::new(ServerFrame::Msg(m.clone()))));
+                Missed::Messages(mut messages) => {
+                    while !messages.is_empty() {
+                        let rest = messages.split_off(messages.len().min(RESUME_CHUNK));
+                        self.core.resume_messages(std::mem::replace(&mut messages, rest));
                         self.flush(timer.as_mut()).await?;
                     }
                 }
-                ResumeItem::Gap { conv_id, from_seq, to_seq } => {
-                    self.resumed.insert(conv_id, to_seq);
-                    self.out.push(OutFrame::new(ServerFrame::Gap { conv_id, from_seq, to_seq }));
-                }
+                Missed::Gap { conv_id, from_seq, to_seq } => self.core.resume_gap(conv_id, from_seq, to_seq),
             }
         }
-        self.out.push(OutFrame::new(ServerFrame::Synced { conversations }));
+        self.core.resume_done(conversations);
         self.flush(timer).await
     }
 
@@ -340,15 +274,16 @@ impl<T: FrameIo> Conn<T> {
                             .lanes
                             .take(DRAIN_BATCH)
                             .map_err(|reason| Close::new(reason, kicked_message(reason)))?;
+                        let now = std::time::Instant::now();
                         for frame in taken.frames {
-                            self.queue_push(frame)?;
+                            self.core.handle_push(&self.gw.conn_cfg, now, frame)?;
                         }
                         if taken.low_drained {
                             self.lanes.caught_up();
                         }
                     }
                     Wake::Response(response) => {
-                        self.out.push(response);
+                        self.core.answered(response);
                         if inflight.as_ref().is_some_and(FuturesUnordered::is_empty) {
                             inflight = None;
                         }
@@ -363,18 +298,16 @@ impl<T: FrameIo> Conn<T> {
         }
     }
 
-    /// The earliest of the heartbeat and retry deadlines.
+    /// The core's next deadline (heartbeat, ACK retries).
     fn deadline(&mut self) -> Instant {
-        [self.session.poll_timeout(), self.unacked.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        self.core
+            .poll_timeout(&self.gw.conn_cfg)
             .map_or_else(|| Instant::now() + Duration::from_secs(3600), Instant::from_std)
     }
 
     /// Waits for the next thing to do, in priority order: a kick or pushes (the lanes give the
-    /// high lane's first), then finished requests, then input (paused while
-    /// `max_inflight_requests` are in flight), then the timer.
+    /// high lane's first), then finished requests, then input (paused while the core has
+    /// `max_inflight_requests` in flight), then the timer.
     fn poll_wake(
         &mut self,
         cx: &mut Context<'_>,
@@ -384,14 +317,12 @@ impl<T: FrameIo> Conn<T> {
         if self.lanes.poll_ready(cx).is_ready() {
             return Poll::Ready(Wake::Lanes);
         }
-        let mut busy = 0;
-        if let Some(inflight) = inflight {
-            if let Poll::Ready(Some(response)) = inflight.poll_next_unpin(cx) {
-                return Poll::Ready(Wake::Response(response));
-            }
-            busy = inflight.len();
+        if let Some(inflight) = inflight
+            && let Poll::Ready(Some(response)) = inflight.poll_next_unpin(cx)
+        {
+            return Poll::Ready(Wake::Response(response));
         }
-        if busy < self.gw.cfg.max_inflight_requests
+        if self.core.wants_input(&self.gw.conn_cfg)
             && let Poll::Ready(received) = self.io.poll_recv(cx)
         {
             return Poll::Ready(Wake::Inbound(received));
@@ -399,38 +330,7 @@ impl<T: FrameIo> Conn<T> {
         timer.poll(cx).map(|()| Wake::Timer)
     }
 
-    fn queue_push(&mut self, frame: Arc<OutFrame>) -> Result<(), Close> {
-        if let ServerFrame::Msg(m) = frame.frame()
-            && self.resumed.get(&m.conv_id).is_some_and(|&upto| m.seq <= upto)
-        {
-            return Ok(());
-        }
-        if let Some(id) = frame.ack_id() {
-            if self.unacked.len() >= self.gw.cfg.max_unacked {
-                return Err(Close::new(
-                    CloseReason::SlowConsumer,
-                    format!("more than {} pushed messages unacknowledged", self.gw.cfg.max_unacked),
-                ));
-            }
-            // A stored message left unacknowledged ends the connection (the device resumes from
-            // the store); a must-arrive push has no store behind it, so it is given up and counted.
-            let (expiry, ttl) = match frame.frame() {
-                ServerFrame::Msg(_) => (Expiry::Close, self.gw.cfg.push_ttl_ms),
-                _ => (Expiry::Drop, self.gw.qos1_ttl_ms),
-            };
-            self.unacked.sent(
-                &self.gw.retry,
-                id,
-                Arc::clone(&frame),
-                std::time::Instant::now(),
-                expiry,
-                Duration::from_millis(ttl),
-            );
-        }
-        self.out.push(frame);
-        Ok(())
-    }
-
+    /// One inbound frame: the core decides; what it asks of the server is done here.
     async fn on_inbound(
         &mut self,
         received: Result<Option<(Codec, Bytes)>, ReadError>,
@@ -446,48 +346,15 @@ impl<T: FrameIo> Conn<T> {
         };
         let now = std::time::Instant::now();
         crate::telemetry::M.frames_in.increment(1);
-        let frame = match codec.decode::<ClientFrame>(&bytes) {
-            Ok(f) => f,
-            Err(e) => {
-                if let Verdict::Close(reason) = self.session.on_bad_frame(now) {
-                    return Err(Close::new(reason, e.message));
-                }
-                tracing::debug!(code = e.code.as_str(), "bad frame");
-                self.out.push(OutFrame::new(ServerFrame::error(e.id, e.code, e.message)));
-                return Ok(());
-            }
+        let Some(request) = self.core.handle_frame(&self.gw.conn_cfg, now, codec, &bytes)? else {
+            return Ok(());
         };
-        if let Verdict::Close(reason) = self.session.on_frame(now, &frame) {
-            return Err(Close::new(reason, "auth was already done on this connection"));
-        }
-        match frame {
-            ClientFrame::Ping => self.out.push(OutFrame::new(ServerFrame::Pong)),
-            ClientFrame::Ack { msg_ids } => self.unacked.acked(&msg_ids),
-            ClientFrame::Send { id, to, conv_id, client_msg_id, body } => {
-                let Owner::User(user_id) = handle.owner else {
-                    self.out.push(error_frame(id, login_needed()));
-                    return Ok(());
-                };
-                if let Some(Err(secs)) = self.sends.as_mut().map(Bucket::take) {
-                    let why = format!(
-                        "over {} messages per second on this connection; retry in {secs} s",
-                        self.gw.cfg.max_sends_per_sec
-                    );
-                    self.out.push(error_frame(id, Error::new(tern_proto::ErrorCode::RateLimited, why)));
-                    return Ok(());
-                }
-                let to = match (to, conv_id) {
-                    (Some(user), None) => SendTo::User(user),
-                    (None, Some(conv)) => SendTo::Conv(conv),
-                    _ => {
-                        self.out.push(error_frame(id, Error::bad_request("give exactly one of `to` and `conv_id`")));
-                        return Ok(());
-                    }
-                };
+        match request {
+            Request::Send { id, user, to, client_msg_id, body } => {
                 // Queue now, in arrival order; wait for durability off the loop.
-                let identity = Identity { user_id, device_id: handle.device_id.clone() };
+                let identity = Identity { user_id: user, device_id: handle.device_id.clone() };
                 match self.gw.logic.send(&identity, to, client_msg_id, body).await {
-                    Err(e) => self.out.push(error_frame(id, e)),
+                    Err(e) => self.core.answered(error_frame(id, e)),
                     Ok(ticket) => inflight.get_or_insert_default().push(Box::pin(async move {
                         let answered = ticket.await;
                         crate::telemetry::observe(&crate::telemetry::M.send_ack, now.elapsed());
@@ -511,24 +378,7 @@ impl<T: FrameIo> Conn<T> {
                     })),
                 }
             }
-            ClientFrame::History { id, conv_id, after_seq, before_seq, limit } => {
-                let Owner::User(user) = handle.owner else {
-                    self.out.push(error_frame(id, login_needed()));
-                    return Ok(());
-                };
-                let per_sec = self.gw.cfg.max_history_per_sec;
-                if per_sec > 0 {
-                    let bucket = self.history.get_or_insert_with(|| Box::new(Bucket::new(f64::from(per_sec), per_sec)));
-                    let asked = limit.unwrap_or(crate::logic::DEFAULT_PAGE).max(1);
-                    if let Err(secs) = bucket.take_n(f64::from(asked)) {
-                        let why = format!(
-                            "over {per_sec} messages of history per second on this connection; retry in {secs} s"
-                        );
-                        let e = Error::new(tern_proto::ErrorCode::RateLimited, why).retry_after(secs);
-                        self.out.push(error_frame(id, e));
-                        return Ok(());
-                    }
-                }
+            Request::History { id, user, conv_id, after_seq, before_seq, limit } => {
                 let logic = Arc::clone(&self.gw.logic);
                 inflight.get_or_insert_default().push(Box::pin(async move {
                     match logic.history(user, conv_id, after_seq, before_seq, limit).await {
@@ -540,11 +390,7 @@ impl<T: FrameIo> Conn<T> {
                     }
                 }));
             }
-            ClientFrame::Read { id, conv_id, seq } => {
-                let Owner::User(user) = handle.owner else {
-                    self.out.push(error_frame(id, login_needed()));
-                    return Ok(());
-                };
+            Request::Read { id, user, conv_id, seq } => {
                 let logic = Arc::clone(&self.gw.logic);
                 inflight.get_or_insert_default().push(Box::pin(async move {
                     match logic.mark_read(user, conv_id, seq).await {
@@ -553,11 +399,7 @@ impl<T: FrameIo> Conn<T> {
                     }
                 }));
             }
-            ClientFrame::Recall { id, conv_id, seq } => {
-                let Owner::User(user) = handle.owner else {
-                    self.out.push(error_frame(id, login_needed()));
-                    return Ok(());
-                };
+            Request::Recall { id, user, conv_id, seq } => {
                 let logic = Arc::clone(&self.gw.logic);
                 inflight.get_or_insert_default().push(Box::pin(async move {
                     match logic.recall(user, conv_id, seq).await {
@@ -566,54 +408,33 @@ impl<T: FrameIo> Conn<T> {
                     }
                 }));
             }
-            ClientFrame::Typing { conv_id } => {
-                let result = match handle.owner {
-                    Owner::User(user) => self.gw.logic.typing(user, conv_id),
-                    Owner::Device => Err(login_needed()),
-                };
-                if let Err(e) = result {
-                    self.out.push(OutFrame::new(ServerFrame::error(None, e.code, e.message)));
+            Request::Typing { user, conv_id } => {
+                if let Err(e) = self.gw.logic.typing(user, conv_id) {
+                    self.core.reply(OutFrame::new(ServerFrame::error(None, e.code, e.message)));
                 }
             }
-            ClientFrame::Join { id, room } => {
-                if !tern_proto::frame::valid_name(&room) {
-                    let e = Error::bad_request("room names are 1 to 64 characters of [A-Za-z0-9_.:-]");
-                    self.out.push(error_frame(id, e));
-                    return Ok(());
-                }
+            Request::EnterRoom { id, room, leaving } => {
                 let area = self.gw.logic.room_area(&room);
-                let online = self.gw.router.enter_room(handle, &mut self.room, room.clone(), &area).await;
+                let online = self.gw.router.enter_room(handle, leaving, &room, &area).await;
                 tracing::debug!(%room, %area, online, "joined room");
-                self.out.push(OutFrame::new(ServerFrame::Joined { id, room, area, online }));
+                self.core.reply(OutFrame::new(ServerFrame::Joined { id, room, area, online }));
             }
-            ClientFrame::Leave { id } => {
-                let room = self.gw.router.leave_room(self.conn_id, &mut self.room);
-                self.out.push(OutFrame::new(ServerFrame::Left { id, room }));
+            Request::LeaveRoom { room } => self.gw.router.leave_room(self.conn_id, room),
+            // Only the first frame asks these, and `start` handles it.
+            Request::Authenticate { .. } | Request::Resume { .. } => {
+                return Err(Close::new(CloseReason::ProtocolError, "unexpected state"));
             }
-            ClientFrame::Auth { .. } => {}
         }
         Ok(())
     }
 
     fn on_timer(&mut self) -> Result<(), Close> {
-        let now = std::time::Instant::now();
-        if let Some(reason) = self.session.handle_timeout(now) {
-            let silence = self.gw.cfg.heartbeat_ms * u64::from(self.gw.cfg.max_missed_heartbeats);
-            return Err(Close::new(reason, format!("nothing received for {silence} ms")));
+        let retried = self.core.handle_timeout(&self.gw.conn_cfg, std::time::Instant::now())?;
+        if retried.dropped > 0 {
+            self.gw.qos1_expired.fetch_add(retried.dropped, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(dropped = retried.dropped, "must-arrive pushes unacknowledged past their TTL");
         }
-        let due = self.unacked.due(&self.gw.retry, now);
-        if due.dropped > 0 {
-            self.gw.qos1_expired.fetch_add(due.dropped, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(dropped = due.dropped, "must-arrive pushes unacknowledged past their TTL");
-        }
-        if due.expired {
-            return Err(Close::new(
-                CloseReason::AckTimeout,
-                format!("pushed messages unacknowledged for {} ms; reconnect and resume", self.gw.cfg.push_ttl_ms),
-            ));
-        }
-        crate::telemetry::M.retries.increment(due.resend.len() as u64);
-        self.out.extend(due.resend);
+        crate::telemetry::M.retries.increment(retried.resent as u64);
         Ok(())
     }
 
@@ -621,12 +442,12 @@ impl<T: FrameIo> Conn<T> {
     /// once it has to wait; `timer` (the caller's, re-armed by it after) measures that, so a write
     /// the socket takes at once, the usual case, touches no timer.
     async fn flush(&mut self, mut timer: Pin<&mut Sleep>) -> Result<(), Close> {
-        if self.out.is_empty() {
+        if self.core.outbound().is_empty() {
             return Ok(());
         }
-        record_written(&self.out);
-        let queued = self.io.queue(self.codec, self.brotli, &self.out);
-        self.out.clear();
+        record_written(self.core.outbound());
+        let queued = self.io.queue(self.core.codec(), self.core.brotli(), self.core.outbound());
+        self.core.clear_outbound();
         let limit = Duration::from_millis(self.gw.cfg.slow_consumer_ms);
         let mut armed = false;
         let result = match queued {
@@ -674,7 +495,6 @@ impl<T: FrameIo> Conn<T> {
                     CloseReason::SlowConsumer | CloseReason::InternalError => Some(1000),
                     _ => None,
                 };
-                self.out.clear();
                 // A consumer cut for not reading would find its last words behind the backlog
                 // that got it cut: they go right after the frame being written, and it is given
                 // longer to read them (its resume fetches what the dropped frames held).
@@ -684,8 +504,8 @@ impl<T: FrameIo> Conn<T> {
                 } else {
                     Duration::from_secs(1)
                 };
-                self.out.push(OutFrame::new(ServerFrame::Close { reason, message, retry_after_ms }));
-                let _ = timeout(grace, self.io.send(self.codec, false, &self.out)).await;
+                let last = [OutFrame::new(ServerFrame::Close { reason, message, retry_after_ms })];
+                let _ = timeout(grace, self.io.send(self.core.codec(), false, &last)).await;
             }
         }
         self.io.close(reason).await;
@@ -694,10 +514,6 @@ impl<T: FrameIo> Conn<T> {
 
 fn error_frame(id: u64, e: Error) -> Arc<OutFrame> {
     OutFrame::new(ServerFrame::error(Some(id), e.code, e.message))
-}
-
-fn login_needed() -> Error {
-    Error::new(tern_proto::ErrorCode::Forbidden, "log in as a user to do this (this connection uses a device token)")
 }
 
 /// Counts frames going out, and samples how long messages took from acceptance to this write

@@ -8,7 +8,6 @@
 mod admission;
 mod conn;
 pub mod transport;
-mod unacked;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,9 +18,10 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 pub use admission::{Admitted, Refusal};
+use tern_proto::conn::{ConnConfig, RetryPolicy};
+use tern_proto::session::SessionConfig;
 use tern_proto::{CloseReason, ConnId};
 use tokio_util::sync::CancellationToken;
-pub use unacked::RetryPolicy;
 
 use crate::bus::Bus;
 use crate::config::GatewayConfig;
@@ -43,9 +43,8 @@ pub struct Gateway {
     closes: Mutex<HashMap<CloseReason, u64>>,
     /// Must-arrive pushes given up after their TTL without an ACK.
     pub(crate) qos1_expired: AtomicU64,
-    qos1_ttl_ms: u64,
-    /// ACK retry timing, from `cfg`.
-    retry: RetryPolicy,
+    /// The connection core's settings, from `cfg`: one copy for every connection.
+    conn_cfg: ConnConfig,
 }
 
 impl Gateway {
@@ -58,12 +57,27 @@ impl Gateway {
         qos1_ttl_ms: u64,
         shutdown: CancellationToken,
     ) -> Self {
-        let retry = RetryPolicy {
-            initial: Duration::from_millis(cfg.retry_initial_ms),
-            max: Duration::from_millis(cfg.retry_max_ms),
+        let conn_cfg = ConnConfig {
+            session: SessionConfig {
+                auth_timeout: Duration::from_millis(cfg.auth_timeout_ms),
+                heartbeat: Duration::from_millis(cfg.heartbeat_ms),
+                max_missed_heartbeats: cfg.max_missed_heartbeats,
+            },
+            retry: RetryPolicy {
+                initial: Duration::from_millis(cfg.retry_initial_ms),
+                max: Duration::from_millis(cfg.retry_max_ms),
+            },
+            max_unacked: cfg.max_unacked,
+            push_ttl: Duration::from_millis(cfg.push_ttl_ms),
+            qos1_ttl: Duration::from_millis(qos1_ttl_ms),
+            max_inflight: cfg.max_inflight_requests,
+            max_sends_per_sec: cfg.max_sends_per_sec,
+            max_history_per_sec: cfg.max_history_per_sec,
+            default_history_page: crate::logic::DEFAULT_PAGE,
+            max_frame_bytes: u32::try_from(cfg.max_frame_bytes).unwrap_or(u32::MAX),
         };
         Self {
-            retry,
+            conn_cfg,
             logic,
             router: Router::new(registry, bus),
             cfg,
@@ -73,7 +87,6 @@ impl Gateway {
             per_ip: Mutex::new(HashMap::new()),
             closes: Mutex::new(HashMap::new()),
             qos1_expired: AtomicU64::new(0),
-            qos1_ttl_ms,
         }
     }
 

@@ -4,7 +4,6 @@
 //! makes it durable) → the store's commit listener routes it. Logic never touches connections.
 
 mod accounts;
-pub(crate) mod bucket;
 pub mod conversations;
 pub mod groups;
 pub(crate) mod ids;
@@ -24,6 +23,8 @@ use std::time::Duration;
 pub use accounts::{validate_password, validate_username};
 use tern_proto::{Body, ConvId, DeviceId, ErrorCode, Message, MsgId, Notice, UserId};
 
+pub use tern_proto::conn::{Missed, SendTo};
+
 use crate::auth::{Auth, Identity, IssuedToken, Principal, TokenError};
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -38,22 +39,6 @@ use presence::Presence;
 pub const MAX_PAGE: u32 = 500;
 /// History page size when none is asked for.
 pub const DEFAULT_PAGE: u32 = 100;
-
-/// One step of a resume: push these messages, or announce a gap to fetch.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ResumeItem {
-    /// Missed messages of one conversation, ascending.
-    Push(Vec<Message>),
-    /// Too many missed; the device must page `from_seq..=to_seq` with `history`.
-    Gap {
-        /// The conversation.
-        conv_id: ConvId,
-        /// First missing.
-        from_seq: u64,
-        /// Last missing.
-        to_seq: u64,
-    },
-}
 
 /// The logic layer. Shared behind an `Arc`.
 pub struct Logic {
@@ -73,15 +58,6 @@ pub struct Logic {
     recall_window_ms: u64,
     dispatcher: Arc<Dispatcher>,
     presence: Arc<Presence>,
-}
-
-/// Where a message goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendTo {
-    /// A user (their 1:1 conversation with the sender).
-    User(UserId),
-    /// A conversation the sender is in.
-    Conv(ConvId),
 }
 
 /// Makes notices (server-written messages) with fresh ids; cheap to clone into a transaction.
@@ -386,7 +362,7 @@ impl Logic {
 
     /// What a device that has `have` (last seq per conversation) missed, conversation by
     /// conversation: each conversation is pushed in full or announced as a gap.
-    pub async fn resume(&self, user: UserId, have: &BTreeMap<ConvId, u64>) -> Result<Vec<ResumeItem>, Error> {
+    pub async fn resume(&self, user: UserId, have: &BTreeMap<ConvId, u64>) -> Result<Vec<Missed>, Error> {
         let mut items = Vec::new();
         for (conv, last, joined) in self.store.conversations_of(user).await? {
             let held = have.get(&conv).copied().unwrap_or(0).max(joined.saturating_sub(1));
@@ -394,7 +370,7 @@ impl Logic {
                 continue;
             }
             if last - held > self.resume_push_limit {
-                items.push(ResumeItem::Gap { conv_id: conv, from_seq: held + 1, to_seq: last });
+                items.push(Missed::Gap { conv_id: conv, from_seq: held + 1, to_seq: last });
                 continue;
             }
             let mut missed = Vec::with_capacity((last - held) as usize);
@@ -405,7 +381,7 @@ impl Logic {
                 after = tail.seq;
                 missed.extend(page.into_iter().filter(|m| m.seq <= last));
             }
-            items.push(ResumeItem::Push(missed));
+            items.push(Missed::Messages(missed));
         }
         Ok(items)
     }

@@ -5,9 +5,10 @@
 //! cached in memory (revocation updates the cache at once). A bootstrap key from the config
 //! (`tern serve --push-key`) has every scope and lives only in memory.
 
-use super::bucket::Bucket;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
+use tern_proto::rate::Bucket;
 
 use parking_lot::Mutex;
 
@@ -174,12 +175,12 @@ impl PushService {
         let mut keys = HashMap::new();
         for record in store.api_keys().await? {
             let scopes = record.scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect();
-            let bucket = Bucket::new(record.rate_per_sec, record.burst);
+            let bucket = Bucket::new(record.rate_per_sec, record.burst, Instant::now());
             keys.insert(record.id.clone(), KeyState { record, scopes, bucket });
         }
         let bootstrap = (!cfg.bootstrap_key.is_empty()).then(|| {
             let rate = cfg.bootstrap_rate_per_sec;
-            Mutex::new(Bucket::new(rate, rate.ceil().min(f64::from(u32::MAX)) as u32))
+            Mutex::new(Bucket::new(rate, rate.ceil().min(f64::from(u32::MAX)) as u32, Instant::now()))
         });
         Ok(Self { logic, store, dispatcher, cfg, keys: Mutex::new(keys), bootstrap })
     }
@@ -194,7 +195,7 @@ impl PushService {
             && same(key.as_bytes(), self.cfg.bootstrap_key.as_bytes())
         {
             let mut bucket = bucket.lock();
-            bucket.take().map_err(limited)?;
+            bucket.take(Instant::now()).map_err(limited)?;
             return Ok(Caller { key_id: "bootstrap".into(), scopes: Scope::EVERY.to_vec() });
         }
         let mut parts = key.splitn(3, '_');
@@ -206,7 +207,7 @@ impl PushService {
         if state.record.revoked || !same(&sha256(secret.as_bytes()), &state.record.secret_hash) {
             return Err(invalid());
         }
-        state.bucket.take().map_err(limited)?;
+        state.bucket.take(Instant::now()).map_err(limited)?;
         Ok(Caller { key_id: id.to_owned(), scopes: state.scopes.clone() })
     }
 
@@ -338,7 +339,10 @@ impl PushService {
         let view = KeyView::from(&record);
         {
             let mut keys = self.keys.lock();
-            keys.insert(id.clone(), KeyState { record, scopes: parsed, bucket: Bucket::new(rate, burst) });
+            keys.insert(
+                id.clone(),
+                KeyState { record, scopes: parsed, bucket: Bucket::new(rate, burst, Instant::now()) },
+            );
         }
         Ok((view, format!("tk_{id}_{secret}")))
     }

@@ -15,12 +15,12 @@ use tern_proto::{DeviceId, ErrorCode, UserId};
 
 use super::Logic;
 use super::accounts::validate_password;
-use super::bucket::Bucket;
 use crate::auth::{Identity, IssuedToken};
 use crate::clock::now_ms;
 use crate::config::AuthConfig;
 use crate::error::Error;
 use crate::store::SessionCutoff;
+use tern_proto::rate::Bucket;
 
 /// Entries kept per throttle map before full buckets are forgotten.
 const THROTTLE_PRUNE_AT: usize = 10_000;
@@ -120,12 +120,12 @@ impl LoginThrottle {
     pub fn admit(&self, username: &str, ip: IpAddr) -> Result<Duration, Error> {
         let user = username.to_ascii_lowercase();
         let empty = |r: Result<(), u64>| r.err();
-        let refused = self.per_pair.lock().get_mut(&(user.clone(), ip)).and_then(|b| empty(b.check()));
+        let refused = self.per_pair.lock().get_mut(&(user.clone(), ip)).and_then(|b| empty(b.check(Instant::now())));
         if let Some(secs) = refused {
             return Err(limited(secs, "too many failed logins for this username from this address"));
         }
-        let user_slow = self.per_user.lock().get_mut(&user).and_then(|b| empty(b.check()));
-        let ip_slow = self.per_ip.lock().get_mut(&ip).and_then(|b| empty(b.check()));
+        let user_slow = self.per_user.lock().get_mut(&user).and_then(|b| empty(b.check(Instant::now())));
+        let ip_slow = self.per_ip.lock().get_mut(&ip).and_then(|b| empty(b.check(Instant::now())));
         let mut wait = Duration::ZERO;
         if user_slow.is_some() {
             wait = wait.max(self.user_gate.admit(user)?);
@@ -189,9 +189,11 @@ impl<K: std::hash::Hash + Eq> Gate<K> {
 
 fn take<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Bucket>, key: K, rate: f64, burst: u32) {
     if map.len() >= THROTTLE_PRUNE_AT {
-        map.retain(|_, b| !b.is_full());
+        let now = Instant::now();
+        map.retain(|_, b| !b.is_full(now));
     }
-    let _ = map.entry(key).or_insert_with(|| Bucket::new(rate, burst)).take();
+    let now = Instant::now();
+    let _ = map.entry(key).or_insert_with(|| Bucket::new(rate, burst, now)).take(now);
 }
 
 #[cfg(test)]

@@ -8,12 +8,9 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, DefaultHasher};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tern_proto::MsgId;
-
-use crate::wire::OutFrame;
+use crate::ids::MsgId;
 
 /// Retry timing.
 #[derive(Debug, Clone, Copy)]
@@ -33,8 +30,8 @@ pub enum Expiry {
     Drop,
 }
 
-struct Pending {
-    frame: Arc<OutFrame>,
+struct Pending<F> {
+    frame: F,
     first_sent: Instant,
     next_at: Instant,
     attempts: u32,
@@ -43,10 +40,10 @@ struct Pending {
 }
 
 /// What the retry timer asks for.
-#[derive(Debug, Default)]
-pub struct Due {
+#[derive(Debug)]
+pub struct Due<F> {
     /// Resend these.
-    pub resend: Vec<Arc<OutFrame>>,
+    pub resend: Vec<F>,
     /// A push with [`Expiry::Close`] outlived its TTL.
     pub expired: bool,
     /// Pushes with [`Expiry::Drop`] given up.
@@ -56,30 +53,32 @@ pub struct Due {
 /// The unacknowledged pushes of one connection. Part of every connection's task, so it keeps no
 /// copy of the gateway's [`RetryPolicy`] (passed in instead) and no per-map hash seed: message
 /// ids are issued by the server, so there is no attacker-chosen key to seed against.
-#[derive(Default)]
-pub struct Unacked {
-    pending: HashMap<MsgId, Pending, BuildHasherDefault<DefaultHasher>>,
+pub struct Unacked<F> {
+    pending: HashMap<MsgId, Pending<F>, BuildHasherDefault<DefaultHasher>>,
     /// Deadlines; entries whose push was acked or rescheduled are skipped when popped.
     schedule: BinaryHeap<Reverse<(Instant, MsgId)>>,
 }
 
-impl Unacked {
+impl<F> Default for Unacked<F> {
+    fn default() -> Self {
+        Self { pending: HashMap::default(), schedule: BinaryHeap::new() }
+    }
+}
+
+impl<F: Clone> Unacked<F> {
     /// How many pushes await an ACK.
     pub fn len(&self) -> usize {
         self.pending.len()
     }
 
+    /// Whether no push awaits an ACK.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// A push was sent at `now`; it is retried until `ttl`, then handled per `expiry`. Sending
     /// an id that is already pending keeps the first schedule.
-    pub fn sent(
-        &mut self,
-        policy: &RetryPolicy,
-        id: MsgId,
-        frame: Arc<OutFrame>,
-        now: Instant,
-        expiry: Expiry,
-        ttl: Duration,
-    ) {
+    pub fn sent(&mut self, policy: &RetryPolicy, id: MsgId, frame: F, now: Instant, expiry: Expiry, ttl: Duration) {
         if self.pending.contains_key(&id) {
             return;
         }
@@ -112,8 +111,8 @@ impl Unacked {
     }
 
     /// Collects what must be resent at `now`, rescheduling it.
-    pub fn due(&mut self, policy: &RetryPolicy, now: Instant) -> Due {
-        let mut due = Due::default();
+    pub fn due(&mut self, policy: &RetryPolicy, now: Instant) -> Due<F> {
+        let mut due = Due { resend: Vec::new(), expired: false, dropped: 0 };
         while let Some(Reverse((at, id))) = self.schedule.peek().copied() {
             if at > now {
                 break;
@@ -139,7 +138,7 @@ impl Unacked {
             let backoff = policy.initial.saturating_mul(1u32 << p.attempts.min(16)).min(policy.max);
             p.next_at = now + backoff;
             self.schedule.push(Reverse((p.next_at, id)));
-            due.resend.push(Arc::clone(&p.frame));
+            due.resend.push(p.frame.clone());
         }
         due
     }
@@ -147,8 +146,6 @@ impl Unacked {
 
 #[cfg(test)]
 mod tests {
-    use tern_proto::ServerFrame;
-
     use super::*;
 
     const POLICY: RetryPolicy = RetryPolicy { initial: Duration::from_secs(1), max: Duration::from_secs(4) };
@@ -157,9 +154,9 @@ mod tests {
     #[test]
     fn retries_back_off_stop_on_ack_and_expire_at_ttl() {
         let t0 = Instant::now();
-        let mut u = Unacked::default();
-        u.sent(&POLICY, MsgId(1), OutFrame::new(ServerFrame::Pong), t0, Expiry::Close, TTL);
-        u.sent(&POLICY, MsgId(2), OutFrame::new(ServerFrame::Pong), t0, Expiry::Close, TTL);
+        let mut u: Unacked<&str> = Unacked::default();
+        u.sent(&POLICY, MsgId(1), "frame", t0, Expiry::Close, TTL);
+        u.sent(&POLICY, MsgId(2), "frame", t0, Expiry::Close, TTL);
         assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert!(u.due(&POLICY, t0 + Duration::from_millis(999)).resend.is_empty());
         assert_eq!(u.due(&POLICY, t0 + Duration::from_secs(1)).resend.len(), 2);
@@ -177,8 +174,8 @@ mod tests {
     #[test]
     fn dropped_expiry_gives_up_without_closing() {
         let t0 = Instant::now();
-        let mut u = Unacked::default();
-        u.sent(&POLICY, MsgId(1), OutFrame::new(ServerFrame::Pong), t0, Expiry::Drop, Duration::from_millis(1500));
+        let mut u: Unacked<&str> = Unacked::default();
+        u.sent(&POLICY, MsgId(1), "frame", t0, Expiry::Drop, Duration::from_millis(1500));
         assert_eq!(u.due(&POLICY, t0 + Duration::from_secs(1)).resend.len(), 1);
         let due = u.due(&POLICY, t0 + Duration::from_secs(3));
         assert_eq!((due.expired, due.dropped, due.resend.len()), (false, 1, 0));
@@ -188,8 +185,8 @@ mod tests {
     #[test]
     fn acked_pushes_are_never_resent() {
         let t0 = Instant::now();
-        let mut u = Unacked::default();
-        u.sent(&POLICY, MsgId(1), OutFrame::new(ServerFrame::Pong), t0, Expiry::Close, TTL);
+        let mut u: Unacked<&str> = Unacked::default();
+        u.sent(&POLICY, MsgId(1), "frame", t0, Expiry::Close, TTL);
         u.acked(&[MsgId(1), MsgId(99)]);
         assert_eq!(u.len(), 0);
         assert_eq!(u.next_deadline(), None);
