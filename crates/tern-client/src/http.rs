@@ -284,20 +284,7 @@ pub mod service {
     use super::{client, parse, transport, url};
     use crate::Error;
 
-    /// Where a push goes.
-    #[derive(Debug, Clone)]
-    pub enum Target {
-        /// Users by id.
-        Users(Vec<u64>),
-        /// Devices: `(Some(user), device)` of a user, `(None, device)` anonymous.
-        Devices(Vec<(Option<u64>, String)>),
-        /// A room.
-        Room(String),
-        /// An area.
-        Area(String),
-        /// Everyone.
-        All,
-    }
+    pub use tern_proto::rest::PushTarget as Target;
 
     async fn call<T: serde::de::DeserializeOwned>(
         method: reqwest::Method,
@@ -327,20 +314,15 @@ pub mod service {
             msg_id: MsgId,
         }
         let mut body = json!({ "data": data, "priority": priority, "qos": qos });
-        let path = match target {
-            Target::Users(users) => {
-                body["users"] = json!(users);
-                "/v1/push/users".to_owned()
-            }
+        match target {
+            Target::Users(users) => body["users"] = json!(users),
             Target::Devices(devices) => {
                 let list: Vec<Value> = devices.iter().map(|(u, d)| json!({ "user_id": u, "device_id": d })).collect();
                 body["devices"] = json!(list);
-                "/v1/push/devices".to_owned()
             }
-            Target::Room(room) => format!("/v1/push/rooms/{room}"),
-            Target::Area(area) => format!("/v1/push/areas/{area}"),
-            Target::All => "/v1/push/all".to_owned(),
-        };
+            Target::Room(_) | Target::Area(_) | Target::All => {}
+        }
+        let path = target.path();
         let accepted: Accepted = call(reqwest::Method::POST, server, key, &path, Some(body)).await?;
         Ok(accepted.msg_id)
     }

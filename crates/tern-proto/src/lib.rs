@@ -16,6 +16,7 @@
 //!   ACK retries, in-flight cap, rates, heartbeat, rooms), driven by every transport.
 //! - [`session`] — the connection's timers: auth deadline and heartbeat.
 //! - [`rate`] — a token bucket with time passed in.
+//! - [`rest`] — REST shapes both ends name (push targets).
 //! - [`inbox`] — the client-side per-conversation ordering and dedup tracker (what a device has
 //!   seen, what it must fetch), shared by the SDK and usable by any other client.
 
@@ -25,6 +26,7 @@ pub mod frame;
 pub mod ids;
 pub mod inbox;
 pub mod rate;
+pub mod rest;
 pub mod session;
 pub mod ws;
 

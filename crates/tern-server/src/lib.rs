@@ -4,17 +4,18 @@
 //! transport → gateway → logic → store → dispatch → bus → gateway → transport
 //! ```
 //!
-//! - [`gateway`] — connections: transports (`ws`, `tcp`) below, the per-connection task above
-//!   (auth deadline, heartbeat, ACK retry, resume).
+//! - [`gateway`] — connections: transports (`ws`, `tcp`) below, the per-connection task above,
+//!   which drives the protocol core `tern_proto::conn` (auth, heartbeat, ACK retry, resume).
 //! - [`logic`] — accounts, the send path, history, resume plans. Knows nothing of sockets.
 //! - [`store`] — the [`store::Store`] trait, the embedded SQLite and the PostgreSQL engines, the
 //!   conformance suite.
-//! - [`dispatch`] — from "durable" to "queued on every matching connection", encode once.
+//! - [`dispatch`] — from "durable" to "queued on every matching connection", encode once; the
+//!   connection table and room membership (`Router`).
 //! - [`bus`] — node-to-node delivery; in-process in embedded mode, NATS in a cluster.
 //! - [`cluster`] — the other nodes as last heard of: their counts, who is live, who is draining.
 //! - [`api`] — REST (control, history) and the WebSocket upgrade.
-//! - [`auth`], [`config`], [`error`], [`server`] — credentials, settings, the one error type,
-//!   and the wiring.
+//! - [`auth`], [`config`], [`error`], [`wire`], [`server`] — credentials, settings, the
+//!   request error, the encode-once outbound frame, and the wiring.
 
 pub mod api;
 pub mod auth;

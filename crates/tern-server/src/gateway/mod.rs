@@ -1,9 +1,10 @@
 //! The access layer: connections from accept to close.
 //!
 //! Each transport under [`transport`] turns its socket into a [`transport::FrameIo`]; from there
-//! every connection runs the same task ([`conn`]): authenticate under a deadline → register with
-//! dispatch → resume what the device missed → serve requests, pushes, ACK retries and heartbeats
-//! → always deregister and record why it closed.
+//! every connection runs the same task ([`conn`]), which drives the connection's protocol core
+//! (`tern_proto::conn::Connection`): authenticate under a deadline → register with the router →
+//! resume what the device missed → serve requests, pushes, ACK retries and heartbeats → always
+//! deregister and record why it closed.
 
 mod admission;
 mod conn;

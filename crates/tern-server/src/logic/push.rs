@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tern_proto::{DeviceId, ErrorCode, MsgId, Priority, Push, PushScope, UserId};
+use tern_proto::{ErrorCode, MsgId, Priority, Push, PushScope};
 
 use super::Logic;
 use crate::bus::Target;
@@ -124,20 +124,7 @@ impl From<&ApiKeyRecord> for KeyView {
     }
 }
 
-/// Where a push goes, as the API names it.
-#[derive(Debug, Clone)]
-pub enum PushTarget {
-    /// Users (every device).
-    Users(Vec<UserId>),
-    /// Devices: `(Some(user), device)` for a user's device, `(None, device)` for an anonymous one.
-    Devices(Vec<(Option<UserId>, DeviceId)>),
-    /// A room.
-    Room(String),
-    /// An area.
-    Area(String),
-    /// Everyone.
-    All,
-}
+pub use tern_proto::rest::PushTarget;
 
 const MAX_TARGETS: usize = 1000;
 

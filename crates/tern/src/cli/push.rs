@@ -4,6 +4,7 @@ use anyhow::Context;
 use serde_json::Value;
 use tern_client::http::service::{self, Target};
 use tern_client::{Client, Event, Options, Priority};
+use tern_proto::{DeviceId, UserId};
 
 use super::{Profile, TransportArg};
 
@@ -60,11 +61,13 @@ pub enum PriorityArg {
 
 pub async fn push(args: PushArgs) -> anyhow::Result<()> {
     let target = if !args.users.is_empty() {
-        Target::Users(args.users)
+        Target::Users(args.users.into_iter().map(UserId).collect())
     } else if !args.devices.is_empty() {
         let parse = |d: &String| match d.split_once(':') {
-            Some((u, dev)) => u.parse::<u64>().map(|u| (Some(u), dev.to_owned())).context("--device USER_ID:DEVICE"),
-            None => Ok((None, d.clone())),
+            Some((u, dev)) => {
+                u.parse::<u64>().map(|u| (Some(UserId(u)), DeviceId(dev.to_owned()))).context("--device USER_ID:DEVICE")
+            }
+            None => Ok((None, DeviceId(d.clone()))),
         };
         Target::Devices(args.devices.iter().map(parse).collect::<anyhow::Result<_>>()?)
     } else if let Some(room) = args.room {
