@@ -113,7 +113,7 @@ fuzz_target!(|data: &[u8]| {
             }
             (7, None) => c.handle_frame(&cfg, now, Codec::Json, &pair[1..]),
             (8, None) if authenticated => {
-                let seq = u64::from(arg >> 1);
+                let seq = u64::from(arg >> 1) + 1; // seqs start at 1
                 let covered = caught_up.get(&conv).is_some_and(|&upto| seq <= upto);
                 let before = c.outbound().len();
                 acked.remove(&message(conv, seq).msg_id); // pushed again: may be retried again
@@ -135,8 +135,10 @@ fuzz_target!(|data: &[u8]| {
             (11, None) if authenticated => {
                 let upto = u64::from(arg >> 1);
                 c.resume_messages((1..=upto).map(|seq| message(conv, seq)).collect());
-                let held = caught_up.entry(conv).or_default();
-                *held = (*held).max(upto);
+                if upto > 0 {
+                    let held = caught_up.entry(conv).or_default();
+                    *held = (*held).max(upto);
+                }
                 Ok(None)
             }
             _ => continue,
