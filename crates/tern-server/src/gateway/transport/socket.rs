@@ -154,7 +154,7 @@ impl<F: Framing> Socket<F> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::task::Poll;
 
     use bytes::{Bytes, BytesMut};
@@ -162,6 +162,21 @@ mod tests {
 
     use super::*;
     use crate::gateway::transport::tcp::Prefixed;
+
+    /// A connected pair — the server's accepted stream and the peer — with small kernel buffers
+    /// (accepted sockets inherit the listener's), so that what the peer does not read backs up
+    /// in the server quickly.
+    pub(crate) async fn small_buffered_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listening = tokio::net::TcpSocket::new_v4().unwrap();
+        listening.set_send_buffer_size(4096).unwrap();
+        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listening.listen(1).unwrap();
+        let connecting = tokio::net::TcpSocket::new_v4().unwrap();
+        connecting.set_recv_buffer_size(4096).unwrap();
+        let peer = connecting.connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (server, peer)
+    }
 
     fn frame(fill: u8, len: usize) -> Bytes {
         let mut out = BytesMut::from(&(len as u32).to_be_bytes()[..]);
@@ -173,14 +188,7 @@ mod tests {
     /// the peer reads is whole frames and then whatever is queued after the cut.
     #[tokio::test]
     async fn discarding_keeps_the_partly_written_frame_whole_and_drops_the_rest() {
-        let listening = tokio::net::TcpSocket::new_v4().unwrap();
-        listening.set_send_buffer_size(4096).unwrap();
-        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = listening.listen(1).unwrap();
-        let connecting = tokio::net::TcpSocket::new_v4().unwrap();
-        connecting.set_recv_buffer_size(4096).unwrap();
-        let mut peer = connecting.connect(listener.local_addr().unwrap()).await.unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
+        let (stream, mut peer) = small_buffered_pair().await;
         let mut socket = Socket::<Prefixed>::new(stream, BytesMut::new());
         // Small frames the kernel takes at once, then large ones it cannot: the write stops
         // inside one of them.

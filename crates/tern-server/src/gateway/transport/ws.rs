@@ -228,16 +228,8 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_pings_without_reading_cannot_grow_the_server_s_backlog() {
         use tokio::io::AsyncWriteExt;
-        // Small kernel buffers (accepted sockets inherit the listener's), so that the pongs back
-        // up in the server quickly.
-        let listening = tokio::net::TcpSocket::new_v4().unwrap();
-        listening.set_send_buffer_size(4096).unwrap();
-        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = listening.listen(1).unwrap();
-        let connecting = tokio::net::TcpSocket::new_v4().unwrap();
-        connecting.set_recv_buffer_size(4096).unwrap();
-        let mut client = connecting.connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        // Small kernel buffers, so that the pongs back up in the server quickly.
+        let (server, mut client) = super::super::socket::tests::small_buffered_pair().await;
         let mut io = WsIo::new(server, BytesMut::new(), 1024);
         // 20,000 masked pings with 100 bytes each, then the end of the stream; the client never
         // reads.
