@@ -15,6 +15,7 @@ pub mod postgres;
 #[cfg(test)]
 mod seq_property;
 pub mod sqlite;
+mod sql;
 
 use std::future::Future;
 use std::pin::Pin;

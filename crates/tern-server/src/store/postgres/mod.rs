@@ -25,16 +25,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tern_proto::{ConvId, DeviceId, GroupId, Message, MsgId, UserId};
+use tern_proto::{ConvId, DeviceId, GroupId, Message, UserId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{GenericClient, NoTls, Row};
+use tokio_postgres::{NoTls, Row};
 
 use super::im::{
-    ConvSummary, Decide, DmPolicy, Effect, GroupRecord, GroupState, JoinPolicy, JoinRequest, MemberRecord, PairState,
-    Profile, ProfileUpdate, Relation, RelationRow, Scope, Snapshot, UNREAD_CAP, like_prefix, parse_role, relation_rows,
-    role_str,
+    ConvSummary, Decide, DmPolicy, Effect, GroupState, MemberRecord, Profile, ProfileUpdate, Relation, RelationRow,
+    Scope, like_prefix,
 };
+use super::sql::{self, MESSAGE_COLUMNS, PROFILE_COLUMNS, USER_COLUMNS, profile_from, user_from};
 use super::{
     ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page, SendRules,
     SessionCutoff, Store, StoreError, StoreHealth, UserRecord,
@@ -225,20 +225,20 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let row = self
                 .query_opt(
-                    "SELECT id, username, password_hash, disabled FROM users WHERE lower(username) = lower($1)",
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1)"),
                     &[&username],
                 )
                 .await?;
-            Ok(row.as_ref().map(user_from_row))
+            row.as_ref().map(|r| user_from(r)).transpose()
         })
     }
 
     fn user_by_id(&self, id: UserId) -> BoxFut<'_, Result<Option<UserRecord>, StoreError>> {
         Box::pin(async move {
             let row = self
-                .query_opt("SELECT id, username, password_hash, disabled FROM users WHERE id = $1", &[&(id.0 as i64)])
+                .query_opt(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"), &[&(id.0 as i64)])
                 .await?;
-            Ok(row.as_ref().map(user_from_row))
+            row.as_ref().map(|r| user_from(r)).transpose()
         })
     }
 
@@ -251,53 +251,15 @@ impl Store for PostgresStore {
     }
 
     fn messages(&self, conv: ConvId, page: Page, limit: u32) -> BoxFut<'_, Result<Vec<Message>, StoreError>> {
-        Box::pin(async move {
-            let (sql, bound) = match page {
-                Page::After(seq) => (
-                    format!(
-                        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3"
-                    ),
-                    seq,
-                ),
-                Page::Before(seq) => (
-                    format!(
-                        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
-                    ),
-                    seq,
-                ),
-            };
-            let rows =
-                self.query(&sql, &[&conv.to_string(), &(bound.min(i64::MAX as u64) as i64), &i64::from(limit)]).await?;
-            rows.iter().map(row_to_message).collect()
-        })
+        Box::pin(async move { sql::messages(&mut Pg(&*self.client().await?), conv, page, limit).await })
     }
 
     fn last_seq(&self, conv: ConvId) -> BoxFut<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let row =
-                self.query_opt("SELECT last_seq FROM conversations WHERE conv_id = $1", &[&conv.to_string()]).await?;
-            Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
-        })
+        Box::pin(async move { sql::stored_last_seq(&mut Pg(&*self.client().await?), conv).await })
     }
 
     fn conversations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<ConvPosition>, StoreError>> {
-        Box::pin(async move {
-            let rows = self
-                .query(
-                    "SELECT m.conv_id, c.last_seq, m.joined_seq FROM conv_members m \
-                     JOIN conversations c ON c.conv_id = m.conv_id WHERE m.user_id = $1",
-                    &[&(user.0 as i64)],
-                )
-                .await?;
-            // Rows are written only from parsed ids; an unparsable one is skipped, not fatal.
-            Ok(rows
-                .iter()
-                .filter_map(|r| {
-                    let conv = r.get::<_, &str>(0).parse().ok()?;
-                    Some((conv, r.get::<_, i64>(1) as u64, r.get::<_, i64>(2) as u64))
-                })
-                .collect())
-        })
+        Box::pin(async move { sql::conversations_of(&mut Pg(&*self.client().await?), user).await })
     }
 
     fn transact(&self, scope: Scope, decide: Decide) -> BoxFut<'_, Result<(), StoreError>> {
@@ -313,7 +275,7 @@ impl Store for PostgresStore {
             let ids: Vec<i64> = users.iter().map(|u| u.0 as i64).collect();
             let rows = self.query(&format!("SELECT {PROFILE_COLUMNS} FROM users WHERE id = ANY($1)"), &[&ids]).await?;
             let mut by_id: HashMap<UserId, Profile> =
-                rows.iter().map(profile_from_row).map(|p| (p.user_id, p)).collect();
+                rows.iter().map(|r| profile_from(r).map(|p| (p.user_id, p))).collect::<Result<_, _>>()?;
             // In the order asked.
             Ok(users.iter().filter_map(|u| by_id.remove(u)).collect())
         })
@@ -330,7 +292,7 @@ impl Store for PostgresStore {
                     &[&like_prefix(&prefix.to_lowercase()), &i64::from(limit)],
                 )
                 .await?;
-            Ok(rows.iter().map(profile_from_row).collect())
+            rows.iter().map(|r| profile_from(r)).collect()
         })
     }
 
@@ -356,19 +318,7 @@ impl Store for PostgresStore {
     }
 
     fn relations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<RelationRow>, StoreError>> {
-        Box::pin(async move {
-            let rows = self
-                .query(
-                    "SELECT owner, peer, friend, blocked, request_msg, request_ts FROM relations WHERE owner = $1 \
-                     UNION ALL SELECT owner, peer, friend, blocked, request_msg, request_ts FROM relations WHERE peer = $1",
-                    &[&(user.0 as i64)],
-                )
-                .await?;
-            let rows = rows
-                .iter()
-                .map(|r| (UserId(r.get::<_, i64>(0) as u64), UserId(r.get::<_, i64>(1) as u64), relation_at(r, 2)));
-            Ok(relation_rows(user, rows))
-        })
+        Box::pin(async move { sql::relations_of(&mut Pg(&*self.client().await?), user).await })
     }
 
     fn group(&self, group: GroupId) -> BoxFut<'_, Result<Option<GroupState>, StoreError>> {
@@ -376,73 +326,20 @@ impl Store for PostgresStore {
             let mut c = self.client().await?;
             // One snapshot for the group, its members and its last seq.
             let tx = c.build_transaction().read_only(true).start().await.map_err(backend)?;
-            let last = tx
-                .query_opt(
-                    "SELECT last_seq FROM conversations WHERE conv_id = $1",
-                    &[&ConvId::Group(group).to_string()],
-                )
-                .await
-                .map_err(backend)?
-                .map_or(0, |r| r.get::<_, i64>(0) as u64);
-            let state = load_group(&tx, group, last).await.map_err(|e| match e {
-                BatchError::Retry(why) => StoreError::Backend(why),
-                BatchError::Failed(e) => e,
-            })?;
+            let mut pg = Pg(&tx);
+            let last = sql::stored_last_seq(&mut pg, ConvId::Group(group)).await?;
+            let state = sql::load_group(&mut pg, group, last).await?;
             tx.commit().await.map_err(backend)?;
             Ok(state)
         })
     }
 
     fn conversation_list(&self, user: UserId) -> BoxFut<'_, Result<Vec<ConvSummary>, StoreError>> {
-        Box::pin(async move {
-            let rows = self
-                .query(
-                    &format!(
-                        "SELECT m.conv_id, m.read_seq, c.last_seq, c.last_ts, \
-                         (SELECT COUNT(*) FROM (SELECT 1 FROM messages x WHERE x.conv_id = m.conv_id AND x.seq > m.read_seq \
-                            AND x.counted AND x.sender <> $1 LIMIT {UNREAD_CAP}) u), \
-                         (SELECT p.read_seq FROM conv_members p WHERE m.conv_id LIKE 'd:%' AND p.conv_id = m.conv_id \
-                            AND p.user_id <> $1 LIMIT 1), \
-                         CASE WHEN m.conv_id LIKE 'g:%' THEN (SELECT g.name FROM groups g WHERE g.id = substr(m.conv_id, 3)::bigint) END, \
-                         lm.conv_id, lm.seq, lm.msg_id, lm.sender, lm.client_msg_id, lm.ts, lm.body \
-                         FROM conv_members m JOIN conversations c ON c.conv_id = m.conv_id \
-                         LEFT JOIN messages lm ON lm.conv_id = m.conv_id AND lm.seq = c.last_seq \
-                         WHERE m.user_id = $1 AND m.conv_id NOT LIKE 'u:%' ORDER BY c.last_ts DESC, c.conv_id"
-                    ),
-                    &[&(user.0 as i64)],
-                )
-                .await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let Ok(conv_id) = r.get::<_, &str>(0).parse::<ConvId>() else { continue };
-                let last_seq = r.get::<_, i64>(2) as u64;
-                let peer_read_seq = match conv_id.peer_of(user) {
-                    Some(peer) if peer != user => Some(r.get::<_, Option<i64>>(5).unwrap_or(0) as u64),
-                    _ => None,
-                };
-                out.push(ConvSummary {
-                    conv_id,
-                    last_seq,
-                    last_ts: r.get::<_, i64>(3) as u64,
-                    last_message: match r.get::<_, Option<&str>>(7) {
-                        Some(_) => Some(message_from(r, 7)?),
-                        None => None,
-                    },
-                    read_seq: r.get::<_, i64>(1) as u64,
-                    unread: r.get::<_, i64>(4) as u64,
-                    peer_read_seq,
-                    name: r.get(6),
-                });
-            }
-            Ok(out)
-        })
+        Box::pin(async move { sql::conversation_list(&mut Pg(&*self.client().await?), user).await })
     }
 
     fn membership(&self, conv: ConvId, user: UserId) -> BoxFut<'_, Result<Option<MemberRecord>, StoreError>> {
-        Box::pin(async move {
-            let c = self.client().await?;
-            load_member(&**c, conv, user).await
-        })
+        Box::pin(async move { sql::load_member(&mut Pg(&*self.client().await?), conv, user).await })
     }
 
     fn health(&self) -> &StoreHealth {
@@ -450,15 +347,7 @@ impl Store for PostgresStore {
     }
 
     fn read_count(&self, conv: ConvId, seq: u64, except: UserId) -> BoxFut<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let row = self
-                .query_opt(
-                    "SELECT COUNT(*) FROM conv_members WHERE conv_id = $1 AND read_seq >= $2 AND joined_seq <= $2 AND user_id <> $3",
-                    &[&conv.to_string(), &(seq.min(i64::MAX as u64) as i64), &(except.0 as i64)],
-                )
-                .await?;
-            Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
-        })
+        Box::pin(async move { sql::read_count(&mut Pg(&*self.client().await?), conv, seq, except).await })
     }
 
     fn create_api_key(&self, key: ApiKeyRecord) -> BoxFut<'_, Result<(), StoreError>> {

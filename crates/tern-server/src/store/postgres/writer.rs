@@ -1,6 +1,7 @@
 //! The writer task: batches of appends under conversation locks, seqs, the 1:1 rules' inputs.
 
 use super::*;
+use crate::store::sql::{self, message_from, relation_from};
 
 /// How often a batch of appends is retried after a deadlock or a race before it is refused.
 pub(super) const BATCH_ATTEMPTS: u32 = 5;
@@ -158,7 +159,7 @@ impl Writer {
         let mut groups: HashMap<GroupId, Option<GroupState>> = HashMap::new();
         for g in msgs.iter().filter_map(|m| m.conv_id.group()) {
             if let std::collections::hash_map::Entry::Vacant(v) = groups.entry(g) {
-                v.insert(load_group(&tx, g, 0).await?);
+                v.insert(sql::load_group(&mut Pg(&tx), g, 0).await.map_err(BatchError::Failed)?);
             }
         }
 
@@ -176,7 +177,7 @@ impl Writer {
             .await?;
         let mut originals: HashMap<(UserId, String), Message> = HashMap::new();
         for row in rows {
-            let m = row_to_message(&row).map_err(BatchError::Failed)?;
+            let m = message_from(&row, 0).map_err(BatchError::Failed)?;
             originals.insert((m.from, m.client_msg_id.clone()), m);
         }
 
@@ -261,15 +262,16 @@ impl Writer {
         scope_convs.extend(scope.member.map(|(c, _)| c));
         lock_convs(&tx, &mut held, scope_convs.iter().map(ConvId::to_string)).await.map_err(backend)?;
         let mut seqs = Seqs::load(&tx, scope_convs.iter().copied()).await.map_err(backend)?;
-        let snapshot = snapshot(&tx, &scope, &seqs).await?;
+        let mut committed = Vec::new();
+        let snapshot = sql::snapshot(&mut PgTx { tx: &tx, seqs: &mut seqs, committed: &mut committed }, &scope).await?;
         let effects = decide(&snapshot).map_err(StoreError::Denied)?;
         let appends: Vec<ConvId> =
             effects.iter().filter_map(|e| if let Effect::Append(m) = e { Some(m.conv_id) } else { None }).collect();
         lock_convs(&tx, &mut held, appends.iter().map(ConvId::to_string)).await.map_err(backend)?;
         seqs.load_more(&tx, appends.iter().copied()).await.map_err(backend)?;
-        let mut committed = Vec::new();
+        let mut im = PgTx { tx: &tx, seqs: &mut seqs, committed: &mut committed };
         for effect in effects {
-            apply_effect(&tx, effect, &mut seqs, &mut committed).await?;
+            sql::apply_effect(&mut im, effect).await?;
         }
         seqs.save(&tx).await.map_err(backend)?;
         tx.commit().await.map_err(backend)?;
@@ -470,7 +472,7 @@ impl NewRows {
 pub(super) async fn load_dm_rules(
     tx: &tokio_postgres::Transaction<'_>,
     pairs: &[(UserId, UserId)],
-) -> Result<HashMap<(UserId, UserId), (DmPolicy, Relation)>, tokio_postgres::Error> {
+) -> Result<HashMap<(UserId, UserId), (DmPolicy, Relation)>, BatchError> {
     let mut out = HashMap::new();
     if pairs.is_empty() {
         return Ok(out);
@@ -487,7 +489,7 @@ pub(super) async fn load_dm_rules(
         .await?;
     for row in rows {
         let key = (UserId(row.get::<_, i64>(0) as u64), UserId(row.get::<_, i64>(1) as u64));
-        let relation = relation_at(&row, 3);
+        let relation = relation_from(&row, 3).map_err(BatchError::Failed)?;
         out.insert(key, (DmPolicy::parse(row.get(2)), relation));
     }
     Ok(out)

@@ -6,7 +6,7 @@
 //! are assigned in queue order without locks. Reads use a pool of read connections on tokio's
 //! blocking threads; WAL lets them run beside the writer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,14 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tern_proto::{ConvId, DeviceId, GroupId, Message, MsgId, UserId};
+use tern_proto::{ConvId, DeviceId, GroupId, Message, UserId};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::im::{
-    ConvSummary, Decide, DmPolicy, Effect, GroupRecord, GroupState, JoinPolicy, JoinRequest, MemberRecord, PairState,
-    Profile, ProfileUpdate, Relation, RelationRow, Scope, Snapshot, UNREAD_CAP, like_prefix, parse_role, relation_rows,
-    role_str,
+    ConvSummary, Decide, DmPolicy, Effect, GroupState, MemberRecord, Profile, ProfileUpdate, Relation, RelationRow,
+    Scope, like_prefix,
 };
+use super::sql::{self, PROFILE_COLUMNS, USER_COLUMNS, profile_from, user_from};
 use super::{
     ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page, SendRules,
     SessionCutoff, Store, StoreError, StoreHealth, UserRecord,
@@ -309,16 +309,16 @@ impl Store for SqliteStore {
     fn user_by_name<'a>(&'a self, username: &'a str) -> BoxFut<'a, Result<Option<UserRecord>, StoreError>> {
         let username = username.to_owned();
         Box::pin(self.readers.run(move |c| {
-            c.prepare_cached("SELECT id, username, password_hash, disabled FROM users WHERE username = ?1")?
-                .query_row([username], user_from_row)
+            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"))?
+                .query_row([username], |r| user_from(r))
                 .optional()
         }))
     }
 
     fn user_by_id(&self, id: UserId) -> BoxFut<'_, Result<Option<UserRecord>, StoreError>> {
         Box::pin(self.readers.run(move |c| {
-            c.prepare_cached("SELECT id, username, password_hash, disabled FROM users WHERE id = ?1")?
-                .query_row([id.0 as i64], user_from_row)
+            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
+                .query_row([id.0 as i64], |r| user_from(r))
                 .optional()
         }))
     }
@@ -332,46 +332,15 @@ impl Store for SqliteStore {
     }
 
     fn messages(&self, conv: ConvId, page: Page, limit: u32) -> BoxFut<'_, Result<Vec<Message>, StoreError>> {
-        Box::pin(self.readers.run(move |c| {
-            let (sql, bound) = match page {
-                Page::After(seq) => (
-                    format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv_id = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3"),
-                    seq,
-                ),
-                Page::Before(seq) => (
-                    format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"),
-                    seq,
-                ),
-            };
-            let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![conv.to_string(), bound.min(i64::MAX as u64) as i64, limit], row_to_message)?;
-            rows.collect()
-        }))
+        Box::pin(self.readers.run(move |c| now(sql::messages(&mut Lite(c), conv, page, limit))))
     }
 
     fn last_seq(&self, conv: ConvId) -> BoxFut<'_, Result<u64, StoreError>> {
-        Box::pin(self.readers.run(move |c| last_seq(c, conv)))
+        Box::pin(self.readers.run(move |c| now(sql::stored_last_seq(&mut Lite(c), conv))))
     }
 
     fn conversations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<ConvPosition>, StoreError>> {
-        Box::pin(self.readers.run(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT m.conv_id, c.last_seq, m.joined_seq FROM conv_members m \
-                 JOIN conversations c ON c.conv_id = m.conv_id WHERE m.user_id = ?1",
-            )?;
-            let rows = stmt.query_map([user.0 as i64], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (conv, seq, joined) = row?;
-                // Rows are written only from parsed ids; an unparsable one is skipped, not fatal.
-                if let Ok(conv) = conv.parse() {
-                    out.push((conv, seq, joined));
-                }
-            }
-            Ok(out)
-        }))
+        Box::pin(self.readers.run(move |c| now(sql::conversations_of(&mut Lite(c), user))))
     }
 
     fn transact(&self, scope: Scope, decide: Decide) -> BoxFut<'_, Result<(), StoreError>> {
@@ -386,7 +355,7 @@ impl Store for SqliteStore {
         Box::pin(self.readers.run(move |c| {
             let mut out = Vec::with_capacity(users.len());
             for u in users {
-                if let Some(p) = load_profile(c, u)? {
+                if let Some(p) = now(sql::load_profile(&mut Lite(c), u))? {
                     out.push(p);
                 }
             }
@@ -396,10 +365,11 @@ impl Store for SqliteStore {
 
     fn search_users(&self, prefix: String, limit: u32) -> BoxFut<'_, Result<Vec<Profile>, StoreError>> {
         Box::pin(self.readers.run(move |c| {
+            // SQLite's LIKE ignores ASCII case, as usernames do.
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {PROFILE_COLUMNS} FROM users WHERE username LIKE ?1 ESCAPE '\\' ORDER BY username LIMIT ?2"
             ))?;
-            let rows = stmt.query_map(params![like_prefix(&prefix), limit], profile_from_row)?;
+            let rows = stmt.query_map(params![like_prefix(&prefix), limit], |r| profile_from(r))?;
             rows.collect()
         }))
     }
@@ -428,37 +398,25 @@ impl Store for SqliteStore {
     }
 
     fn relations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<RelationRow>, StoreError>> {
-        Box::pin(self.readers.run(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT owner, peer, friend, blocked, request_msg, request_ts FROM relations WHERE owner = ?1 \
-                 UNION ALL SELECT owner, peer, friend, blocked, request_msg, request_ts FROM relations WHERE peer = ?1",
-            )?;
-            let rows = stmt
-                .query_map([user.0 as i64], |r| {
-                    Ok((
-                        UserId(r.get::<_, i64>(0)? as u64),
-                        UserId(r.get::<_, i64>(1)? as u64),
-                        relation_from_row(r, 2)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(relation_rows(user, rows))
-        }))
+        Box::pin(self.readers.run(move |c| now(sql::relations_of(&mut Lite(c), user))))
     }
 
     fn group(&self, group: GroupId) -> BoxFut<'_, Result<Option<GroupState>, StoreError>> {
         Box::pin(self.readers.run(move |c| {
-            let last = last_seq(c, ConvId::Group(group))?;
-            load_group(c, group, last)
+            // One read transaction, so members and last seq agree.
+            let tx = c.unchecked_transaction()?;
+            let mut lite = Lite(&tx);
+            let last = now(sql::stored_last_seq(&mut lite, ConvId::Group(group)))?;
+            now(sql::load_group(&mut lite, group, last))
         }))
     }
 
     fn conversation_list(&self, user: UserId) -> BoxFut<'_, Result<Vec<ConvSummary>, StoreError>> {
-        Box::pin(self.readers.run(move |c| conversation_list(c, user)))
+        Box::pin(self.readers.run(move |c| now(sql::conversation_list(&mut Lite(c), user))))
     }
 
     fn membership(&self, conv: ConvId, user: UserId) -> BoxFut<'_, Result<Option<MemberRecord>, StoreError>> {
-        Box::pin(self.readers.run(move |c| load_member(c, conv, user)))
+        Box::pin(self.readers.run(move |c| now(sql::load_member(&mut Lite(c), conv, user))))
     }
 
     fn health(&self) -> &StoreHealth {
@@ -466,13 +424,6 @@ impl Store for SqliteStore {
     }
 
     fn read_count(&self, conv: ConvId, seq: u64, except: UserId) -> BoxFut<'_, Result<u64, StoreError>> {
-        Box::pin(self.readers.run(move |c| {
-            let n: i64 = c
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM conv_members WHERE conv_id = ?1 AND read_seq >= ?2 AND joined_seq <= ?2 AND user_id <> ?3",
-                )?
-                .query_row(params![conv.to_string(), seq.min(i64::MAX as u64) as i64, except.0 as i64], |r| r.get(0))?;
-            Ok(n as u64)
-        }))
+        Box::pin(self.readers.run(move |c| now(sql::read_count(&mut Lite(c), conv, seq, except))))
     }
 }

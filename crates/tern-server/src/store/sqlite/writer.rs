@@ -2,6 +2,7 @@
 //! per job (savepoints).
 
 use super::*;
+use crate::store::sql::{self, ImTx, Row, Sql, Value};
 
 pub(super) struct Writer {
     conn: Connection,
@@ -245,11 +246,12 @@ impl Writer {
                         })
                     }
                     Job::Transact(scope, decide) => {
-                        let snapshot = caches.snapshot(tx, &scope)?;
+                        let mut im = LiteTx { tx, caches, touched, committed };
+                        let snapshot = now(sql::snapshot(&mut im, &scope))?;
                         Outcome::Done(match decide(&snapshot) {
                             Ok(effects) => {
                                 for effect in effects {
-                                    caches.apply_effect(tx, effect, touched, committed)?;
+                                    now(sql::apply_effect(&mut im, effect))?;
                                 }
                                 Ok(())
                             }
@@ -449,7 +451,7 @@ impl Caches {
                 let Some(policy) = policy else {
                     return Ok(Err(crate::error::Error::not_found(format!("user {to} does not exist"))));
                 };
-                let rule = (DmPolicy::parse(&policy), load_relation(tx, to, msg.from)?);
+                let rule = (DmPolicy::parse(&policy), now(sql::load_relation(&mut Lite(tx), to, msg.from))?);
                 let verdict = self.rules.direct(rule.0, &rule.1);
                 self.direct.insert((to, msg.from), rule);
                 Ok(verdict)
@@ -474,7 +476,7 @@ impl Caches {
     ) -> Result<Option<&mut CachedGroup>, rusqlite::Error> {
         match self.groups.entry(g) {
             std::collections::hash_map::Entry::Occupied(e) => Ok(Some(e.into_mut())),
-            std::collections::hash_map::Entry::Vacant(v) => match load_group(tx, g, 0)? {
+            std::collections::hash_map::Entry::Vacant(v) => match now(sql::load_group(&mut Lite(tx), g, 0))? {
                 Some(state) => Ok(Some(v.insert(CachedGroup { state, recipients: None }))),
                 None => Ok(None),
             },
@@ -484,7 +486,7 @@ impl Caches {
     fn last_seq(&self, tx: &rusqlite::Transaction<'_>, conv: ConvId) -> Result<u64, rusqlite::Error> {
         match self.seqs.get(&conv) {
             Some(s) => Ok(*s),
-            None => last_seq(tx, conv),
+            None => now(sql::stored_last_seq(&mut Lite(tx), conv)),
         }
     }
 
@@ -551,166 +553,91 @@ impl Caches {
         Ok(Ok(Appended { message, duplicate: false }))
     }
 
-    /// Loads what a transaction asked for.
-    fn snapshot(&mut self, tx: &rusqlite::Transaction<'_>, scope: &Scope) -> Result<Snapshot, rusqlite::Error> {
-        let mut snap = Snapshot::default();
-        if let Some(g) = scope.group {
-            let last = self.last_seq(tx, ConvId::Group(g))?;
-            snap.group = self.group(tx, g)?.map(|c| {
-                let mut state = c.state.clone();
-                state.last_seq = last;
-                state
-            });
-        }
-        if let Some((a, b)) = scope.pair {
-            snap.pair = Some(PairState {
-                a,
-                b,
-                b_profile: load_profile(tx, b)?,
-                ab: load_relation(tx, a, b)?,
-                ba: load_relation(tx, b, a)?,
-            });
-        }
-        if let Some((conv, seq)) = scope.message {
-            snap.message = tx
-                .prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv_id = ?1 AND seq = ?2"))?
-                .query_row(params![conv.to_string(), seq.min(i64::MAX as u64) as i64], row_to_message)
-                .optional()?;
-        }
-        if let Some((conv, user)) = scope.member {
-            snap.member = load_member(tx, conv, user)?;
-            snap.member_conv_last_seq = self.last_seq(tx, conv)?;
-        }
-        Ok(snap)
-    }
-
-    fn apply_effect(
-        &mut self,
-        tx: &rusqlite::Transaction<'_>,
-        effect: Effect,
-        touched: &mut Touched,
-        committed: &mut Vec<Committed>,
-    ) -> Result<(), rusqlite::Error> {
+    /// Keeps the caches true after `effect` was written.
+    fn wrote(&mut self, effect: &Effect) {
         match effect {
             Effect::PutGroup(info) => {
-                tx.prepare_cached(
-                    "INSERT INTO groups (id, name, owner, join_policy, muted_all, max_members, created_at, dissolved) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO UPDATE SET name = excluded.name, \
-                     owner = excluded.owner, join_policy = excluded.join_policy, muted_all = excluded.muted_all, \
-                     max_members = excluded.max_members, dissolved = excluded.dissolved",
-                )?
-                .execute(params![
-                    info.id.0 as i64,
-                    info.name,
-                    info.owner.0 as i64,
-                    info.join_policy.as_str(),
-                    info.muted_all,
-                    info.max_members,
-                    info.created_at as i64,
-                    info.dissolved
-                ])?;
-                match self.groups.get_mut(&info.id) {
-                    Some(cached) => cached.state.info = info,
-                    None => {
-                        let id = info.id;
-                        let state =
-                            GroupState { info, members: BTreeMap::new(), requests: BTreeMap::new(), last_seq: 0 };
-                        self.groups.insert(id, CachedGroup { state, recipients: None });
-                    }
+                if let Some(cached) = self.groups.get_mut(&info.id) {
+                    cached.state.info = info.clone();
                 }
             }
             Effect::PutMember(g, member) => {
-                tx.prepare_cached(
-                    "INSERT INTO conv_members (conv_id, user_id, role, joined_seq, read_seq, muted_until) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(conv_id, user_id) DO UPDATE SET role = excluded.role, \
-                     joined_seq = excluded.joined_seq, muted_until = excluded.muted_until",
-                )?
-                .execute(params![
-                    ConvId::Group(g).to_string(),
-                    member.user.0 as i64,
-                    role_str(member.role),
-                    member.joined_seq as i64,
-                    member.read_seq as i64,
-                    member.muted_until as i64
-                ])?;
-                if let Some(cached) = self.group(tx, g)? {
-                    cached.state.members.insert(member.user, member);
+                if let Some(cached) = self.groups.get_mut(g) {
+                    cached.state.members.insert(member.user, member.clone());
                     cached.recipients = None;
                 }
             }
             Effect::RemoveMember(g, user) => {
-                tx.prepare_cached("DELETE FROM conv_members WHERE conv_id = ?1 AND user_id = ?2")?
-                    .execute(params![ConvId::Group(g).to_string(), user.0 as i64])?;
-                if let Some(cached) = self.group(tx, g)? {
-                    cached.state.members.remove(&user);
+                if let Some(cached) = self.groups.get_mut(g) {
+                    cached.state.members.remove(user);
                     cached.recipients = None;
                 }
             }
             Effect::PutJoinRequest(g, req) => {
-                tx.prepare_cached(
-                    "INSERT INTO join_requests (group_id, user_id, message, ts) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT(group_id, user_id) DO UPDATE SET message = excluded.message, ts = excluded.ts",
-                )?
-                .execute(params![g.0 as i64, req.user.0 as i64, req.message, req.ts as i64])?;
-                if let Some(cached) = self.group(tx, g)? {
-                    cached.state.requests.insert(req.user, req);
+                if let Some(cached) = self.groups.get_mut(g) {
+                    cached.state.requests.insert(req.user, req.clone());
                 }
             }
             Effect::RemoveJoinRequest(g, user) => {
-                tx.prepare_cached("DELETE FROM join_requests WHERE group_id = ?1 AND user_id = ?2")?
-                    .execute(params![g.0 as i64, user.0 as i64])?;
-                if let Some(cached) = self.group(tx, g)? {
-                    cached.state.requests.remove(&user);
+                if let Some(cached) = self.groups.get_mut(g) {
+                    cached.state.requests.remove(user);
                 }
             }
             Effect::PutRelation { owner, peer, relation } => {
-                if let Some((_, cached)) = self.direct.get_mut(&(owner, peer)) {
+                if let Some((_, cached)) = self.direct.get_mut(&(*owner, *peer)) {
                     *cached = relation.clone();
                 }
-                if relation == Relation::default() {
-                    tx.prepare_cached("DELETE FROM relations WHERE owner = ?1 AND peer = ?2")?
-                        .execute(params![owner.0 as i64, peer.0 as i64])?;
-                } else {
-                    let (msg, ts) = match relation.requested {
-                        Some((m, ts)) => (Some(m), Some(ts as i64)),
-                        None => (None, None),
-                    };
-                    tx.prepare_cached(
-                        "INSERT INTO relations (owner, peer, friend, blocked, request_msg, request_ts) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(owner, peer) DO UPDATE SET \
-                         friend = excluded.friend, blocked = excluded.blocked, request_msg = excluded.request_msg, \
-                         request_ts = excluded.request_ts",
-                    )?
-                    .execute(params![
-                        owner.0 as i64,
-                        peer.0 as i64,
-                        relation.friend,
-                        relation.blocked,
-                        msg,
-                        ts
-                    ])?;
-                }
             }
-            Effect::SetRead { conv, user, seq } => {
-                tx.prepare_cached(
-                    "INSERT INTO conv_members (conv_id, user_id, read_seq) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT(conv_id, user_id) DO UPDATE SET read_seq = MAX(read_seq, excluded.read_seq)",
-                )?
-                .execute(params![conv.to_string(), user.0 as i64, seq as i64])?;
-            }
-            Effect::Replace { conv, seq, body } => {
-                let json = crate::store::encode_body(&body);
-                tx.prepare_cached("UPDATE messages SET body = ?3, counted = ?4 WHERE conv_id = ?1 AND seq = ?2")?
-                    .execute(params![conv.to_string(), seq as i64, &json[..], body.is_content()])?;
-            }
-            Effect::Append(msg) => {
-                // Effects come from rules that already checked the operation; a conflict here
-                // (a reused client id) would be a bug, so it fails the batch.
-                if let Err(e) = self.append(tx, &msg, touched, committed)? {
-                    return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
-                }
-            }
+            Effect::SetRead { .. } | Effect::Replace { .. } | Effect::Append(_) => {}
         }
-        Ok(())
+    }
+}
+
+/// An IM transaction inside the writer's batch: the shared model (`store::sql`) over the
+/// writer's transaction and caches.
+pub(super) struct LiteTx<'a, 'c> {
+    tx: &'a rusqlite::Transaction<'c>,
+    caches: &'a mut Caches,
+    touched: &'a mut Touched,
+    committed: &'a mut Vec<Committed>,
+}
+
+impl Sql for LiteTx<'_, '_> {
+    type Error = rusqlite::Error;
+
+    async fn execute(&mut self, sql: &str, params: &[Value<'_>]) -> Result<u64, rusqlite::Error> {
+        Lite(self.tx).execute(sql, params).await
+    }
+
+    async fn query<T>(
+        &mut self,
+        sql: &str,
+        params: &[Value<'_>],
+        map: impl FnMut(&Row<'_, rusqlite::Error>) -> Result<T, rusqlite::Error>,
+    ) -> Result<Vec<T>, rusqlite::Error> {
+        Lite(self.tx).query(sql, params, map).await
+    }
+}
+
+impl ImTx for LiteTx<'_, '_> {
+    async fn last_seq(&mut self, conv: ConvId) -> Result<u64, rusqlite::Error> {
+        self.caches.last_seq(self.tx, conv)
+    }
+
+    async fn group(&mut self, g: GroupId) -> Result<Option<GroupState>, rusqlite::Error> {
+        Ok(self.caches.group(self.tx, g)?.map(|cached| cached.state.clone()))
+    }
+
+    async fn append(&mut self, msg: NewMessage) -> Result<(), rusqlite::Error> {
+        // The rules already checked the operation; a conflict here (a reused client id) would
+        // be a bug, so it fails the operation.
+        match self.caches.append(self.tx, &msg, self.touched, self.committed)? {
+            Ok(_) => Ok(()),
+            Err(e) => Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))),
+        }
+    }
+
+    fn wrote(&mut self, effect: &Effect) {
+        self.caches.wrote(effect);
     }
 }
