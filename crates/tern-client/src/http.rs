@@ -1,10 +1,11 @@
 //! REST calls: register, login, user lookup, history.
 
-use serde::Deserialize;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tern_proto::{ConvId, DeviceId, ErrorCode, UserId};
+use tern_proto::rest::{ErrorBody, Login, NewUser, SessionToken, UserView};
+use tern_proto::{ConvId, UserId};
 
-use crate::{DeviceSession, Endpoints, Error, HistoryPage, Session};
+use crate::{DeviceSession, Error, HistoryPage, Session};
 
 /// One HTTP client per thread, so calls share pooled keep-alive connections (thousands of calls
 /// from a load generator would otherwise leave thousands of sockets in TIME_WAIT). Per thread,
@@ -22,21 +23,12 @@ fn transport(e: reqwest::Error) -> Error {
 }
 
 async fn parse<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Error> {
-    #[derive(Deserialize)]
-    struct Wrapper {
-        error: ErrorBody,
-    }
-    #[derive(Deserialize)]
-    struct ErrorBody {
-        code: ErrorCode,
-        message: String,
-    }
     let status = resp.status();
     let bytes = resp.bytes().await.map_err(transport)?;
     if status.is_success() {
         return serde_json::from_slice(&bytes).map_err(|e| Error::Transport(format!("unexpected response: {e}")));
     }
-    match serde_json::from_slice::<Wrapper>(&bytes) {
+    match serde_json::from_slice::<ErrorBody>(&bytes) {
         Ok(w) => Err(Error::Server { code: w.error.code, message: w.error.message }),
         Err(_) => Err(Error::Transport(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))),
     }
@@ -46,8 +38,8 @@ fn url(server: &str, path: &str) -> String {
     format!("{}{path}", server.trim_end_matches('/'))
 }
 
-async fn post<T: DeserializeOwned>(server: &str, path: &str, body: serde_json::Value) -> Result<T, Error> {
-    let resp = client().post(url(server, path)).json(&body).send().await.map_err(transport)?;
+async fn post<T: DeserializeOwned>(server: &str, path: &str, body: &impl Serialize) -> Result<T, Error> {
+    let resp = client().post(url(server, path)).json(body).send().await.map_err(transport)?;
     parse(resp).await
 }
 
@@ -58,31 +50,18 @@ async fn get<T: DeserializeOwned>(session: &Session, path: &str) -> Result<T, Er
 
 /// Registers an account; returns its id.
 pub async fn register(server: &str, username: &str, password: &str) -> Result<UserId, Error> {
-    #[derive(Deserialize)]
-    struct Created {
-        user_id: UserId,
-    }
-    let body = serde_json::json!({ "username": username, "password": password });
-    Ok(post::<Created>(server, "/v1/users", body).await?.user_id)
+    let body = NewUser { username: username.to_owned(), password: password.to_owned() };
+    Ok(post::<UserView>(server, "/v1/users", &body).await?.user_id)
 }
 
 /// Logs a device in.
 pub async fn login(server: &str, username: &str, password: &str, device_id: &str) -> Result<Session, Error> {
-    #[derive(Deserialize)]
-    struct LoggedIn {
-        user_id: UserId,
-        device_id: DeviceId,
-        token: String,
-        expires_at: u64,
-        endpoints: Endpoints,
-        #[serde(default)]
-        alternates: Vec<Endpoints>,
-    }
-    let body = serde_json::json!({ "username": username, "password": password, "device_id": device_id });
-    let r: LoggedIn = post(server, "/v1/sessions", body).await?;
+    let body = Login { username: username.to_owned(), password: password.to_owned(), device_id: device_id.to_owned() };
+    let r: SessionToken = post(server, "/v1/sessions", &body).await?;
+    let user_id = r.user_id.ok_or_else(|| Error::Transport("unexpected response: a login without user_id".into()))?;
     Ok(Session {
         server: server.trim_end_matches('/').to_owned(),
-        user_id: r.user_id,
+        user_id,
         device_id: r.device_id,
         token: r.token,
         expires_at: r.expires_at,
@@ -93,12 +72,8 @@ pub async fn login(server: &str, username: &str, password: &str, device_id: &str
 
 /// Finds a user's id by name.
 pub async fn lookup_user(session: &Session, username: &str) -> Result<UserId, Error> {
-    #[derive(Deserialize)]
-    struct Found {
-        user_id: UserId,
-    }
     let path = format!("/v1/users/by-name/{username}");
-    Ok(get::<Found>(session, &path).await?.user_id)
+    Ok(get::<UserView>(session, &path).await?.user_id)
 }
 
 /// A page of history over REST.
@@ -117,16 +92,7 @@ pub async fn history(
 
 /// Gets a token for an anonymous device (a new device id).
 pub async fn device(server: &str) -> Result<DeviceSession, Error> {
-    #[derive(Deserialize)]
-    struct Issued {
-        device_id: DeviceId,
-        token: String,
-        expires_at: u64,
-        endpoints: Endpoints,
-        #[serde(default)]
-        alternates: Vec<Endpoints>,
-    }
-    let r: Issued = post(server, "/v1/devices", serde_json::json!({})).await?;
+    let r: SessionToken = post(server, "/v1/devices", &serde_json::json!({})).await?;
     Ok(DeviceSession {
         server: server.trim_end_matches('/').to_owned(),
         device_id: r.device_id,
@@ -138,147 +104,173 @@ pub async fn device(server: &str) -> Result<DeviceSession, Error> {
 }
 
 /// The IM REST API as the logged-in user: profiles, friends, blocks, groups, conversations.
-/// Answers are the JSON bodies documented in docs/PROTOCOL.md and `/openapi.json`.
+/// Requests and answers are the shared types of [`tern_proto::rest`], the same the server uses
+/// and `/openapi.json` describes.
 pub mod im {
-    use serde_json::{Value, json};
-    use tern_proto::{ConvId, GroupId, UserId};
+    use reqwest::Method;
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use tern_proto::rest::{
+        ConvSummary, FriendRequest, GroupMute, GroupView, JoinGroup, JoinOutcome, JoinPolicy, MemberMute, NewGroup,
+        Profile, ProfileChange, PublicProfile, ReadReceipt, ReadUpTo, Relations, RequestOutcome, RoleChange, Status,
+        UserRef,
+    };
+    use tern_proto::{ConvId, GroupId, Role, UserId};
 
     use super::{client, parse, transport, url};
     use crate::{Error, Session};
 
-    async fn call(session: &Session, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
-        let mut req = client().request(method, url(&session.server, path)).bearer_auth(&session.token);
+    /// A call whose answer has a body.
+    async fn call<T: DeserializeOwned>(
+        s: &Session,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + Sync)>,
+    ) -> Result<T, Error> {
+        let mut req = client().request(method, url(&s.server, path)).bearer_auth(&s.token);
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
+        }
+        parse(req.send().await.map_err(transport)?).await
+    }
+
+    /// A call answered `204 No Content`.
+    async fn act(s: &Session, method: Method, path: &str, body: Option<&(impl Serialize + Sync)>) -> Result<(), Error> {
+        let mut req = client().request(method, url(&s.server, path)).bearer_auth(&s.token);
+        if let Some(b) = body {
+            req = req.json(b);
         }
         let resp = req.send().await.map_err(transport)?;
-        if resp.status() == reqwest::StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
+        if resp.status().is_success() {
+            return Ok(());
         }
-        parse(resp).await
+        parse::<serde_json::Value>(resp).await.map(drop)
     }
 
-    use reqwest::Method;
+    const NO_BODY: Option<&()> = None;
 
-    /// The caller's profile.
-    pub async fn me(s: &Session) -> Result<Value, Error> {
-        call(s, Method::GET, "/v1/me", None).await
+    /// The caller's profile, settings included.
+    pub async fn me(s: &Session) -> Result<Profile, Error> {
+        call(s, Method::GET, "/v1/me", NO_BODY).await
     }
-    /// Changes the caller's profile (`nickname`, `avatar`, `signature`, `dm_policy`).
-    pub async fn update_me(s: &Session, changes: Value) -> Result<Value, Error> {
+    /// Changes the caller's profile; absent fields stay.
+    pub async fn update_me(s: &Session, changes: &ProfileChange) -> Result<Profile, Error> {
         call(s, Method::PATCH, "/v1/me", Some(changes)).await
     }
-    /// A user's profile.
-    pub async fn profile(s: &Session, user: UserId) -> Result<Value, Error> {
-        call(s, Method::GET, &format!("/v1/users/{user}"), None).await
+    /// A user's public profile.
+    pub async fn profile(s: &Session, user: UserId) -> Result<PublicProfile, Error> {
+        call(s, Method::GET, &format!("/v1/users/{user}"), NO_BODY).await
     }
     /// Users whose name starts with `prefix`.
-    pub async fn search(s: &Session, prefix: &str) -> Result<Value, Error> {
-        call(s, Method::GET, &format!("/v1/users?prefix={prefix}"), None).await
+    pub async fn search(s: &Session, prefix: &str) -> Result<Vec<PublicProfile>, Error> {
+        call(s, Method::GET, &format!("/v1/users?prefix={prefix}"), NO_BODY).await
     }
-    /// Friends, pending requests both ways, blocks.
-    pub async fn friends(s: &Session) -> Result<Value, Error> {
-        call(s, Method::GET, "/v1/friends", None).await
+    /// Friends, requests both ways, blocks.
+    pub async fn friends(s: &Session) -> Result<Relations, Error> {
+        call(s, Method::GET, "/v1/friends", NO_BODY).await
     }
     /// Asks `user` to be friends.
-    pub async fn request_friend(s: &Session, user: UserId, message: &str) -> Result<Value, Error> {
-        call(s, Method::POST, "/v1/friends/requests", Some(json!({ "user_id": user, "message": message }))).await
+    pub async fn request_friend(s: &Session, user: UserId, message: &str) -> Result<Status<RequestOutcome>, Error> {
+        let body = FriendRequest { user_id: user, message: message.to_owned() };
+        call(s, Method::POST, "/v1/friends/requests", Some(&body)).await
     }
     /// Accepts `user`'s request.
-    pub async fn accept_friend(s: &Session, user: UserId) -> Result<Value, Error> {
-        call(s, Method::POST, &format!("/v1/friends/requests/{user}/accept"), None).await
+    pub async fn accept_friend(s: &Session, user: UserId) -> Result<(), Error> {
+        act(s, Method::POST, &format!("/v1/friends/requests/{user}/accept"), NO_BODY).await
     }
     /// Declines `user`'s request.
-    pub async fn decline_friend(s: &Session, user: UserId) -> Result<Value, Error> {
-        call(s, Method::POST, &format!("/v1/friends/requests/{user}/decline"), None).await
+    pub async fn decline_friend(s: &Session, user: UserId) -> Result<(), Error> {
+        act(s, Method::POST, &format!("/v1/friends/requests/{user}/decline"), NO_BODY).await
     }
     /// Ends a friendship.
-    pub async fn remove_friend(s: &Session, user: UserId) -> Result<Value, Error> {
-        call(s, Method::DELETE, &format!("/v1/friends/{user}"), None).await
+    pub async fn remove_friend(s: &Session, user: UserId) -> Result<(), Error> {
+        act(s, Method::DELETE, &format!("/v1/friends/{user}"), NO_BODY).await
     }
     /// Blocks `user`.
-    pub async fn block(s: &Session, user: UserId) -> Result<Value, Error> {
-        call(s, Method::PUT, &format!("/v1/blocks/{user}"), None).await
+    pub async fn block(s: &Session, user: UserId) -> Result<(), Error> {
+        act(s, Method::PUT, &format!("/v1/blocks/{user}"), NO_BODY).await
     }
     /// Unblocks `user`.
-    pub async fn unblock(s: &Session, user: UserId) -> Result<Value, Error> {
-        call(s, Method::DELETE, &format!("/v1/blocks/{user}"), None).await
+    pub async fn unblock(s: &Session, user: UserId) -> Result<(), Error> {
+        act(s, Method::DELETE, &format!("/v1/blocks/{user}"), NO_BODY).await
     }
-    /// Creates a group (`join_policy`: `open` or `approval`); answers the group.
-    pub async fn create_group(s: &Session, name: &str, join_policy: &str) -> Result<Value, Error> {
-        call(s, Method::POST, "/v1/groups", Some(json!({ "name": name, "join_policy": join_policy }))).await
+    /// Creates a group owned by the caller.
+    pub async fn create_group(s: &Session, name: &str, join_policy: JoinPolicy) -> Result<GroupView, Error> {
+        let body = NewGroup { name: name.to_owned(), join_policy };
+        call(s, Method::POST, "/v1/groups", Some(&body)).await
     }
-    /// The group with its members.
-    pub async fn group(s: &Session, g: GroupId) -> Result<Value, Error> {
-        call(s, Method::GET, &format!("/v1/groups/{g}"), None).await
+    /// A group the caller belongs to.
+    pub async fn group(s: &Session, g: GroupId) -> Result<GroupView, Error> {
+        call(s, Method::GET, &format!("/v1/groups/{g}"), NO_BODY).await
     }
     /// Adds `user` to the group.
-    pub async fn invite(s: &Session, g: GroupId, user: UserId) -> Result<Value, Error> {
-        call(s, Method::POST, &format!("/v1/groups/{g}/members"), Some(json!({ "user_id": user }))).await
+    pub async fn invite(s: &Session, g: GroupId, user: UserId) -> Result<(), Error> {
+        act(s, Method::POST, &format!("/v1/groups/{g}/members"), Some(&UserRef { user_id: user })).await
     }
-    /// Joins (open) or asks to join (approval).
-    pub async fn join_group(s: &Session, g: GroupId, message: &str) -> Result<Value, Error> {
-        call(s, Method::POST, &format!("/v1/groups/{g}/join"), Some(json!({ "message": message }))).await
+    /// Joins (open groups) or asks to join (approval groups).
+    pub async fn join_group(s: &Session, g: GroupId, message: &str) -> Result<Status<JoinOutcome>, Error> {
+        call(s, Method::POST, &format!("/v1/groups/{g}/join"), Some(&JoinGroup { message: message.to_owned() })).await
     }
-    /// Approves a join request.
-    pub async fn approve(s: &Session, g: GroupId, user: UserId) -> Result<Value, Error> {
-        call(s, Method::POST, &format!("/v1/groups/{g}/requests/{user}/approve"), None).await
+    /// Approves `user`'s join request.
+    pub async fn approve(s: &Session, g: GroupId, user: UserId) -> Result<(), Error> {
+        act(s, Method::POST, &format!("/v1/groups/{g}/requests/{user}/approve"), NO_BODY).await
     }
-    /// Declines a join request.
-    pub async fn decline_join(s: &Session, g: GroupId, user: UserId) -> Result<Value, Error> {
-        call(s, Method::POST, &format!("/v1/groups/{g}/requests/{user}/decline"), None).await
+    /// Declines `user`'s join request.
+    pub async fn decline_join(s: &Session, g: GroupId, user: UserId) -> Result<(), Error> {
+        act(s, Method::POST, &format!("/v1/groups/{g}/requests/{user}/decline"), NO_BODY).await
     }
     /// Leaves the group.
-    pub async fn leave_group(s: &Session, g: GroupId) -> Result<Value, Error> {
-        call(s, Method::POST, &format!("/v1/groups/{g}/leave"), None).await
+    pub async fn leave_group(s: &Session, g: GroupId) -> Result<(), Error> {
+        act(s, Method::POST, &format!("/v1/groups/{g}/leave"), NO_BODY).await
     }
-    /// Removes a member.
-    pub async fn kick(s: &Session, g: GroupId, user: UserId) -> Result<Value, Error> {
-        call(s, Method::DELETE, &format!("/v1/groups/{g}/members/{user}"), None).await
+    /// Removes `user` from the group.
+    pub async fn kick(s: &Session, g: GroupId, user: UserId) -> Result<(), Error> {
+        act(s, Method::DELETE, &format!("/v1/groups/{g}/members/{user}"), NO_BODY).await
     }
-    /// Sets a member's role (`admin` or `member`).
-    pub async fn set_role(s: &Session, g: GroupId, user: UserId, role: &str) -> Result<Value, Error> {
-        call(s, Method::PUT, &format!("/v1/groups/{g}/members/{user}/role"), Some(json!({ "role": role }))).await
+    /// Makes `user` an admin or a plain member.
+    pub async fn set_role(s: &Session, g: GroupId, user: UserId, role: Role) -> Result<(), Error> {
+        act(s, Method::PUT, &format!("/v1/groups/{g}/members/{user}/role"), Some(&RoleChange { role })).await
     }
-    /// Hands ownership to `user`.
-    pub async fn transfer(s: &Session, g: GroupId, user: UserId) -> Result<Value, Error> {
-        call(s, Method::POST, &format!("/v1/groups/{g}/transfer"), Some(json!({ "user_id": user }))).await
+    /// Hands the group to `user`.
+    pub async fn transfer(s: &Session, g: GroupId, user: UserId) -> Result<(), Error> {
+        act(s, Method::POST, &format!("/v1/groups/{g}/transfer"), Some(&UserRef { user_id: user })).await
     }
-    /// Mutes a member for `duration_secs` (0 unmutes).
-    pub async fn mute_member(s: &Session, g: GroupId, user: UserId, duration_secs: u64) -> Result<Value, Error> {
-        let body = json!({ "duration_secs": duration_secs });
-        call(s, Method::PUT, &format!("/v1/groups/{g}/members/{user}/mute"), Some(body)).await
+    /// Mutes `user` for `duration_secs` (0 unmutes).
+    pub async fn mute_member(s: &Session, g: GroupId, user: UserId, duration_secs: u64) -> Result<(), Error> {
+        let body = MemberMute { duration_secs };
+        act(s, Method::PUT, &format!("/v1/groups/{g}/members/{user}/mute"), Some(&body)).await
     }
     /// Mutes or unmutes the whole group.
-    pub async fn mute_group(s: &Session, g: GroupId, muted: bool) -> Result<Value, Error> {
-        call(s, Method::PUT, &format!("/v1/groups/{g}/mute"), Some(json!({ "muted": muted }))).await
+    pub async fn mute_group(s: &Session, g: GroupId, muted: bool) -> Result<(), Error> {
+        act(s, Method::PUT, &format!("/v1/groups/{g}/mute"), Some(&GroupMute { muted })).await
     }
-    /// Dissolves the group.
-    pub async fn dissolve(s: &Session, g: GroupId) -> Result<Value, Error> {
-        call(s, Method::DELETE, &format!("/v1/groups/{g}"), None).await
+    /// Dissolves the group (owner only).
+    pub async fn dissolve(s: &Session, g: GroupId) -> Result<(), Error> {
+        act(s, Method::DELETE, &format!("/v1/groups/{g}"), NO_BODY).await
     }
-    /// The caller's conversation list.
-    pub async fn conversations(s: &Session) -> Result<Value, Error> {
-        call(s, Method::GET, "/v1/conversations", None).await
+    /// The caller's conversations, newest first.
+    pub async fn conversations(s: &Session) -> Result<Vec<ConvSummary>, Error> {
+        call(s, Method::GET, "/v1/conversations", NO_BODY).await
     }
-    /// Marks `conv` read up to `seq`.
-    pub async fn mark_read(s: &Session, conv: ConvId, seq: u64) -> Result<Value, Error> {
-        call(s, Method::POST, &format!("/v1/conversations/{conv}/read"), Some(json!({ "seq": seq }))).await
+    /// Marks everything up to `seq` read.
+    pub async fn mark_read(s: &Session, conv: ConvId, seq: u64) -> Result<(), Error> {
+        act(s, Method::POST, &format!("/v1/conversations/{conv}/read"), Some(&ReadUpTo { seq })).await
     }
-    /// Recalls a message.
-    pub async fn recall(s: &Session, conv: ConvId, seq: u64) -> Result<Value, Error> {
-        call(s, Method::POST, &format!("/v1/conversations/{conv}/messages/{seq}/recall"), None).await
+    /// Recalls one of the caller's messages.
+    pub async fn recall(s: &Session, conv: ConvId, seq: u64) -> Result<(), Error> {
+        act(s, Method::POST, &format!("/v1/conversations/{conv}/messages/{seq}/recall"), NO_BODY).await
     }
     /// Who has read a message.
-    pub async fn reads(s: &Session, conv: ConvId, seq: u64) -> Result<Value, Error> {
-        call(s, Method::GET, &format!("/v1/conversations/{conv}/messages/{seq}/reads"), None).await
+    pub async fn reads(s: &Session, conv: ConvId, seq: u64) -> Result<ReadReceipt, Error> {
+        call(s, Method::GET, &format!("/v1/conversations/{conv}/messages/{seq}/reads"), NO_BODY).await
     }
 }
 
 /// Calls for business servers: push and key management, authenticated with an API key.
 pub mod service {
-    use serde::Deserialize;
-    use serde_json::{Value, json};
+    use serde::Serialize;
+    use serde_json::Value;
+    use tern_proto::rest::{Accepted, ByPath, CreatedKey, DeviceRef, KeyView, NewKey, Push, ToDevices, ToUsers};
     use tern_proto::{MsgId, Priority};
 
     use super::{client, parse, transport, url};
@@ -291,11 +283,11 @@ pub mod service {
         server: &str,
         key: &str,
         path: &str,
-        body: Option<Value>,
+        body: Option<&(impl Serialize + Sync)>,
     ) -> Result<T, Error> {
         let mut req = client().request(method, url(server, path)).bearer_auth(key);
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
         parse(req.send().await.map_err(transport)?).await
     }
@@ -309,21 +301,26 @@ pub mod service {
         priority: Priority,
         qos: u8,
     ) -> Result<MsgId, Error> {
-        #[derive(Deserialize)]
-        struct Accepted {
-            msg_id: MsgId,
-        }
-        let mut body = json!({ "data": data, "priority": priority, "qos": qos });
-        match target {
-            Target::Users(users) => body["users"] = json!(users),
-            Target::Devices(devices) => {
-                let list: Vec<Value> = devices.iter().map(|(u, d)| json!({ "user_id": u, "device_id": d })).collect();
-                body["devices"] = json!(list);
-            }
-            Target::Room(_) | Target::Area(_) | Target::All => {}
-        }
         let path = target.path();
-        let accepted: Accepted = call(reqwest::Method::POST, server, key, &path, Some(body)).await?;
+        let post = reqwest::Method::POST;
+        let accepted: Accepted = match target {
+            Target::Users(users) => {
+                let body = Push { to: ToUsers { users: users.clone() }, data, priority, qos };
+                call(post, server, key, &path, Some(&body)).await?
+            }
+            Target::Devices(devices) => {
+                let devices = devices
+                    .iter()
+                    .map(|(user_id, device)| DeviceRef { user_id: *user_id, device_id: device.0.clone() })
+                    .collect();
+                let body = Push { to: ToDevices { devices }, data, priority, qos };
+                call(post, server, key, &path, Some(&body)).await?
+            }
+            Target::Room(_) | Target::Area(_) | Target::All => {
+                let body = Push { to: ByPath {}, data, priority, qos };
+                call(post, server, key, &path, Some(&body)).await?
+            }
+        };
         Ok(accepted.msg_id)
     }
 
@@ -335,14 +332,14 @@ pub mod service {
         scopes: &[String],
         rate_per_sec: Option<f64>,
         burst: Option<u32>,
-    ) -> Result<Value, Error> {
-        let body = json!({ "name": name, "scopes": scopes, "rate_per_sec": rate_per_sec, "burst": burst });
-        call(reqwest::Method::POST, server, admin_key, "/v1/admin/keys", Some(body)).await
+    ) -> Result<CreatedKey, Error> {
+        let body = NewKey { name: name.to_owned(), scopes: scopes.to_vec(), rate_per_sec, burst };
+        call(reqwest::Method::POST, server, admin_key, "/v1/admin/keys", Some(&body)).await
     }
 
     /// Lists API keys (without secrets).
-    pub async fn list_keys(server: &str, admin_key: &str) -> Result<Value, Error> {
-        call(reqwest::Method::GET, server, admin_key, "/v1/admin/keys", None).await
+    pub async fn list_keys(server: &str, admin_key: &str) -> Result<Vec<KeyView>, Error> {
+        call(reqwest::Method::GET, server, admin_key, "/v1/admin/keys", None::<&()>).await
     }
 
     /// Revokes an API key.

@@ -26,14 +26,7 @@ pub use tern_proto::{
 use tern_proto::{ClientFrame, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
 
-/// Where to connect, as named by the server at login.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoints {
-    /// WebSocket URL.
-    pub ws: String,
-    /// TCP `host:port`.
-    pub tcp: String,
-}
+pub use tern_proto::rest::{Endpoints, HistoryPage};
 
 /// A logged-in device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,20 +240,6 @@ pub struct Joined {
     pub area: String,
     /// Connections in it when joined.
     pub online: u64,
-}
-
-/// A page of history.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct HistoryPage {
-    /// The conversation.
-    pub conv_id: ConvId,
-    /// The messages.
-    pub messages: Vec<Message>,
-    /// The conversation's last seq.
-    pub last_seq: u64,
-    /// The first seq this user may read, when it is not 1 (a group joined later).
-    #[serde(default)]
-    pub from_seq: Option<u64>,
 }
 
 enum Command {

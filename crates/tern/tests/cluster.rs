@@ -10,9 +10,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::as_json;
 use common::{TestServer, connect, connect_device, expect_messages, expect_pushes, texts};
 use serde_json::json;
 use tern_client::{Body, ConvId, GroupId, Transport};
+use tern_proto::rest::JoinPolicy;
 
 struct Cluster {
     nodes: Vec<TestServer>,
@@ -248,7 +250,7 @@ async fn users_on_three_nodes_chat_one_to_one_and_in_a_group() {
     assert_eq!(texts(&expect_messages(&mut ae, 1).await), ["hi alice"]);
 
     // A group created on node 1 with members on nodes 2 and 3.
-    let group = tern_client::http::im::create_group(&alice, "three nodes", "open").await.unwrap();
+    let group = as_json(tern_client::http::im::create_group(&alice, "three nodes", JoinPolicy::Open).await.unwrap());
     let gid = GroupId(group["group_id"].as_u64().unwrap());
     for u in [bob.user_id, carol.user_id] {
         tern_client::http::im::invite(&alice, gid, u).await.unwrap();
@@ -348,7 +350,7 @@ async fn a_logout_on_one_node_ends_the_session_on_every_node_and_areas_are_share
     let refused = loop {
         match tern_client::http::im::me(&on_n3).await {
             Err(e) => break e,
-            Ok(me) if asked.elapsed() > common::WAIT => panic!("node 3 still accepts the token: {me}"),
+            Ok(me) if asked.elapsed() > common::WAIT => panic!("node 3 still accepts the token: {me:?}"),
             Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };
@@ -661,7 +663,7 @@ async fn presence_of(events: &mut tern_client::Events, user: tern_client::UserId
 
 /// Whether `friend` shows as online in `s`'s friend list.
 async fn listed_online(s: &tern_client::Session, friend: tern_client::UserId) -> bool {
-    let list = tern_client::http::im::friends(s).await.unwrap();
+    let list = as_json(tern_client::http::im::friends(s).await.unwrap());
     let entry = list["friends"].as_array().unwrap().iter().find(|f| f["user_id"] == friend.0).cloned();
     entry.unwrap_or_else(|| panic!("not a friend: {list}"))["online"].as_bool().unwrap()
 }

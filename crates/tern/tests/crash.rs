@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::PASSWORD;
+use common::as_json;
 use tern_client::{Body, Client, ConvId, Options, Sent, Transport};
+use tern_proto::rest::JoinPolicy;
 use tokio::process::{Child, Command};
 
 struct Node {
@@ -217,7 +219,7 @@ async fn twenty_kills_and_restarts_under_one_to_one_and_group_load_lose_nothing_
     let alice = tern_client::http::login(&url, "alice", PASSWORD, "phone").await.unwrap();
     let bob = tern_client::http::login(&url, "bob", PASSWORD, "phone").await.unwrap();
     let carol = tern_client::http::login(&url, "carol", PASSWORD, "laptop").await.unwrap();
-    let group = tern_client::http::im::create_group(&alice, "crash", "open").await.unwrap();
+    let group = as_json(tern_client::http::im::create_group(&alice, "crash", JoinPolicy::Open).await.unwrap());
     let gid = tern_client::GroupId(group["group_id"].as_u64().unwrap());
     for u in [bob.user_id, carol.user_id] {
         tern_client::http::im::invite(&alice, gid, u).await.unwrap();

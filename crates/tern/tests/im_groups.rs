@@ -10,6 +10,7 @@ use common::*;
 use serde_json::json;
 use tern_client::http::im;
 use tern_client::{Body, Client, ConvId, ErrorCode, Events, Options, Session, Transport};
+use tern_proto::rest::JoinPolicy;
 use tern_proto::{ClientFrame, GroupId, LeaveReason, Notice, Role, ServerFrame};
 
 fn gid(v: &serde_json::Value) -> GroupId {
@@ -55,7 +56,7 @@ async fn group_messages_use_the_groups_seq_and_reach_every_member_device() {
     let (_al, mut al) = connect(&alice_laptop, Transport::Tcp).await;
     let (bc, mut be) = connect(&bob, Transport::WsBinary).await;
 
-    let g = im::create_group(&alice_phone, "team", "open").await.unwrap();
+    let g = as_json(im::create_group(&alice_phone, "team", JoinPolicy::Open).await.unwrap());
     let (id, conv) = (gid(&g), ConvId::Group(gid(&g)));
     assert_eq!(g["conv_id"], json!(conv.to_string()));
     assert_eq!(members(&g), vec![(alice_phone.user_id.0, "owner".into())]);
@@ -72,7 +73,7 @@ async fn group_messages_use_the_groups_seq_and_reach_every_member_device() {
     assert_eq!(texts(&[next_chat(&mut be).await]), vec!["hi bob"]);
 
     // Carol joins later (open group): she reads from her join on, not before.
-    assert_eq!(im::join_group(&carol, id, "").await.unwrap()["status"], "joined");
+    assert_eq!(as_json(im::join_group(&carol, id, "").await.unwrap())["status"], "joined");
     let page = tern_client::http::history(&carol, conv, Some(0), 100).await.unwrap();
     let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, vec![5], "only her own join notice");
@@ -100,10 +101,10 @@ async fn roles_kicks_mutes_transfer_approval_limits_and_dissolve() {
     let (m1c, mut m1e) = connect(&m1, Transport::WsJson).await;
     let (m2c, _m2e) = connect(&m2, Transport::WsJson).await;
 
-    let g = im::create_group(&owner, "ops", "approval").await.unwrap();
+    let g = as_json(im::create_group(&owner, "ops", JoinPolicy::Approval).await.unwrap());
     let (id, conv) = (gid(&g), ConvId::Group(gid(&g)));
     im::invite(&owner, id, admin.user_id).await.unwrap();
-    im::set_role(&owner, id, admin.user_id, "admin").await.unwrap();
+    im::set_role(&owner, id, admin.user_id, Role::Admin).await.unwrap();
     im::invite(&admin, id, m1.user_id).await.unwrap();
     assert_eq!(
         code(im::invite(&m1, id, m2.user_id).await),
@@ -111,17 +112,17 @@ async fn roles_kicks_mutes_transfer_approval_limits_and_dissolve() {
         "members may not invite in approval groups"
     );
     assert_eq!(
-        code(im::set_role(&admin, id, m1.user_id, "admin").await),
+        code(im::set_role(&admin, id, m1.user_id, Role::Admin).await),
         ErrorCode::Forbidden,
         "only the owner sets roles"
     );
 
     // Asking to join an approval group waits for an admin; the admins are told.
-    assert_eq!(im::join_group(&m2, id, "let me in").await.unwrap()["status"], "requested");
-    let view = im::group(&admin, id).await.unwrap();
+    assert_eq!(as_json(im::join_group(&m2, id, "let me in").await.unwrap())["status"], "requested");
+    let view = as_json(im::group(&admin, id).await.unwrap());
     assert_eq!(view["requests"][0]["user_id"], json!(m2.user_id.0));
     assert!(
-        im::group(&m1, id).await.unwrap()["requests"].as_array().unwrap().is_empty(),
+        as_json(im::group(&m1, id).await.unwrap())["requests"].as_array().unwrap().is_empty(),
         "members do not see requests"
     );
     assert_eq!(code(im::approve(&m1, id, m2.user_id).await), ErrorCode::Forbidden);
@@ -150,7 +151,7 @@ async fn roles_kicks_mutes_transfer_approval_limits_and_dissolve() {
     assert_eq!(code(im::leave_group(&owner, id).await), ErrorCode::Conflict);
     assert_eq!(code(im::transfer(&admin, id, m1.user_id).await), ErrorCode::Forbidden);
     im::transfer(&owner, id, admin.user_id).await.unwrap();
-    let roles: Vec<(u64, String)> = members(&im::group(&m1, id).await.unwrap());
+    let roles: Vec<(u64, String)> = members(&as_json(im::group(&m1, id).await.unwrap()));
     assert!(
         roles.contains(&(admin.user_id.0, "owner".into())) && roles.contains(&(owner.user_id.0, "admin".into())),
         "{roles:?}"
@@ -194,8 +195,8 @@ async fn conversation_list_unread_counts_and_read_receipts_are_the_same_on_every
     // (ordered by conv id), so carol's message is sent in a later millisecond.
     tokio::time::sleep(Duration::from_millis(5)).await;
     cc.send_text(alice_phone.user_id, "from carol").await.unwrap();
-    let list = im::conversations(&alice_laptop).await.unwrap();
-    assert_eq!(list, im::conversations(&alice_phone).await.unwrap(), "the same list on every device");
+    let list = as_json(im::conversations(&alice_laptop).await.unwrap());
+    assert_eq!(list, as_json(im::conversations(&alice_phone).await.unwrap()), "the same list on every device");
     let convs: Vec<&str> = list.as_array().unwrap().iter().map(|c| c["conv_id"].as_str().unwrap()).collect();
     assert_eq!(convs[0], ConvId::direct(alice_phone.user_id, carol.user_id).to_string(), "newest first");
     assert_eq!(list[1]["unread"], 3);
@@ -205,10 +206,10 @@ async fn conversation_list_unread_counts_and_read_receipts_are_the_same_on_every
     apc.read(direct, 2).await.unwrap();
     wait_notice(&mut al, &Notice::Read { conv_id: direct, seq: 2 }).await;
     wait_notice(&mut be, &Notice::PeerRead { conv_id: direct, user: alice_phone.user_id, seq: 2 }).await;
-    let list = im::conversations(&alice_laptop).await.unwrap();
+    let list = as_json(im::conversations(&alice_laptop).await.unwrap());
     let entry = list.as_array().unwrap().iter().find(|c| c["conv_id"] == json!(direct.to_string())).unwrap().clone();
     assert_eq!((entry["unread"].as_u64(), entry["read_seq"].as_u64()), (Some(1), Some(2)));
-    let bobs = im::conversations(&bob).await.unwrap();
+    let bobs = as_json(im::conversations(&bob).await.unwrap());
     assert_eq!(bobs[0]["peer_read_seq"], 2);
     assert_eq!(bobs[0]["unread"], 0, "one's own messages are never unread");
     // Reading backwards changes nothing; past the end is refused.
@@ -217,14 +218,14 @@ async fn conversation_list_unread_counts_and_read_receipts_are_the_same_on_every
     let _ = drain_messages(&mut ap, Duration::from_millis(100)).await;
 
     // Group read counts.
-    let g = im::create_group(&alice_phone, "g", "open").await.unwrap();
+    let g = as_json(im::create_group(&alice_phone, "g", JoinPolicy::Open).await.unwrap());
     let conv = ConvId::Group(gid(&g));
     im::invite(&alice_phone, gid(&g), bob.user_id).await.unwrap();
     im::invite(&alice_phone, gid(&g), carol.user_id).await.unwrap();
     let sent = apc.send_text_to(conv, "did you read this?").await.unwrap();
-    assert_eq!(im::reads(&bob, conv, sent.seq).await.unwrap(), json!({ "read": 0, "unread": 2 }));
+    assert_eq!(as_json(im::reads(&bob, conv, sent.seq).await.unwrap()), json!({ "read": 0, "unread": 2 }));
     im::mark_read(&bob, conv, sent.seq).await.unwrap();
-    assert_eq!(im::reads(&carol, conv, sent.seq).await.unwrap(), json!({ "read": 1, "unread": 1 }));
+    assert_eq!(as_json(im::reads(&carol, conv, sent.seq).await.unwrap()), json!({ "read": 1, "unread": 1 }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,11 +251,11 @@ async fn recall_leaves_a_tombstone_everywhere_within_the_window_for_the_sender_o
     assert!(!serde_json::to_string(&page.messages).unwrap().contains("wrong chat"), "the content is gone");
     assert_eq!(code(ac.recall(direct, sent.seq).await), ErrorCode::Conflict, "already recalled");
     assert_eq!(code(ac.recall(direct, sent.seq + 1).await), ErrorCode::BadRequest, "a notice cannot be recalled");
-    let list = im::conversations(&bob_phone).await.unwrap();
+    let list = as_json(im::conversations(&bob_phone).await.unwrap());
     assert_eq!(list[0]["unread"], 0, "a recalled message is not unread");
 
     // In a group an admin recalls a member's message; a member cannot recall an admin's.
-    let g = im::create_group(&alice, "g", "open").await.unwrap();
+    let g = as_json(im::create_group(&alice, "g", JoinPolicy::Open).await.unwrap());
     let conv = ConvId::Group(gid(&g));
     im::invite(&alice, gid(&g), bob_phone.user_id).await.unwrap();
     im::invite(&alice, gid(&g), carol.user_id).await.unwrap();
@@ -284,7 +285,7 @@ async fn authorization_matrix_every_row_is_denied_with_the_right_code_and_leaks_
     let (ac, _ae) = connect(&alice, Transport::WsJson).await;
     let (bc, _be) = connect(&bob, Transport::WsJson).await;
     let (ec, mut ee) = connect(&eve, Transport::WsJson).await;
-    let g = im::create_group(&alice, "private", "approval").await.unwrap();
+    let g = as_json(im::create_group(&alice, "private", JoinPolicy::Approval).await.unwrap());
     let (id, conv) = (gid(&g), ConvId::Group(gid(&g)));
     im::invite(&alice, id, bob.user_id).await.unwrap();
     let sent = ac.send_text_to(conv, "members only").await.unwrap();
@@ -314,7 +315,7 @@ async fn authorization_matrix_every_row_is_denied_with_the_right_code_and_leaks_
         ErrorCode::NotFound
     );
     // The conversation list is always the caller's own.
-    let eves = im::conversations(&eve).await.unwrap();
+    let eves = as_json(im::conversations(&eve).await.unwrap());
     assert!(eves.as_array().unwrap().is_empty(), "{eves}");
 
     // A kicked member stops receiving at once.
@@ -351,12 +352,12 @@ async fn concurrent_admins_leave_a_consistent_member_list_and_a_racing_message_i
     let admin = srv.login("admin", "phone").await;
     let target = srv.login("target", "phone").await;
     let witness = srv.login("witness", "phone").await;
-    let g = im::create_group(&owner, "race", "open").await.unwrap();
+    let g = as_json(im::create_group(&owner, "race", JoinPolicy::Open).await.unwrap());
     let (id, conv) = (gid(&g), ConvId::Group(gid(&g)));
     for u in [&admin, &witness] {
         im::invite(&owner, id, u.user_id).await.unwrap();
     }
-    im::set_role(&owner, id, admin.user_id, "admin").await.unwrap();
+    im::set_role(&owner, id, admin.user_id, Role::Admin).await.unwrap();
     let (tc, _te) = connect(&target, Transport::WsJson).await;
     let (_wc, mut we) = connect(&witness, Transport::WsJson).await;
 
@@ -367,7 +368,7 @@ async fn concurrent_admins_leave_a_consistent_member_list_and_a_racing_message_i
         assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 1, "round {round}: {a:?} {b:?}");
         let loser = if a.is_ok() { b } else { a };
         assert_eq!(loser.unwrap_err().code(), Some(ErrorCode::Conflict));
-        let listed = members(&im::group(&owner, id).await.unwrap());
+        let listed = members(&as_json(im::group(&owner, id).await.unwrap()));
         assert_eq!(listed.iter().filter(|(u, _)| *u == target.user_id.0).count(), 1);
 
         // The target sends while two admins kick it.
@@ -378,7 +379,7 @@ async fn concurrent_admins_leave_a_consistent_member_list_and_a_racing_message_i
             im::kick(&admin, id, target.user_id)
         );
         assert_eq!([k1.is_ok(), k2.is_ok()].iter().filter(|ok| **ok).count(), 1, "exactly one kick applies");
-        let listed = members(&im::group(&owner, id).await.unwrap());
+        let listed = members(&as_json(im::group(&owner, id).await.unwrap()));
         assert!(listed.iter().all(|(u, _)| *u != target.user_id.0));
         let history = tern_client::http::history(&witness, conv, None, 20).await.unwrap();
         let stored = history.messages.iter().find(|m| matches!(&m.body, Body::Text { text: t } if *t == text));
@@ -433,11 +434,11 @@ async fn a_device_offline_through_requests_joins_kicks_recalls_and_reads_catches
     // a recall, and the phone reading.
     im::request_friend(&bob, phone.user_id, "friends?").await.unwrap();
     im::accept_friend(&phone, bob.user_id).await.unwrap();
-    let g = im::create_group(&carol, "club", "open").await.unwrap();
+    let g = as_json(im::create_group(&carol, "club", JoinPolicy::Open).await.unwrap());
     im::invite(&carol, gid(&g), phone.user_id).await.unwrap();
     let (cc, _ce) = connect(&carol, Transport::WsJson).await;
     cc.send_text_to(ConvId::Group(gid(&g)), "welcome").await.unwrap();
-    let g2 = im::create_group(&carol, "brief", "open").await.unwrap();
+    let g2 = as_json(im::create_group(&carol, "brief", JoinPolicy::Open).await.unwrap());
     im::invite(&carol, gid(&g2), phone.user_id).await.unwrap();
     im::kick(&carol, gid(&g2), phone.user_id).await.unwrap();
     let oops = bc.send_text(phone.user_id, "oops").await.unwrap();
@@ -461,6 +462,6 @@ async fn a_device_offline_through_requests_joins_kicks_recalls_and_reads_catches
     assert!(online.iter().any(|(c, _)| *c == ConvId::User(phone.user_id)), "notices are part of it");
     assert!(online.iter().any(|(c, _)| *c == ConvId::Group(gid(&g))), "group messages are part of it");
     // And the state views agree.
-    assert_eq!(im::conversations(&laptop).await.unwrap(), im::conversations(&phone).await.unwrap());
-    assert_eq!(im::friends(&laptop).await.unwrap()["friends"][0]["user_id"], json!(bob.user_id.0));
+    assert_eq!(as_json(im::conversations(&laptop).await.unwrap()), as_json(im::conversations(&phone).await.unwrap()));
+    assert_eq!(as_json(im::friends(&laptop).await.unwrap())["friends"][0]["user_id"], json!(bob.user_id.0));
 }

@@ -10,6 +10,7 @@ use serde_json::json;
 use tern_client::http::im;
 use tern_client::{Body, ConvId, ErrorCode, Event, Transport, UserId};
 use tern_proto::Notice;
+use tern_proto::rest::{DmPolicy, JoinPolicy, ProfileChange};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiles_are_edited_and_found_by_prefix() {
@@ -17,20 +18,43 @@ async fn profiles_are_edited_and_found_by_prefix() {
     let alice = srv.login("alice", "phone").await;
     srv.login("alicia", "phone").await;
     srv.login("bob", "phone").await;
-    let me = im::update_me(&alice, json!({ "nickname": "Al", "signature": "hi", "avatar": "f_1" })).await.unwrap();
+    let me = as_json(
+        im::update_me(
+            &alice,
+            &ProfileChange {
+                nickname: Some("Al".into()),
+                signature: Some("hi".into()),
+                avatar: Some("f_1".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
     assert_eq!(
         (me["nickname"].as_str(), me["signature"].as_str(), me["avatar"].as_str()),
         (Some("Al"), Some("hi"), Some("f_1"))
     );
-    let seen = im::profile(&alice, alice.user_id).await.unwrap();
+    let seen = as_json(im::profile(&alice, alice.user_id).await.unwrap());
     assert_eq!(seen["nickname"], "Al");
-    let found = im::search(&alice, "ALI").await.unwrap();
+    let found = as_json(im::search(&alice, "ALI").await.unwrap());
     let names: Vec<&str> = found.as_array().unwrap().iter().map(|p| p["username"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["alice", "alicia"]);
     // `_` is a literal, not a wildcard.
-    assert!(im::search(&alice, "a_").await.unwrap().as_array().unwrap().is_empty());
-    assert_eq!(code(im::update_me(&alice, json!({ "nickname": "x".repeat(65) })).await), ErrorCode::BadRequest);
-    assert_eq!(code(im::update_me(&alice, json!({ "dm_policy": "nobody" })).await), ErrorCode::BadRequest);
+    assert!(as_json(im::search(&alice, "a_").await.unwrap()).as_array().unwrap().is_empty());
+    assert_eq!(
+        code(im::update_me(&alice, &ProfileChange { nickname: Some("x".repeat(65)), ..Default::default() }).await),
+        ErrorCode::BadRequest
+    );
+    // A policy the typed SDK cannot name, sent as raw JSON.
+    let raw = reqwest::Client::new()
+        .patch(format!("{}/v1/me", srv.url()))
+        .bearer_auth(&alice.token)
+        .json(&json!({ "dm_policy": "nobody" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.json::<serde_json::Value>().await.unwrap()["error"]["code"], "bad_request");
     assert_eq!(code(im::search(&alice, "").await), ErrorCode::BadRequest);
     assert_eq!(code(im::profile(&alice, UserId(999_999)).await), ErrorCode::NotFound);
 }
@@ -48,22 +72,22 @@ async fn friend_requests_reach_both_sides_live_and_friendship_follows_accept_dec
     let (_c, mut c) = connect(&carol, Transport::WsJson).await;
     let (a, bo, ca) = (alice_phone.user_id, bob.user_id, carol.user_id);
 
-    assert_eq!(im::request_friend(&bob, a, "hi, it's bob").await.unwrap()["status"], "requested");
+    assert_eq!(as_json(im::request_friend(&bob, a, "hi, it's bob").await.unwrap())["status"], "requested");
     let expected = Notice::FriendRequest { from: bo, to: a, message: "hi, it's bob".into() };
     assert_eq!(next_notice(&mut ap).await, expected, "the asked user's phone");
     assert_eq!(next_notice(&mut al).await, expected, "and laptop");
     assert_eq!(next_notice(&mut b).await, expected, "the asker's own devices");
     assert_eq!(code(im::request_friend(&bob, a, "again").await), ErrorCode::Conflict);
-    let listed = im::friends(&alice_phone).await.unwrap();
+    let listed = as_json(im::friends(&alice_phone).await.unwrap());
     assert_eq!(listed["incoming"][0]["user_id"], json!(bo.0));
     assert_eq!(listed["incoming"][0]["message"], "hi, it's bob");
-    assert_eq!(im::friends(&bob).await.unwrap()["outgoing"][0]["user_id"], json!(a.0));
+    assert_eq!(as_json(im::friends(&bob).await.unwrap())["outgoing"][0]["user_id"], json!(a.0));
 
     im::accept_friend(&alice_laptop, bo).await.unwrap();
     assert_eq!(next_notice(&mut ap).await, Notice::FriendAdded { user: bo });
     assert_eq!(next_notice(&mut al).await, Notice::FriendAdded { user: bo });
     assert_eq!(next_notice(&mut b).await, Notice::FriendAdded { user: a });
-    let listed = im::friends(&alice_phone).await.unwrap();
+    let listed = as_json(im::friends(&alice_phone).await.unwrap());
     assert_eq!(listed["friends"][0]["user_id"], json!(bo.0));
     assert_eq!(listed["friends"][0]["online"], true);
     assert!(listed["incoming"].as_array().unwrap().is_empty());
@@ -72,7 +96,7 @@ async fn friend_requests_reach_both_sides_live_and_friendship_follows_accept_dec
 
     // Two users asking each other become friends without an accept.
     im::request_friend(&carol, a, "").await.unwrap();
-    assert_eq!(im::request_friend(&alice_phone, ca, "").await.unwrap()["status"], "friends");
+    assert_eq!(as_json(im::request_friend(&alice_phone, ca, "").await.unwrap())["status"], "friends");
 
     // Decline: both sides are told, nothing stays pending.
     im::request_friend(&carol, bo, "let me in").await.unwrap();
@@ -83,7 +107,7 @@ async fn friend_requests_reach_both_sides_live_and_friendship_follows_accept_dec
             break;
         }
     }
-    assert!(im::friends(&bob).await.unwrap()["incoming"].as_array().unwrap().is_empty());
+    assert!(as_json(im::friends(&bob).await.unwrap())["incoming"].as_array().unwrap().is_empty());
 
     im::remove_friend(&bob, a).await.unwrap();
     loop {
@@ -91,7 +115,7 @@ async fn friend_requests_reach_both_sides_live_and_friendship_follows_accept_dec
             break;
         }
     }
-    let names: Vec<u64> = im::friends(&alice_phone).await.unwrap()["friends"]
+    let names: Vec<u64> = as_json(im::friends(&alice_phone).await.unwrap())["friends"]
         .as_array()
         .unwrap()
         .iter()
@@ -110,7 +134,7 @@ async fn friends_only_policy_refuses_strangers_with_not_friends() {
     let bob = srv.login("bob", "phone").await;
     let (ac, _ae) = connect(&alice, Transport::WsJson).await;
     let (_bc, mut be) = connect(&bob, Transport::WsJson).await;
-    im::update_me(&bob, json!({ "dm_policy": "friends" })).await.unwrap();
+    im::update_me(&bob, &ProfileChange { dm_policy: Some(DmPolicy::Friends), ..Default::default() }).await.unwrap();
     assert_eq!(code(ac.send_text(bob.user_id, "hello?").await), ErrorCode::NotFriends);
     im::request_friend(&alice, bob.user_id, "").await.unwrap();
     im::accept_friend(&bob, alice.user_id).await.unwrap();
@@ -137,18 +161,18 @@ async fn a_blocked_user_is_refused_messages_requests_and_invites_and_the_blocker
     im::block(&alice, mallory.user_id).await.unwrap();
     im::block(&alice, mallory.user_id).await.unwrap(); // idempotent
     assert_eq!(next_notice(&mut ae).await, Notice::Blocked { user: mallory.user_id });
-    let listed = im::friends(&alice).await.unwrap();
+    let listed = as_json(im::friends(&alice).await.unwrap());
     assert_eq!(listed["blocked"], json!([mallory.user_id.0]));
     assert!(listed["incoming"].as_array().unwrap().is_empty(), "the blocked user's pending request is gone");
 
     assert_eq!(code(mc.send_text(alice.user_id, "let me talk").await), ErrorCode::Blocked);
     assert_eq!(code(im::request_friend(&mallory, alice.user_id, "please").await), ErrorCode::Blocked);
-    let group = im::create_group(&mallory, "trap", "open").await.unwrap();
+    let group = as_json(im::create_group(&mallory, "trap", JoinPolicy::Open).await.unwrap());
     let gid = tern_proto::GroupId(group["group_id"].as_u64().unwrap());
     assert_eq!(code(im::invite(&mallory, gid, alice.user_id).await), ErrorCode::Blocked);
     // Nothing of it reached alice, and nothing of it is stored for her.
     assert!(drain_messages(&mut ae, Duration::from_millis(500)).await.is_empty());
-    assert!(im::conversations(&alice).await.unwrap().as_array().unwrap().is_empty());
+    assert!(as_json(im::conversations(&alice).await.unwrap()).as_array().unwrap().is_empty());
 
     im::unblock(&alice, mallory.user_id).await.unwrap();
     assert_eq!(next_notice(&mut ae).await, Notice::Unblocked { user: mallory.user_id });
@@ -248,6 +272,22 @@ async fn openapi_documents_every_routed_path_and_every_documented_operation_is_s
     let mut routed = tern_server::api::routed_paths();
     routed.sort();
     assert_eq!(documented, routed, "documented paths == routed paths");
+    // Every request body names its fields (derived from the types the server parses).
+    let schemas = &doc["components"]["schemas"];
+    let resolve = |s: &serde_json::Value| match s["$ref"].as_str() {
+        Some(r) => schemas[r.trim_start_matches("#/components/schemas/")].clone(),
+        None => s.clone(),
+    };
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            let Some(body) = op.get("requestBody") else { continue };
+            let schema = resolve(&body["content"]["application/json"]["schema"]);
+            let parts = schema["allOf"].as_array().cloned().unwrap_or_else(|| vec![schema.clone()]);
+            let fields: usize =
+                parts.iter().map(|p| resolve(p)["properties"].as_object().map_or(0, serde_json::Map::len)).sum();
+            assert!(fields > 0, "{method} {path}: the request body has no properties: {schema}");
+        }
+    }
     let http = reqwest::Client::new();
     for (path, ops) in paths {
         let concrete = path

@@ -6,32 +6,30 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::{Deserialize, Serialize};
 use tern_proto::{DeviceId, UserId};
 
-#[allow(unused_imports)]
-use super::im::ErrorDoc;
 use super::{ApiState, Caller, JsonBody, KeyCaller, PathParams};
 use crate::auth::Identity;
 use crate::error::Error;
 use crate::logic::push::Scope;
 use tern_proto::CloseReason;
+use tern_proto::rest::{
+    Disabled, Endpoints, ErrorBody, Health, Login, NewToken, NewUser, PasswordChange, SessionToken, StoreFailure,
+    UserView,
+};
 
-#[utoipa::path(get, path = "/healthz", tag = "control", responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Object), (status = 503, description = "`{\"status\":\"failing\",\"store\":{\"failing_since_ms\":…,\"error\":…}}`: the store cannot take writes (disk full, database down); reads may still work", body = Object)))]
-pub(super) async fn healthz(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Value>) {
+#[utoipa::path(get, path = "/healthz", tag = "control", responses((status = 200, description = "`{\"status\":\"ok\"}`", body = Health), (status = 503, description = "`failing`: the store cannot take writes (disk full, database down); reads may still work", body = Health)))]
+pub(super) async fn healthz(State(state): State<ApiState>) -> (StatusCode, Json<Health>) {
     match state.logic.store_failing() {
-        None => (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))),
-        Some((since, error)) => (
+        None => (StatusCode::OK, Json(Health { status: "ok".into(), store: None })),
+        Some((failing_since_ms, error)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({
-                "status": "failing",
-                "store": { "failing_since_ms": since, "error": error },
-            })),
+            Json(Health { status: "failing".into(), store: Some(StoreFailure { failing_since_ms, error }) }),
         ),
     }
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "control", security(("bearer" = [])), responses((status = 200, description = "Prometheus text exposition: connections, frames, deliveries, drops, retries, closes by reason, send-ACK / delivery / store-commit latency, batch sizes, process memory, CPU and open files", content_type = "text/plain"), (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc)))]
+#[utoipa::path(get, path = "/metrics", tag = "control", security(("bearer" = [])), responses((status = 200, description = "Prometheus text exposition: connections, frames, deliveries, drops, retries, closes by reason, send-ACK / delivery / store-commit latency, batch sizes, process memory, CPU and open files", content_type = "text/plain"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<impl IntoResponse, Error> {
     if !state.metrics_public {
         let key = headers
@@ -46,67 +44,29 @@ pub(super) async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::render()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RegisterRequest {
-    username: String,
-    password: String,
-}
-
-#[derive(Serialize)]
-pub(super) struct UserView {
-    user_id: UserId,
-    username: String,
-}
-
-#[utoipa::path(post, path = "/v1/users", tag = "control", request_body(content = Object, description = "`{username, password}`"), responses((status = 201, description = "`{user_id, username}`", body = Object), (status = 400, description = "`bad_request` or `weak_password`", body = ErrorDoc), (status = 409, body = ErrorDoc)))]
+#[utoipa::path(post, path = "/v1/users", tag = "control", request_body = NewUser, responses((status = 201, body = UserView), (status = 400, description = "`bad_request` or `weak_password`", body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(super) async fn register(
     State(state): State<ApiState>,
-    JsonBody(req): JsonBody<RegisterRequest>,
+    JsonBody(req): JsonBody<NewUser>,
 ) -> Result<(StatusCode, Json<UserView>), Error> {
     let user_id = state.logic.register(&req.username, &req.password).await?;
     tracing::info!(user_id = user_id.0, username = %req.username, "user registered");
     Ok((StatusCode::CREATED, Json(UserView { user_id, username: req.username })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct LoginRequest {
-    username: String,
-    password: String,
-    device_id: String,
-}
-
-#[derive(Clone, Serialize)]
-pub(crate) struct Endpoints {
-    ws: String,
-    tcp: String,
-}
-
-#[derive(Serialize)]
-pub(super) struct LoginResponse {
-    user_id: UserId,
-    device_id: DeviceId,
-    token: String,
-    expires_at: u64,
-    endpoints: Endpoints,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    alternates: Vec<Endpoints>,
-}
-
-#[utoipa::path(post, path = "/v1/sessions", tag = "control", request_body(content = Object, description = "`{username, password, device_id}`"), responses((status = 200, description = "`{user_id, device_id, token, expires_at, endpoints{ws,tcp}, alternates?}`", body = Object), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(post, path = "/v1/sessions", tag = "control", request_body = Login, responses((status = 200, body = SessionToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn login(
     State(state): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<LoginRequest>,
-) -> Result<Json<LoginResponse>, Error> {
+    JsonBody(req): JsonBody<Login>,
+) -> Result<Json<SessionToken>, Error> {
     let device_id = DeviceId::parse(&req.device_id).map_err(Error::bad_request)?;
     let user_id = state.logic.login(&req.username, &req.password, state.proxies.client_ip(peer, &headers)).await?;
     let issued = state.logic.auth().issue(&Identity { user_id, device_id: device_id.clone() });
     let (endpoints, alternates) = connect_endpoints(&state, &headers);
-    Ok(Json(LoginResponse {
-        user_id,
+    Ok(Json(SessionToken {
+        user_id: Some(user_id),
         device_id,
         token: issued.token,
         expires_at: issued.expires_at,
@@ -155,7 +115,7 @@ pub(crate) fn endpoints(state: &ApiState, headers: &HeaderMap) -> Endpoints {
     Endpoints { ws, tcp }
 }
 
-#[utoipa::path(get, path = "/v1/users/by-name/{username}", tag = "control", security(("bearer" = [])), params(("username" = String, Path, description = "The name")), responses((status = 200, description = "`{user_id, username}`", body = Object), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(get, path = "/v1/users/by-name/{username}", tag = "control", security(("bearer" = [])), params(("username" = String, Path, description = "The name")), responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn user_by_name(
     State(state): State<ApiState>,
     _caller: Caller,
@@ -171,34 +131,21 @@ fn close_sockets(state: &ApiState, user: UserId, device: Option<&DeviceId>) {
     tracing::info!(user_id = user.0, device = ?device.map(|d| &d.0), closed, "sessions ended");
 }
 
-#[utoipa::path(delete, path = "/v1/sessions/current", tag = "control", security(("bearer" = [])), responses((status = 204, description = "This device is logged out: its token is refused and its sockets are closed"), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(delete, path = "/v1/sessions/current", tag = "control", security(("bearer" = [])), responses((status = 204, description = "This device is logged out: its token is refused and its sockets are closed"), (status = 401, body = ErrorBody)))]
 pub(super) async fn logout(State(state): State<ApiState>, Caller(me): Caller) -> Result<StatusCode, Error> {
     state.logic.end_sessions(me.user_id, Some(me.device_id.clone())).await?;
     close_sockets(&state, me.user_id, Some(&me.device_id));
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(delete, path = "/v1/sessions", tag = "control", security(("bearer" = [])), responses((status = 204, description = "Every device of the user is logged out"), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(delete, path = "/v1/sessions", tag = "control", security(("bearer" = [])), responses((status = 204, description = "Every device of the user is logged out"), (status = 401, body = ErrorBody)))]
 pub(super) async fn logout_everywhere(State(state): State<ApiState>, Caller(me): Caller) -> Result<StatusCode, Error> {
     state.logic.end_sessions(me.user_id, None).await?;
     close_sockets(&state, me.user_id, None);
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct PasswordChange {
-    current_password: String,
-    new_password: String,
-}
-
-#[derive(Serialize)]
-pub(super) struct NewToken {
-    token: String,
-    expires_at: u64,
-}
-
-#[utoipa::path(put, path = "/v1/me/password", tag = "control", security(("bearer" = [])), request_body(content = Object, description = "`{current_password, new_password}`"), responses((status = 200, description = "`{token, expires_at}`: a new token for this device; every other session has ended", body = Object), (status = 400, description = "`bad_request` or `weak_password`", body = ErrorDoc), (status = 401, description = "bad token or wrong current password", body = ErrorDoc)))]
+#[utoipa::path(put, path = "/v1/me/password", tag = "control", security(("bearer" = [])), request_body = PasswordChange, responses((status = 200, description = "A new token for this device; every other session has ended", body = NewToken), (status = 400, description = "`bad_request` or `weak_password`", body = ErrorBody), (status = 401, description = "bad token or wrong current password", body = ErrorBody)))]
 pub(super) async fn change_password(
     State(state): State<ApiState>,
     Caller(me): Caller,
@@ -209,18 +156,12 @@ pub(super) async fn change_password(
     Ok(Json(NewToken { token: issued.token, expires_at: issued.expires_at }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct DisabledBody {
-    disabled: bool,
-}
-
-#[utoipa::path(put, path = "/v1/admin/users/{user_id}/disabled", tag = "admin", security(("bearer" = [])), params(("user_id" = u64, Path, description = "The user")), request_body(content = Object, description = "`{disabled}`"), responses((status = 204, description = "Disabled (every session ended, login refused with `forbidden`) or enabled again"), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc)))]
+#[utoipa::path(put, path = "/v1/admin/users/{user_id}/disabled", tag = "admin", security(("bearer" = [])), params(("user_id" = u64, Path, description = "The user")), request_body = Disabled, responses((status = 204, description = "Disabled (every session ended, login refused with `forbidden`) or enabled again"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn set_disabled(
     State(state): State<ApiState>,
     KeyCaller(key): KeyCaller,
     PathParams(user_id): PathParams<u64>,
-    JsonBody(req): JsonBody<DisabledBody>,
+    JsonBody(req): JsonBody<Disabled>,
 ) -> Result<StatusCode, Error> {
     key.require(Scope::Admin)?;
     let user = UserId(user_id);

@@ -2,13 +2,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::{Deserialize, Serialize};
-use tern_proto::{ConvId, Message};
+use serde::Deserialize;
 
-#[allow(unused_imports)]
-use super::im::ErrorDoc;
 use super::{ApiState, Caller, PathParams, QueryParams};
 use crate::error::Error;
+use tern_proto::rest::{ErrorBody, HistoryPage};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,18 +16,9 @@ pub(super) struct HistoryQuery {
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
-pub(super) struct HistoryPage {
-    conv_id: ConvId,
-    messages: Vec<Message>,
-    last_seq: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from_seq: Option<u64>,
-}
-
 /// `GET /v1/conversations/{conv_id}/messages?after_seq=&before_seq=&limit=`. A conversation the
 /// caller is not in answers exactly like one that does not exist.
-#[utoipa::path(get, path = "/v1/conversations/{conv_id}/messages", tag = "conversations", security(("bearer" = [])), params(("conv_id" = String, Path, description = "The conversation"), ("after_seq" = Option<u64>, Query, description = "Ascending after this seq"), ("before_seq" = Option<u64>, Query, description = "Descending before this seq"), ("limit" = Option<u32>, Query, description = "1–500, default 100")), responses((status = 200, description = "`{conv_id, messages, last_seq}`", body = Object), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(get, path = "/v1/conversations/{conv_id}/messages", tag = "conversations", security(("bearer" = [])), params(("conv_id" = String, Path, description = "The conversation"), ("after_seq" = Option<u64>, Query, description = "Ascending after this seq"), ("before_seq" = Option<u64>, Query, description = "Descending before this seq"), ("limit" = Option<u32>, Query, description = "1–500, default 100")), responses((status = 200, body = HistoryPage), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn messages(
     State(state): State<ApiState>,
     Caller(caller): Caller,

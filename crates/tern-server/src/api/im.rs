@@ -4,57 +4,44 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use tern_proto::{ConvId, GroupId, Role, UserId};
-use utoipa::ToSchema;
+use serde::Deserialize;
+use tern_proto::rest::{
+    ErrorBody, FriendRequest, GroupMute, JoinGroup, MemberMute, NewGroup, ReadUpTo, RoleChange, Status, UserRef,
+};
+use tern_proto::{ConvId, GroupId, UserId};
 
 use super::{ApiState, Caller, JsonBody, PathParams, QueryParams};
 use crate::error::Error;
 use crate::logic::conversations::ReadReceipt;
 use crate::logic::groups::{GroupView, JoinOutcome};
 use crate::logic::social::{Relations, RequestOutcome};
-use crate::store::im::{ConvSummary, DmPolicy, JoinPolicy, Profile, ProfileUpdate, PublicProfile};
+use crate::store::im::{ConvSummary, Profile, ProfileChange, PublicProfile};
 
 type Done = StatusCode;
 const DONE: Done = StatusCode::NO_CONTENT;
 
 /// `GET /v1/me`
 #[utoipa::path(get, path = "/v1/me", tag = "profiles", security(("bearer" = [])),
-    responses((status = 200, description = "The caller's profile", body = ProfileDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 200, description = "The caller's profile", body = Profile), (status = 401, body = ErrorBody)))]
 pub(super) async fn me(State(s): State<ApiState>, Caller(c): Caller) -> Result<Json<Profile>, Error> {
     Ok(Json(s.logic.profile(c.user_id).await?))
 }
 
-/// A change to one's profile; absent fields stay.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ProfileChange {
-    nickname: Option<String>,
-    /// A file id; empty clears it.
-    avatar: Option<String>,
-    signature: Option<String>,
-    /// `anyone` or `friends`.
-    #[schema(value_type = Option<String>)]
-    dm_policy: Option<DmPolicy>,
-}
-
 /// `PATCH /v1/me`
 #[utoipa::path(patch, path = "/v1/me", tag = "profiles", security(("bearer" = [])), request_body = ProfileChange,
-    responses((status = 200, body = ProfileDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 200, body = Profile), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn update_me(
     State(s): State<ApiState>,
     Caller(c): Caller,
     JsonBody(b): JsonBody<ProfileChange>,
 ) -> Result<Json<Profile>, Error> {
-    let update =
-        ProfileUpdate { nickname: b.nickname, avatar: b.avatar, signature: b.signature, dm_policy: b.dm_policy };
-    Ok(Json(s.logic.update_profile(c.user_id, update).await?))
+    Ok(Json(s.logic.update_profile(c.user_id, b).await?))
 }
 
 /// `GET /v1/users/{user_id}`
 #[utoipa::path(get, path = "/v1/users/{user_id}", tag = "profiles", security(("bearer" = [])),
     params(("user_id" = u64, Path, description = "The user")),
-    responses((status = 200, body = ProfileDoc), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 200, description = "The public profile; the caller's own is the full `Profile`, with `dm_policy`", body = PublicProfile), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn profile(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -81,7 +68,7 @@ pub(super) struct SearchQuery {
 #[utoipa::path(get, path = "/v1/users", tag = "profiles", security(("bearer" = [])),
     params(("prefix" = String, Query, description = "Start of the username (1–32 characters)"),
            ("limit" = Option<u32>, Query, description = "1–100, default 20")),
-    responses((status = 200, body = Vec<ProfileDoc>), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 200, body = Vec<PublicProfile>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn search(
     State(s): State<ApiState>,
     Caller(_): Caller,
@@ -92,44 +79,29 @@ pub(super) async fn search(
 
 /// `GET /v1/friends`
 #[utoipa::path(get, path = "/v1/friends", tag = "friends", security(("bearer" = [])),
-    responses((status = 200, body = RelationsDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 200, body = Relations), (status = 401, body = ErrorBody)))]
 pub(super) async fn friends(State(s): State<ApiState>, Caller(c): Caller) -> Result<Json<Relations>, Error> {
     Ok(Json(s.logic.relations(c.user_id).await?))
 }
 
-/// A friend request.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct FriendRequest {
-    user_id: u64,
-    #[serde(default)]
-    message: String,
-}
-
-/// `{"status": ...}` (documented as `StatusDoc`).
-#[derive(Serialize)]
-pub(super) struct Status<T: Serialize> {
-    status: T,
-}
-
 /// `POST /v1/friends/requests`
 #[utoipa::path(post, path = "/v1/friends/requests", tag = "friends", security(("bearer" = [])), request_body = FriendRequest,
-    responses((status = 200, description = "`requested`, or `friends` when the other side had asked too", body = StatusDoc),
-              (status = 403, description = "`blocked`", body = ErrorDoc), (status = 404, body = ErrorDoc),
-              (status = 409, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 200, description = "`requested`, or `friends` when the other side had asked too", body = Status<RequestOutcome>),
+              (status = 403, description = "`blocked`", body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn request_friend(
     State(s): State<ApiState>,
     Caller(c): Caller,
     JsonBody(b): JsonBody<FriendRequest>,
 ) -> Result<Json<Status<RequestOutcome>>, Error> {
-    let status = s.logic.request_friend(c.user_id, UserId(b.user_id), b.message).await?;
+    let status = s.logic.request_friend(c.user_id, b.user_id, b.message).await?;
     Ok(Json(Status { status }))
 }
 
 /// `POST /v1/friends/requests/{user_id}/accept`
 #[utoipa::path(post, path = "/v1/friends/requests/{user_id}/accept", tag = "friends", security(("bearer" = [])),
     params(("user_id" = u64, Path, description = "The requester")),
-    responses((status = 204), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn accept_friend(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -141,7 +113,7 @@ pub(super) async fn accept_friend(
 /// `POST /v1/friends/requests/{user_id}/decline`
 #[utoipa::path(post, path = "/v1/friends/requests/{user_id}/decline", tag = "friends", security(("bearer" = [])),
     params(("user_id" = u64, Path, description = "The requester")),
-    responses((status = 204), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn decline_friend(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -153,7 +125,7 @@ pub(super) async fn decline_friend(
 /// `DELETE /v1/friends/{user_id}`
 #[utoipa::path(delete, path = "/v1/friends/{user_id}", tag = "friends", security(("bearer" = [])),
     params(("user_id" = u64, Path, description = "The friend")),
-    responses((status = 204), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn remove_friend(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -165,7 +137,7 @@ pub(super) async fn remove_friend(
 /// `PUT /v1/blocks/{user_id}`
 #[utoipa::path(put, path = "/v1/blocks/{user_id}", tag = "friends", security(("bearer" = [])),
     params(("user_id" = u64, Path, description = "Who to block")),
-    responses((status = 204), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn block(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -177,7 +149,7 @@ pub(super) async fn block(
 /// `DELETE /v1/blocks/{user_id}`
 #[utoipa::path(delete, path = "/v1/blocks/{user_id}", tag = "friends", security(("bearer" = [])),
     params(("user_id" = u64, Path, description = "Who to unblock")),
-    responses((status = 204), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn unblock(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -186,20 +158,9 @@ pub(super) async fn unblock(
     s.logic.unblock(c.user_id, UserId(user)).await.map(|()| DONE)
 }
 
-/// A new group.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NewGroup {
-    name: String,
-    /// `open` (default) or `approval`.
-    #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    join_policy: JoinPolicy,
-}
-
 /// `POST /v1/groups`
 #[utoipa::path(post, path = "/v1/groups", tag = "groups", security(("bearer" = [])), request_body = NewGroup,
-    responses((status = 201, body = GroupDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 201, body = GroupView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn create_group(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -212,8 +173,8 @@ pub(super) async fn create_group(
 /// `GET /v1/groups/{group_id}`
 #[utoipa::path(get, path = "/v1/groups/{group_id}", tag = "groups", security(("bearer" = [])),
     params(("group_id" = u64, Path, description = "The group")),
-    responses((status = 200, body = GroupDoc), (status = 404, description = "No such group, or not a member", body = ErrorDoc),
-              (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 200, body = GroupView), (status = 404, description = "No such group, or not a member", body = ErrorBody),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn group(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -222,46 +183,31 @@ pub(super) async fn group(
     Ok(Json(s.logic.group_view(c.user_id, GroupId(g)).await?))
 }
 
-/// A user to act on.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct UserRef {
-    user_id: u64,
-}
-
 /// `POST /v1/groups/{group_id}/members`
 #[utoipa::path(post, path = "/v1/groups/{group_id}/members", tag = "groups", security(("bearer" = [])), request_body = UserRef,
     params(("group_id" = u64, Path, description = "The group")),
-    responses((status = 204), (status = 403, description = "`forbidden` or `blocked`", body = ErrorDoc),
-              (status = 404, body = ErrorDoc), (status = 409, description = "`conflict` or `group_full`", body = ErrorDoc),
-              (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 403, description = "`forbidden` or `blocked`", body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, description = "`conflict` or `group_full`", body = ErrorBody),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn invite(
     State(s): State<ApiState>,
     Caller(c): Caller,
     PathParams(g): PathParams<u64>,
     JsonBody(b): JsonBody<UserRef>,
 ) -> Result<Done, Error> {
-    s.logic.invite(c.user_id, GroupId(g), UserId(b.user_id)).await.map(|()| DONE)
-}
-
-/// A join request.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct JoinBody {
-    #[serde(default)]
-    message: String,
+    s.logic.invite(c.user_id, GroupId(g), b.user_id).await.map(|()| DONE)
 }
 
 /// `POST /v1/groups/{group_id}/join`
-#[utoipa::path(post, path = "/v1/groups/{group_id}/join", tag = "groups", security(("bearer" = [])), request_body = JoinBody,
+#[utoipa::path(post, path = "/v1/groups/{group_id}/join", tag = "groups", security(("bearer" = [])), request_body = JoinGroup,
     params(("group_id" = u64, Path, description = "The group")),
-    responses((status = 200, description = "`joined` or `requested`", body = StatusDoc), (status = 404, body = ErrorDoc),
-              (status = 409, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 200, description = "`joined` or `requested`", body = Status<JoinOutcome>), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn join(
     State(s): State<ApiState>,
     Caller(c): Caller,
     PathParams(g): PathParams<u64>,
-    JsonBody(b): JsonBody<JoinBody>,
+    JsonBody(b): JsonBody<JoinGroup>,
 ) -> Result<Json<Status<JoinOutcome>>, Error> {
     let status = s.logic.join_group(c.user_id, GroupId(g), b.message).await?;
     Ok(Json(Status { status }))
@@ -270,8 +216,8 @@ pub(super) async fn join(
 /// `POST /v1/groups/{group_id}/requests/{user_id}/approve`
 #[utoipa::path(post, path = "/v1/groups/{group_id}/requests/{user_id}/approve", tag = "groups", security(("bearer" = [])),
     params(("group_id" = u64, Path, description = "The group"), ("user_id" = u64, Path, description = "The asker")),
-    responses((status = 204), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc), (status = 409, body = ErrorDoc),
-              (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn approve(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -283,8 +229,8 @@ pub(super) async fn approve(
 /// `POST /v1/groups/{group_id}/requests/{user_id}/decline`
 #[utoipa::path(post, path = "/v1/groups/{group_id}/requests/{user_id}/decline", tag = "groups", security(("bearer" = [])),
     params(("group_id" = u64, Path, description = "The group"), ("user_id" = u64, Path, description = "The asker")),
-    responses((status = 204), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc),
-              (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
 pub(super) async fn decline_join(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -296,8 +242,8 @@ pub(super) async fn decline_join(
 /// `POST /v1/groups/{group_id}/leave`
 #[utoipa::path(post, path = "/v1/groups/{group_id}/leave", tag = "groups", security(("bearer" = [])),
     params(("group_id" = u64, Path, description = "The group")),
-    responses((status = 204), (status = 404, body = ErrorDoc), (status = 409, description = "The owner must transfer first", body = ErrorDoc),
-              (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, description = "The owner must transfer first", body = ErrorBody),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn leave(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -309,8 +255,8 @@ pub(super) async fn leave(
 /// `DELETE /v1/groups/{group_id}/members/{user_id}`
 #[utoipa::path(delete, path = "/v1/groups/{group_id}/members/{user_id}", tag = "groups", security(("bearer" = [])),
     params(("group_id" = u64, Path, description = "The group"), ("user_id" = u64, Path, description = "The member")),
-    responses((status = 204), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc),
-              (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
 pub(super) async fn kick(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -319,26 +265,17 @@ pub(super) async fn kick(
     s.logic.kick(c.user_id, GroupId(g), UserId(user)).await.map(|()| DONE)
 }
 
-/// A role to give.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RoleBody {
-    /// `admin` or `member`.
-    #[schema(value_type = String)]
-    role: Role,
-}
-
 /// `PUT /v1/groups/{group_id}/members/{user_id}/role`
 #[utoipa::path(put, path = "/v1/groups/{group_id}/members/{user_id}/role", tag = "groups", security(("bearer" = [])),
-    request_body = RoleBody,
+    request_body = RoleChange,
     params(("group_id" = u64, Path, description = "The group"), ("user_id" = u64, Path, description = "The member")),
-    responses((status = 204), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc),
-              (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
 pub(super) async fn set_role(
     State(s): State<ApiState>,
     Caller(c): Caller,
     PathParams((g, user)): PathParams<(u64, u64)>,
-    JsonBody(b): JsonBody<RoleBody>,
+    JsonBody(b): JsonBody<RoleChange>,
 ) -> Result<Done, Error> {
     s.logic.set_role(c.user_id, GroupId(g), UserId(user), b.role).await.map(|()| DONE)
 }
@@ -346,57 +283,42 @@ pub(super) async fn set_role(
 /// `POST /v1/groups/{group_id}/transfer`
 #[utoipa::path(post, path = "/v1/groups/{group_id}/transfer", tag = "groups", security(("bearer" = [])), request_body = UserRef,
     params(("group_id" = u64, Path, description = "The group")),
-    responses((status = 204), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc),
-              (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
 pub(super) async fn transfer(
     State(s): State<ApiState>,
     Caller(c): Caller,
     PathParams(g): PathParams<u64>,
     JsonBody(b): JsonBody<UserRef>,
 ) -> Result<Done, Error> {
-    s.logic.transfer(c.user_id, GroupId(g), UserId(b.user_id)).await.map(|()| DONE)
-}
-
-/// A member mute.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct MuteBody {
-    /// 0 unmutes.
-    duration_secs: u64,
+    s.logic.transfer(c.user_id, GroupId(g), b.user_id).await.map(|()| DONE)
 }
 
 /// `PUT /v1/groups/{group_id}/members/{user_id}/mute`
 #[utoipa::path(put, path = "/v1/groups/{group_id}/members/{user_id}/mute", tag = "groups", security(("bearer" = [])),
-    request_body = MuteBody,
+    request_body = MemberMute,
     params(("group_id" = u64, Path, description = "The group"), ("user_id" = u64, Path, description = "The member")),
-    responses((status = 204), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc),
-              (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
 pub(super) async fn mute_member(
     State(s): State<ApiState>,
     Caller(c): Caller,
     PathParams((g, user)): PathParams<(u64, u64)>,
-    JsonBody(b): JsonBody<MuteBody>,
+    JsonBody(b): JsonBody<MemberMute>,
 ) -> Result<Done, Error> {
     s.logic.mute_member(c.user_id, GroupId(g), UserId(user), b.duration_secs).await.map(|()| DONE)
 }
 
-/// The whole-group mute.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct MuteAllBody {
-    muted: bool,
-}
-
 /// `PUT /v1/groups/{group_id}/mute`
-#[utoipa::path(put, path = "/v1/groups/{group_id}/mute", tag = "groups", security(("bearer" = [])), request_body = MuteAllBody,
+#[utoipa::path(put, path = "/v1/groups/{group_id}/mute", tag = "groups", security(("bearer" = [])), request_body = GroupMute,
     params(("group_id" = u64, Path, description = "The group")),
-    responses((status = 204), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc),
-              (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
 pub(super) async fn mute_group(
     State(s): State<ApiState>,
     Caller(c): Caller,
     PathParams(g): PathParams<u64>,
-    JsonBody(b): JsonBody<MuteAllBody>,
+    JsonBody(b): JsonBody<GroupMute>,
 ) -> Result<Done, Error> {
     s.logic.mute_group(c.user_id, GroupId(g), b.muted).await.map(|()| DONE)
 }
@@ -404,8 +326,8 @@ pub(super) async fn mute_group(
 /// `DELETE /v1/groups/{group_id}`
 #[utoipa::path(delete, path = "/v1/groups/{group_id}", tag = "groups", security(("bearer" = [])),
     params(("group_id" = u64, Path, description = "The group")),
-    responses((status = 204), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc),
-              (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
 pub(super) async fn dissolve(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -416,19 +338,12 @@ pub(super) async fn dissolve(
 
 /// `GET /v1/conversations`
 #[utoipa::path(get, path = "/v1/conversations", tag = "conversations", security(("bearer" = [])),
-    responses((status = 200, description = "Newest first", body = Vec<ConvSummaryDoc>), (status = 401, body = ErrorDoc)))]
+    responses((status = 200, description = "Newest first", body = Vec<ConvSummary>), (status = 401, body = ErrorBody)))]
 pub(super) async fn conversations(
     State(s): State<ApiState>,
     Caller(c): Caller,
 ) -> Result<Json<Vec<ConvSummary>>, Error> {
     Ok(Json(s.logic.conversation_list(c.user_id).await?))
-}
-
-/// A read position.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ReadBody {
-    seq: u64,
 }
 
 async fn conv(s: &ApiState, user: UserId, conv: &str) -> Result<ConvId, Error> {
@@ -437,13 +352,13 @@ async fn conv(s: &ApiState, user: UserId, conv: &str) -> Result<ConvId, Error> {
 
 /// `POST /v1/conversations/{conv_id}/read`
 #[utoipa::path(post, path = "/v1/conversations/{conv_id}/read", tag = "conversations", security(("bearer" = [])),
-    request_body = ReadBody, params(("conv_id" = String, Path, description = "`d:<a>:<b>` or `g:<group>`")),
-    responses((status = 204), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    request_body = ReadUpTo, params(("conv_id" = String, Path, description = "`d:<a>:<b>` or `g:<group>`")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn mark_read(
     State(s): State<ApiState>,
     Caller(c): Caller,
     PathParams(id): PathParams<String>,
-    JsonBody(b): JsonBody<ReadBody>,
+    JsonBody(b): JsonBody<ReadUpTo>,
 ) -> Result<Done, Error> {
     let conv = conv(&s, c.user_id, &id).await?;
     s.logic.mark_read(c.user_id, conv, b.seq).await.map(|()| DONE)
@@ -452,9 +367,9 @@ pub(super) async fn mark_read(
 /// `POST /v1/conversations/{conv_id}/messages/{seq}/recall`
 #[utoipa::path(post, path = "/v1/conversations/{conv_id}/messages/{seq}/recall", tag = "conversations", security(("bearer" = [])),
     params(("conv_id" = String, Path, description = "The conversation"), ("seq" = u64, Path, description = "The message")),
-    responses((status = 204), (status = 403, body = ErrorDoc), (status = 404, body = ErrorDoc),
-              (status = 409, description = "`recall_expired` or already recalled", body = ErrorDoc),
-              (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "`recall_expired` or already recalled", body = ErrorBody),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn recall(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -467,8 +382,8 @@ pub(super) async fn recall(
 /// `GET /v1/conversations/{conv_id}/messages/{seq}/reads`
 #[utoipa::path(get, path = "/v1/conversations/{conv_id}/messages/{seq}/reads", tag = "conversations", security(("bearer" = [])),
     params(("conv_id" = String, Path, description = "The conversation"), ("seq" = u64, Path, description = "The message")),
-    responses((status = 200, body = ReadReceiptDoc), (status = 404, body = ErrorDoc), (status = 400, body = ErrorDoc),
-              (status = 401, body = ErrorDoc)))]
+    responses((status = 200, body = ReadReceipt), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
 pub(super) async fn reads(
     State(s): State<ApiState>,
     Caller(c): Caller,
@@ -476,95 +391,4 @@ pub(super) async fn reads(
 ) -> Result<Json<ReadReceipt>, Error> {
     let conv = conv(&s, c.user_id, &id).await?;
     Ok(Json(s.logic.read_receipt(c.user_id, conv, seq).await?))
-}
-
-// Documentation shapes of the answers (the handlers serialize the logic types themselves).
-
-/// A user's public profile.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct ProfileDoc {
-    user_id: u64,
-    username: String,
-    nickname: String,
-    avatar: Option<String>,
-    signature: String,
-    /// `anyone` or `friends`: only in the caller's own profile.
-    dm_policy: Option<String>,
-}
-
-/// Friends (with `online`), requests both ways, blocks.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct RelationsDoc {
-    /// Profiles with an `online` flag.
-    friends: Vec<serde_json::Value>,
-    incoming: Vec<PendingDoc>,
-    outgoing: Vec<PendingDoc>,
-    blocked: Vec<u64>,
-}
-
-/// A pending request.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct PendingDoc {
-    user_id: u64,
-    message: String,
-    ts: u64,
-}
-
-/// `{"status": "..."}`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct StatusDoc {
-    status: String,
-}
-
-/// A group as a member sees it.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct GroupDoc {
-    group_id: u64,
-    conv_id: String,
-    name: String,
-    owner: u64,
-    /// `open` or `approval`.
-    join_policy: String,
-    muted_all: bool,
-    max_members: u32,
-    /// `{user_id, role, muted_until?}`.
-    members: Vec<serde_json::Value>,
-    /// `{user_id, message, ts}`; owner and admins only.
-    requests: Vec<serde_json::Value>,
-}
-
-/// One entry of the conversation list.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct ConvSummaryDoc {
-    conv_id: String,
-    last_seq: u64,
-    last_ts: u64,
-    /// A message (see docs/PROTOCOL.md).
-    last_message: Option<serde_json::Value>,
-    read_seq: u64,
-    unread: u64,
-    peer_read_seq: Option<u64>,
-    name: Option<String>,
-}
-
-/// Who has read a message.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct ReadReceiptDoc {
-    read: u64,
-    unread: u64,
-}
-
-/// `{"error": {"code", "message"}}`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct ErrorDoc {
-    /// `{code, message}`.
-    error: serde_json::Value,
 }

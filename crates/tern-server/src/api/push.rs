@@ -7,51 +7,15 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use serde::{Deserialize, Serialize};
-use tern_proto::{DeviceId, MsgId, Priority, UserId};
+use tern_proto::{DeviceId, MsgId};
 
-#[allow(unused_imports)]
-use super::im::ErrorDoc;
 use super::{ApiState, JsonBody, KeyCaller, PathParams, connect_endpoints};
 use crate::error::Error;
 use crate::logic::push::{KeyView, PushTarget};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct PushBody<T> {
-    #[serde(flatten)]
-    to: T,
-    data: serde_json::Value,
-    #[serde(default)]
-    priority: Priority,
-    #[serde(default)]
-    qos: u8,
-}
-
-#[derive(Deserialize)]
-pub(super) struct ToUsers {
-    users: Vec<UserId>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct DeviceRef {
-    #[serde(default)]
-    user_id: Option<UserId>,
-    device_id: String,
-}
-
-#[derive(Deserialize)]
-pub(super) struct ToDevices {
-    devices: Vec<DeviceRef>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct Nobody {}
-
-#[derive(Serialize)]
-pub(super) struct Accepted {
-    msg_id: MsgId,
-}
+use tern_proto::rest::{
+    Accepted, AreaOnline, ByPath, CreatedKey, ErrorBody, NewKey, Push, RoomArea, RoomOnline, SessionToken, ToDevices,
+    ToUsers, TotalOnline,
+};
 
 fn accepted(id: MsgId) -> (StatusCode, Json<Accepted>) {
     (StatusCode::ACCEPTED, Json(Accepted { msg_id: id }))
@@ -59,20 +23,20 @@ fn accepted(id: MsgId) -> (StatusCode, Json<Accepted>) {
 
 type PushResult = Result<(StatusCode, Json<Accepted>), Error>;
 
-#[utoipa::path(post, path = "/v1/push/users", tag = "push", security(("bearer" = [])), request_body(content = Object, description = "`{users, data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(post, path = "/v1/push/users", tag = "push", security(("bearer" = [])), request_body = Push<ToUsers>, responses((status = 202, body = Accepted), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn to_users(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
-    JsonBody(b): JsonBody<PushBody<ToUsers>>,
+    JsonBody(b): JsonBody<Push<ToUsers>>,
 ) -> PushResult {
     s.push.push(&c, PushTarget::Users(b.to.users), b.priority, b.qos, b.data).await.map(accepted)
 }
 
-#[utoipa::path(post, path = "/v1/push/devices", tag = "push", security(("bearer" = [])), request_body(content = Object, description = "`{devices: [{user_id?, device_id}], data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(post, path = "/v1/push/devices", tag = "push", security(("bearer" = [])), request_body = Push<ToDevices>, responses((status = 202, body = Accepted), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn to_devices(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
-    JsonBody(b): JsonBody<PushBody<ToDevices>>,
+    JsonBody(b): JsonBody<Push<ToDevices>>,
 ) -> PushResult {
     let devices =
         b.to.devices
@@ -82,49 +46,36 @@ pub(super) async fn to_devices(
     s.push.push(&c, PushTarget::Devices(devices), b.priority, b.qos, b.data).await.map(accepted)
 }
 
-#[utoipa::path(post, path = "/v1/push/rooms/{room}", tag = "push", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), request_body(content = Object, description = "`{data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 503, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(post, path = "/v1/push/rooms/{room}", tag = "push", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), request_body = Push<ByPath>, responses((status = 202, body = Accepted), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn to_room(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
     PathParams(room): PathParams<String>,
-    JsonBody(b): JsonBody<PushBody<Nobody>>,
+    JsonBody(b): JsonBody<Push<ByPath>>,
 ) -> PushResult {
     s.push.push(&c, PushTarget::Room(room), b.priority, b.qos, b.data).await.map(accepted)
 }
 
-#[utoipa::path(post, path = "/v1/push/areas/{area}", tag = "push", security(("bearer" = [])), params(("area" = String, Path, description = "The area")), request_body(content = Object, description = "`{data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 503, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(post, path = "/v1/push/areas/{area}", tag = "push", security(("bearer" = [])), params(("area" = String, Path, description = "The area")), request_body = Push<ByPath>, responses((status = 202, body = Accepted), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn to_area(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
     PathParams(area): PathParams<String>,
-    JsonBody(b): JsonBody<PushBody<Nobody>>,
+    JsonBody(b): JsonBody<Push<ByPath>>,
 ) -> PushResult {
     s.push.push(&c, PushTarget::Area(area), b.priority, b.qos, b.data).await.map(accepted)
 }
 
-#[utoipa::path(post, path = "/v1/push/all", tag = "push", security(("bearer" = [])), request_body(content = Object, description = "`{data, priority?, qos?}`"), responses((status = 202, description = "`{msg_id}`", body = Object), (status = 403, body = ErrorDoc), (status = 413, body = ErrorDoc), (status = 429, body = ErrorDoc), (status = 503, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(post, path = "/v1/push/all", tag = "push", security(("bearer" = [])), request_body = Push<ByPath>, responses((status = 202, body = Accepted), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn to_all(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
-    JsonBody(b): JsonBody<PushBody<Nobody>>,
+    JsonBody(b): JsonBody<Push<ByPath>>,
 ) -> PushResult {
     s.push.push(&c, PushTarget::All, b.priority, b.qos, b.data).await.map(accepted)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RoomArea {
-    area: String,
-}
-
-#[derive(Serialize)]
-pub(super) struct RoomOnline {
-    room: String,
-    area: String,
-    online: u64,
-}
-
-#[utoipa::path(put, path = "/v1/rooms/{room}", tag = "push", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), request_body(content = Object, description = "`{area}`"), responses((status = 200, description = "`{room, area}`", body = Object), (status = 403, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(put, path = "/v1/rooms/{room}", tag = "push", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), request_body = RoomArea, responses((status = 200, body = RoomOnline), (status = 403, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn set_room(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
@@ -138,7 +89,7 @@ pub(super) async fn set_room(
 }
 
 /// Online counts are public, as on a live site's room page.
-#[utoipa::path(get, path = "/v1/rooms/{room}/online", tag = "push", params(("room" = String, Path, description = "The room")), responses((status = 200, description = "`{room, area, online}`", body = Object), (status = 400, body = ErrorDoc), (status = 404, description = "not a valid room name", body = ErrorDoc)))]
+#[utoipa::path(get, path = "/v1/rooms/{room}/online", tag = "push", params(("room" = String, Path, description = "The room")), responses((status = 200, body = RoomOnline), (status = 400, body = ErrorBody), (status = 404, description = "not a valid room name", body = ErrorBody)))]
 pub(super) async fn room_online(
     State(s): State<ApiState>,
     PathParams(room): PathParams<String>,
@@ -151,14 +102,7 @@ pub(super) async fn room_online(
     Ok(Json(RoomOnline { room, area, online }))
 }
 
-#[derive(Serialize)]
-pub(super) struct AreaOnline {
-    area: String,
-    online: u64,
-    rooms: u64,
-}
-
-#[utoipa::path(get, path = "/v1/areas/{area}/online", tag = "push", params(("area" = String, Path, description = "The area")), responses((status = 200, description = "`{area, online}`", body = Object), (status = 400, body = ErrorDoc), (status = 404, description = "not a valid area name", body = ErrorDoc)))]
+#[utoipa::path(get, path = "/v1/areas/{area}/online", tag = "push", params(("area" = String, Path, description = "The area")), responses((status = 200, body = AreaOnline), (status = 400, body = ErrorBody), (status = 404, description = "not a valid area name", body = ErrorBody)))]
 pub(super) async fn area_online(
     State(s): State<ApiState>,
     PathParams(area): PathParams<String>,
@@ -170,32 +114,16 @@ pub(super) async fn area_online(
     Ok(Json(AreaOnline { area, online, rooms }))
 }
 
-#[derive(Serialize)]
-pub(super) struct TotalOnline {
-    online: u64,
-    rooms: u64,
-}
-
-#[utoipa::path(get, path = "/v1/online", tag = "push", responses((status = 200, description = "`{online}`", body = Object)))]
+#[utoipa::path(get, path = "/v1/online", tag = "push", responses((status = 200, body = TotalOnline)))]
 pub(super) async fn total_online(State(s): State<ApiState>) -> Json<TotalOnline> {
     let (online, rooms) = s.gateway.registry().total_online();
     Json(TotalOnline { online, rooms })
 }
 
-#[derive(Serialize)]
-pub(super) struct DeviceToken {
-    device_id: DeviceId,
-    token: String,
-    expires_at: u64,
-    endpoints: super::control::Endpoints,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    alternates: Vec<super::control::Endpoints>,
-}
-
 /// `POST /v1/devices`: a token for a device without a user login. With a valid device token in
 /// `Authorization`, the same device id gets a fresh token.
-#[utoipa::path(post, path = "/v1/devices", tag = "push", responses((status = 200, description = "`{device_id, token, expires_at, endpoints, alternates?}`", body = Object), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
-pub(super) async fn device_token(State(s): State<ApiState>, headers: HeaderMap) -> Result<Json<DeviceToken>, Error> {
+#[utoipa::path(post, path = "/v1/devices", tag = "push", responses((status = 200, body = SessionToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn device_token(State(s): State<ApiState>, headers: HeaderMap) -> Result<Json<SessionToken>, Error> {
     let current = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -203,27 +131,17 @@ pub(super) async fn device_token(State(s): State<ApiState>, headers: HeaderMap) 
         .map(str::trim);
     let (device_id, issued) = s.logic.device_token(current)?;
     let (endpoints, alternates) = connect_endpoints(&s, &headers);
-    Ok(Json(DeviceToken { device_id, token: issued.token, expires_at: issued.expires_at, endpoints, alternates }))
+    Ok(Json(SessionToken {
+        user_id: None,
+        device_id,
+        token: issued.token,
+        expires_at: issued.expires_at,
+        endpoints,
+        alternates,
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NewKey {
-    name: String,
-    scopes: Vec<String>,
-    rate_per_sec: Option<f64>,
-    burst: Option<u32>,
-}
-
-#[derive(Serialize)]
-pub(super) struct CreatedKey {
-    #[serde(flatten)]
-    view: KeyView,
-    /// The key itself; shown only here.
-    key: String,
-}
-
-#[utoipa::path(post, path = "/v1/admin/keys", tag = "admin", security(("bearer" = [])), request_body(content = Object, description = "`{name, scopes, rate_per_sec?, burst?}`"), responses((status = 201, description = "The key, with its secret shown once", body = Object), (status = 403, body = ErrorDoc), (status = 400, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(post, path = "/v1/admin/keys", tag = "admin", security(("bearer" = [])), request_body = NewKey, responses((status = 201, description = "The key, with its secret shown once", body = CreatedKey), (status = 403, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn create_key(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,
@@ -234,12 +152,12 @@ pub(super) async fn create_key(
     Ok((StatusCode::CREATED, Json(CreatedKey { view, key })))
 }
 
-#[utoipa::path(get, path = "/v1/admin/keys", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "Keys without secrets", body = [Object]), (status = 403, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(get, path = "/v1/admin/keys", tag = "admin", security(("bearer" = [])), responses((status = 200, description = "Keys without secrets", body = [KeyView]), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn list_keys(State(s): State<ApiState>, KeyCaller(c): KeyCaller) -> Result<Json<Vec<KeyView>>, Error> {
     s.push.list_keys(&c).map(Json)
 }
 
-#[utoipa::path(delete, path = "/v1/admin/keys/{key_id}", tag = "admin", security(("bearer" = [])), params(("key_id" = String, Path, description = "The key id")), responses((status = 204), (status = 404, body = ErrorDoc), (status = 403, body = ErrorDoc), (status = 401, body = ErrorDoc)))]
+#[utoipa::path(delete, path = "/v1/admin/keys/{key_id}", tag = "admin", security(("bearer" = [])), params(("key_id" = String, Path, description = "The key id")), responses((status = 204), (status = 404, body = ErrorBody), (status = 403, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub(super) async fn revoke_key(
     State(s): State<ApiState>,
     KeyCaller(c): KeyCaller,

@@ -1,6 +1,5 @@
 //! Conversations: the list, read positions and receipts, recall, typing.
 
-use serde::Serialize;
 use tern_proto::{Body, ConvId, ErrorCode, Notice, Priority, Role, ServerFrame, UserId};
 
 use super::Logic;
@@ -9,15 +8,7 @@ use crate::clock::now_ms;
 use crate::error::Error;
 use crate::store::im::{ConvSummary, Effect, Scope};
 use crate::wire::OutFrame;
-
-/// Who has read one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ReadReceipt {
-    /// Members other than the sender whose read position is at or past the message.
-    pub read: u64,
-    /// Members other than the sender who have not read it yet.
-    pub unread: u64,
-}
+pub use tern_proto::rest::ReadReceipt;
 
 impl Logic {
     /// The user's conversations, newest first, with last message and unread count.

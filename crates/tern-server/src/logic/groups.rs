@@ -8,7 +8,6 @@
 //! seq); the affected user also gets one in their event stream, since a new or removed member
 //! does not receive the group's messages around that point.
 
-use serde::Serialize;
 use tern_proto::{ConvId, ErrorCode, GroupId, LeaveReason, Notice, Role, UserId};
 
 use super::social::MAX_NOTE;
@@ -16,62 +15,7 @@ use super::{Logic, Notices};
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::store::im::{Effect, GroupRecord, GroupState, JoinPolicy, JoinRequest, MemberRecord, Scope, Snapshot};
-
-/// A group as a member sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GroupView {
-    /// The id (its conversation is `g:<id>`).
-    pub group_id: GroupId,
-    /// The conversation id.
-    pub conv_id: ConvId,
-    /// Display name.
-    pub name: String,
-    /// The owner.
-    pub owner: UserId,
-    /// How outsiders get in.
-    pub join_policy: JoinPolicy,
-    /// Only the owner and admins may send.
-    pub muted_all: bool,
-    /// Member limit.
-    pub max_members: u32,
-    /// Members, by user id.
-    pub members: Vec<MemberView>,
-    /// Pending join requests (shown to the owner and admins only).
-    pub requests: Vec<JoinRequestView>,
-}
-
-/// A member as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MemberView {
-    /// The user.
-    pub user_id: UserId,
-    /// Role.
-    pub role: Role,
-    /// Muted until (ms since the Unix epoch), if muted now.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub muted_until: Option<u64>,
-}
-
-/// A pending join request as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct JoinRequestView {
-    /// Who asks.
-    pub user_id: UserId,
-    /// Their note.
-    pub message: String,
-    /// When.
-    pub ts: u64,
-}
-
-/// The outcome of asking to join.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JoinOutcome {
-    /// Now a member.
-    Joined,
-    /// Waiting for an owner's or admin's approval.
-    Requested,
-}
+pub use tern_proto::rest::{GroupView, JoinOutcome, MemberView, PendingRequest};
 
 /// A live group, or `not_found` (also for dissolved groups).
 fn live(snap: &Snapshot) -> Result<&GroupState, Error> {
@@ -203,7 +147,7 @@ impl Logic {
         let requests = if me.role >= Role::Admin {
             g.requests
                 .values()
-                .map(|r| JoinRequestView { user_id: r.user, message: r.message.clone(), ts: r.ts })
+                .map(|r| PendingRequest { user_id: r.user, message: r.message.clone(), ts: r.ts })
                 .collect()
         } else {
             Vec::new()

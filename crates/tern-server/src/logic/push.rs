@@ -91,25 +91,6 @@ impl Caller {
     }
 }
 
-/// A key as the admin API shows it (never the secret).
-#[derive(Debug, Clone, Serialize)]
-pub struct KeyView {
-    /// Key id.
-    pub key_id: String,
-    /// Label.
-    pub name: String,
-    /// Scopes.
-    pub scopes: Vec<String>,
-    /// Requests per second.
-    pub rate_per_sec: f64,
-    /// Bucket size.
-    pub burst: u32,
-    /// Creation time, ms.
-    pub created_at: u64,
-    /// Whether it was revoked.
-    pub revoked: bool,
-}
-
 impl From<&ApiKeyRecord> for KeyView {
     fn from(r: &ApiKeyRecord) -> Self {
         Self {
@@ -124,7 +105,7 @@ impl From<&ApiKeyRecord> for KeyView {
     }
 }
 
-pub use tern_proto::rest::PushTarget;
+pub use tern_proto::rest::{KeyView, PushTarget};
 
 const MAX_TARGETS: usize = 1000;
 

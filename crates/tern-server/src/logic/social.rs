@@ -5,13 +5,13 @@
 //! Both sides learn of a change through notices in their event streams (`u:<id>`), delivered
 //! live and on resume; a blocked user's attempts leave no trace on the blocker's side.
 
-use serde::Serialize;
 use tern_proto::{ConvId, ErrorCode, Notice, UserId};
 
 use super::{Logic, Notices};
 use crate::clock::now_ms;
 use crate::error::Error;
-use crate::store::im::{Effect, PairState, Profile, ProfileUpdate, Relation, Scope, Snapshot};
+use crate::store::im::{Effect, PairState, Profile, ProfileChange, Relation, Scope, Snapshot};
+pub use tern_proto::rest::{Friend, PendingRequest, Relations, RequestOutcome};
 
 /// Longest nickname, in characters.
 pub const MAX_NICKNAME: usize = 64;
@@ -21,50 +21,6 @@ pub const MAX_SIGNATURE: usize = 256;
 pub const MAX_NOTE: usize = 256;
 /// Longest file id, in bytes.
 pub const MAX_FILE_ID: usize = 128;
-
-/// A pending friend request as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PendingRequest {
-    /// The other user.
-    pub user_id: UserId,
-    /// The note.
-    pub message: String,
-    /// When, ms since the Unix epoch.
-    pub ts: u64,
-}
-
-/// A friend as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Friend {
-    /// Their profile.
-    #[serde(flatten)]
-    pub profile: Profile,
-    /// Whether any of their devices is connected (this node's view).
-    pub online: bool,
-}
-
-/// Everything a user has with others.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Relations {
-    /// Friends.
-    pub friends: Vec<Friend>,
-    /// Requests to this user, waiting for an answer.
-    pub incoming: Vec<PendingRequest>,
-    /// Requests by this user, waiting for an answer.
-    pub outgoing: Vec<PendingRequest>,
-    /// Users this user blocked.
-    pub blocked: Vec<UserId>,
-}
-
-/// The outcome of a friend request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RequestOutcome {
-    /// Waiting for the other user.
-    Requested,
-    /// The other user had asked too: now friends.
-    Friends,
-}
 
 fn pair(snap: &Snapshot) -> Result<&PairState, Error> {
     let pair = snap.pair.as_ref().ok_or_else(|| Error::new(ErrorCode::Internal, "pair not loaded"))?;
@@ -114,7 +70,7 @@ impl Logic {
     }
 
     /// Changes the caller's own profile.
-    pub async fn update_profile(&self, user: UserId, update: ProfileUpdate) -> Result<Profile, Error> {
+    pub async fn update_profile(&self, user: UserId, update: ProfileChange) -> Result<Profile, Error> {
         if let Some(n) = &update.nickname {
             check_len("nickname", n, MAX_NICKNAME)?;
             if n.chars().any(char::is_control) {

@@ -266,7 +266,7 @@ fn notice(conv: ConvId, from: UserId, id: &str) -> NewMessage {
 async fn im_transactions(store: Arc<dyn Store>, recorder: Arc<Recipients>) {
     use tern_proto::{ErrorCode, GroupId, Role};
 
-    use super::im::{DmPolicy, GroupRecord, JoinPolicy, MemberRecord, ProfileUpdate, Relation, Snapshot};
+    use super::im::{DmPolicy, GroupRecord, JoinPolicy, MemberRecord, ProfileChange, Relation, Snapshot};
 
     let u = seed_users(&*store, 3).await;
     let (a, b, c) = (u[0], u[1], u[2]);
@@ -379,13 +379,13 @@ async fn im_transactions(store: Arc<dyn Store>, recorder: Arc<Recipients>) {
         move |_: &Snapshot| Ok(vec![Effect::PutRelation { owner: a, peer: c, relation: Relation::default() }]);
     store.transact(pair.clone(), Box::new(unblock)).await.unwrap();
     append(&*store, new_message(ac, c, "c-unblocked")).await.unwrap();
-    let friends_only = ProfileUpdate { dm_policy: Some(DmPolicy::Friends), ..ProfileUpdate::default() };
+    let friends_only = ProfileChange { dm_policy: Some(DmPolicy::Friends), ..ProfileChange::default() };
     store.update_profile(a, friends_only).await.unwrap();
     assert_eq!(denied(append(&*store, new_message(ac, c, "c-stranger")).await.unwrap_err()), ErrorCode::NotFriends);
-    let nickname = ProfileUpdate { nickname: Some("ay".into()), ..ProfileUpdate::default() };
+    let nickname = ProfileChange { nickname: Some("ay".into()), ..ProfileChange::default() };
     store.update_profile(a, nickname).await.unwrap();
     assert_eq!(denied(append(&*store, new_message(ac, c, "c-stranger-2")).await.unwrap_err()), ErrorCode::NotFriends);
-    let anyone = ProfileUpdate { dm_policy: Some(DmPolicy::Anyone), ..ProfileUpdate::default() };
+    let anyone = ProfileChange { dm_policy: Some(DmPolicy::Anyone), ..ProfileChange::default() };
     store.update_profile(a, anyone).await.unwrap();
     append(&*store, new_message(ac, c, "c-welcome")).await.unwrap();
 

@@ -13,95 +13,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use tern_proto::{Body, ConvId, GroupId, Message, Role, UserId};
+
+pub use tern_proto::rest::{ConvSummary, DmPolicy, JoinPolicy, Profile, ProfileChange, PublicProfile};
 
 use super::NewMessage;
 use crate::error::Error;
-
-/// Who may send a user 1:1 messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DmPolicy {
-    /// Anyone who is not blocked.
-    #[default]
-    Anyone,
-    /// Friends only.
-    Friends,
-}
-
-impl DmPolicy {
-    /// As stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DmPolicy::Anyone => "anyone",
-            DmPolicy::Friends => "friends",
-        }
-    }
-
-    /// From storage; unknown values read as the default.
-    pub fn parse(s: &str) -> Self {
-        if s == "friends" { DmPolicy::Friends } else { DmPolicy::Anyone }
-    }
-}
-
-/// A user's public profile.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Profile {
-    /// The user.
-    pub user_id: UserId,
-    /// The login name.
-    pub username: String,
-    /// Display name (empty: show the username).
-    pub nickname: String,
-    /// A file id.
-    pub avatar: Option<String>,
-    /// A short self-description.
-    pub signature: String,
-    /// Who may message this user.
-    pub dm_policy: DmPolicy,
-}
-
-/// What anyone may see of a profile: everything but its settings (`dm_policy` is its owner's
-/// business; a stranger learns whether they may write by trying).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PublicProfile {
-    /// The user.
-    pub user_id: UserId,
-    /// The login name.
-    pub username: String,
-    /// Display name (empty: show the username).
-    pub nickname: String,
-    /// A file id.
-    pub avatar: Option<String>,
-    /// A short self-description.
-    pub signature: String,
-}
-
-impl From<Profile> for PublicProfile {
-    fn from(p: Profile) -> Self {
-        Self {
-            user_id: p.user_id,
-            username: p.username,
-            nickname: p.nickname,
-            avatar: p.avatar,
-            signature: p.signature,
-        }
-    }
-}
-
-/// A change to one's own profile; absent fields stay as they are.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProfileUpdate {
-    /// New nickname.
-    pub nickname: Option<String>,
-    /// New avatar file id (empty string clears it).
-    pub avatar: Option<String>,
-    /// New signature.
-    pub signature: Option<String>,
-    /// New message policy.
-    pub dm_policy: Option<DmPolicy>,
-}
 
 /// One direction of what links two users: what `owner` has set towards `peer`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,32 +29,6 @@ pub struct Relation {
     pub blocked: bool,
     /// A pending friend request from `owner` to `peer`: its note and time.
     pub requested: Option<(String, u64)>,
-}
-
-/// How outsiders get into a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JoinPolicy {
-    /// Anyone may join; any member may invite.
-    #[default]
-    Open,
-    /// Joining needs an owner's or admin's approval; only they may invite.
-    Approval,
-}
-
-impl JoinPolicy {
-    /// As stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JoinPolicy::Open => "open",
-            JoinPolicy::Approval => "approval",
-        }
-    }
-
-    /// From storage.
-    pub fn parse(s: &str) -> Self {
-        if s == "approval" { JoinPolicy::Approval } else { JoinPolicy::Open }
-    }
 }
 
 /// A group's own settings.
@@ -297,29 +188,6 @@ pub enum Effect {
 
 /// The rules of one operation: given what the store loaded, the effects to apply, or a refusal.
 pub type Decide = Box<dyn FnOnce(&Snapshot) -> Result<Vec<Effect>, Error> + Send>;
-
-/// One entry of a user's conversation list.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ConvSummary {
-    /// The conversation.
-    pub conv_id: ConvId,
-    /// Its last seq.
-    pub last_seq: u64,
-    /// Time of its last message, ms since the Unix epoch (the list's order, newest first).
-    pub last_ts: u64,
-    /// The last message (a tombstone if recalled).
-    pub last_message: Option<Message>,
-    /// The user's read position.
-    pub read_seq: u64,
-    /// Messages from others after the read position (capped at 999).
-    pub unread: u64,
-    /// For a 1:1 conversation, the peer's read position.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub peer_read_seq: Option<u64>,
-    /// For a group, its name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
 
 /// Largest unread count reported (clients show "999+").
 pub const UNREAD_CAP: u64 = 999;

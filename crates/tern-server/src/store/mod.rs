@@ -14,8 +14,8 @@ pub mod im;
 pub mod postgres;
 #[cfg(test)]
 mod seq_property;
-pub mod sqlite;
 mod sql;
+pub mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,7 +23,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use std::sync::Arc;
 
-use im::{ConvSummary, Decide, GroupState, MemberRecord, Profile, ProfileUpdate, RelationRow, Scope};
+use im::{ConvSummary, Decide, GroupState, MemberRecord, Profile, ProfileChange, RelationRow, Scope};
 use tern_proto::{ConvId, DeviceId, GroupId, Message, MsgId, UserId};
 use tokio::sync::oneshot;
 
@@ -300,7 +300,7 @@ pub trait Store: Send + Sync + 'static {
     fn search_users(&self, prefix: String, limit: u32) -> BoxFut<'_, Result<Vec<Profile>, StoreError>>;
 
     /// Changes a user's own profile.
-    fn update_profile(&self, user: UserId, update: ProfileUpdate) -> BoxFut<'_, Result<(), StoreError>>;
+    fn update_profile(&self, user: UserId, update: ProfileChange) -> BoxFut<'_, Result<(), StoreError>>;
 
     /// Everyone the user has a relation with (friend, request either way, block either way).
     fn relations_of(&self, user: UserId) -> BoxFut<'_, Result<Vec<RelationRow>, StoreError>>;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use tern_client::{Client, ConvId, GroupId, Options, Session, Transport};
+use tern_client::{Client, ConvId, Options, Session, Transport};
 
 use crate::cli::TransportArg;
 
@@ -85,8 +85,10 @@ pub async fn group(args: GroupArgs) -> anyhow::Result<()> {
     let run: u32 = rand::random();
     let sessions = users(&args.common.server, &format!("g{run:08x}"), args.members).await?;
     let owner = &sessions[0];
-    let group = tern_client::http::im::create_group(owner, &format!("bench {run:08x}"), "open").await?;
-    let gid = GroupId(group["group_id"].as_u64().context("no group_id")?);
+    let group =
+        tern_client::http::im::create_group(owner, &format!("bench {run:08x}"), tern_proto::rest::JoinPolicy::Open)
+            .await?;
+    let gid = group.group_id;
     let conv = ConvId::Group(gid);
     let bar = super::progress(args.members as u64 - 1, "inviting");
     for s in &sessions[1..] {

@@ -127,12 +127,12 @@ pub async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Create { key, name, scopes, rate, burst } => {
             let created = service::create_key(&key.server, &key.key, &name, &scopes, rate, burst).await?;
-            println!("{created}");
+            println!("{}", serde_json::to_string(&created)?);
         }
         KeysCommand::List { key } => {
             let list = service::list_keys(&key.server, &key.key).await?;
-            for k in list.as_array().into_iter().flatten() {
-                println!("{k}");
+            for k in &list {
+                println!("{}", serde_json::to_string(k)?);
             }
         }
         KeysCommand::Revoke { key, key_id } => {

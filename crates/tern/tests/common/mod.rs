@@ -407,3 +407,8 @@ pub fn spawn_windowed_sends(
         }
     })
 }
+
+/// An answer of the REST API as the JSON it travels as, for assertions on its fields.
+pub fn as_json<T: serde::Serialize>(v: T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap()
+}

@@ -31,7 +31,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use super::im::{
-    ConvSummary, Decide, DmPolicy, Effect, GroupState, MemberRecord, Profile, ProfileUpdate, Relation, RelationRow,
+    ConvSummary, Decide, DmPolicy, Effect, GroupState, MemberRecord, Profile, ProfileChange, Relation, RelationRow,
     Scope, like_prefix,
 };
 use super::sql::{self, MESSAGE_COLUMNS, PROFILE_COLUMNS, USER_COLUMNS, profile_from, user_from};
@@ -224,10 +224,7 @@ impl Store for PostgresStore {
     fn user_by_name<'a>(&'a self, username: &'a str) -> BoxFut<'a, Result<Option<UserRecord>, StoreError>> {
         Box::pin(async move {
             let row = self
-                .query_opt(
-                    &format!("SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1)"),
-                    &[&username],
-                )
+                .query_opt(&format!("SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1)"), &[&username])
                 .await?;
             row.as_ref().map(|r| user_from(r)).transpose()
         })
@@ -235,9 +232,8 @@ impl Store for PostgresStore {
 
     fn user_by_id(&self, id: UserId) -> BoxFut<'_, Result<Option<UserRecord>, StoreError>> {
         Box::pin(async move {
-            let row = self
-                .query_opt(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"), &[&(id.0 as i64)])
-                .await?;
+            let row =
+                self.query_opt(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"), &[&(id.0 as i64)]).await?;
             row.as_ref().map(|r| user_from(r)).transpose()
         })
     }
@@ -296,7 +292,7 @@ impl Store for PostgresStore {
         })
     }
 
-    fn update_profile(&self, user: UserId, update: ProfileUpdate) -> BoxFut<'_, Result<(), StoreError>> {
+    fn update_profile(&self, user: UserId, update: ProfileChange) -> BoxFut<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let avatar = update.avatar.map(|a| if a.is_empty() { None } else { Some(a) });
             self.execute(

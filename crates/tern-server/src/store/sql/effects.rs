@@ -99,8 +99,11 @@ pub(crate) async fn apply_effect<T: ImTx>(tx: &mut T, effect: Effect) -> Result<
         }
         Effect::PutRelation { owner, peer, relation } if *relation == Relation::default() => {
             // Nothing set either way is no row.
-            tx.execute("DELETE FROM relations WHERE owner = $1 AND peer = $2", &[Value::id(owner.0), Value::id(peer.0)])
-                .await?;
+            tx.execute(
+                "DELETE FROM relations WHERE owner = $1 AND peer = $2",
+                &[Value::id(owner.0), Value::id(peer.0)],
+            )
+            .await?;
         }
         Effect::PutRelation { owner, peer, relation } => {
             let (note, ts) = match &relation.requested {

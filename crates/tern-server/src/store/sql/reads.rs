@@ -9,11 +9,17 @@ use super::rows::{
     profile_columns, profile_from, relation_from,
 };
 use super::{Sql, Value};
-use crate::store::im::{ConvSummary, GroupState, MemberRecord, Profile, Relation, RelationRow, UNREAD_CAP, relation_rows};
+use crate::store::im::{
+    ConvSummary, GroupState, MemberRecord, Profile, Relation, RelationRow, UNREAD_CAP, relation_rows,
+};
 use crate::store::{ConvPosition, Page};
 
 /// A member of a conversation, or `None`.
-pub(crate) async fn load_member<S: Sql>(s: &mut S, conv: ConvId, user: UserId) -> Result<Option<MemberRecord>, S::Error> {
+pub(crate) async fn load_member<S: Sql>(
+    s: &mut S,
+    conv: ConvId,
+    user: UserId,
+) -> Result<Option<MemberRecord>, S::Error> {
     let conv = conv.to_string();
     s.query_opt(
         concat!("SELECT ", member_columns!(), " FROM conv_members WHERE conv_id = $1 AND user_id = $2"),
@@ -25,20 +31,29 @@ pub(crate) async fn load_member<S: Sql>(s: &mut S, conv: ConvId, user: UserId) -
 
 /// A group with its members and join requests, `last_seq` as given; `None` if it never existed.
 pub(crate) async fn load_group<S: Sql>(s: &mut S, g: GroupId, last_seq: u64) -> Result<Option<GroupState>, S::Error> {
-    let Some(info) =
-        s.query_opt(concat!("SELECT ", group_columns!(), " FROM groups WHERE id = $1"), &[Value::id(g.0)], group_from).await?
+    let Some(info) = s
+        .query_opt(concat!("SELECT ", group_columns!(), " FROM groups WHERE id = $1"), &[Value::id(g.0)], group_from)
+        .await?
     else {
         return Ok(None);
     };
     let conv = ConvId::Group(g).to_string();
     let members: BTreeMap<_, _> = s
-        .query(concat!("SELECT ", member_columns!(), " FROM conv_members WHERE conv_id = $1"), &[Value::Text(&conv)], member_from)
+        .query(
+            concat!("SELECT ", member_columns!(), " FROM conv_members WHERE conv_id = $1"),
+            &[Value::Text(&conv)],
+            member_from,
+        )
         .await?
         .into_iter()
         .map(|m| (m.user, m))
         .collect();
     let requests: BTreeMap<_, _> = s
-        .query("SELECT user_id, message, ts FROM join_requests WHERE group_id = $1", &[Value::id(g.0)], join_request_from)
+        .query(
+            "SELECT user_id, message, ts FROM join_requests WHERE group_id = $1",
+            &[Value::id(g.0)],
+            join_request_from,
+        )
         .await?
         .into_iter()
         .map(|r| (r.user, r))
@@ -54,14 +69,13 @@ pub(crate) async fn load_profile<S: Sql>(s: &mut S, user: UserId) -> Result<Opti
 
 /// What `owner` has set towards `peer` (the default if nothing).
 pub(crate) async fn load_relation<S: Sql>(s: &mut S, owner: UserId, peer: UserId) -> Result<Relation, S::Error> {
-    Ok(s
-        .query_opt(
-            "SELECT friend, blocked, request_msg, request_ts FROM relations WHERE owner = $1 AND peer = $2",
-            &[Value::id(owner.0), Value::id(peer.0)],
-            |r| relation_from(r, 0),
-        )
-        .await?
-        .unwrap_or_default())
+    Ok(s.query_opt(
+        "SELECT friend, blocked, request_msg, request_ts FROM relations WHERE owner = $1 AND peer = $2",
+        &[Value::id(owner.0), Value::id(peer.0)],
+        |r| relation_from(r, 0),
+    )
+    .await?
+    .unwrap_or_default())
 }
 
 /// One message, or `None`.
@@ -78,14 +92,18 @@ pub(crate) async fn message_at<S: Sql>(s: &mut S, conv: ConvId, seq: u64) -> Res
 /// A conversation's last seq as committed (0 if it has none).
 pub(crate) async fn stored_last_seq<S: Sql>(s: &mut S, conv: ConvId) -> Result<u64, S::Error> {
     let conv = conv.to_string();
-    Ok(s
-        .query_opt("SELECT last_seq FROM conversations WHERE conv_id = $1", &[Value::Text(&conv)], |r| r.int(0))
+    Ok(s.query_opt("SELECT last_seq FROM conversations WHERE conv_id = $1", &[Value::Text(&conv)], |r| r.int(0))
         .await?
         .map_or(0, |s| s as u64))
 }
 
 /// A page of a conversation's history.
-pub(crate) async fn messages<S: Sql>(s: &mut S, conv: ConvId, page: Page, limit: u32) -> Result<Vec<Message>, S::Error> {
+pub(crate) async fn messages<S: Sql>(
+    s: &mut S,
+    conv: ConvId,
+    page: Page,
+    limit: u32,
+) -> Result<Vec<Message>, S::Error> {
     let (sql, bound) = match page {
         Page::After(seq) => (
             concat!(

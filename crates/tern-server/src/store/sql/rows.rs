@@ -109,11 +109,7 @@ pub(crate) fn relation_from<E>(r: &Row<'_, E>, at: usize) -> Result<Relation, E>
         Some(note) => Some((note.to_owned(), r.opt_int(at + 3)?.unwrap_or(0) as u64)),
         None => None,
     };
-    Ok(Relation {
-        friend: r.opt_bool(at)?.unwrap_or(false),
-        blocked: r.opt_bool(at + 1)?.unwrap_or(false),
-        requested,
-    })
+    Ok(Relation { friend: r.opt_bool(at)?.unwrap_or(false), blocked: r.opt_bool(at + 1)?.unwrap_or(false), requested })
 }
 
 /// A user's login record from [`USER_COLUMNS`].

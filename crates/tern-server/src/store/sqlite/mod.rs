@@ -18,7 +18,7 @@ use tern_proto::{ConvId, DeviceId, GroupId, Message, UserId};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::im::{
-    ConvSummary, Decide, DmPolicy, Effect, GroupState, MemberRecord, Profile, ProfileUpdate, Relation, RelationRow,
+    ConvSummary, Decide, DmPolicy, Effect, GroupState, MemberRecord, Profile, ProfileChange, Relation, RelationRow,
     Scope, like_prefix,
 };
 use super::sql::{self, PROFILE_COLUMNS, USER_COLUMNS, profile_from, user_from};
@@ -374,7 +374,7 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn update_profile(&self, user: UserId, update: ProfileUpdate) -> BoxFut<'_, Result<(), StoreError>> {
+    fn update_profile(&self, user: UserId, update: ProfileChange) -> BoxFut<'_, Result<(), StoreError>> {
         Box::pin(async move {
             self.apply(Box::new(move |tx| {
                 let avatar = update.avatar.map(|a| if a.is_empty() { None } else { Some(a) });
