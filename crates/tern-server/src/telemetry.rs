@@ -138,9 +138,37 @@ pub fn render() -> String {
     out
 }
 
-/// Resident memory, CPU time and open files of this process, from /proc.
+/// What the process's allocator reports: bytes handed to the program, and bytes of memory it
+/// holds for them (pages, its own metadata). Unlike RSS these count exactly what the program
+/// allocated, whatever the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocatorStats {
+    /// Bytes currently allocated by the program.
+    pub allocated: u64,
+    /// Bytes in physically resident pages the allocator holds.
+    pub resident: u64,
+}
+
+static ALLOCATOR_STATS: std::sync::OnceLock<fn() -> Option<AllocatorStats>> = std::sync::OnceLock::new();
+
+/// Names the global allocator's statistics for `/metrics` (the binary chooses the allocator, so
+/// it supplies the reader). Set once; later calls are ignored.
+pub fn set_allocator_stats(read: fn() -> Option<AllocatorStats>) {
+    let _ = ALLOCATOR_STATS.set(read);
+}
+
+/// Resident memory, CPU time and open files of this process, from /proc; the allocator's
+/// figures when the binary named them.
 fn process_metrics() -> String {
     let mut out = String::new();
+    if let Some(stats) = ALLOCATOR_STATS.get().and_then(|read| read()) {
+        out.push_str("# HELP tern_allocator_allocated_bytes Bytes the server has allocated (allocator statistics)\n");
+        out.push_str("# TYPE tern_allocator_allocated_bytes gauge\n");
+        out.push_str(&format!("tern_allocator_allocated_bytes {}\n", stats.allocated));
+        out.push_str("# HELP tern_allocator_resident_bytes Bytes in resident pages the allocator holds\n");
+        out.push_str("# TYPE tern_allocator_resident_bytes gauge\n");
+        out.push_str(&format!("tern_allocator_resident_bytes {}\n", stats.resident));
+    }
     let page = 4096.0;
     let ticks = 100.0; // USER_HZ on Linux
     if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")

@@ -12,6 +12,16 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's own counts (refreshed by advancing its epoch), for `/metrics`.
+fn jemalloc_stats() -> Option<tern_server::telemetry::AllocatorStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some(tern_server::telemetry::AllocatorStats {
+        allocated: stats::allocated::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+    })
+}
+
 #[derive(Parser)]
 #[command(name = "tern", version, about = "tern: one server for IM and live push over long connections")]
 struct Args {
@@ -159,6 +169,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match args.command {
             Command::Serve { config, data_dir, http, tcp, log_json, push_key, store, node_id, cluster } => {
+                tern_server::telemetry::set_allocator_stats(jemalloc_stats);
                 let flags =
                     cli::serve::Flags { config, data_dir, http, tcp, log_json, push_key, store, node_id, cluster };
                 cli::serve::run(flags).await

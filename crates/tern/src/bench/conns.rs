@@ -37,6 +37,10 @@ pub struct ConnsArgs {
     /// Seconds to let the server settle before sampling its RSS.
     #[arg(long, default_value_t = 2)]
     pub settle: u64,
+    /// An admin-scope API key for `/metrics` (not needed when the server's metrics are public):
+    /// with it the allocator's bytes per connection are reported too.
+    #[arg(long, env = "TERN_METRICS_KEY")]
+    pub metrics_key: Option<String>,
 }
 
 /// An open, authenticated connection kept idle.
@@ -83,12 +87,25 @@ async fn connect_auth(
     }
 }
 
-pub async fn conns(ConnsArgs { base: args, settle }: ConnsArgs) -> anyhow::Result<()> {
+/// The server's `tern_allocator_allocated_bytes`, if its `/metrics` answers and reports it.
+async fn allocated_bytes(server: &str, key: Option<&str>) -> Option<u64> {
+    let mut req = reqwest::Client::new().get(format!("{}/metrics", server.trim_end_matches('/')));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let text = req.send().await.ok()?.error_for_status().ok()?.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("tern_allocator_allocated_bytes ")?.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+pub async fn conns(ConnsArgs { base: args, settle, metrics_key }: ConnsArgs) -> anyhow::Result<()> {
     raise_fd_limit(args.count as u64)?;
     let bar = progress(args.count as u64, "device tokens");
     let devs = devices(&args.common.server, args.count, &bar).await?;
     bar.finish_and_clear();
     let before = sample_opt(args.common.server_pid)?;
+    let allocated_before = allocated_bytes(&args.common.server, metrics_key.as_deref()).await;
     let dialer = Arc::new(Dialer::default());
     let bar = progress(args.count as u64, "connecting");
     let held: Vec<Held> = futures_util::stream::iter(devs.iter())
@@ -108,8 +125,15 @@ pub async fn conns(ConnsArgs { base: args, settle }: ConnsArgs) -> anyhow::Resul
     bar.finish_and_clear();
     tokio::time::sleep(Duration::from_secs(settle)).await;
     let after = sample_opt(args.common.server_pid)?;
+    let allocated_after = allocated_bytes(&args.common.server, metrics_key.as_deref()).await;
     let per_conn = match (before, after) {
         (Some(b), Some(a)) => Some((a.rss_bytes as f64 - b.rss_bytes as f64) / held.len() as f64),
+        _ => None,
+    };
+    // What the server's allocator handed out per connection: exact, unlike RSS, which also
+    // counts pages the allocator keeps and depends on the machine.
+    let allocated_per_conn = match (allocated_before, allocated_after) {
+        (Some(b), Some(a)) => Some((a as f64 - b as f64) / held.len() as f64),
         _ => None,
     };
     let result = json!({
@@ -119,6 +143,7 @@ pub async fn conns(ConnsArgs { base: args, settle }: ConnsArgs) -> anyhow::Resul
         "server_rss_before": before.map(|s| s.rss_bytes),
         "server_rss_after": after.map(|s| s.rss_bytes),
         "rss_bytes_per_conn": per_conn,
+        "allocated_bytes_per_conn": allocated_per_conn,
     });
     drop(held);
     report(&result, args.common.json)

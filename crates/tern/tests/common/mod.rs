@@ -360,11 +360,20 @@ pub fn free_port() -> u16 {
 
 /// Spawns a `tern serve` command (killed when dropped) and waits for its "tern listening" line.
 pub async fn spawn_serve(cmd: &mut tokio::process::Command) -> tokio::process::Child {
+    spawn_serve_logging(cmd, "warn", std::process::Stdio::inherit()).await
+}
+
+/// [`spawn_serve`] with a log level and where its logs (stderr) go.
+pub async fn spawn_serve_logging(
+    cmd: &mut tokio::process::Command,
+    level: &str,
+    logs: std::process::Stdio,
+) -> tokio::process::Child {
     use tokio::io::AsyncBufReadExt;
     let mut child = cmd
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
+        .stderr(logs)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
