@@ -2,12 +2,17 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tern_proto::codec::compression;
 use tern_proto::{ClientFrame, Codec, FrameDecoder, ServerFrame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::http::Uri;
 
 use crate::{Endpoints, Error, Transport};
 
@@ -15,8 +20,67 @@ use crate::{Endpoints, Error, Transport};
 const MAX_SERVER_FRAME: usize = 64 * 1024 * 1024;
 
 pub(crate) enum Conn {
-    Ws { ws: Box<WebSocketStream<MaybeTlsStream<TcpStream>>>, codec: Codec },
-    Tcp { stream: TcpStream, rbuf: BytesMut, wbuf: BytesMut, decoder: FrameDecoder },
+    Ws { ws: Box<WebSocketStream<Stream>>, codec: Codec },
+    Tcp { stream: Stream, rbuf: BytesMut, wbuf: BytesMut, decoder: FrameDecoder },
+}
+
+/// A connection's bytes: plain TCP, or TLS over it (the certificate verified, `tls.rs`).
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Connects to `host:port`, with TLS if asked (its ALPN `alpn`).
+    async fn open(host: &str, port: u16, tls: bool, alpn: &[u8]) -> Result<Self, Error> {
+        let tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
+            .await
+            .map_err(|e| Error::Transport(format!("connect to {host}:{port} failed: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        Ok(match tls {
+            false => Stream::Plain(tcp),
+            true => Stream::Tls(Box::new(crate::tls::connect(tcp, host, alpn).await?)),
+        })
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// `host:port` split (an IPv6 literal keeps its brackets in the host).
+fn host_port(addr: &str) -> Result<(&str, u16), Error> {
+    let (host, port) = addr.rsplit_once(':').ok_or_else(|| Error::Transport(format!("{addr:?} has no port")))?;
+    let port = port.parse().map_err(|_| Error::Transport(format!("{addr:?} has no valid port")))?;
+    Ok((host, port))
 }
 
 fn transport(e: impl std::fmt::Display) -> Error {
@@ -27,20 +91,25 @@ impl Conn {
     pub(crate) async fn open(endpoints: &Endpoints, transport_kind: Transport) -> Result<Self, Error> {
         match transport_kind {
             Transport::WsJson | Transport::WsBinary => {
-                let (ws, _) = tokio_tungstenite::connect_async(endpoints.ws.as_str())
+                let url = endpoints.ws.as_str();
+                let uri: Uri = url.parse().map_err(|e| Error::Transport(format!("bad WebSocket URL {url:?}: {e}")))?;
+                let tls = match uri.scheme_str() {
+                    Some("wss") => true,
+                    Some("ws") => false,
+                    _ => return Err(Error::Transport(format!("{url:?} is not a ws:// or wss:// URL"))),
+                };
+                let host = uri.host().ok_or_else(|| Error::Transport(format!("{url:?} names no host")))?;
+                let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+                let stream = Stream::open(host, port, tls, b"http/1.1").await?;
+                let (ws, _) = tokio_tungstenite::client_async(url, stream)
                     .await
-                    .map_err(|e| Error::Transport(format!("websocket connect to {} failed: {e}", endpoints.ws)))?;
-                if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-                    let _ = s.set_nodelay(true);
-                }
+                    .map_err(|e| Error::Transport(format!("websocket connect to {url} failed: {e}")))?;
                 let codec = if transport_kind == Transport::WsJson { Codec::Json } else { Codec::MsgPack };
                 Ok(Conn::Ws { ws: Box::new(ws), codec })
             }
             Transport::Tcp => {
-                let stream = TcpStream::connect(endpoints.tcp.as_str())
-                    .await
-                    .map_err(|e| Error::Transport(format!("tcp connect to {} failed: {e}", endpoints.tcp)))?;
-                let _ = stream.set_nodelay(true);
+                let (host, port) = host_port(&endpoints.tcp)?;
+                let stream = Stream::open(host, port, endpoints.tls, crate::tls::ALPN_TERN).await?;
                 Ok(Conn::Tcp {
                     stream,
                     rbuf: BytesMut::with_capacity(8192),

@@ -11,9 +11,23 @@ use crate::{DeviceSession, Error, HistoryPage, Session};
 /// from a load generator would otherwise leave thousands of sockets in TIME_WAIT). Per thread,
 /// not per process: a pooled connection belongs to the runtime that opened it, and a thread never
 /// changes runtime.
+///
+/// HTTPS verifies the server with the roots of `tls.rs` (the system's, and `TERN_CA`).
 fn client() -> reqwest::Client {
     thread_local! {
-        static CLIENT: reqwest::Client = reqwest::Client::new();
+        static CLIENT: reqwest::Client = {
+            let builder = reqwest::Client::builder();
+            let builder = match crate::tls::config(b"http/1.1") {
+                Ok(tls) => builder.use_preconfigured_tls(tls),
+                // Roots that cannot be loaded (a bad TERN_CA): every HTTPS call fails on an
+                // unknown issuer, and the error names the file on the first connection.
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS roots unavailable");
+                    builder
+                }
+            };
+            builder.build().unwrap_or_default()
+        };
     }
     CLIENT.with(reqwest::Client::clone)
 }

@@ -13,6 +13,7 @@
 mod conn;
 mod driver;
 pub mod http;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

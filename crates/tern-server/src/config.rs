@@ -115,6 +115,11 @@ pub struct ServerConfig {
     /// Serve `GET /metrics` to anyone. Off: it needs an API key with the `admin` scope (as a
     /// bearer token, which Prometheus' `authorization` scrape setting sends).
     pub metrics_public: bool,
+    /// PEM certificate chain (leaf first). With `tls_key`, the HTTP port serves HTTPS and WSS and
+    /// the TCP port TLS; the files are reloaded when they change or on SIGHUP. Empty: plaintext.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: String,
 }
 
 /// Token and password settings.
@@ -273,6 +278,8 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             http_header_timeout_ms: 10_000,
             metrics_public: false,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -361,6 +368,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let g = &self.gateway;
         let a = &self.auth;
+        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
+            return Err(ConfigError(
+                "server.tls_cert and server.tls_key go together (--tls-cert and --tls-key): set both or neither".into(),
+            ));
+        }
         if let Some(bad) = self.server.trusted_proxies.iter().find(|p| crate::net::Cidr::parse(p).is_none()) {
             return Err(ConfigError(format!(
                 "server.trusted_proxies: {bad:?} is not an IP address or CIDR block (like 10.0.0.0/8)"

@@ -32,6 +32,7 @@ pub mod net;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod wire;
 
 pub use config::Config;

@@ -16,6 +16,7 @@ use crate::bus::{Bus, LocalBus};
 use crate::config::{Config, ConfigError};
 use crate::dispatch::{AggregateConfig, Dispatcher, Registry};
 use crate::gateway::Gateway;
+use crate::gateway::transport::stream::Stream;
 use crate::gateway::transport::tcp::TcpIo;
 use crate::logic::Logic;
 use crate::logic::push::PushService;
@@ -23,6 +24,7 @@ use crate::logic::rules::ImRules;
 use crate::store::Store;
 use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
+use crate::tls::Tls;
 
 /// Start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,9 @@ pub enum StartError {
     /// Another server uses the data directory.
     #[error(transparent)]
     DataDir(#[from] crate::datadir::LockError),
+    /// The TLS certificate or key cannot be used.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A running tern node.
@@ -62,6 +67,12 @@ impl Server {
     /// Validates the config, opens the store and starts listening.
     pub async fn start(cfg: Config) -> Result<Self, StartError> {
         cfg.validate()?;
+        let tls = match cfg.server.tls_cert.is_empty() {
+            true => None,
+            false => Some(Arc::new(
+                Tls::load(cfg.server.tls_cert.as_ref(), cfg.server.tls_key.as_ref()).map_err(StartError::Tls)?,
+            )),
+        };
         let data_dir = crate::datadir::lock(&cfg.server.data_dir)?;
         let http = listen(cfg.server.http).map_err(|source| StartError::Bind { addr: cfg.server.http, source })?;
         let tcp = listen(cfg.server.tcp).map_err(|source| StartError::Bind { addr: cfg.server.tcp, source })?;
@@ -162,10 +173,11 @@ impl Server {
             tcp_addr,
             proxies: Arc::new(crate::net::TrustedProxies::new(&cfg.server.trusted_proxies)),
             metrics_public: cfg.server.metrics_public,
+            tls: tls.is_some(),
         };
         let app = api::router(state);
         let header_timeout = Duration::from_millis(cfg.server.http_header_timeout_ms);
-        let http_task = tokio::spawn(serve_http(http, app, header_timeout, shutdown.clone()));
+        let http_task = tokio::spawn(serve_http(http, app, header_timeout, tls.clone(), shutdown.clone()));
         let upkeep_task = {
             let stop = shutdown.clone();
             tokio::spawn(async move {
@@ -178,8 +190,12 @@ impl Server {
                 }
             })
         };
-        let tcp_task = tokio::spawn(accept_tcp(tcp, gateway.clone(), cfg.gateway.max_frame_bytes, shutdown.clone()));
+        let tcp_task =
+            tokio::spawn(accept_tcp(tcp, gateway.clone(), cfg.gateway.max_frame_bytes, tls.clone(), shutdown.clone()));
         tasks.extend([http_task, tcp_task, online_task, upkeep_task]);
+        if let Some(tls) = &tls {
+            tasks.push(tls.watch(shutdown.clone()));
+        }
         tracing::info!(%http_addr, %tcp_addr, data_dir = %cfg.server.data_dir.display(), "tern listening");
         Ok(Self { http_addr, tcp_addr, shutdown, gateway, registry, tasks, _data_dir: data_dir })
     }
@@ -221,7 +237,16 @@ impl Server {
 /// for two settings it does not expose: TCP_NODELAY on every socket (small frames must not wait
 /// for ACKs) and a deadline for request headers — without it a client trickling one header byte
 /// a second holds a connection forever (slowloris; measured: still open after 80 s).
-async fn serve_http(listener: TcpListener, app: axum::Router, header_timeout: Duration, stop: CancellationToken) {
+///
+/// With TLS, each connection's handshake runs in its connection's task, within the same deadline
+/// as the request headers.
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    tls: Option<Arc<Tls>>,
+    stop: CancellationToken,
+) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower_service::Service;
 
@@ -246,9 +271,17 @@ async fn serve_http(listener: TcpListener, app: axum::Router, header_timeout: Du
             req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             router.clone().call(req)
         });
-        let conn = http1.serve_connection(TokioIo::new(stream), service).with_upgrades();
-        let stop = stop.clone();
+        let (stop, http1, tls) = (stop.clone(), http1.clone(), tls.clone());
         tasks.spawn(async move {
+            let stream = match tls {
+                None => Stream::Plain(stream),
+                Some(tls) => match tokio::time::timeout(header_timeout, tls.http().accept(stream)).await {
+                    Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+                    Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            };
+            let conn = http1.serve_connection(TokioIo::new(stream), service).with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let ended = tokio::select! {
                 ended = conn.as_mut() => ended,
@@ -278,22 +311,55 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(16_384)
 }
 
-async fn accept_tcp(listener: TcpListener, gateway: Arc<Gateway>, max_frame: usize, stop: CancellationToken) {
+/// How long a TLS client on the TCP port has to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn accept_tcp(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    max_frame: usize,
+    tls: Option<Arc<Tls>>,
+    stop: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, peer)) => match gateway.admit(peer.ip()) {
-                Ok(admitted) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(admitted.serve(TcpIo::new(stream, max_frame), peer));
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let admitted = gateway.admit(peer.ip());
+                match (&tls, admitted) {
+                    (None, Ok(admitted)) => {
+                        tokio::spawn(admitted.serve(TcpIo::new(Stream::Plain(stream), max_frame), peer));
+                    }
+                    (None, Err(refusal)) => {
+                        tokio::spawn(refuse_tcp(Stream::Plain(stream), refusal));
+                    }
+                    // The handshake runs in a task of its own, which hands the connection to a
+                    // new task once done: a plain connection's task stays as small as before,
+                    // and a TLS one's does not keep the handshake's state.
+                    (Some(tls), admitted) => {
+                        let acceptor = tls.tcp().clone();
+                        tokio::spawn(async move {
+                            let limit = match admitted {
+                                Ok(_) => TLS_HANDSHAKE_TIMEOUT,
+                                Err(_) => Duration::from_secs(1),
+                            };
+                            let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+                                Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                            };
+                            match admitted {
+                                Ok(admitted) => drop(tokio::spawn(admitted.serve(TcpIo::new(stream, max_frame), peer))),
+                                Err(refusal) => refuse_tcp(stream, refusal).await,
+                            }
+                        });
+                    }
                 }
-                Err(refusal) => {
-                    tokio::spawn(refuse_tcp(stream, refusal));
-                }
-            },
+            }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -305,7 +371,7 @@ async fn accept_tcp(listener: TcpListener, gateway: Arc<Gateway>, max_frame: usi
 
 /// Says `over_capacity` (with a retry hint) to a TCP connection that was not admitted, and
 /// closes it. Bounded in time, so a peer that never reads costs nothing.
-async fn refuse_tcp(mut stream: tokio::net::TcpStream, refusal: crate::gateway::Refusal) {
+async fn refuse_tcp(mut stream: Stream, refusal: crate::gateway::Refusal) {
     use tokio::io::AsyncWriteExt;
     let close = tern_proto::ServerFrame::Close {
         reason: tern_proto::CloseReason::OverCapacity,

@@ -27,6 +27,10 @@ fn jemalloc_stats() -> Option<tern_server::telemetry::AllocatorStats> {
 struct Args {
     #[command(subcommand)]
     command: Command,
+    /// Also trust this CA certificate (PEM) when verifying a tern server's TLS certificate, as
+    /// well as the system's roots (for a private CA).
+    #[arg(long, global = true, env = "TERN_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -60,6 +64,13 @@ enum Command {
         /// Run as a cluster node: the NATS server carrying deliveries between nodes.
         #[arg(long, value_name = "URL")]
         cluster: Option<String>,
+        /// TLS certificate chain (PEM): HTTPS/WSS on the HTTP port, TLS on the TCP port; reloaded
+        /// when the file changes or on SIGHUP. Needs --tls-key.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Create an account.
     Register {
@@ -166,12 +177,40 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(ca) = &args.ca
+        && let Err(e) = tern_client::tls::use_ca_file(ca)
+    {
+        eprintln!("tern: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = runtime.block_on(async {
         match args.command {
-            Command::Serve { config, data_dir, http, tcp, log_json, push_key, store, node_id, cluster } => {
+            Command::Serve {
+                config,
+                data_dir,
+                http,
+                tcp,
+                log_json,
+                push_key,
+                store,
+                node_id,
+                cluster,
+                tls_cert,
+                tls_key,
+            } => {
                 tern_server::telemetry::set_allocator_stats(jemalloc_stats);
-                let flags =
-                    cli::serve::Flags { config, data_dir, http, tcp, log_json, push_key, store, node_id, cluster };
+                let flags = cli::serve::Flags {
+                    config,
+                    data_dir,
+                    http,
+                    tcp,
+                    log_json,
+                    push_key,
+                    store,
+                    node_id,
+                    cluster,
+                    tls: tls_cert.zip(tls_key),
+                };
                 cli::serve::run(flags).await
             }
             Command::Push(args) => cli::push::push(args).await,

@@ -316,7 +316,7 @@ async fn a_shutdown_tells_every_connection_to_come_back_later() {
     let mut ws = socket(&srv, &alice.token).await.expect("alice connects");
     let mut tcp = RawTcp::open(&srv).await;
     assert!(matches!(tcp.auth_with(&bob.token).await, ServerFrame::AuthOk { .. }));
-    let TestServer { server, dir: _dir } = srv;
+    let TestServer { server, dir: _dir, .. } = srv;
     let stopping = tokio::spawn(server.shutdown(Duration::from_secs(5)));
     for (reason, _, retry_after_ms) in [ws.expect_close_with_retry().await, tcp.expect_close_with_retry().await] {
         assert_eq!(reason, CloseReason::ServerShutdown);

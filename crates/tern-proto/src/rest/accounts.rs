@@ -46,6 +46,9 @@ pub struct Endpoints {
     pub ws: String,
     /// `host:port` of the TCP listener.
     pub tcp: String,
+    /// The TCP listener speaks TLS (the WebSocket URL says so by its scheme, `wss://`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 /// A token for a device, and where to connect with it: the answer to a login

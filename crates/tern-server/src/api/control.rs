@@ -81,8 +81,12 @@ pub(super) async fn login(
 pub(crate) fn connect_endpoints(state: &ApiState, headers: &HeaderMap) -> (Endpoints, Vec<Endpoints>) {
     let registry = state.gateway.registry();
     let here = endpoints(state, headers);
-    let mut nodes: Vec<(u64, Endpoints)> =
-        registry.peers().available().into_iter().map(|s| (s.connections, Endpoints { ws: s.ws, tcp: s.tcp })).collect();
+    let mut nodes: Vec<(u64, Endpoints)> = registry
+        .peers()
+        .available()
+        .into_iter()
+        .map(|s| (s.connections, Endpoints { ws: s.ws, tcp: s.tcp, tls: state.tls }))
+        .collect();
     if !registry.draining() {
         // This node goes before any peer that is not strictly less loaded.
         let mine = registry.local_total();
@@ -101,7 +105,9 @@ pub(crate) fn endpoints(state: &ApiState, headers: &HeaderMap) -> Endpoints {
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or("127.0.0.1");
-    let ws = if state.advertise_ws.is_empty() { format!("ws://{host}/v1/ws") } else { state.advertise_ws.clone() };
+    let scheme = if state.tls { "wss" } else { "ws" };
+    let ws =
+        if state.advertise_ws.is_empty() { format!("{scheme}://{host}/v1/ws") } else { state.advertise_ws.clone() };
     let tcp = if state.advertise_tcp.is_empty() {
         // Strip the HTTP port (IPv6 literals keep their brackets).
         let hostname = match host.rsplit_once(':') {
@@ -112,7 +118,7 @@ pub(crate) fn endpoints(state: &ApiState, headers: &HeaderMap) -> Endpoints {
     } else {
         state.advertise_tcp.clone()
     };
-    Endpoints { ws, tcp }
+    Endpoints { ws, tcp, tls: state.tls }
 }
 
 #[utoipa::path(get, path = "/v1/users/by-name/{username}", tag = "control", security(("bearer" = [])), params(("username" = String, Path, description = "The name")), responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]

@@ -52,6 +52,8 @@ pub struct ApiState {
     pub proxies: Arc<crate::net::TrustedProxies>,
     /// `GET /metrics` needs no key.
     pub metrics_public: bool,
+    /// TLS on both listeners: endpoints are handed out as `wss://` and TLS TCP.
+    pub tls: bool,
 }
 
 /// The routes, as one table: it builds the router and tells the OpenAPI test what is routed.

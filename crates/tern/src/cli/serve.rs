@@ -18,10 +18,12 @@ pub struct Flags {
     pub store: Option<String>,
     pub node_id: Option<u16>,
     pub cluster: Option<String>,
+    /// `--tls-cert` and `--tls-key`.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
-    let Flags { config, data_dir, http, tcp, log_json, push_key, store, node_id, cluster } = flags;
+    let Flags { config, data_dir, http, tcp, log_json, push_key, store, node_id, cluster, tls } = flags;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if log_json {
@@ -51,6 +53,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     if let Some(url) = cluster {
         cfg.cluster.nats_url = url;
+    }
+    if let Some((cert, key)) = tls {
+        cfg.server.tls_cert = cert.display().to_string();
+        cfg.server.tls_key = key.display().to_string();
     }
     // A bad setting stops start-up with its one line before anything else is logged.
     cfg.validate()?;

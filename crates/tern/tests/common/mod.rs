@@ -20,6 +20,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub server: Server,
     pub dir: tempfile::TempDir,
+    /// Serving TLS: the URLs are `https://` and `wss://`.
+    pub tls: bool,
 }
 
 impl TestServer {
@@ -37,16 +39,17 @@ impl TestServer {
         cfg.store.synchronous = tern_server::config::Synchronous::Normal;
         cfg.push.bootstrap_key = PUSH_KEY.into();
         tweak(&mut cfg);
+        let tls = !cfg.server.tls_cert.is_empty();
         let server = Server::start(cfg).await.unwrap();
-        Self { server, dir }
+        Self { server, dir, tls }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.server.http_addr())
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.server.http_addr())
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/v1/ws", self.server.http_addr())
+        format!("{}://{}/v1/ws", if self.tls { "wss" } else { "ws" }, self.server.http_addr())
     }
 
     /// Registers `name` (if needed) and logs in `device`.

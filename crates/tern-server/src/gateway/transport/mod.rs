@@ -3,6 +3,7 @@
 //! carries it.
 
 mod socket;
+pub mod stream;
 pub mod tcp;
 pub mod ws;
 

@@ -1,13 +1,13 @@
-//! A TCP socket's byte buffers, shared by both transports (raw TCP and WebSocket, which differ
-//! only in their framing).
+//! A connection's byte buffers, shared by both transports (raw TCP and WebSocket, which differ
+//! only in their framing), over plain TCP or TLS.
 
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::ReadError;
+use super::stream::Stream;
 
 /// How a transport's outbound frames are delimited: enough to find frame boundaries in queued
 /// bytes, so that a connection being cut can drop what it has not begun to write.
@@ -20,7 +20,7 @@ pub trait Framing: Send + 'static {
 /// A socket with its unread and unwritten bytes; both buffers are empty (and hold no memory)
 /// on an idle connection.
 pub struct Socket<F> {
-    stream: TcpStream,
+    stream: Stream,
     /// Read and not yet decoded.
     pub rbuf: BytesMut,
     /// Queued and not yet written.
@@ -33,29 +33,57 @@ pub struct Socket<F> {
 
 impl<F: Framing> Socket<F> {
     /// Wraps a stream, with bytes already read from it (past an HTTP upgrade request).
-    pub fn new(stream: TcpStream, read: BytesMut) -> Self {
+    pub fn new(stream: Stream, read: BytesMut) -> Self {
         Self { stream, rbuf: read, wbuf: Bytes::new(), head_left: 0, framing: std::marker::PhantomData }
     }
 
     /// Reads more into `rbuf`: `Ok(0)` at the end of the stream.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, ReadError>> {
-        loop {
-            // An idle connection holds no read buffer: wait for readiness first, allocate only
-            // when bytes are there, and let go of the buffer once everything in it is decoded —
-            // and after a stale readiness, which found nothing to read in the buffer it reserved
-            // (measured: keeping that one cost 4.2 KB per idle connection).
-            if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
-                self.rbuf = BytesMut::new();
-            }
-            ready!(self.stream.poll_read_ready(cx)).map_err(|e| ReadError::Transport(e.to_string()))?;
-            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                self.rbuf.reserve(4096);
-            }
-            match self.stream.try_read_buf(&mut self.rbuf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                // The readiness was stale; the next `poll_read_ready` registers for the next.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(ReadError::Transport(e.to_string()))),
+        match &mut self.stream {
+            Stream::Plain(tcp) => loop {
+                // An idle connection holds no read buffer: wait for readiness first, allocate
+                // only when bytes are there, and let go of the buffer once everything in it is
+                // decoded — and after a stale readiness, which found nothing to read in the
+                // buffer it reserved (measured: keeping that one cost 4.2 KB per idle
+                // connection).
+                if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+                    self.rbuf = BytesMut::new();
+                }
+                ready!(tcp.poll_read_ready(cx)).map_err(|e| ReadError::Transport(e.to_string()))?;
+                if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+                    self.rbuf.reserve(4096);
+                }
+                match tcp.try_read_buf(&mut self.rbuf) {
+                    Ok(n) => return Poll::Ready(Ok(n)),
+                    // The readiness was stale; the next `poll_read_ready` registers for the next.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(ReadError::Transport(e.to_string()))),
+                }
+            },
+            // TLS may hold decrypted bytes the socket's readiness knows nothing of, so it is
+            // read directly; the buffer is let go again if nothing came, as above.
+            tls @ Stream::Tls(_) => {
+                if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+                    self.rbuf.reserve(4096);
+                }
+                let spare = self.rbuf.spare_capacity_mut();
+                let mut buf = ReadBuf::uninit(spare);
+                let polled = std::pin::Pin::new(tls).poll_read(cx, &mut buf);
+                let n = buf.filled().len();
+                match polled {
+                    Poll::Ready(Ok(())) => {
+                        // SAFETY: `poll_read` initialized the first `n` bytes of the spare capacity.
+                        unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
+                        Poll::Ready(Ok(n))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(ReadError::Transport(e.to_string()))),
+                    Poll::Pending => {
+                        if self.rbuf.is_empty() {
+                            self.rbuf = BytesMut::new();
+                        }
+                        Poll::Pending
+                    }
+                }
             }
         }
     }
@@ -189,7 +217,8 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn discarding_keeps_the_partly_written_frame_whole_and_drops_the_rest() {
         let (stream, mut peer) = small_buffered_pair().await;
-        let mut socket = Socket::<Prefixed>::new(stream, BytesMut::new());
+        let mut socket =
+            Socket::<Prefixed>::new(crate::gateway::transport::stream::Stream::Plain(stream), BytesMut::new());
         // Small frames the kernel takes at once, then large ones it cannot: the write stops
         // inside one of them.
         let frames: Vec<Bytes> = (0..40u8).map(|i| frame(i, if i < 4 { 100 } else { 50_000 })).collect();

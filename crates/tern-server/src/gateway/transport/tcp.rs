@@ -3,13 +3,12 @@
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
-use tern_proto::{CloseReason, Codec, FrameDecoder};
-use tokio::net::TcpStream;
-
 use super::socket::{Framing, Socket};
+use super::stream::Stream;
 use super::{FrameIo, ReadError};
 use crate::wire::OutFrame;
+use bytes::{Bytes, BytesMut};
+use tern_proto::{CloseReason, Codec, FrameDecoder};
 
 /// A TCP connection's framing state.
 pub struct TcpIo {
@@ -28,7 +27,7 @@ impl Framing for Prefixed {
 
 impl TcpIo {
     /// Wraps an accepted stream; frames above `max_frame` bytes are refused.
-    pub fn new(stream: TcpStream, max_frame: usize) -> Self {
+    pub fn new(stream: Stream, max_frame: usize) -> Self {
         Self { socket: Socket::new(stream, BytesMut::new()), decoder: FrameDecoder::new(max_frame) }
     }
 }

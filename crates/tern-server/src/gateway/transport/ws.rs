@@ -14,9 +14,9 @@ use bytes::{Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 use tern_proto::ws::{OpCode, WsDecoder, WsError, WsEvent, close_payload, encode_frame};
 use tern_proto::{CloseReason, Codec};
-use tokio::net::TcpStream;
 
 use super::socket::{Framing, Socket};
+use super::stream::Stream;
 use super::{FrameIo, ReadError};
 use crate::wire::OutFrame;
 
@@ -70,15 +70,15 @@ pub struct WsIo {
 impl WsIo {
     /// Frames a socket whose handshake is done; `read` holds bytes that came after the request.
     /// Messages above `max_frame` bytes are refused.
-    pub fn new(stream: TcpStream, read: BytesMut, max_frame: usize) -> Self {
+    pub fn new(stream: Stream, read: BytesMut, max_frame: usize) -> Self {
         Self { socket: Socket::new(stream, read), decoder: WsDecoder::new(max_frame), closing: false }
     }
 
     /// Takes the socket back from hyper once the upgrade response is sent.
     pub fn upgraded(upgraded: hyper::upgrade::Upgraded, max_frame: usize) -> Result<Self, String> {
         let parts = upgraded
-            .downcast::<hyper_util::rt::TokioIo<TcpStream>>()
-            .map_err(|_| "the upgraded connection is not a TCP stream".to_owned())?;
+            .downcast::<hyper_util::rt::TokioIo<Stream>>()
+            .map_err(|_| "the upgraded connection is not one of the server's streams".to_owned())?;
         Ok(Self::new(parts.io.into_inner(), BytesMut::from(&parts.read_buf[..]), max_frame))
     }
 
@@ -230,7 +230,7 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         // Small kernel buffers, so that the pongs back up in the server quickly.
         let (server, mut client) = super::super::socket::tests::small_buffered_pair().await;
-        let mut io = WsIo::new(server, BytesMut::new(), 1024);
+        let mut io = WsIo::new(super::super::stream::Stream::Plain(server), BytesMut::new(), 1024);
         // 20,000 masked pings with 100 bytes each, then the end of the stream; the client never
         // reads.
         let mut ping = vec![0x89, 0x80 | 100, 1, 2, 3, 4];
