@@ -32,8 +32,16 @@ fn client() -> reqwest::Client {
     CLIENT.with(reqwest::Client::clone)
 }
 
+/// A failed request, with its causes: reqwest's own message ("error sending request") does not
+/// say why — a refused connection, an untrusted certificate.
 fn transport(e: reqwest::Error) -> Error {
-    Error::Transport(format!("http request failed: {e}"))
+    let mut message = format!("http request failed: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        message.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    Error::Transport(message)
 }
 
 async fn parse<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Error> {

@@ -51,6 +51,10 @@ pub struct Handles {
     pub conns_ws: Gauge,
     /// Open TCP connections.
     pub conns_tcp: Gauge,
+    /// Open connections: TLS on the TCP port.
+    pub conns_tls: Gauge,
+    /// Open connections: WebSocket over TLS.
+    pub conns_wss: Gauge,
     /// Frames decoded from clients.
     pub frames_in: Counter,
     /// Frames written to clients.
@@ -79,6 +83,8 @@ pub static M: LazyLock<Handles> = LazyLock::new(|| {
     Handles {
         conns_ws: gauge!("tern_connections", "transport" => "ws"),
         conns_tcp: gauge!("tern_connections", "transport" => "tcp"),
+        conns_tls: gauge!("tern_connections", "transport" => "tls"),
+        conns_wss: gauge!("tern_connections", "transport" => "wss"),
         frames_in: counter!("tern_frames_in_total"),
         frames_out: counter!("tern_frames_out_total"),
         deliveries: counter!("tern_deliveries_total"),
@@ -99,7 +105,12 @@ pub fn closed(reason: CloseReason) {
 
 /// The open-connection gauge for a transport (`ws` or `tcp`).
 pub fn connections(transport: &str) -> &'static Gauge {
-    if transport == "tcp" { &M.conns_tcp } else { &M.conns_ws }
+    match transport {
+        "tcp" => &M.conns_tcp,
+        "tls" => &M.conns_tls,
+        "wss" => &M.conns_wss,
+        _ => &M.conns_ws,
+    }
 }
 
 /// Records a duration in seconds.

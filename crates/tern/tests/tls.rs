@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 struct Ca {
     cert: rcgen::Certificate,
     key: KeyPair,
+    /// Its PEM file (for the CLI's `--ca`).
+    path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -34,7 +36,7 @@ fn ca() -> &'static Ca {
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, cert.pem()).unwrap();
         tern_client::tls::use_ca_file(&path).unwrap();
-        Ca { cert, key, _dir: dir }
+        Ca { cert, key, path, _dir: dir }
     })
 }
 
@@ -104,6 +106,13 @@ async fn chat_rest_and_pushes_run_over_tls_tcp_and_wss() {
     assert_eq!(texts(&expect_messages(&mut be, 1).await), vec!["over tls tcp"]);
     bc.send_text(alice.user_id, "over wss").await.unwrap();
     assert_eq!(texts(&expect_messages(&mut ae, 1).await), vec!["over wss"]);
+    // The connection gauge tells the TLS transports apart.
+    let metrics = tern_server::telemetry::render();
+    for transport in ["tls", "wss"] {
+        let line = format!("tern_connections{{transport=\"{transport}\"}} ");
+        let open = metrics.lines().find_map(|l| l.strip_prefix(&line)).and_then(|v| v.parse::<f64>().ok());
+        assert!(open.is_some_and(|n| n >= 1.0), "{transport}: {open:?}");
+    }
 
     // History over HTTPS holds both.
     let conv = tern_client::ConvId::direct(alice.user_id, bob.user_id);
@@ -217,4 +226,23 @@ async fn a_bad_certificate_stops_the_start_with_one_clear_error() {
     let mut cfg = tern_server::Config::default();
     cfg.server.tls_cert = "cert.pem".into();
     assert!(cfg.validate().is_err(), "a certificate without a key is a configuration error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_verifies_the_server_with_ca_or_refuses_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_pair(dir.path(), &leaf(&["localhost", "127.0.0.1"], "first", true));
+    let srv = tls_server(&files).await;
+    let run = |args: Vec<String>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"));
+        cmd.args(args).env("TERN_PASSWORD", PASSWORD).env_remove("TERN_CA").env_remove("TERN_URL");
+        async move { tokio::time::timeout(WAIT, cmd.output()).await.unwrap().unwrap() }
+    };
+    let ca = ca().path.display().to_string();
+    let trusted = run(vec!["--ca".into(), ca, "register".into(), "carol".into(), "--server".into(), srv.url()]).await;
+    assert!(trusted.status.success(), "{}", String::from_utf8_lossy(&trusted.stderr));
+    let untrusted = run(vec!["register".into(), "dave".into(), "--server".into(), srv.url()]).await;
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success() && err.trim().lines().count() == 1, "one line: {err}");
+    assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "{err}");
 }

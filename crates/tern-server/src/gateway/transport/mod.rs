@@ -106,6 +106,6 @@ pub trait FrameIo: Send + 'static {
         self.close(CloseReason::ProtocolError)
     }
 
-    /// Name for logs (`ws`, `tcp`).
+    /// Name for logs and the connection gauge (`tcp`, `ws`, and over TLS `tls`, `wss`).
     fn kind(&self) -> &'static str;
 }

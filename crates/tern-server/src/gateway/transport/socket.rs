@@ -37,6 +37,11 @@ impl<F: Framing> Socket<F> {
         Self { stream, rbuf: read, wbuf: Bytes::new(), head_left: 0, framing: std::marker::PhantomData }
     }
 
+    /// Whether TLS runs on the socket.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
     /// Reads more into `rbuf`: `Ok(0)` at the end of the stream.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, ReadError>> {
         match &mut self.stream {

@@ -72,6 +72,6 @@ impl FrameIo for TcpIo {
     }
 
     fn kind(&self) -> &'static str {
-        "tcp"
+        if self.socket.is_tls() { "tls" } else { "tcp" }
     }
 }

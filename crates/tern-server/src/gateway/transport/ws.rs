@@ -207,7 +207,7 @@ impl FrameIo for WsIo {
     }
 
     fn kind(&self) -> &'static str {
-        "ws"
+        if self.socket.is_tls() { "wss" } else { "ws" }
     }
 }
 
