@@ -141,7 +141,9 @@ impl Conn {
                     wbuf.put_u32(payload.len() as u32);
                     wbuf.put_slice(&payload);
                 }
-                stream.write_all(wbuf).await.map_err(transport)
+                stream.write_all(wbuf).await.map_err(transport)?;
+                // TLS may hold the end of the batch until flushed (a no-op on plain TCP).
+                stream.flush().await.map_err(transport)
             }
         }
     }

@@ -74,8 +74,9 @@ pub(crate) fn config(alpn: &[u8]) -> Result<ClientConfig, Error> {
     Ok(config)
 }
 
-/// Opens TLS over `tcp` to `host`, verifying its certificate.
-pub(crate) async fn connect(tcp: TcpStream, host: &str, alpn: &[u8]) -> Result<TlsStream<TcpStream>, Error> {
+/// Opens TLS over `tcp` to `host`, verifying its certificate against the SDK's roots (for
+/// tools that dial themselves, like `tern bench`).
+pub async fn connect(tcp: TcpStream, host: &str, alpn: &[u8]) -> Result<TlsStream<TcpStream>, Error> {
     let name = ServerName::try_from(host.to_owned())
         .map_err(|e| Error::Transport(format!("{host:?} is not a valid server name: {e}")))?;
     TlsConnector::from(Arc::new(config(alpn)?))

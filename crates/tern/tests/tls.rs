@@ -246,3 +246,25 @@ async fn the_cli_verifies_the_server_with_ca_or_refuses_in_one_line() {
     assert!(!untrusted.status.success() && err.trim().lines().count() == 1, "one line: {err}");
     assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_device_catches_up_on_a_thousand_messages_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_pair(dir.path(), &leaf(&["localhost", "127.0.0.1"], "first", true));
+    let srv = tls_server(&files).await;
+    let alice = srv.login("alice", "phone").await;
+    let bob_phone = srv.login("bob", "phone").await;
+    let bob_laptop = srv.login("bob", "laptop").await;
+    let (ac, _ae) = connect(&alice, Transport::Tcp).await;
+    for i in 0..1000 {
+        ac.send_text(bob_phone.user_id, format!("m{i}")).await.unwrap();
+    }
+    // Both of bob's devices were offline: they catch up in order, each message once, over TLS
+    // TCP and WSS (more than a socket buffer's worth, so TLS writes back up and must be flushed).
+    let expected: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+    for (bob, transport) in [(&bob_phone, Transport::Tcp), (&bob_laptop, Transport::WsBinary)] {
+        let (_bc, mut be) = connect(bob, transport).await;
+        assert_eq!(texts(&expect_messages(&mut be, 1000).await), expected, "{transport:?}");
+        expect_quiet(&mut be, Duration::from_millis(300)).await;
+    }
+}

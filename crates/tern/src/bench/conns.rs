@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tern_proto::{ClientFrame, Codec, FrameDecoder, ServerFrame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -46,10 +46,31 @@ pub struct ConnsArgs {
 /// An open, authenticated connection kept idle.
 enum Held {
     Tcp(#[allow(dead_code)] TcpStream),
+    Tls(#[allow(dead_code)] Box<tokio_rustls::client::TlsStream<TcpStream>>),
     Ws(#[allow(dead_code)] Box<WebSocketStream<TcpStream>>),
 }
 
+/// Sends `auth` as a length-prefixed frame and waits for `auth_ok`.
+async fn auth_framed<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, auth: &ClientFrame) -> anyhow::Result<()> {
+    stream.write_all(&Codec::MsgPack.encode_prefixed(auth)).await?;
+    // TLS keeps what it has not sent as a whole record until flushed.
+    stream.flush().await?;
+    let decoder = FrameDecoder::new(1 << 20);
+    let mut buf = BytesMut::with_capacity(256);
+    loop {
+        if let Some(p) = decoder.decode(&mut buf)? {
+            return match Codec::MsgPack.decode::<ServerFrame>(&p)? {
+                ServerFrame::AuthOk { .. } => Ok(()),
+                other => anyhow::bail!("auth refused: {other:?}"),
+            };
+        }
+        anyhow::ensure!(stream.read_buf(&mut buf).await? > 0, "closed during auth");
+    }
+}
+
 /// Opens a connection and authenticates with a device token; returns once `auth_ok` arrived.
+/// The TCP transport speaks TLS when the server's endpoints say so (verified like the SDK does:
+/// system roots and `--ca`).
 async fn connect_auth(
     dialer: &Dialer,
     transport: TransportArg,
@@ -59,20 +80,20 @@ async fn connect_auth(
     match transport {
         TransportArg::Tcp => {
             let mut stream = dialer.dial(resolve(&device.endpoints.tcp).await?).await?;
-            stream.write_all(&Codec::MsgPack.encode_prefixed(&auth)).await?;
-            let decoder = FrameDecoder::new(1 << 20);
-            let mut buf = BytesMut::with_capacity(256);
-            loop {
-                if let Some(p) = decoder.decode(&mut buf)? {
-                    return match Codec::MsgPack.decode::<ServerFrame>(&p)? {
-                        ServerFrame::AuthOk { .. } => Ok(Held::Tcp(stream)),
-                        other => anyhow::bail!("auth refused: {other:?}"),
-                    };
-                }
-                anyhow::ensure!(stream.read_buf(&mut buf).await? > 0, "closed during auth");
+            if device.endpoints.tls {
+                let host = device.endpoints.tcp.rsplit_once(':').map_or("", |(h, _)| h);
+                let mut tls = tern_client::tls::connect(stream, host, tern_client::tls::ALPN_TERN).await?;
+                auth_framed(&mut tls, &auth).await?;
+                return Ok(Held::Tls(Box::new(tls)));
             }
+            auth_framed(&mut stream, &auth).await?;
+            Ok(Held::Tcp(stream))
         }
         TransportArg::Ws => {
+            anyhow::ensure!(
+                !device.endpoints.ws.starts_with("wss://"),
+                "the bench's WebSocket dialer does not speak TLS; use --transport tcp against a TLS server"
+            );
             // 4 KiB: the client reads one `auth_ok`.
             let mut ws = dialer.websocket(&device.endpoints.ws, None, 4096).await?;
             ws.send(Message::Text(String::from_utf8(Codec::Json.encode(&auth))?.into())).await?;

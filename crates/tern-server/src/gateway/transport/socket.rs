@@ -128,6 +128,11 @@ impl<F: Framing> Socket<F> {
         }
         // Let go of the frame (or batch) the emptied view still points into.
         self.wbuf = Bytes::new();
+        // TLS may have taken bytes it could not send yet (the socket was full): they leave only
+        // when flushed. Plain TCP has nothing to flush.
+        if self.stream.is_tls() {
+            ready!(std::pin::Pin::new(&mut self.stream).poll_flush(cx))?;
+        }
         Poll::Ready(Ok(()))
     }
 
