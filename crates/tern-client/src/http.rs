@@ -34,6 +34,12 @@ fn client() -> reqwest::Client {
 
 /// A failed request, with its causes: reqwest's own message ("error sending request") does not
 /// say why — a refused connection, an untrusted certificate.
+/// The SDK's HTTP client: pooled per thread, verifying HTTPS servers like the SDK's connections
+/// (for tools that make their own calls, like `tern bench`).
+pub fn shared_client() -> reqwest::Client {
+    client()
+}
+
 fn transport(e: reqwest::Error) -> Error {
     let mut message = format!("http request failed: {e}");
     let mut cause = std::error::Error::source(&e);

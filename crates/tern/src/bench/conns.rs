@@ -110,7 +110,7 @@ async fn connect_auth(
 
 /// The server's `tern_allocator_allocated_bytes`, if its `/metrics` answers and reports it.
 async fn allocated_bytes(server: &str, key: Option<&str>) -> Option<u64> {
-    let mut req = reqwest::Client::new().get(format!("{}/metrics", server.trim_end_matches('/')));
+    let mut req = tern_client::http::shared_client().get(format!("{}/metrics", server.trim_end_matches('/')));
     if let Some(key) = key {
         req = req.bearer_auth(key);
     }
