@@ -268,3 +268,73 @@ async fn an_offline_device_catches_up_on_a_thousand_messages_over_tls() {
         expect_quiet(&mut be, Duration::from_millis(300)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_resend_is_stored_once_and_a_stalled_reader_is_cut_off_alone() {
+    use tern_proto::{ClientFrame, Codec, FrameDecoder, ServerFrame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_pair(dir.path(), &leaf(&["localhost", "127.0.0.1"], "first", true));
+    let (cert, key) = (files.0.display().to_string(), files.1.display().to_string());
+    let srv = TestServer::with(move |c| {
+        c.server.tls_cert = cert;
+        c.server.tls_key = key;
+        c.push.aggregate = false;
+        c.push.max_payload_bytes = 64 * 1024;
+        c.gateway.low_queue = 16;
+        c.gateway.slow_consumer_ms = 1500;
+    })
+    .await;
+
+    // Resend dedup: the same client_msg_id twice is one message.
+    let alice = srv.login("alice", "phone").await;
+    let bob = srv.login("bob", "phone").await;
+    let (ac, _ae) = connect(&alice, Transport::Tcp).await;
+    let (_bc, mut be) = connect(&bob, Transport::WsJson).await;
+    let body = tern_client::Body::Text { text: "once".into() };
+    let first = ac.send(bob.user_id, body.clone(), "k-1".into()).await.unwrap();
+    let again = ac.send(bob.user_id, body, "k-1".into()).await.unwrap();
+    assert_eq!((first.msg_id, first.seq), (again.msg_id, again.seq));
+    assert_eq!(texts(&expect_messages(&mut be, 1).await), vec!["once"]);
+    expect_quiet(&mut be, Duration::from_millis(300)).await;
+
+    // A reader that stops reading is cut off with slow_consumer; the one that reads gets every push.
+    let (fast, mut fast_events) = connect_device(&srv.device().await, Transport::Tcp).await;
+    fast.join("r").await.unwrap();
+    let device = srv.device().await;
+    let tcp = TcpStream::connect(srv.server.tcp_addr()).await.unwrap();
+    let mut stalled = tern_client::tls::connect(tcp, "127.0.0.1", tern_client::tls::ALPN_TERN).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let decoder = FrameDecoder::new(1 << 24);
+    for frame in [
+        ClientFrame::Auth { token: device.token, proto: None, resume: None, accept_compression: vec![] },
+        ClientFrame::Join { id: 1, room: "r".into() },
+    ] {
+        stalled.write_all(&Codec::MsgPack.encode_prefixed(&frame)).await.unwrap();
+        stalled.flush().await.unwrap();
+        let answer = loop {
+            if let Some(p) = decoder.decode(&mut buf).unwrap() {
+                break Codec::MsgPack.decode::<ServerFrame>(&p).unwrap();
+            }
+            assert!(stalled.read_buf(&mut buf).await.unwrap() > 0);
+        };
+        assert!(matches!(answer, ServerFrame::AuthOk { .. } | ServerFrame::Joined { .. }), "{answer:?}");
+    }
+    let room = tern_client::http::service::Target::Room("r".into());
+    let blob = "x".repeat(60_000);
+    let mut pushed = 0;
+    while srv.server.gateway().close_counts().get(&tern_client::CloseReason::SlowConsumer) != Some(&1) {
+        let data = serde_json::json!({ "i": pushed, "blob": blob });
+        tern_client::http::service::push(&srv.url(), PUSH_KEY, &room, data, tern_client::Priority::Low, 0)
+            .await
+            .unwrap();
+        pushed += 1;
+        assert!(pushed < 2000, "the stalled reader was never cut off");
+        if pushed > 100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let got = expect_pushes(&mut fast_events, pushed).await;
+    assert_eq!(got.len(), pushed, "the reading member lost nothing");
+}
