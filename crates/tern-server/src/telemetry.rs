@@ -47,14 +47,8 @@ fn recorder() -> &'static PrometheusHandle {
 
 /// The metrics tern updates.
 pub struct Handles {
-    /// Open WebSocket connections.
-    pub conns_ws: Gauge,
-    /// Open TCP connections.
-    pub conns_tcp: Gauge,
-    /// Open connections: TLS on the TCP port.
-    pub conns_tls: Gauge,
-    /// Open connections: WebSocket over TLS.
-    pub conns_wss: Gauge,
+    /// Per transport: `tcp`, `tls` (TLS on the TCP port), `ws`, `wss`.
+    pub transports: [TransportMetrics; 4],
     /// Frames decoded from clients.
     pub frames_in: Counter,
     /// Frames written to clients.
@@ -81,10 +75,12 @@ pub struct Handles {
 pub static M: LazyLock<Handles> = LazyLock::new(|| {
     recorder();
     Handles {
-        conns_ws: gauge!("tern_connections", "transport" => "ws"),
-        conns_tcp: gauge!("tern_connections", "transport" => "tcp"),
-        conns_tls: gauge!("tern_connections", "transport" => "tls"),
-        conns_wss: gauge!("tern_connections", "transport" => "wss"),
+        transports: TRANSPORTS.map(|t| TransportMetrics {
+            name: t,
+            open: gauge!("tern_connections", "transport" => t),
+            bytes_in: counter!("tern_transport_bytes_received_total", "transport" => t),
+            bytes_out: counter!("tern_transport_bytes_sent_total", "transport" => t),
+        }),
         frames_in: counter!("tern_frames_in_total"),
         frames_out: counter!("tern_frames_out_total"),
         deliveries: counter!("tern_deliveries_total"),
@@ -103,14 +99,30 @@ pub fn closed(reason: CloseReason) {
     counter!("tern_connection_closes_total", "reason" => reason.as_str()).increment(1);
 }
 
-/// The open-connection gauge for a transport (`ws` or `tcp`).
+/// The open-connection gauge for a transport.
 pub fn connections(transport: &str) -> &'static Gauge {
-    match transport {
-        "tcp" => &M.conns_tcp,
-        "tls" => &M.conns_tls,
-        "wss" => &M.conns_wss,
-        _ => &M.conns_ws,
-    }
+    &self::transport(transport).open
+}
+
+/// The transports the metrics name.
+const TRANSPORTS: [&str; 4] = ["tcp", "tls", "ws", "wss"];
+
+/// One transport's figures.
+pub struct TransportMetrics {
+    /// The transport's name.
+    pub name: &'static str,
+    /// Open connections.
+    pub open: Gauge,
+    /// Bytes read from clients (TLS: decrypted).
+    pub bytes_in: Counter,
+    /// Bytes written to clients (TLS: before encryption).
+    pub bytes_out: Counter,
+}
+
+/// The figures of a transport by name (`tcp`, `tls`, `ws`, `wss`; anything else counts as `ws`).
+pub fn transport(name: &str) -> &'static TransportMetrics {
+    let i = TRANSPORTS.iter().position(|t| *t == name).unwrap_or(2);
+    &M.transports[i]
 }
 
 /// Records a duration in seconds.
@@ -120,6 +132,8 @@ pub fn observe(h: &Histogram, d: Duration) {
 
 fn describe() {
     describe_gauge!("tern_connections", "Open client connections by transport");
+    describe_counter!("tern_transport_bytes_received_total", "Bytes read from clients, by transport");
+    describe_counter!("tern_transport_bytes_sent_total", "Bytes written to clients, by transport");
     describe_counter!("tern_frames_in_total", "Frames decoded from clients");
     describe_counter!("tern_frames_out_total", "Frames written to clients");
     describe_counter!("tern_deliveries_total", "Frames queued to connections by dispatch");

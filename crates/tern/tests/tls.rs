@@ -106,12 +106,18 @@ async fn chat_rest_and_pushes_run_over_tls_tcp_and_wss() {
     assert_eq!(texts(&expect_messages(&mut be, 1).await), vec!["over tls tcp"]);
     bc.send_text(alice.user_id, "over wss").await.unwrap();
     assert_eq!(texts(&expect_messages(&mut ae, 1).await), vec!["over wss"]);
-    // The connection gauge tells the TLS transports apart.
+    // The connection gauge and the byte counters tell the TLS transports apart.
     let metrics = tern_server::telemetry::render();
+    let value = |series: String| {
+        metrics.lines().find_map(|l| l.strip_prefix(&format!("{series} "))).and_then(|v| v.parse::<f64>().ok())
+    };
     for transport in ["tls", "wss"] {
-        let line = format!("tern_connections{{transport=\"{transport}\"}} ");
-        let open = metrics.lines().find_map(|l| l.strip_prefix(&line)).and_then(|v| v.parse::<f64>().ok());
+        let open = value(format!("tern_connections{{transport=\"{transport}\"}}"));
         assert!(open.is_some_and(|n| n >= 1.0), "{transport}: {open:?}");
+        for counter in ["tern_transport_bytes_received_total", "tern_transport_bytes_sent_total"] {
+            let bytes = value(format!("{counter}{{transport=\"{transport}\"}}"));
+            assert!(bytes.is_some_and(|n| n > 100.0), "{counter} {transport}: {bytes:?}");
+        }
     }
 
     // History over HTTPS holds both.

@@ -28,18 +28,29 @@ pub struct Socket<F> {
     /// How much of `wbuf` is the rest of a frame partly written (0: `wbuf` starts at a frame
     /// boundary). Only a partial write has to look at frame headers to keep this.
     head_left: usize,
+    /// Its transport's figures (and name).
+    metrics: &'static crate::telemetry::TransportMetrics,
     framing: std::marker::PhantomData<fn() -> F>,
 }
 
 impl<F: Framing> Socket<F> {
     /// Wraps a stream, with bytes already read from it (past an HTTP upgrade request).
-    pub fn new(stream: Stream, read: BytesMut) -> Self {
-        Self { stream, rbuf: read, wbuf: Bytes::new(), head_left: 0, framing: std::marker::PhantomData }
+    /// `websocket` names the transport for the metrics (with TLS: `wss`, else `ws`; TCP: `tls`,
+    /// `tcp`).
+    pub fn new(stream: Stream, read: BytesMut, websocket: bool) -> Self {
+        let name = match (websocket, stream.is_tls()) {
+            (false, false) => "tcp",
+            (false, true) => "tls",
+            (true, false) => "ws",
+            (true, true) => "wss",
+        };
+        let metrics = crate::telemetry::transport(name);
+        Self { stream, rbuf: read, wbuf: Bytes::new(), head_left: 0, metrics, framing: std::marker::PhantomData }
     }
 
-    /// Whether TLS runs on the socket.
-    pub fn is_tls(&self) -> bool {
-        self.stream.is_tls()
+    /// The transport's name: `tcp`, `tls`, `ws` or `wss`.
+    pub fn kind(&self) -> &'static str {
+        self.metrics.name
     }
 
     /// Reads more into `rbuf`: `Ok(0)` at the end of the stream.
@@ -59,7 +70,10 @@ impl<F: Framing> Socket<F> {
                     self.rbuf.reserve(4096);
                 }
                 match tcp.try_read_buf(&mut self.rbuf) {
-                    Ok(n) => return Poll::Ready(Ok(n)),
+                    Ok(n) => {
+                        self.metrics.bytes_in.increment(n as u64);
+                        return Poll::Ready(Ok(n));
+                    }
                     // The readiness was stale; the next `poll_read_ready` registers for the next.
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => return Poll::Ready(Err(ReadError::Transport(e.to_string()))),
@@ -79,6 +93,7 @@ impl<F: Framing> Socket<F> {
                     Poll::Ready(Ok(())) => {
                         // SAFETY: `poll_read` initialized the first `n` bytes of the spare capacity.
                         unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
+                        self.metrics.bytes_in.increment(n as u64);
                         Poll::Ready(Ok(n))
                     }
                     Poll::Ready(Err(e)) => Poll::Ready(Err(ReadError::Transport(e.to_string()))),
@@ -125,6 +140,7 @@ impl<F: Framing> Socket<F> {
             }
             self.written(n);
             self.wbuf.advance(n);
+            self.metrics.bytes_out.increment(n as u64);
         }
         // Let go of the frame (or batch) the emptied view still points into.
         self.wbuf = Bytes::new();
@@ -228,7 +244,7 @@ pub(crate) mod tests {
     async fn discarding_keeps_the_partly_written_frame_whole_and_drops_the_rest() {
         let (stream, mut peer) = small_buffered_pair().await;
         let mut socket =
-            Socket::<Prefixed>::new(crate::gateway::transport::stream::Stream::Plain(stream), BytesMut::new());
+            Socket::<Prefixed>::new(crate::gateway::transport::stream::Stream::Plain(stream), BytesMut::new(), false);
         // Small frames the kernel takes at once, then large ones it cannot: the write stops
         // inside one of them.
         let frames: Vec<Bytes> = (0..40u8).map(|i| frame(i, if i < 4 { 100 } else { 50_000 })).collect();

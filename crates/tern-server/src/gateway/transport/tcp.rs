@@ -28,7 +28,7 @@ impl Framing for Prefixed {
 impl TcpIo {
     /// Wraps an accepted stream; frames above `max_frame` bytes are refused.
     pub fn new(stream: Stream, max_frame: usize) -> Self {
-        Self { socket: Socket::new(stream, BytesMut::new()), decoder: FrameDecoder::new(max_frame) }
+        Self { socket: Socket::new(stream, BytesMut::new(), false), decoder: FrameDecoder::new(max_frame) }
     }
 }
 
@@ -72,6 +72,6 @@ impl FrameIo for TcpIo {
     }
 
     fn kind(&self) -> &'static str {
-        if self.socket.is_tls() { "tls" } else { "tcp" }
+        self.socket.kind()
     }
 }

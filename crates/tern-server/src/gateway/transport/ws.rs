@@ -71,7 +71,7 @@ impl WsIo {
     /// Frames a socket whose handshake is done; `read` holds bytes that came after the request.
     /// Messages above `max_frame` bytes are refused.
     pub fn new(stream: Stream, read: BytesMut, max_frame: usize) -> Self {
-        Self { socket: Socket::new(stream, read), decoder: WsDecoder::new(max_frame), closing: false }
+        Self { socket: Socket::new(stream, read, true), decoder: WsDecoder::new(max_frame), closing: false }
     }
 
     /// Takes the socket back from hyper once the upgrade response is sent.
@@ -207,7 +207,7 @@ impl FrameIo for WsIo {
     }
 
     fn kind(&self) -> &'static str {
-        if self.socket.is_tls() { "wss" } else { "ws" }
+        self.socket.kind()
     }
 }
 
