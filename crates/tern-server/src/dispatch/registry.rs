@@ -30,8 +30,12 @@ impl<K: Hash + Eq, V> Shards<K, V> {
         Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: RandomState::new() }
     }
 
-    /// Runs `f` on the shard holding `key`.
-    fn with<R>(&self, key: &K, f: impl FnOnce(&mut HashMap<K, V>) -> R) -> R {
+    /// Runs `f` on the shard holding `key` (or anything the key borrows as, hashing the same).
+    fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&mut HashMap<K, V>) -> R) -> R
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let idx = self.hasher.hash_one(key) as usize % SHARDS;
         f(&mut self.shards[idx].lock())
     }
@@ -76,6 +80,32 @@ pub struct ConnInfo {
     pub lanes: Arc<Lanes>,
 }
 
+/// An anonymous device's connection as the key of the device map: hashed and compared by its
+/// device id, which it borrows as, so the id is not copied into the map.
+#[derive(Debug, Clone)]
+struct DeviceKey(ConnHandle);
+
+impl PartialEq for DeviceKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.device_id == other.0.device_id
+    }
+}
+
+impl Eq for DeviceKey {}
+
+impl Hash for DeviceKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `DeviceId` hashes, as `Borrow` requires.
+        self.0.device_id.hash(state);
+    }
+}
+
+impl std::borrow::Borrow<DeviceId> for DeviceKey {
+    fn borrow(&self) -> &DeviceId {
+        &self.0.device_id
+    }
+}
+
 impl ConnHandle {
     /// A handle to a new connection.
     pub fn new(conn_id: ConnId, owner: Owner, device_id: DeviceId, lanes: Arc<Lanes>) -> Self {
@@ -111,7 +141,7 @@ struct Room {
 pub struct Registry {
     conns: Shards<ConnId, ConnHandle>,
     users: Shards<UserId, Vec<ConnHandle>>,
-    devices: Shards<DeviceId, ConnHandle>,
+    devices: Shards<DeviceKey, ConnHandle>,
     rooms: Shards<String, Room>,
     slow_cutoff_ms: u64,
     stats: RegistryStats,
@@ -174,9 +204,13 @@ impl Registry {
                 conns.push(handle.clone());
                 old
             }),
-            Owner::Device => {
-                self.devices.with(&handle.device_id, |m| m.insert(handle.device_id.clone(), handle.clone()))
-            }
+            Owner::Device => self.devices.with(&handle.device_id, |m| {
+                // Remove first: `insert` over an equal key would keep the old key, and with it
+                // the replaced connection's handle.
+                let old = m.remove(&handle.device_id);
+                m.insert(DeviceKey(handle.clone()), handle.clone());
+                old
+            }),
         };
         if let Some(old) = replaced {
             old.lanes.kick(CloseReason::Replaced);
@@ -530,5 +564,24 @@ mod tests {
         assert_eq!(reg.connections_of(UserId(1)), 1);
         reg.deregister(&new.handle, None);
         assert_eq!(reg.connections_of(UserId(1)), 0);
+    }
+
+    /// The same for an anonymous device, whose map is keyed by the connection's own device id:
+    /// the newer connection takes the entry whole (the old handle is not kept as its key), and
+    /// the older one leaving removes nothing.
+    #[test]
+    fn an_anonymous_device_reconnecting_replaces_its_entry() {
+        let reg = Registry::new(1000);
+        let old = conn(1, Owner::Device, "d_a", 4);
+        let new = conn(2, Owner::Device, "d_a", 4);
+        reg.register(old.handle.clone());
+        reg.register(new.handle.clone());
+        assert_eq!(old.handle.lanes.kicked(), Some(CloseReason::Replaced));
+        reg.deregister(&old.handle, None);
+        assert_eq!(Arc::strong_count(&old.handle.0), 1, "the registry holds the old handle nowhere");
+        reg.deliver(&env(Target::Devices(vec![DeviceId("d_a".into())]), Priority::High));
+        assert_eq!(new.handle.lanes.take(8).map(|t| t.frames.len()).ok(), Some(1), "the push reaches the newer one");
+        reg.deregister(&new.handle, None);
+        assert_eq!(Arc::strong_count(&new.handle.0), 1, "nor the newer one once it left");
     }
 }
