@@ -16,6 +16,10 @@ use tokio_tungstenite::tungstenite::http::Uri;
 
 use crate::{Endpoints, Error, Transport};
 
+/// How long the preferred transport has to connect before [`Transport::Auto`] also tries the
+/// other (happy eyeballs, RFC 8305's spirit).
+const HEAD_START: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Frames the server may send; generous so a big history page always fits.
 const MAX_SERVER_FRAME: usize = 64 * 1024 * 1024;
 
@@ -107,6 +111,8 @@ impl Conn {
                 let codec = if transport_kind == Transport::WsJson { Codec::Json } else { Codec::MsgPack };
                 Ok(Conn::Ws { ws: Box::new(ws), codec })
             }
+            // Resolved by the driver into the transports it tries (`open_first`).
+            Transport::Auto => Err(Error::Transport("Transport::Auto names no single transport to open".into())),
             Transport::Tcp => {
                 let (host, port) = host_port(&endpoints.tcp)?;
                 let stream = Stream::open(host, port, endpoints.tls, crate::tls::ALPN_TERN).await?;
@@ -117,6 +123,25 @@ impl Conn {
                     decoder: FrameDecoder::new(MAX_SERVER_FRAME),
                 })
             }
+        }
+    }
+
+    /// Opens `order[0]`, and `order[1]` too once the first has had [`HEAD_START`] without
+    /// connecting; the first to connect wins (the other attempt is dropped). Both failing is the
+    /// error of each.
+    pub(crate) async fn open_first(endpoints: &Endpoints, order: [Transport; 2]) -> Result<(Self, Transport), Error> {
+        type Attempt<'a> =
+            std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Conn, Transport), Error>> + Send + 'a>>;
+        let [preferred, other] = order;
+        let first: Attempt<'_> =
+            Box::pin(async move { Self::open(endpoints, preferred).await.map(|c| (c, preferred)) });
+        let second: Attempt<'_> = Box::pin(async move {
+            tokio::time::sleep(HEAD_START).await;
+            Self::open(endpoints, other).await.map(|c| (c, other))
+        });
+        match futures_util::future::select_ok([first, second]).await {
+            Ok((won, _)) => Ok(won),
+            Err(last) => Err(Error::Transport(format!("neither {preferred:?} nor {other:?} connected; {last}"))),
         }
     }
 

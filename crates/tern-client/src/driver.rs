@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::conn::Conn;
-use crate::{Command, Credentials, Error, Event, Options};
+use crate::{Command, Credentials, Error, Event, Options, Transport};
 
 /// Flush ACKs at this many, or after `ACK_DELAY`, whichever comes first.
 const ACK_BATCH: usize = 128;
@@ -59,6 +59,8 @@ pub(crate) struct Driver {
     room: Option<String>,
     /// Which of the session's endpoints to connect to.
     node: usize,
+    /// With [`Transport::Auto`]: the transport that connected last, tried first next time.
+    worked: Option<Transport>,
 }
 
 /// A bounded set of recent ids: the oldest are forgotten first.
@@ -120,6 +122,7 @@ impl Driver {
             seen_pushes: RecentIds::new(16_384),
             room: None,
             node: 0,
+            worked: None,
         }
     }
 
@@ -216,7 +219,20 @@ impl Driver {
 
     async fn open(&mut self) -> Result<(Conn, u64, Duration, Duration), Error> {
         let endpoints = &self.session.endpoints[self.node % self.session.endpoints.len().max(1)];
-        let mut conn = match Conn::open(endpoints, self.opts.transport).await {
+        let opened = match self.opts.transport {
+            Transport::Auto => {
+                let order = match self.worked {
+                    Some(Transport::WsBinary) => [Transport::WsBinary, Transport::Tcp],
+                    _ => [Transport::Tcp, Transport::WsBinary],
+                };
+                Conn::open_first(endpoints, order).await.map(|(conn, used)| {
+                    self.worked = Some(used);
+                    conn
+                })
+            }
+            fixed => Conn::open(endpoints, fixed).await,
+        };
+        let mut conn = match opened {
             Ok(conn) => conn,
             Err(e) => {
                 // Unreachable: the next node of the cluster is tried on the next attempt.

@@ -126,6 +126,10 @@ pub enum Transport {
     WsBinary,
     /// Raw TCP with length-prefixed MessagePack.
     Tcp,
+    /// Whichever works: TCP first and, if it has not connected within a short head start,
+    /// WebSocket (MessagePack) alongside it; the first to connect is used, and is tried first
+    /// again on the next reconnect. For networks that block one of them.
+    Auto,
 }
 
 /// Connection behaviour.

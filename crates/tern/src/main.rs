@@ -108,7 +108,7 @@ enum Command {
         profile: cli::ProfileArg,
         /// Transport.
         #[arg(long, value_enum, default_value = "ws")]
-        transport: cli::TransportArg,
+        transport: cli::ClientTransportArg,
     },
     /// Print each incoming message as one JSON line; resumes from where the last listen stopped.
     Listen {
@@ -116,7 +116,7 @@ enum Command {
         profile: cli::ProfileArg,
         /// Transport.
         #[arg(long, value_enum, default_value = "ws")]
-        transport: cli::TransportArg,
+        transport: cli::ClientTransportArg,
         /// Exit after this many messages.
         #[arg(long)]
         count: Option<usize>,

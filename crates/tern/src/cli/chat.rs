@@ -3,9 +3,9 @@
 use anyhow::Context;
 use tern_client::{Client, Event, Options};
 
-use super::{Profile, ProfileArg, TransportArg};
+use super::{ClientTransportArg, Profile, ProfileArg};
 
-pub async fn send(profile: &ProfileArg, transport: TransportArg, to: &str, text: &str) -> anyhow::Result<()> {
+pub async fn send(profile: &ProfileArg, transport: ClientTransportArg, to: &str, text: &str) -> anyhow::Result<()> {
     let p = Profile::load(&profile.profile)?;
     let to_id = tern_client::http::lookup_user(&p.session, to).await?;
     let opts = Options { transport: transport.into(), resume: false, ..Options::default() };
@@ -19,7 +19,7 @@ pub async fn send(profile: &ProfileArg, transport: TransportArg, to: &str, text:
     Ok(())
 }
 
-pub async fn listen(profile: &ProfileArg, transport: TransportArg, count: Option<usize>) -> anyhow::Result<()> {
+pub async fn listen(profile: &ProfileArg, transport: ClientTransportArg, count: Option<usize>) -> anyhow::Result<()> {
     let mut p = Profile::load(&profile.profile)?;
     let opts = Options { transport: transport.into(), watermarks: p.watermarks.clone(), ..Options::default() };
     let (client, mut events) = Client::connect(p.session.clone(), opts).await?;

@@ -37,6 +37,28 @@ pub enum TransportArg {
     Tcp,
 }
 
+/// Transport choice of the client commands (`send`, `listen`, `room join`).
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ClientTransportArg {
+    /// WebSocket, JSON frames.
+    Ws,
+    /// Raw TCP, MessagePack frames.
+    Tcp,
+    /// TCP, with WebSocket (MessagePack) tried alongside when TCP has not connected within a
+    /// short head start; the first to connect is used.
+    Auto,
+}
+
+impl From<ClientTransportArg> for Transport {
+    fn from(t: ClientTransportArg) -> Self {
+        match t {
+            ClientTransportArg::Ws => Transport::WsJson,
+            ClientTransportArg::Tcp => Transport::Tcp,
+            ClientTransportArg::Auto => Transport::Auto,
+        }
+    }
+}
+
 impl From<TransportArg> for Transport {
     fn from(t: TransportArg) -> Self {
         match t {

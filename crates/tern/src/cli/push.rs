@@ -6,7 +6,7 @@ use tern_client::http::service::{self, Target};
 use tern_client::{Client, Event, Options, Priority};
 use tern_proto::{DeviceId, UserId};
 
-use super::{Profile, TransportArg};
+use super::{ClientTransportArg, Profile};
 
 /// Where the push service is and which key to use.
 #[derive(clap::Args)]
@@ -156,7 +156,7 @@ pub struct JoinArgs {
     pub profile: Option<std::path::PathBuf>,
     /// Transport.
     #[arg(long, value_enum, default_value = "ws")]
-    pub transport: TransportArg,
+    pub transport: ClientTransportArg,
     /// Exit after this many pushes.
     #[arg(long)]
     pub count: Option<usize>,
