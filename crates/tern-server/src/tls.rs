@@ -106,11 +106,6 @@ impl Tls {
         &self.tcp
     }
 
-    /// Loads the files again. On failure the certificate in use stays, and the error says why.
-    pub fn reload(&self) -> Result<(), String> {
-        self.certs.reload()
-    }
-
     /// Reloads when the files change (checked every two seconds) or on SIGHUP, until `stop`.
     pub fn watch(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         let certs = Arc::clone(&self.certs);
@@ -152,6 +147,7 @@ impl Certificates {
         *self.seen.lock() != now
     }
 
+    /// Loads the files again. On failure the certificate in use stays, and the error says why.
     fn reload(&self) -> Result<(), String> {
         *self.seen.lock() = (modified(&self.cert_path), modified(&self.key_path));
         let pair = load_pair(&self.cert_path, &self.key_path)?;

@@ -18,14 +18,6 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref().0,
-        }
-    }
-
     /// Whether TLS runs on it.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
