@@ -14,6 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::http::Uri;
 
+use crate::httpconn::{HttpConn, Mode};
 use crate::{Endpoints, Error, Transport};
 
 /// How long the preferred transport has to connect before [`Transport::Auto`] also tries the
@@ -26,12 +27,30 @@ const MAX_SERVER_FRAME: usize = 64 * 1024 * 1024;
 pub(crate) enum Conn {
     Ws { ws: Box<WebSocketStream<Stream>>, codec: Codec },
     Tcp { stream: Stream, rbuf: BytesMut, wbuf: BytesMut, decoder: FrameDecoder },
+    Http(Box<HttpConn>),
 }
 
-/// A connection's bytes: plain TCP, or TLS over it (the certificate verified, `tls.rs`).
+/// A connection's bytes: plain TCP, TLS over it, or a QUIC stream (the certificate verified,
+/// `tls.rs`).
 pub(crate) enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Quic(Box<QuicStream>),
+}
+
+/// A QUIC connection's one stream, with the connection and endpoint it needs alive.
+pub(crate) struct QuicStream {
+    pub(crate) send: quinn::SendStream,
+    pub(crate) recv: quinn::RecvStream,
+    pub(crate) conn: quinn::Connection,
+    /// Drives the connection; kept as long as it.
+    pub(crate) _endpoint: quinn::Endpoint,
+}
+
+impl Drop for QuicStream {
+    fn drop(&mut self) {
+        self.conn.close(0u32.into(), b"closed");
+    }
 }
 
 impl Stream {
@@ -53,6 +72,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Quic(s) => Pin::new(&mut s.recv).poll_read(cx, buf),
         }
     }
 }
@@ -62,6 +82,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Quic(s) => Pin::new(&mut s.send).poll_write(cx, buf).map_err(io::Error::from),
         }
     }
 
@@ -69,6 +90,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Quic(s) => Pin::new(&mut s.send).poll_flush(cx),
         }
     }
 
@@ -76,6 +98,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Quic(s) => Pin::new(&mut s.send).poll_shutdown(cx),
         }
     }
 }
@@ -113,9 +136,20 @@ impl Conn {
             }
             // Resolved by the driver into the transports it tries (`open_first`).
             Transport::Auto => Err(Error::Transport("Transport::Auto names no single transport to open".into())),
-            Transport::Tcp => {
-                let (host, port) = host_port(&endpoints.tcp)?;
-                let stream = Stream::open(host, port, endpoints.tls, crate::tls::ALPN_TERN).await?;
+            // The session opens with the first frame sent (`auth`).
+            Transport::Sse => Ok(Conn::Http(Box::new(HttpConn::new(&endpoints.sse, Mode::Sse)?))),
+            Transport::LongPoll => Ok(Conn::Http(Box::new(HttpConn::new(&endpoints.longpoll, Mode::LongPoll)?))),
+            Transport::Tcp | Transport::Quic => {
+                let stream = if transport_kind == Transport::Quic {
+                    if endpoints.quic.is_empty() {
+                        return Err(Error::Transport("the server offers no QUIC endpoint".into()));
+                    }
+                    let (host, port) = host_port(&endpoints.quic)?;
+                    Stream::Quic(Box::new(crate::tls::quic(host, port).await?))
+                } else {
+                    let (host, port) = host_port(&endpoints.tcp)?;
+                    Stream::open(host, port, endpoints.tls, crate::tls::ALPN_TERN).await?
+                };
                 Ok(Conn::Tcp {
                     stream,
                     rbuf: BytesMut::with_capacity(8192),
@@ -126,23 +160,48 @@ impl Conn {
         }
     }
 
-    /// Opens `order[0]`, and `order[1]` too once the first has had [`HEAD_START`] without
-    /// connecting; the first to connect wins (the other attempt is dropped). Both failing is the
-    /// error of each.
-    pub(crate) async fn open_first(endpoints: &Endpoints, order: [Transport; 2]) -> Result<(Self, Transport), Error> {
+    /// Opens the transports of `order`, each started [`HEAD_START`] after the one before it
+    /// (or at once when that one failed); the first to connect wins and the other attempts are
+    /// dropped. All failing is the error of the last.
+    ///
+    /// HTTP transports connect only when their first frame is sent, so they cannot race: one of
+    /// them is tried, after the others, by opening its session with `auth` — the caller does
+    /// that with what this returns.
+    pub(crate) async fn open_first(endpoints: &Endpoints, order: &[Transport]) -> Result<(Self, Transport), Error> {
         type Attempt<'a> =
             std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Conn, Transport), Error>> + Send + 'a>>;
-        let [preferred, other] = order;
-        let first: Attempt<'_> =
-            Box::pin(async move { Self::open(endpoints, preferred).await.map(|c| (c, preferred)) });
-        let second: Attempt<'_> = Box::pin(async move {
-            tokio::time::sleep(HEAD_START).await;
-            Self::open(endpoints, other).await.map(|c| (c, other))
-        });
-        match futures_util::future::select_ok([first, second]).await {
-            Ok((won, _)) => Ok(won),
-            Err(last) => Err(Error::Transport(format!("neither {preferred:?} nor {other:?} connected; {last}"))),
+        let (racing, http): (Vec<Transport>, Vec<Transport>) =
+            order.iter().partition(|t| !matches!(t, Transport::Sse | Transport::LongPoll));
+        let mut errors = Vec::new();
+        if !racing.is_empty() {
+            let (failed_tx, failed_rx) = tokio::sync::watch::channel(0usize);
+            let failed_rx = &failed_rx;
+            let failed_tx = &failed_tx;
+            let attempts: Vec<Attempt<'_>> = racing
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| -> Attempt<'_> {
+                    Box::pin(async move {
+                        // Start after the previous attempts' head starts, or once they failed.
+                        let mut failed = failed_rx.clone();
+                        let _ = tokio::time::timeout(HEAD_START * i as u32, failed.wait_for(|n| *n >= i)).await;
+                        let opened = Self::open(endpoints, t).await.map(|c| (c, t));
+                        if opened.is_err() {
+                            failed_tx.send_modify(|n| *n += 1);
+                        }
+                        opened.map_err(|e| Error::Transport(format!("{t:?}: {e}")))
+                    })
+                })
+                .collect();
+            match futures_util::future::select_ok(attempts).await {
+                Ok((won, _)) => return Ok(won),
+                Err(e) => errors.push(e.to_string()),
+            }
         }
+        if let Some(&t) = http.first() {
+            return Self::open(endpoints, t).await.map(|c| (c, t));
+        }
+        Err(Error::Transport(format!("no transport connected: {}", errors.join("; "))))
     }
 
     /// Sends frames, flushing once. Request ids are already set.
@@ -170,6 +229,7 @@ impl Conn {
                 // TLS may hold the end of the batch until flushed (a no-op on plain TCP).
                 stream.flush().await.map_err(transport)
             }
+            Conn::Http(http) => http.send(frames).await,
         }
     }
 
@@ -189,6 +249,7 @@ impl Conn {
                         _ => continue,
                     }
                 }
+                Conn::Http(http) => return http.recv().await,
                 Conn::Tcp { stream, rbuf, decoder, .. } => match decoder.decode(rbuf).map_err(transport)? {
                     Some(payload) => (Codec::MsgPack, payload),
                     None => {
@@ -220,6 +281,7 @@ impl Conn {
             Conn::Tcp { stream, .. } => {
                 let _ = stream.shutdown().await;
             }
+            Conn::Http(http) => http.close().await,
         }
     }
 }

@@ -90,6 +90,33 @@ impl RecentIds {
     }
 }
 
+/// What [`Transport::Auto`] tries, best first: the server's order for this client (TCP then
+/// WebSocket from a server that sends none), with the transport that worked last moved first.
+fn auto_order(endpoints: &crate::Endpoints, worked: Option<Transport>) -> Vec<Transport> {
+    let mut order: Vec<Transport> = endpoints
+        .order
+        .iter()
+        .filter_map(|name| match name.as_str() {
+            "quic" => Some(Transport::Quic),
+            "tcp" => Some(Transport::Tcp),
+            "ws" => Some(Transport::WsBinary),
+            "sse" => Some(Transport::Sse),
+            "longpoll" => Some(Transport::LongPoll),
+            _ => None,
+        })
+        .collect();
+    if order.is_empty() {
+        order = vec![Transport::Tcp, Transport::WsBinary];
+    }
+    if let Some(w) = worked
+        && let Some(at) = order.iter().position(|t| *t == w)
+    {
+        let w = order.remove(at);
+        order.insert(0, w);
+    }
+    order
+}
+
 fn set_id(frame: &mut ClientFrame, new_id: u64) {
     match frame {
         ClientFrame::Send { id, .. }
@@ -221,11 +248,8 @@ impl Driver {
         let endpoints = &self.session.endpoints[self.node % self.session.endpoints.len().max(1)];
         let opened = match self.opts.transport {
             Transport::Auto => {
-                let order = match self.worked {
-                    Some(Transport::WsBinary) => [Transport::WsBinary, Transport::Tcp],
-                    _ => [Transport::Tcp, Transport::WsBinary],
-                };
-                Conn::open_first(endpoints, order).await.map(|(conn, used)| {
+                let order = auto_order(endpoints, self.worked);
+                Conn::open_first(endpoints, &order).await.map(|(conn, used)| {
                     self.worked = Some(used);
                     conn
                 })

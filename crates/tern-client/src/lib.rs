@@ -13,6 +13,7 @@
 mod conn;
 mod driver;
 pub mod http;
+mod httpconn;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -126,9 +127,16 @@ pub enum Transport {
     WsBinary,
     /// Raw TCP with length-prefixed MessagePack.
     Tcp,
-    /// Whichever works: TCP first and, if it has not connected within a short head start,
-    /// WebSocket (MessagePack) alongside it; the first to connect is used, and is tried first
-    /// again on the next reconnect. For networks that block one of them.
+    /// Server-Sent Events downstream, frames POSTed upstream (JSON), over HTTP(S): for
+    /// networks that pass only HTTP.
+    Sse,
+    /// Long polls downstream, frames POSTed upstream (JSON), over HTTP(S).
+    LongPoll,
+    /// QUIC (UDP, TLS 1.3), one stream of length-prefixed MessagePack frames.
+    Quic,
+    /// Whichever works, in the order the server's login answer prefers (`Endpoints::order`):
+    /// each transport gets a short head start before the next is tried alongside it, the
+    /// first to connect is used, and it is tried first again on the next reconnect.
     Auto,
 }
 

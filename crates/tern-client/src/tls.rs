@@ -84,3 +84,31 @@ pub async fn connect(tcp: TcpStream, host: &str, alpn: &[u8]) -> Result<TlsStrea
         .await
         .map_err(|e| Error::Transport(format!("TLS with {host} failed: {e}")))
 }
+
+/// A client stream over QUIC to `host:port`, the certificate verified like TLS's: one
+/// bidirectional stream on a connection of its own (on a UDP socket of its own).
+pub(crate) async fn quic(host: &str, port: u16) -> Result<crate::conn::QuicStream, Error> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|e| Error::Transport(format!("cannot resolve {host}: {e}")))?
+        .next()
+        .ok_or_else(|| Error::Transport(format!("{host} resolves to no address")))?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config(ALPN_TERN)?)
+        .map_err(|e| Error::Transport(format!("QUIC TLS setup failed: {e}")))?;
+    let mut transport = quinn::TransportConfig::default();
+    // Keeps NAT bindings open between tern's own heartbeats.
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(10)));
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport));
+    let local: std::net::SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let endpoint = quinn::Endpoint::client(local).map_err(|e| Error::Transport(format!("no UDP socket: {e}")))?;
+    let conn = endpoint
+        .connect_with(cfg, addr, bare)
+        .map_err(|e| Error::Transport(format!("QUIC connect to {host}:{port} failed: {e}")))?
+        .await
+        .map_err(|e| Error::Transport(format!("QUIC connect to {host}:{port} failed: {e}")))?;
+    let (send, recv) =
+        conn.open_bi().await.map_err(|e| Error::Transport(format!("QUIC stream to {host}:{port} failed: {e}")))?;
+    Ok(crate::conn::QuicStream { send, recv, conn, _endpoint: endpoint })
+}

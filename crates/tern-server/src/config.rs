@@ -120,7 +120,17 @@ pub struct ServerConfig {
     pub tls_cert: String,
     /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1).
     pub tls_key: String,
+    /// QUIC (UDP, ALPN `tern/1`) address. Empty: with TLS on, the TCP listener's address and
+    /// port over UDP; without TLS, off (QUIC always encrypts). `off`: never.
+    pub quic: String,
+    /// The transports a login lists, best first (`quic`, `tcp`, `ws`, `sse`, `longpoll`); QUIC
+    /// is left out when it does not run, and a browser (a request with `Origin`) is offered only
+    /// `ws`, `sse` and `longpoll`.
+    pub transport_order: Vec<String>,
 }
+
+/// The transports a client may be offered.
+pub const TRANSPORT_NAMES: [&str; 5] = ["quic", "tcp", "ws", "sse", "longpoll"];
 
 /// Token and password settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +167,10 @@ pub struct GatewayConfig {
     pub max_missed_heartbeats: u32,
     /// Largest accepted inbound frame, in bytes (checked before buffering).
     pub max_frame_bytes: usize,
+    /// HTTP transports (SSE, long-poll): downstream bytes kept for one session until the client
+    /// acknowledges them; past it the session waits like an unwritable socket (and is cut after
+    /// `slow_consumer_ms`).
+    pub http_buffer_bytes: usize,
     /// High-lane frames (chat messages, high-priority pushes) queued towards one connection;
     /// overflowing it closes the connection as a slow consumer (high is never dropped).
     pub outbound_queue: usize,
@@ -280,6 +294,8 @@ impl Default for ServerConfig {
             metrics_public: false,
             tls_cert: String::new(),
             tls_key: String::new(),
+            quic: String::new(),
+            transport_order: TRANSPORT_NAMES.iter().map(|t| (*t).to_owned()).collect(),
         }
     }
 }
@@ -305,6 +321,7 @@ impl Default for GatewayConfig {
             heartbeat_ms: 25_000,
             max_missed_heartbeats: 3,
             max_frame_bytes: 64 * 1024,
+            http_buffer_bytes: 1024 * 1024,
             outbound_queue: 4096,
             low_queue: 1024,
             slow_consumer_ms: 10_000,
@@ -397,7 +414,7 @@ impl Config {
                 "cluster.nats_url needs store.postgres_url: the nodes of a cluster share one store".into(),
             ));
         }
-        let checks: [(bool, &str); 25] = [
+        let checks: [(bool, &str); 28] = [
             (self.cluster.status_interval_ms >= 50, "cluster.status_interval_ms must be >= 50"),
             (
                 self.cluster.nats_url.is_empty() || self.cluster.nats_url.starts_with("nats://"),
@@ -429,6 +446,17 @@ impl Config {
                 "gateway.max_frame_bytes must be between 256 and 16777216",
             ),
             (g.outbound_queue >= 16, "gateway.outbound_queue must be >= 16"),
+            (g.http_buffer_bytes >= g.max_frame_bytes, "gateway.http_buffer_bytes must be >= gateway.max_frame_bytes"),
+            (
+                self.server.transport_order.iter().all(|t| TRANSPORT_NAMES.contains(&t.as_str())),
+                "server.transport_order may name only quic, tcp, ws, sse and longpoll",
+            ),
+            (
+                self.server.quic.is_empty()
+                    || self.server.quic == "off"
+                    || self.server.quic.parse::<SocketAddr>().is_ok(),
+                "server.quic must be empty, off, or an address such as 0.0.0.0:7071",
+            ),
             (g.max_unacked >= 16, "gateway.max_unacked must be >= 16"),
             (g.max_inflight_requests >= 1, "gateway.max_inflight_requests must be >= 1"),
             (

@@ -49,12 +49,16 @@ pub enum StartError {
     /// The TLS certificate or key cannot be used.
     #[error("{0}")]
     Tls(String),
+    /// The QUIC listener could not start.
+    #[error("{0}")]
+    Quic(String),
 }
 
 /// A running tern node.
 pub struct Server {
     http_addr: SocketAddr,
     tcp_addr: SocketAddr,
+    quic_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     gateway: Arc<Gateway>,
     registry: Arc<Registry>,
@@ -78,6 +82,22 @@ impl Server {
         let tcp = listen(cfg.server.tcp).map_err(|source| StartError::Bind { addr: cfg.server.tcp, source })?;
         let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr: cfg.server.http, source })?;
         let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind { addr: cfg.server.tcp, source })?;
+        let quic = match (&tls, cfg.server.quic.as_str()) {
+            (_, "off") | (None, "") => None,
+            (None, _) => {
+                return Err(StartError::Quic(
+                    "server.quic needs TLS (--tls-cert and --tls-key): QUIC always encrypts".into(),
+                ));
+            }
+            (Some(tls), addr) => {
+                // Validated: empty or an address.
+                let addr = addr.parse().unwrap_or(tcp_addr);
+                let idle =
+                    Duration::from_millis(cfg.gateway.heartbeat_ms * u64::from(cfg.gateway.max_missed_heartbeats));
+                Some(crate::gateway::transport::quic::endpoint(tls, addr, idle).map_err(StartError::Quic)?)
+            }
+        };
+        let quic_addr = quic.as_ref().and_then(|q| q.local_addr().ok());
 
         // Build bottom-up along the data flow: connections registry ← bus ← dispatch ← store ← logic.
         // A node whose status has not arrived for three intervals is dead.
@@ -174,6 +194,8 @@ impl Server {
             proxies: Arc::new(crate::net::TrustedProxies::new(&cfg.server.trusted_proxies)),
             metrics_public: cfg.server.metrics_public,
             tls: tls.is_some(),
+            quic_addr,
+            transport_order: cfg.server.transport_order.clone().into(),
         };
         let app = api::router(state);
         let header_timeout = Duration::from_millis(cfg.server.http_header_timeout_ms);
@@ -193,11 +215,20 @@ impl Server {
         let tcp_task =
             tokio::spawn(accept_tcp(tcp, gateway.clone(), cfg.gateway.max_frame_bytes, tls.clone(), shutdown.clone()));
         tasks.extend([http_task, tcp_task, online_task, upkeep_task]);
+        if let Some(quic) = quic {
+            let max_frame = cfg.gateway.max_frame_bytes;
+            tasks.push(tokio::spawn(crate::gateway::transport::quic::accept(
+                quic,
+                gateway.clone(),
+                max_frame,
+                shutdown.clone(),
+            )));
+        }
         if let Some(tls) = &tls {
             tasks.push(tls.watch(shutdown.clone()));
         }
-        tracing::info!(%http_addr, %tcp_addr, data_dir = %cfg.server.data_dir.display(), "tern listening");
-        Ok(Self { http_addr, tcp_addr, shutdown, gateway, registry, tasks, _data_dir: data_dir })
+        tracing::info!(%http_addr, %tcp_addr, quic = ?quic_addr, data_dir = %cfg.server.data_dir.display(), "tern listening");
+        Ok(Self { http_addr, tcp_addr, quic_addr, shutdown, gateway, registry, tasks, _data_dir: data_dir })
     }
 
     /// The bound HTTP address (REST + WebSocket).
@@ -208,6 +239,11 @@ impl Server {
     /// The bound raw TCP address.
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
+    }
+
+    /// The bound QUIC (UDP) address, when QUIC runs.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic_addr
     }
 
     /// The connection layer (for counters).

@@ -48,7 +48,7 @@ fn recorder() -> &'static PrometheusHandle {
 /// The metrics tern updates.
 pub struct Handles {
     /// Per transport: `tcp`, `tls` (TLS on the TCP port), `ws`, `wss`.
-    pub transports: [TransportMetrics; 4],
+    pub transports: [TransportMetrics; TRANSPORTS.len()],
     /// Frames decoded from clients.
     pub frames_in: Counter,
     /// Frames written to clients.
@@ -95,8 +95,8 @@ pub static M: LazyLock<Handles> = LazyLock::new(|| {
 });
 
 /// Counts a closed connection by reason (slow-consumer cut-offs among them).
-pub fn closed(reason: CloseReason) {
-    counter!("tern_connection_closes_total", "reason" => reason.as_str()).increment(1);
+pub fn closed(transport: &'static str, reason: CloseReason) {
+    counter!("tern_connection_closes_total", "transport" => transport, "reason" => reason.as_str()).increment(1);
 }
 
 /// The open-connection gauge for a transport.
@@ -105,7 +105,7 @@ pub fn connections(transport: &str) -> &'static Gauge {
 }
 
 /// The transports the metrics name.
-const TRANSPORTS: [&str; 4] = ["tcp", "tls", "ws", "wss"];
+const TRANSPORTS: [&str; 7] = ["tcp", "tls", "ws", "wss", "sse", "longpoll", "quic"];
 
 /// One transport's figures.
 pub struct TransportMetrics {
@@ -119,7 +119,8 @@ pub struct TransportMetrics {
     pub bytes_out: Counter,
 }
 
-/// The figures of a transport by name (`tcp`, `tls`, `ws`, `wss`; anything else counts as `ws`).
+/// The figures of a transport by name (`tcp`, `tls`, `ws`, `wss`, `sse`, `longpoll`, `quic`;
+/// anything else counts as `ws`).
 pub fn transport(name: &str) -> &'static TransportMetrics {
     let i = TRANSPORTS.iter().position(|t| *t == name).unwrap_or(2);
     &M.transports[i]
@@ -140,7 +141,7 @@ fn describe() {
     describe_counter!("tern_low_lane_dropped_total", "Low-priority frames dropped for a full low lane");
     describe_counter!("tern_push_retries_total", "Pushed messages resent for want of an ACK");
     describe_counter!("tern_messages_stored_total", "Messages made durable");
-    describe_counter!("tern_connection_closes_total", "Closed connections by reason");
+    describe_counter!("tern_connection_closes_total", "Closed connections by transport and reason");
     describe_histogram!("tern_send_ack_seconds", Unit::Seconds, "send received to sent answered (durable)");
     describe_histogram!("tern_delivery_seconds", Unit::Seconds, "Message accepted to written to a recipient socket");
     describe_histogram!("tern_store_commit_seconds", Unit::Seconds, "One store commit");

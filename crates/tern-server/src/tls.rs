@@ -96,6 +96,21 @@ impl Tls {
         Ok(Self { http: acceptor(b"http/1.1")?, tcp: acceptor(ALPN_TERN)?, certs })
     }
 
+    /// The TLS configuration of the QUIC listener: TLS 1.3 only (QUIC needs it), ALPN
+    /// `tern/1`, the same certificates (reloaded with the others).
+    pub fn quic(&self) -> Result<rustls::ServerConfig, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| format!("QUIC TLS setup failed: {e}"))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&self.certs) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = vec![ALPN_TERN.to_vec()];
+        // QUIC's 0-RTT would let a replayed first flight re-send frames; not offered.
+        config.max_early_data_size = 0;
+        Ok(config)
+    }
+
     /// The acceptor of the HTTP port (HTTPS and WSS).
     pub fn http(&self) -> &TlsAcceptor {
         &self.http

@@ -228,7 +228,7 @@ impl CutProxy {
 }
 
 fn endpoints_of(node: &TestServer) -> tern_client::Endpoints {
-    tern_client::Endpoints { ws: node.ws_url(), tcp: node.server.tcp_addr().to_string(), tls: false }
+    tern_client::Endpoints { ws: node.ws_url(), tcp: node.server.tcp_addr().to_string(), ..Default::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,7 +466,7 @@ impl NodeProcess {
         tern_client::Endpoints {
             ws: format!("ws://127.0.0.1:{}/v1/ws", self.http),
             tcp: format!("127.0.0.1:{}", self.tcp),
-            tls: false,
+            ..Default::default()
         }
     }
 

@@ -153,7 +153,12 @@ async fn untrusted_and_wrong_host_certificates_are_refused() {
         let refused = tern_client::http::register(&srv.url(), "mallory", PASSWORD).await;
         assert!(matches!(&refused, Err(e) if e.code().is_none()), "{why}: {refused:?}");
         // The socket transports verify too.
-        let endpoints = tern_client::Endpoints { ws: srv.ws_url(), tcp: srv.server.tcp_addr().to_string(), tls: true };
+        let endpoints = tern_client::Endpoints {
+            ws: srv.ws_url(),
+            tcp: srv.server.tcp_addr().to_string(),
+            tls: true,
+            ..Default::default()
+        };
         for transport in [Transport::Tcp, Transport::WsJson] {
             let device = tern_client::DeviceSession {
                 server: srv.url(),

@@ -39,7 +39,7 @@ pub struct Login {
 }
 
 /// Where to open the socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Endpoints {
     /// WebSocket URL.
@@ -49,6 +49,40 @@ pub struct Endpoints {
     /// The TCP listener speaks TLS (the WebSocket URL says so by its scheme, `wss://`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tls: bool,
+    /// The SSE transport's URL (`POST` opens a session there).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sse: String,
+    /// The long-poll transport's URL.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub longpoll: String,
+    /// `host:port` of the QUIC listener (UDP, ALPN `tern/1`), when it runs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub quic: String,
+    /// The transports to try, best first, as the server prefers them for this client:
+    /// names from `quic`, `tcp`, `ws`, `sse`, `longpoll`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order: Vec<String>,
+}
+
+/// The answer to `POST /v1/sse` or `POST /v1/longpoll`: the session to use on the next requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HttpSessionOpened {
+    /// The session id (unguessable; usable only with the owner's token).
+    pub session: String,
+}
+
+/// One long-poll answer (`GET /v1/longpoll/{session}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Polled {
+    /// The event id of the last frame here (the `ack` of the next poll); the poll's own `ack`
+    /// when there are none.
+    pub last_event_id: u64,
+    /// Server frames in JSON, in order (raw: each decodes on its own, so a frame kind newer
+    /// than the client is skipped, not the whole answer).
+    pub frames: Vec<Box<serde_json::value::RawValue>>,
+    /// The session has ended: no more frames will come.
+    pub closed: bool,
 }
 
 /// A token for a device, and where to connect with it: the answer to a login

@@ -85,7 +85,7 @@ pub(crate) fn connect_endpoints(state: &ApiState, headers: &HeaderMap) -> (Endpo
         .peers()
         .available()
         .into_iter()
-        .map(|s| (s.connections, Endpoints { ws: s.ws, tcp: s.tcp, tls: state.tls }))
+        .map(|s| (s.connections, complete(state, headers, s.ws, s.tcp, String::new())))
         .collect();
     if !registry.draining() {
         // This node goes before any peer that is not strictly less loaded.
@@ -108,17 +108,40 @@ pub(crate) fn endpoints(state: &ApiState, headers: &HeaderMap) -> Endpoints {
     let scheme = if state.tls { "wss" } else { "ws" };
     let ws =
         if state.advertise_ws.is_empty() { format!("{scheme}://{host}/v1/ws") } else { state.advertise_ws.clone() };
+    // Strip the HTTP port (IPv6 literals keep their brackets).
+    let hostname = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
     let tcp = if state.advertise_tcp.is_empty() {
-        // Strip the HTTP port (IPv6 literals keep their brackets).
-        let hostname = match host.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => host,
-        };
         format!("{hostname}:{}", state.tcp_addr.port())
     } else {
         state.advertise_tcp.clone()
     };
-    Endpoints { ws, tcp, tls: state.tls }
+    let quic = state.quic_addr.map(|q| format!("{hostname}:{}", q.port())).unwrap_or_default();
+    complete(state, headers, ws, tcp, quic)
+}
+
+/// A node's endpoints from its WebSocket URL, TCP and QUIC addresses: the HTTP transports'
+/// URLs beside the WebSocket's, and the transports in the order this client should try them —
+/// `server.transport_order`, without QUIC where it does not run, and for a browser (a request
+/// with an `Origin` header) only what a browser can open.
+fn complete(state: &ApiState, headers: &HeaderMap, ws: String, tcp: String, quic: String) -> Endpoints {
+    let http = ws.replacen("wss://", "https://", 1).replacen("ws://", "http://", 1);
+    let base = http.strip_suffix("/v1/ws").unwrap_or(&http);
+    let (sse, longpoll) = (format!("{base}/v1/sse"), format!("{base}/v1/longpoll"));
+    let browser = headers.contains_key(axum::http::header::ORIGIN);
+    let order = state
+        .transport_order
+        .iter()
+        .filter(|t| match t.as_str() {
+            "quic" => !quic.is_empty() && !browser,
+            "tcp" => !browser,
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    Endpoints { ws, tcp, tls: state.tls, sse, longpoll, quic, order }
 }
 
 #[utoipa::path(get, path = "/v1/users/by-name/{username}", tag = "control", security(("bearer" = [])), params(("username" = String, Path, description = "The name")), responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]

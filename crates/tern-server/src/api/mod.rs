@@ -6,6 +6,7 @@
 mod control;
 mod conversations;
 mod error;
+mod http_transport;
 mod im;
 mod openapi;
 mod push;
@@ -54,6 +55,10 @@ pub struct ApiState {
     pub metrics_public: bool,
     /// TLS on both listeners: endpoints are handed out as `wss://` and TLS TCP.
     pub tls: bool,
+    /// The bound QUIC address, when QUIC runs.
+    pub quic_addr: Option<SocketAddr>,
+    /// `server.transport_order`.
+    pub transport_order: Arc<[String]>,
 }
 
 /// The routes, as one table: it builds the router and tells the OpenAPI test what is routed.
@@ -106,6 +111,11 @@ fn routes() -> Routes {
         .at("/v1/conversations/{conv_id}/messages/{seq}/recall", post(im::recall))
         .at("/v1/conversations/{conv_id}/messages/{seq}/reads", get(im::reads))
         .at("/v1/ws", get(websocket))
+        .at("/v1/{transport}", post(http_transport::open))
+        .at(
+            "/v1/{transport}/{session}",
+            get(http_transport::downstream).post(http_transport::upstream).delete(http_transport::close),
+        )
         .at("/v1/devices", post(push::device_token))
         .at("/v1/push/users", post(push::to_users))
         .at("/v1/push/devices", post(push::to_devices))

@@ -8,7 +8,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{control, conversations, im, push};
+use super::{control, conversations, http_transport, im, push};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,7 +16,8 @@ use super::{control, conversations, im, push};
     paths(
         control::healthz, control::metrics, control::register, control::login, control::user_by_name, control::logout,
         control::logout_everywhere, control::change_password, control::set_disabled,
-        serve, super::websocket,
+        serve, super::websocket, http_transport::open, http_transport::upstream, http_transport::downstream,
+        http_transport::close,
         im::me, im::update_me, im::profile, im::search,
         im::friends, im::request_friend, im::accept_friend, im::decline_friend, im::remove_friend,
         im::block, im::unblock,

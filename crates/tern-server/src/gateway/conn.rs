@@ -506,7 +506,7 @@ impl<T: FrameIo> Conn<T> {
     /// Says goodbye with a reason (when the peer can still hear it) and records the close.
     async fn finish(mut self, close: Close) {
         let Close { reason, message, violation } = close;
-        self.gw.record_close(reason);
+        self.gw.record_close(self.io.kind(), reason);
         if let Some(status) = violation {
             tracing::info!(reason = reason.as_str(), status, %message, "failing connection");
             self.io.fail(status).await;

@@ -46,6 +46,8 @@ pub struct Gateway {
     pub(crate) qos1_expired: AtomicU64,
     /// The connection core's settings, from `cfg`: one copy for every connection.
     conn_cfg: ConnConfig,
+    /// Sessions of the HTTP transports (SSE, long-poll).
+    http_sessions: Arc<transport::http::Sessions>,
 }
 
 impl Gateway {
@@ -88,7 +90,46 @@ impl Gateway {
             per_ip: Mutex::new(HashMap::new()),
             closes: Mutex::new(HashMap::new()),
             qos1_expired: AtomicU64::new(0),
+            http_sessions: Arc::default(),
         }
+    }
+
+    /// A new HTTP-transport session whose first inbound frame is `auth`, and the connection's
+    /// I/O for it (to be served like any admitted connection).
+    pub fn open_http_session(
+        &self,
+        owner: transport::http::SessionOwner,
+        mode: transport::http::Mode,
+        auth: bytes::Bytes,
+    ) -> (Arc<transport::http::Session>, transport::http::HttpIo) {
+        // A session without a downstream request lives as long as a silent connection.
+        self.http_sessions.open(owner, mode, auth, self.cfg.http_buffer_bytes, self.silent_limit())
+    }
+
+    /// An HTTP-transport session by id (live, or ended recently).
+    pub fn http_session(&self, id: &str) -> Option<Arc<transport::http::Session>> {
+        self.http_sessions.get(id)
+    }
+
+    /// How long a new connection has to authenticate.
+    pub fn auth_deadline(&self) -> Duration {
+        Duration::from_millis(self.cfg.auth_timeout_ms)
+    }
+
+    /// How long a connection may be silent (QUIC's idle timeout).
+    pub fn silent_limit(&self) -> Duration {
+        Duration::from_millis(self.cfg.heartbeat_ms * u64::from(self.cfg.max_missed_heartbeats))
+    }
+
+    /// Downstream bytes an HTTP session keeps unacknowledged at most.
+    pub fn http_buffer_bytes(&self) -> usize {
+        self.cfg.http_buffer_bytes
+    }
+
+    /// How long a long-poll is held open with nothing to answer (the heartbeat interval: the
+    /// client's next poll comes well within a silent connection's limit).
+    pub fn http_hold(&self) -> Duration {
+        Duration::from_millis(self.cfg.heartbeat_ms)
     }
 
     /// One admitted connection's task (see [`Gateway::admit`]); `slot` is released at its end.
@@ -122,8 +163,8 @@ impl Gateway {
         self.closes.lock().clone()
     }
 
-    fn record_close(&self, reason: CloseReason) {
-        crate::telemetry::closed(reason);
+    fn record_close(&self, transport: &'static str, reason: CloseReason) {
+        crate::telemetry::closed(transport, reason);
         {
             let mut c = self.closes.lock();
             *c.entry(reason).or_default() += 1;

@@ -54,7 +54,7 @@ async fn user(server: &str, name: &str, pin: bool) -> anyhow::Result<Session> {
     }
     // Connect to the node logged in through, not the one the cluster would balance to.
     let ws = format!("{}/v1/ws", server.trim_end_matches('/').replacen("http", "ws", 1));
-    let endpoints = tern_client::Endpoints { ws, tcp: session.endpoints.tcp.clone(), tls: session.endpoints.tls };
+    let endpoints = tern_client::Endpoints { ws, ..session.endpoints.clone() };
     Ok(Session { endpoints, alternates: Vec::new(), ..session })
 }
 

@@ -44,8 +44,14 @@ pub enum ClientTransportArg {
     Ws,
     /// Raw TCP, MessagePack frames.
     Tcp,
-    /// TCP, with WebSocket (MessagePack) tried alongside when TCP has not connected within a
-    /// short head start; the first to connect is used.
+    /// QUIC (UDP), MessagePack frames; needs a server with TLS.
+    Quic,
+    /// Server-Sent Events down, POSTs up (JSON), for networks that pass only HTTP.
+    Sse,
+    /// Long polls down, POSTs up (JSON).
+    Longpoll,
+    /// The server's preferred order for this client, each tried after a short head start for
+    /// the one before; the first to connect is used, and tried first next time.
     Auto,
 }
 
@@ -54,6 +60,9 @@ impl From<ClientTransportArg> for Transport {
         match t {
             ClientTransportArg::Ws => Transport::WsJson,
             ClientTransportArg::Tcp => Transport::Tcp,
+            ClientTransportArg::Quic => Transport::Quic,
+            ClientTransportArg::Sse => Transport::Sse,
+            ClientTransportArg::Longpoll => Transport::LongPoll,
             ClientTransportArg::Auto => Transport::Auto,
         }
     }

@@ -2,6 +2,8 @@
 //! [`OutFrame`]s in its own encoding. Above this line a connection looks the same whatever
 //! carries it.
 
+pub mod http;
+pub mod quic;
 mod socket;
 pub mod stream;
 pub mod tcp;
@@ -42,6 +44,10 @@ pub enum ReadError {
     /// Anything else at the transport level.
     #[error("{0}")]
     Transport(String),
+    /// The transport saw nothing from the client for too long (an HTTP session without a
+    /// downstream request).
+    #[error("{0}")]
+    Silent(String),
 }
 
 impl ReadError {
@@ -51,6 +57,7 @@ impl ReadError {
             ReadError::TooLarge { .. } => CloseReason::FrameTooLarge,
             ReadError::Truncated(_) | ReadError::Violation { .. } => CloseReason::ProtocolError,
             ReadError::Transport(_) => CloseReason::TransportError,
+            ReadError::Silent(_) => CloseReason::HeartbeatTimeout,
         }
     }
 }
@@ -106,6 +113,7 @@ pub trait FrameIo: Send + 'static {
         self.close(CloseReason::ProtocolError)
     }
 
-    /// Name for logs and the connection gauge (`tcp`, `ws`, and over TLS `tls`, `wss`).
+    /// Name for logs and the connection gauge (`tcp`, `ws`, over TLS `tls`, `wss`; `sse`,
+    /// `longpoll`, `quic`).
     fn kind(&self) -> &'static str;
 }

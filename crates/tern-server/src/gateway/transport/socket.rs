@@ -36,9 +36,10 @@ pub struct Socket<F> {
 impl<F: Framing> Socket<F> {
     /// Wraps a stream, with bytes already read from it (past an HTTP upgrade request).
     /// `websocket` names the transport for the metrics (with TLS: `wss`, else `ws`; TCP: `tls`,
-    /// `tcp`).
+    /// `tcp`; a QUIC stream: `quic`).
     pub fn new(stream: Stream, read: BytesMut, websocket: bool) -> Self {
         let name = match (websocket, stream.is_tls()) {
+            _ if stream.is_quic() => "quic",
             (false, false) => "tcp",
             (false, true) => "tls",
             (true, false) => "ws",
@@ -79,9 +80,10 @@ impl<F: Framing> Socket<F> {
                     Err(e) => return Poll::Ready(Err(ReadError::Transport(e.to_string()))),
                 }
             },
-            // TLS may hold decrypted bytes the socket's readiness knows nothing of, so it is
-            // read directly; the buffer is let go again if nothing came, as above.
-            tls @ Stream::Tls(_) => {
+            // TLS may hold decrypted bytes the socket's readiness knows nothing of, and a QUIC
+            // stream has no socket of its own, so they are read directly; the buffer is let go
+            // again if nothing came, as above.
+            tls @ (Stream::Tls(_) | Stream::Quic(_)) => {
                 if self.rbuf.capacity() - self.rbuf.len() < 1024 {
                     self.rbuf.reserve(4096);
                 }
