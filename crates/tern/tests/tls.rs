@@ -6,70 +6,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::pki::*;
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use tern_client::Transport;
 use tokio::net::TcpStream;
-
-/// The private CA every test server's certificate is signed by (the SDK's trust is process-wide).
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    /// Its PEM file (for the CLI's `--ca`).
-    path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn ca() -> &'static Ca {
-    static CA: OnceLock<Ca> = OnceLock::new();
-    CA.get_or_init(|| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "tern test CA");
-        let cert = params.self_signed(&key).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ca.pem");
-        std::fs::write(&path, cert.pem()).unwrap();
-        tern_client::tls::use_ca_file(&path).unwrap();
-        Ca { cert, key, path, _dir: dir }
-    })
-}
-
-/// A leaf certificate for `names`, signed by the CA (`signed`) or by itself: (cert PEM, key PEM).
-fn leaf(names: &[&str], common_name: &str, signed: bool) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, common_name);
-    let cert = if signed {
-        let ca = ca();
-        params.signed_by(&key, &ca.cert, &ca.key).unwrap()
-    } else {
-        params.self_signed(&key).unwrap()
-    };
-    (cert.pem(), key.serialize_pem())
-}
-
-/// Writes a certificate pair to `dir`; returns the paths.
-fn write_pair(dir: &Path, (cert, key): &(String, String)) -> (PathBuf, PathBuf) {
-    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&c, cert).unwrap();
-    std::fs::write(&k, key).unwrap();
-    (c, k)
-}
-
-async fn tls_server(files: &(PathBuf, PathBuf)) -> TestServer {
-    let (cert, key) = (files.0.display().to_string(), files.1.display().to_string());
-    TestServer::with(move |c| {
-        c.server.tls_cert = cert;
-        c.server.tls_key = key;
-    })
-    .await
-}
 
 /// The common name of the certificate the server presents to a new TLS connection on its TCP
 /// port, verified against the CA.

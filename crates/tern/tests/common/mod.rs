@@ -1,6 +1,8 @@
 //! Test harness: servers on port 0 in a temp dir, users, SDK clients, raw protocol peers.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::time::Duration;
 
 use bytes::BufMut;
@@ -69,7 +71,8 @@ impl TestServer {
 
     /// Calls the push service with `key`; returns the status and JSON body.
     pub async fn push_api(&self, key: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let resp = reqwest::Client::new()
+        // The SDK's client: it trusts the test CA when the server is TLS.
+        let resp = tern_client::http::shared_client()
             .post(format!("{}{path}", self.url()))
             .bearer_auth(key)
             .json(&body)
@@ -97,7 +100,8 @@ impl TestServer {
     /// The online count of a room, over HTTP.
     pub async fn room_online(&self, room: &str) -> u64 {
         let url = format!("{}/v1/rooms/{room}/online", self.url());
-        let v: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let v: serde_json::Value =
+            tern_client::http::shared_client().get(url).send().await.unwrap().json().await.unwrap();
         v["online"].as_u64().unwrap()
     }
 }
