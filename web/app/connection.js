@@ -1,14 +1,18 @@
 // The long connection (docs/PROTOCOL.md, sections 2–7): auth with resume, requests answered by
-// id, batched ACKs, heartbeat, and reconnect with jittered exponential backoff.
+// id, batched ACKs, heartbeat, and reconnect with jittered exponential backoff. It is carried by
+// WebSocket or, where a network blocks that, by an HTTP session (SSE, then long-poll; see
+// channels.js): a carrier that never opens is followed at once by the next, and the one that
+// worked is tried first on the next reconnect.
 //
 // Requests stay queued until answered: after a reconnect every unanswered one is sent again.
 // That is safe because each is idempotent on the server (`send` by client_msg_id, `history`,
 // `read` and `recall` by their meaning, `join` of the current room).
 //
 // Events (CustomEvent, `detail`):
-//   state  {state: 'connecting'|'online'|'waiting'|'stopped', retryAt?, reason?, message?}
+//   state  {state: 'connecting'|'online'|'waiting'|'stopped', transport?, retryAt?, reason?, message?}
 //   ready  {authOk}         — authenticated; catch-up follows
 //   frame  {frame}          — every server frame that is not an answer to a request
+import { TRANSPORTS, openChannel } from './channels.js';
 import { parse, stringify } from './wire.js';
 
 const NO_RECONNECT = new Set(['auth_failed', 'unsupported_version', 'replaced']);
@@ -25,10 +29,14 @@ export class RequestError extends Error {
 
 export class Connection extends EventTarget {
   /** `resume()` returns the map conv_id → last held seq at the moment of each (re)connect. */
-  constructor({ url, token, resume }) {
+  constructor({ token, resume }) {
     super();
-    this.url = url;
     this.token = token;
+    // Where the next attempt starts in TRANSPORTS (the one that worked last), and how many
+    // carriers this attempt has tried.
+    this.preferred = 0;
+    this.tried = 0;
+    this.transport = null;
     this.resume = resume;
     this.state = 'stopped';
     this.socket = null;
@@ -91,30 +99,38 @@ export class Connection extends EventTarget {
     this.dispatchEvent(new CustomEvent('state', { detail: { state, ...extra } }));
   }
 
-  connect() {
+  connect(fresh = true) {
     clearTimeout(this.retryTimer);
     this.teardown();
-    this.setState('connecting');
+    if (fresh) this.tried = 0;
+    const index = (this.preferred + this.tried) % TRANSPORTS.length;
+    this.tried += 1;
+    this.setState('connecting', { transport: TRANSPORTS[index] });
     let socket;
     try {
-      socket = new WebSocket(this.url);
+      socket = openChannel(TRANSPORTS[index], this.token);
     } catch {
       this.scheduleReconnect(null);
       return;
     }
     this.socket = socket;
     let closeFrame = null;
+    let authenticated = false;
     socket.onopen = () => {
       socket.send(stringify({ op: 'auth', token: this.token, proto: 1, resume: this.resume() }));
     };
-    socket.onmessage = (event) => {
-      if (typeof event.data !== 'string') return; // compressed frames are never asked for
+    socket.onmessage = (text) => {
       this.lastHeard = Date.now();
       let frame;
       try {
-        frame = parse(event.data);
+        frame = parse(text);
       } catch {
         return;
+      }
+      if (frame.op === 'auth_ok') {
+        authenticated = true;
+        this.preferred = index;
+        this.transport = socket.transport;
       }
       if (frame.op === 'close') closeFrame = frame;
       else this.onFrame(frame);
@@ -125,6 +141,9 @@ export class Connection extends EventTarget {
       if (this.state === 'stopped') return;
       if (closeFrame && NO_RECONNECT.has(closeFrame.reason)) {
         this.setState('stopped', { reason: closeFrame.reason, message: closeFrame.message });
+      } else if (!authenticated && !closeFrame && this.tried < TRANSPORTS.length) {
+        // Blocked (never opened, or dropped before authenticating): the next carrier, now.
+        this.connect(false);
       } else {
         this.scheduleReconnect(closeFrame);
       }
@@ -134,7 +153,7 @@ export class Connection extends EventTarget {
   onFrame(frame) {
     if (frame.op === 'auth_ok') {
       this.attempt = 0;
-      this.setState('online');
+      this.setState('online', { transport: this.transport });
       this.startHeartbeat(frame.heartbeat_ms);
       this.dispatchEvent(new CustomEvent('ready', { detail: { authOk: frame } }));
       for (const { frame: request } of this.pending.values()) this.write(request);
@@ -183,13 +202,10 @@ export class Connection extends EventTarget {
     this.heartbeat = null;
     const socket = this.socket;
     this.socket = null;
-    if (socket) {
-      socket.onopen = socket.onmessage = socket.onclose = null;
-      if (socket.readyState <= WebSocket.OPEN) socket.close();
-    }
+    socket?.close();
   }
 
   write(frame) {
-    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(stringify(frame));
+    this.socket?.send(stringify(frame));
   }
 }

@@ -69,12 +69,10 @@ function logout(message) {
 
 async function start(session) {
   const api = new Api(session.token, () => logout('Your session has expired. Please log in again.'));
-  const wsUrl = new URL('/v1/ws', location.href);
-  wsUrl.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const me = { user_id: session.user_id, username: session.username };
   const status = h('span', { id: 'conn-state', class: 'conn', role: 'status', 'aria-live': 'polite' }, 'connecting…');
   let chat;
-  const conn = new Connection({ url: wsUrl.href, token: session.token, resume: () => chat.resumeMap() });
+  const conn = new Connection({ token: session.token, resume: () => chat.resumeMap() });
   chat = new Chat({ me, api, conn });
   const app = new App({ session, api, conn, chat, status });
   current = app;
@@ -147,10 +145,13 @@ class App {
     this.view.show?.(arg);
   }
 
-  showState({ state, retryAt, reason, message }) {
+  showState({ state, transport, retryAt, reason, message }) {
     clearInterval(this.tick);
     this.status.dataset.state = state;
-    if (state === 'online') this.status.textContent = 'online';
+    if (transport) this.status.dataset.transport = transport;
+    // WebSocket is the usual carrier; a fallback is named, so a slow page can be explained.
+    const via = { sse: ' (via SSE)', longpoll: ' (via long-poll)' }[transport] ?? '';
+    if (state === 'online') this.status.textContent = `online${via}`;
     else if (state === 'connecting') this.status.textContent = 'connecting…';
     else if (state === 'waiting') {
       const show = () => {

@@ -347,6 +347,54 @@ describe('web client', () => {
     await dave.page.locator('#login-username').waitFor();
     await eventually(async () => (await fetch(`${tern.url}/v1/me`, { headers: { authorization: `Bearer ${token}` } })).status, 401);
   });
+
+  test('with WebSocket blocked the client falls back to SSE, and with SSE blocked too to long-poll', async () => {
+    /** A user whose network blocks the given carriers: `/v1/ws` is accepted and closed at once
+     * (what a proxy that kills upgrades does), `/v1/sse` requests fail. */
+    async function blockedUser(username, blockSse) {
+      const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+      await context.routeWebSocket(/\/v1\/ws$/, (ws) => ws.close({ code: 1011, reason: 'blocked by a proxy' }));
+      if (blockSse) await context.route(/\/v1\/sse/, (route) => route.abort('blockedbyclient'));
+      const user = { context, username, errors: [], dialogs: [] };
+      user.page = await openPage(user, tern);
+      await user.page.fill('#login-username', username);
+      await user.page.fill('#login-password', 'correct horse battery');
+      await user.page.click('#register-submit');
+      return user;
+    }
+    users.frank = await blockedUser('frank', false);
+    users.gina = await blockedUser('gina', true);
+    const { frank, gina } = users;
+    await frank.page.locator('#conn-state[data-transport="sse"]', { hasText: 'online (via SSE)' }).waitFor();
+    await gina.page.locator('#conn-state[data-transport="longpoll"]', { hasText: 'online (via long-poll)' }).waitFor();
+
+    // Chat both ways, SSE to long-poll.
+    await frank.page.click('#nav-friends');
+    await frank.page.fill('#search-input', 'gina');
+    await frank.page.click('#search');
+    await frank.page.locator('#search-results li', { hasText: 'gina' }).getByRole('button', { name: 'Message' }).click();
+    await frank.page.locator('#chat-title', { hasText: 'gina' }).waitFor();
+    await send(frank.page, 'can you hear me over SSE?');
+    await ownMessage(frank.page, 'can you hear me over SSE?').locator('.state[data-state="sent"]').waitFor();
+    await openChatWith(gina, 'frank');
+    await expectText(gina.page.locator('#messages li.msg'), 'can you hear me over SSE?');
+    await send(gina.page, 'loud and clear, by long-poll');
+    await expectText(frank.page.locator('#messages li.msg'), 'loud and clear, by long-poll');
+    await eventually(() => thread(frank.page), ['can you hear me over SSE?', 'loud and clear, by long-poll']);
+    await ownMessage(frank.page, 'can you hear me over SSE?').locator('.state[data-state="read"]').waitFor();
+
+    // A live room's pushes reach both.
+    for (const u of [frank, gina]) {
+      await u.page.click('#nav-live');
+      await u.page.fill('#room-input', 'fallback-room');
+      await u.page.click('#join-room');
+      await u.page.locator('#room-title', { hasText: 'fallback-room' }).waitFor();
+    }
+    await tern.cli('push', '--room', 'fallback-room', '{"danmaku":"pushed through plain HTTP"}');
+    for (const u of [frank, gina]) {
+      await u.page.locator('#danmaku-log li', { hasText: 'pushed through plain HTTP' }).waitFor();
+    }
+  });
 });
 
 async function userId(name) {
