@@ -44,6 +44,12 @@ export class Chat extends EventTarget {
   }
 
   /** Debounces a refresh of one kind. */
+  /** Cancels the delayed refreshes: after a logout they would only meet a voided token. */
+  stop() {
+    for (const timer of this.timers.values()) clearTimeout(timer);
+    this.timers.clear();
+  }
+
   later(key, ms, fn) {
     if (this.timers.has(key)) return;
     this.timers.set(key, setTimeout(() => {

@@ -177,6 +177,7 @@ class App {
     window.removeEventListener('hashchange', this.onHash);
     this.view?.destroy();
     this.conn.stop();
+    this.chat.stop();
   }
 }
 

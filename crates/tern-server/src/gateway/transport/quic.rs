@@ -1,6 +1,6 @@
 //! QUIC (quinn): the native clients' fast path. A connection carries one bidirectional stream,
 //! opened by the client, with the same length-prefixed MessagePack frames as raw TCP — so it
-//! is served by [`super::tcp::TcpIo`] over a [`QuicStream`]. QUIC brings its own loss recovery
+//! is served by [`super::tcp::TcpIo`] over a [`QuicStream`] (in `stream.rs`). QUIC brings its own loss recovery
 //! and congestion control under tern's application ACKs, and connection migration: a client
 //! whose address changes (a phone leaving Wi-Fi) keeps its connection, and so its session.
 //!
@@ -8,60 +8,16 @@
 //! refuses it), no 0-RTT, a connection that opens no stream within the auth deadline is closed,
 //! and admission (`gateway.max_connections`, per address) happens before the handshake.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use quinn::crypto::rustls::QuicServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use super::stream::Stream;
+use super::stream::{QuicStream, Stream};
 use super::tcp::TcpIo;
 use crate::gateway::Gateway;
-
-/// Application close codes (QUIC `CONNECTION_CLOSE` with an application error).
-pub mod code {
-    /// Closed after the tern `close` frame (which says why).
-    pub const DONE: u32 = 0;
-}
-
-/// A QUIC connection's one stream, readable and writable like a socket. Holds the connection,
-/// so that it lives as long as the stream.
-pub struct QuicStream {
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    conn: quinn::Connection,
-}
-
-impl Drop for QuicStream {
-    fn drop(&mut self) {
-        self.conn.close(code::DONE.into(), b"closed");
-    }
-}
-
-impl AsyncRead for QuicStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.recv).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for QuicStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.send).poll_write(cx, buf).map_err(io::Error::from)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.send).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.send).poll_shutdown(cx)
-    }
-}
 
 /// The QUIC endpoint on `addr`, with the TLS certificates of `tls` and the transport limits
 /// above; the idle timeout is a silent connection's (heartbeats keep a live one open).
@@ -103,7 +59,7 @@ pub async fn accept(endpoint: quinn::Endpoint, gateway: Arc<Gateway>, max_frame:
             let opened = tokio::time::timeout(deadline, async {
                 let conn = incoming.await.map_err(|e| format!("QUIC handshake failed: {e}"))?;
                 match conn.accept_bi().await {
-                    Ok((send, recv)) => Ok(QuicStream { send, recv, conn }),
+                    Ok((send, recv)) => Ok(QuicStream::new(send, recv, conn)),
                     Err(e) => Err(format!("no stream: {e}")),
                 }
             })

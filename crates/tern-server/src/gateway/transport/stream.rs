@@ -16,7 +16,7 @@ pub enum Stream {
     /// TLS over TCP, handshake done.
     Tls(Box<TlsStream<TcpStream>>),
     /// A QUIC connection's stream.
-    Quic(Box<super::quic::QuicStream>),
+    Quic(Box<QuicStream>),
 }
 
 impl Stream {
@@ -84,5 +84,47 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => s.is_write_vectored(),
             Stream::Quic(s) => s.is_write_vectored(),
         }
+    }
+}
+
+/// A QUIC connection's one stream, readable and writable like a socket. Holds the connection,
+/// so that it lives as long as the stream.
+pub struct QuicStream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    conn: quinn::Connection,
+}
+
+impl QuicStream {
+    /// The stream and the connection it belongs to.
+    pub fn new(send: quinn::SendStream, recv: quinn::RecvStream, conn: quinn::Connection) -> Self {
+        Self { send, recv, conn }
+    }
+}
+
+impl Drop for QuicStream {
+    fn drop(&mut self) {
+        // Application code 0: closed after the tern `close` frame, which said why.
+        self.conn.close(0u32.into(), b"closed");
+    }
+}
+
+impl AsyncRead for QuicStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.recv).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for QuicStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.send).poll_write(cx, buf).map_err(io::Error::from)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.send).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.send).poll_shutdown(cx)
     }
 }
