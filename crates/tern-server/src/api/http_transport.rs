@@ -53,6 +53,7 @@ fn body_limit(state: &ApiState) -> usize {
     request_body(content = String, content_type = "application/json", description = "The `auth` frame (docs/PROTOCOL.md)"),
     responses((status = 201, body = HttpSessionOpened, description = "The session; `auth_ok` (or the close) comes downstream"),
         (status = 400, description = "Not an auth frame"), (status = 401, description = "The token is not valid"),
+        (status = 404, description = "No such transport"), (status = 413, description = "The body is too large"),
         (status = 503, description = "The server admits no more connections now; retry after the Retry-After header")))]
 pub async fn open(
     State(state): State<ApiState>,
@@ -99,7 +100,8 @@ async fn owned(state: &ApiState, headers: &HeaderMap, id: &str) -> Result<Arc<Se
     params(("transport" = String, Path, description = "`sse` or `longpoll`"), ("session" = String, Path),
         ("ack" = Option<u64>, Query, description = "The last event id received")),
     request_body(content = String, content_type = "application/x-ndjson", description = "Frames, one JSON object per line"),
-    responses((status = 204, description = "Taken"), (status = 404, description = "No such session of yours"),
+    responses((status = 204, description = "Taken"), (status = 400, description = "A bad `ack`"),
+        (status = 401, description = "No token"), (status = 404, description = "No such session of yours"),
         (status = 410, description = "The session has ended"), (status = 413, description = "A frame or the body is too large"),
         (status = 429, description = "The connection has not read what came before; retry")))]
 pub async fn upstream(
@@ -155,7 +157,8 @@ fn ended() -> Response {
 /// `DELETE /v1/{transport}/{session}`: the client ends the session.
 #[utoipa::path(delete, path = "/v1/{transport}/{session}", tag = "socket",
     params(("transport" = String, Path, description = "`sse` or `longpoll`"), ("session" = String, Path)),
-    responses((status = 204, description = "Ending"), (status = 404, description = "No such session of yours")))]
+    responses((status = 204, description = "Ending"), (status = 401, description = "No token"),
+        (status = 404, description = "No such session of yours")))]
 pub async fn close(
     State(state): State<ApiState>,
     PathParams((transport, id)): PathParams<(String, String)>,
@@ -171,7 +174,8 @@ pub async fn close(
     params(("transport" = String, Path, description = "`sse` or `longpoll`"), ("session" = String, Path),
         ("ack" = Option<u64>, Query, description = "Long-poll: the last event id received (SSE: the Last-Event-ID header)")),
     responses((status = 200, description = "`text/event-stream` (sse), or `{\"last_event_id\", \"frames\", \"closed\"}` (longpoll)"),
-        (status = 404, description = "No such session of yours")))]
+        (status = 400, description = "A bad `ack` or Last-Event-ID, or the other transport's session"),
+        (status = 401, description = "No token"), (status = 404, description = "No such session of yours")))]
 pub async fn downstream(
     State(state): State<ApiState>,
     PathParams((transport, id)): PathParams<(String, String)>,
