@@ -228,7 +228,16 @@ impl CutProxy {
 }
 
 fn endpoints_of(node: &TestServer) -> tern_client::Endpoints {
-    tern_client::Endpoints { ws: node.ws_url(), tcp: node.server.tcp_addr().to_string(), ..Default::default() }
+    // As a login answers them: the HTTP transports beside the WebSocket; no QUIC without TLS.
+    let http = node.url();
+    tern_client::Endpoints {
+        ws: node.ws_url(),
+        tcp: node.server.tcp_addr().to_string(),
+        sse: format!("{http}/v1/sse"),
+        longpoll: format!("{http}/v1/longpoll"),
+        order: ["tcp", "ws", "sse", "longpoll"].map(String::from).to_vec(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
