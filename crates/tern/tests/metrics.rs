@@ -78,7 +78,7 @@ async fn metrics_need_an_admin_key_and_follow_what_happened() {
 
     // A connection that closes is counted by reason; the gauge comes back down.
     drop(a);
-    let closed = "tern_connection_closes_total{reason=\"client_closed\"}";
+    let closed = "tern_connection_closes_total{transport=\"ws\",reason=\"client_closed\"}";
     for _ in 0..100 {
         let m = metrics(&server).await;
         // The close is counted as the goodbye is sent, the gauge drops when the task ends.
