@@ -201,9 +201,12 @@ describe('web client', () => {
     await expectText(bob.page.locator('#messages li.notice'), 'alice added carol');
     // The list is ordered by the latest message, live: the group first, then alice's 1:1 on top.
     await eventually(() => bob.page.locator('#conv-list .conv-title').allTextContents(), ['weekend trip', 'alice']);
-    await alice.page.locator('#conv-list a.conv', { hasText: 'bob' }).click();
+    // Wait for each chat to open before typing: the click changes the hash, and the chat follows a
+    // moment later; typing at once would write into the conversation still shown.
+    await openChatWith(alice, 'bob');
     await send(alice.page, 'psst, bob');
-    await alice.page.locator('#conv-list a.conv', { hasText: 'weekend trip' }).click();
+    await ownMessage(alice.page, 'psst, bob').waitFor();
+    await openChatWith(alice, 'weekend trip');
     await bob.page.locator('#conv-list li:first-child .conv-title', { hasText: 'alice' }).waitFor();
     await bob.page.locator('#conv-list a.conv', { hasText: 'alice' }).locator('.badge').waitFor();
     await expectText(carol.page.locator('#messages li.notice'), 'alice added You');
