@@ -124,6 +124,7 @@ fn set_id(frame: &mut ClientFrame, new_id: u64) {
         | ClientFrame::Read { id, .. }
         | ClientFrame::Recall { id, .. }
         | ClientFrame::Join { id, .. }
+        | ClientFrame::Publish { id, .. }
         | ClientFrame::Leave { id } => *id = new_id,
         _ => {}
     }
@@ -452,6 +453,13 @@ impl Driver {
                 }
             }
             ServerFrame::Online { room, count } => self.emit(Event::Online { room, count }).await,
+            ServerFrame::Kicked { room, reason } => {
+                // Not re-entered after a reconnect: the ban refuses it.
+                if self.room.as_deref() == Some(room.as_str()) {
+                    self.room = None;
+                }
+                self.emit(Event::Kicked { room, reason }).await;
+            }
             ServerFrame::Joined { id, ref room, .. } => {
                 self.room = Some(room.clone());
                 if let Some(Pending::App { reply, .. }) = self.pending.remove(&id) {

@@ -32,22 +32,28 @@ fn client() -> reqwest::Client {
     CLIENT.with(reqwest::Client::clone)
 }
 
-/// A failed request, with its causes: reqwest's own message ("error sending request") does not
-/// say why — a refused connection, an untrusted certificate.
 /// The SDK's HTTP client: pooled per thread, verifying HTTPS servers like the SDK's connections
 /// (for tools that make their own calls, like `tern bench`).
 pub fn shared_client() -> reqwest::Client {
     client()
 }
 
+/// A failed request, with its causes: reqwest's own message ("error sending request") does not
+/// say why — a refused connection, an untrusted certificate.
 fn transport(e: reqwest::Error) -> Error {
-    let mut message = format!("http request failed: {e}");
+    let mut causes = String::new();
     let mut cause = std::error::Error::source(&e);
     while let Some(c) = cause {
-        message.push_str(&format!(": {c}"));
+        causes.push_str(&format!(": {c}"));
         cause = c.source();
     }
-    Error::Transport(message)
+    Error::Transport(match e.url() {
+        Some(url) if e.is_connect() => {
+            let origin = url.origin().ascii_serialization();
+            format!("cannot reach tern at {origin}{causes} — is the server running, and is this its address?")
+        }
+        _ => format!("http request failed: {e}{causes}"),
+    })
 }
 
 async fn parse<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Error> {

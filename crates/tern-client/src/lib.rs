@@ -211,6 +211,14 @@ pub enum Event {
         /// Online now.
         online: bool,
     },
+    /// The room's moderators took this connection out of `room` (a ban); joining it again is
+    /// refused while the ban lasts.
+    Kicked {
+        /// The room.
+        room: String,
+        /// Why, as the moderator gave it.
+        reason: String,
+    },
     /// The online count of the joined room.
     Online {
         /// The room.
@@ -338,6 +346,22 @@ impl Client {
         match self.request(ClientFrame::Join { id: 0, room: room.into() }).await? {
             ServerFrame::Joined { room, area, online, .. } => Ok(Joined { room, area, online }),
             other => Err(Error::Transport(format!("unexpected answer to join: {other:?}"))),
+        }
+    }
+
+    /// Posts into the joined room (danmaku, a like, a gift): every member gets it as a push with
+    /// `from` set to this user, this connection too (once). Refused with `rate_limited`
+    /// (connection rate or slow mode), `muted`, `forbidden` (not in the room, banned, a filtered
+    /// word) or `body_too_large`.
+    pub async fn publish(
+        &self,
+        room: impl Into<String>,
+        data: serde_json::Value,
+        priority: Priority,
+    ) -> Result<(), Error> {
+        match self.request(ClientFrame::Publish { id: 0, room: room.into(), data, priority }).await? {
+            ServerFrame::Ok { .. } => Ok(()),
+            other => Err(Error::Transport(format!("unexpected answer to publish: {other:?}"))),
         }
     }
 

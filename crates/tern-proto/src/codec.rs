@@ -251,6 +251,7 @@ mod tests {
             scope: PushScope::Room { room: "r1".into() },
             ts: 7,
             data: serde_json::json!({"text": "666", "n": [1, -2, 3.5], "ok": true, "none": null}),
+            from: None,
         };
         let frames = vec![
             ServerFrame::Push(push(1, 1)),

@@ -418,6 +418,20 @@ pub enum ClientFrame {
         /// Request id.
         id: u64,
     },
+    /// Post into the room this connection is in (danmaku, likes, gifts): the room's members get
+    /// it as a `push` (or in a `batch`) with `from` set by the server, the poster too, once.
+    /// Answered by `ok` or `error`. Only a logged-in user may post.
+    Publish {
+        /// Request id.
+        id: u64,
+        /// The room; must be the one this connection joined.
+        room: String,
+        /// Any JSON value, up to `rooms.max_publish_bytes` encoded.
+        data: serde_json::Value,
+        /// Lane; low (aggregated, droppable) unless given.
+        #[serde(default)]
+        priority: Priority,
+    },
 }
 
 /// Delivery lane of a push.
@@ -469,6 +483,19 @@ pub struct Push {
     pub ts: u64,
     /// The business payload, any JSON value.
     pub data: serde_json::Value,
+    /// Who posted it, for a viewer's `publish` (set by the server, never by the poster); absent
+    /// for a business server's push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Poster>,
+}
+
+/// The author of a room post, as the server knows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Poster {
+    /// The user.
+    pub user_id: UserId,
+    /// Their nickname at the time of the post (their username when they have none).
+    pub nickname: String,
 }
 
 /// Stable error codes, the same on the socket and in REST bodies.
@@ -744,6 +771,14 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<String>,
     },
+    /// The connection was taken out of `room` by its moderators (a ban); it is in no room now,
+    /// and joining it again is refused while the ban lasts.
+    Kicked {
+        /// The room.
+        room: String,
+        /// Why, as the moderator gave it (may be empty).
+        reason: String,
+    },
     /// One push.
     Push(Push),
     /// Several low-priority, best-effort pushes aggregated over a window, in order.
@@ -781,7 +816,7 @@ impl ServerFrame {
 
 /// Every `op` a client may send; used to tell an unknown op from a malformed frame.
 pub const CLIENT_OPS: &[&str] =
-    &["auth", "send", "ack", "history", "ping", "read", "recall", "typing", "join", "leave"];
+    &["auth", "send", "ack", "history", "ping", "read", "recall", "typing", "join", "leave", "publish"];
 
 /// Checks a room or area name: 1–64 characters of `[A-Za-z0-9_.:-]`.
 pub fn valid_name(name: &str) -> bool {

@@ -28,6 +28,7 @@ fn batch(n: u64) -> ServerFrame {
             scope: PushScope::Room { room: "live-12345".into() },
             ts: 1_795_386_655_820 + i,
             data: serde_json::json!({ "uid": 1000 + i, "uname": format!("viewer{i}"), "text": "666666 前方高能 awsl", "color": "#ffffff" }),
+            from: None,
         })
         .collect();
     ServerFrame::Batch { scope: PushScope::Room { room: "live-12345".into() }, pushes }

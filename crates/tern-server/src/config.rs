@@ -66,6 +66,30 @@ pub struct RoomsConfig {
     pub online_interval_ms: u64,
     /// The area of a room nobody assigned one to.
     pub default_area: String,
+    /// Posts (`publish`) per second one connection may make into its room (0: no limit).
+    pub publish_per_sec_per_conn: u32,
+    /// Posts per second one room accepts from all its viewers together, on this node (0: no
+    /// limit).
+    pub publish_per_sec_per_room: u32,
+    /// Largest `publish` data, in bytes of JSON.
+    pub max_publish_bytes: usize,
+    /// Slow mode for every room: one post per user per this many seconds (0: off). A business
+    /// server can set it per room (`PUT /v1/rooms/{room}/settings`).
+    pub slow_mode_secs: u32,
+    /// Words refused or masked in posts (case-insensitive, matched anywhere in the text).
+    pub word_filter: Vec<String>,
+    /// What a filtered word does to a post: `mask` (replaced by `*`s) or `refuse`.
+    pub word_filter_action: FilterAction,
+}
+
+/// What the word filter does to a post that contains a listed word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterAction {
+    /// Replace each listed word by as many `*` as it has characters.
+    Mask,
+    /// Refuse the post with `forbidden`.
+    Refuse,
 }
 
 impl Default for PushConfig {
@@ -88,7 +112,16 @@ impl Default for PushConfig {
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        Self { online_interval_ms: 5_000, default_area: "default".into() }
+        Self {
+            online_interval_ms: 5_000,
+            default_area: "default".into(),
+            publish_per_sec_per_conn: 5,
+            publish_per_sec_per_room: 2_000,
+            max_publish_bytes: 1024,
+            slow_mode_secs: 0,
+            word_filter: Vec::new(),
+            word_filter_action: FilterAction::Mask,
+        }
     }
 }
 
@@ -509,6 +542,12 @@ impl Config {
         }
         if g.low_queue < 16 || g.slow_consumer_ms == 0 {
             return Err(ConfigError("gateway.low_queue must be >= 16 and gateway.slow_consumer_ms >= 1".into()));
+        }
+        if !(16..=65_536).contains(&self.rooms.max_publish_bytes) {
+            return Err(ConfigError("rooms.max_publish_bytes must be 16 to 65536".into()));
+        }
+        if self.rooms.word_filter.iter().any(|w| w.trim().is_empty()) {
+            return Err(ConfigError("rooms.word_filter must not list an empty word".into()));
         }
         if !tern_proto::frame::valid_name(&self.rooms.default_area) {
             return Err(ConfigError("rooms.default_area must be 1-64 characters of [A-Za-z0-9_.:-]".into()));

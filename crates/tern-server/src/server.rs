@@ -32,13 +32,14 @@ pub enum StartError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
+    /// A listener could not bind. The io error is part of the one line, not a `source`: a
+    /// reporter that prints the chain would print it twice.
+    #[error("cannot listen on {addr}: {reason}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The data directory or store could not be opened.
     #[error("cannot open the store: {0}")]
@@ -78,10 +79,10 @@ impl Server {
             )),
         };
         let data_dir = crate::datadir::lock(&cfg.server.data_dir)?;
-        let http = listen(cfg.server.http).map_err(|source| StartError::Bind { addr: cfg.server.http, source })?;
-        let tcp = listen(cfg.server.tcp).map_err(|source| StartError::Bind { addr: cfg.server.tcp, source })?;
-        let http_addr = http.local_addr().map_err(|source| StartError::Bind { addr: cfg.server.http, source })?;
-        let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind { addr: cfg.server.tcp, source })?;
+        let http = listen(cfg.server.http).map_err(|reason| StartError::Bind { addr: cfg.server.http, reason })?;
+        let tcp = listen(cfg.server.tcp).map_err(|reason| StartError::Bind { addr: cfg.server.tcp, reason })?;
+        let http_addr = http.local_addr().map_err(|reason| StartError::Bind { addr: cfg.server.http, reason })?;
+        let tcp_addr = tcp.local_addr().map_err(|reason| StartError::Bind { addr: cfg.server.tcp, reason })?;
         let quic = match (&tls, cfg.server.quic.as_str()) {
             (_, "off") | (None, "") => None,
             (None, _) => {
@@ -163,6 +164,7 @@ impl Server {
             bus.clone(),
             cfg.gateway.clone(),
             cfg.push.qos1_ttl_ms,
+            &cfg.rooms,
             shutdown.clone(),
         ));
         let online_task = tokio::spawn(crate::dispatch::announce_online(

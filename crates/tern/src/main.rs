@@ -80,7 +80,7 @@ enum Command {
         common: cli::ServerArgs,
         /// Password (or set TERN_PASSWORD).
         #[arg(long, env = "TERN_PASSWORD", hide_env_values = true)]
-        password: String,
+        password: Option<String>,
     },
     /// Log in and save the session to the profile file.
     Login {
@@ -90,7 +90,7 @@ enum Command {
         common: cli::ServerArgs,
         /// Password (or set TERN_PASSWORD).
         #[arg(long, env = "TERN_PASSWORD", hide_env_values = true)]
-        password: String,
+        password: Option<String>,
         /// This device's id.
         #[arg(long, default_value = "cli")]
         device: String,
@@ -221,10 +221,16 @@ fn main() -> ExitCode {
             }
             Command::Room(RoomCommand::Join(args)) => cli::push::join(args).await,
             Command::Register { username, common, password } => {
-                cli::account::register(&common, &username, &password).await
+                cli::account::register(
+                    &common,
+                    &username,
+                    cli::given(&password, "password", "--password", "TERN_PASSWORD")?,
+                )
+                .await
             }
             Command::Login { username, common, password, device, profile } => {
-                cli::account::login(&common, &username, &password, &device, &profile).await
+                let password = cli::given(&password, "password", "--password", "TERN_PASSWORD")?;
+                cli::account::login(&common, &username, password, &device, &profile).await
             }
             Command::Send { to, text, profile, transport } => cli::chat::send(&profile, transport, &to, &text).await,
             Command::Listen { profile, transport, count } => cli::chat::listen(&profile, transport, count).await,
@@ -240,7 +246,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tern: {e:#}");
+            let line = format!("{e:#}");
+            // A client command that cannot reach its server says which setting names the server.
+            let hint =
+                if line.contains("cannot reach tern at") { " (the CLI's server is --server or TERN_URL)" } else { "" };
+            eprintln!("tern: {line}{hint}");
             ExitCode::FAILURE
         }
     }

@@ -71,7 +71,18 @@ async fn cli_errors_are_one_line_and_exit_non_zero() {
         (vec!["register", "al", "--server", &url], Some("correct horse"), "bad_request: username must be"),
         (vec!["register", "carl", "--server", &url], Some("short"), "weak_password"),
         (vec!["login", "nobody", "--server", &url], Some("correct horse"), "unauthorized: wrong username or password"),
-        (vec!["register", "carl", "--server", "http://127.0.0.1:9"], Some("correct horse"), "http request failed"),
+        (
+            vec!["register", "carl", "--server", "http://127.0.0.1:9"],
+            Some("correct horse"),
+            "cannot reach tern at http://127.0.0.1:9: ",
+        ),
+        // host:port is an http:// address.
+        (
+            vec!["register", "carl", "--server", "127.0.0.1:9"],
+            Some("correct horse"),
+            "(the CLI's server is --server or TERN_URL)",
+        ),
+        (vec!["register", "carl", "--server", &url], None, "no password given: pass --password or set TERN_PASSWORD"),
     ];
     for (args, pw, expected) in cases {
         let o = tern(&args, d, pw).await;
@@ -88,6 +99,61 @@ async fn cli_errors_are_one_line_and_exit_non_zero() {
     let o = tern(&["send", "--profile", "c.json", "--to", "nobody", "hello"], d, None).await;
     assert!(!o.status.success());
     assert_eq!(stderr(&o).trim(), "tern: not_found: user \"nobody\" does not exist");
+
+    // A server address that is not an HTTP URL is refused before anything is sent, with a sentence.
+    for (server, expected) in [("ftp://h:1", "uses ftp://"), ("http://", "is not a server address")] {
+        let o = tern(&["register", "carl", "--server", server], d, Some("correct horse")).await;
+        assert_eq!(o.status.code(), Some(2), "{server}");
+        assert!(stderr(&o).contains(expected), "{server}: {}", stderr(&o));
+    }
+    // Usage does not show a secret that the environment may supply as required.
+    let o = tern(&["register", "--help"], d, None).await;
+    assert!(stdout(&o).contains("[OPTIONS] <USERNAME>"), "{}", stdout(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reports_a_port_clash_once_logs_without_colour_and_json_all_the_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // --log-json: the listening line on stdout is JSON too, and so is every log line.
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--data-dir", "a", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--log-json"])
+        .current_dir(d)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(serve.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)).await.unwrap().unwrap();
+    let listening: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert_eq!(listening["event"], "tern listening");
+    let http = listening["http"].as_str().unwrap().to_owned();
+
+    // The same port again: one line naming the address, non-zero exit.
+    let clash = tern(&["serve", "--data-dir", "b", "--http", &http, "--tcp", "127.0.0.1:0"], d, None).await;
+    assert!(!clash.status.success());
+    let err = stderr(&clash);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("tern: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains(&format!("cannot listen on {http}")), "{err}");
+    assert_eq!(err.matches("in use").count(), 1, "the reason is said once: {err}");
+    // Logs written to a pipe or file carry no colour codes.
+    assert!(!err.contains('\u{1b}'), "no ANSI escapes: {err:?}");
+
+    // SIGTERM stops the server cleanly; its logs were JSON lines throughout.
+    let pid = serve.id().unwrap();
+    assert!(std::process::Command::new("kill").arg(pid.to_string()).status().unwrap().success());
+    let out = tokio::time::timeout(WAIT, serve.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "a clean stop: {:?}", out.status);
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.lines().count() >= 2, "{logs}");
+    for l in logs.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert!(v["level"].is_string(), "{l}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

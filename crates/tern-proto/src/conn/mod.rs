@@ -24,7 +24,10 @@ use std::time::{Duration, Instant};
 pub use unacked::{Due, Expiry, RetryPolicy, Unacked};
 
 use crate::codec::{Codec, compression};
-use crate::frame::{Body, ClientFrame, CloseReason, ErrorCode, Message, PROTOCOL_VERSION, ServerFrame, valid_name};
+use crate::frame::{
+    Body, ClientFrame, CloseReason, ErrorCode, MAX_DATA_DEPTH, Message, PROTOCOL_VERSION, Priority, ServerFrame,
+    data_depth, valid_name,
+};
 use crate::ids::{ConnId, ConvId, DeviceId, MsgId, UserId};
 use crate::rate::Bucket;
 use crate::session::{Phase, ServerSession, SessionConfig, Verdict};
@@ -63,6 +66,10 @@ pub struct ConnConfig {
     pub default_history_page: u32,
     /// The frame size limit, advertised in `auth_ok`.
     pub max_frame_bytes: u32,
+    /// `publish`es per second (0: no limit).
+    pub max_publishes_per_sec: u32,
+    /// Largest `publish` data, in bytes of JSON.
+    pub max_publish_bytes: usize,
 }
 
 /// Where a `send` goes.
@@ -182,6 +189,20 @@ pub enum Request {
         /// The room.
         room: String,
     },
+    /// Post into the room the connection is in (answered `ok` or an error). The core has
+    /// checked the poster, the room, the size and the connection's rate.
+    Publish {
+        /// Request id.
+        id: u64,
+        /// The poster.
+        user: UserId,
+        /// The connection's room.
+        room: String,
+        /// The post.
+        data: serde_json::Value,
+        /// Its lane.
+        priority: Priority,
+    },
 }
 
 /// The connection must end: the reason and the sentence for the peer.
@@ -233,6 +254,8 @@ pub struct Connection<F> {
     /// `max_history_per_sec`, made on the first `history` request (most connections make none
     /// after their catch-up, and this state is per connection).
     history: Option<Box<Bucket>>,
+    /// `max_publishes_per_sec`, made on the first `publish` (most connections never post).
+    publishes: Option<Box<Bucket>>,
 }
 
 impl<F: Outbound> Connection<F> {
@@ -251,6 +274,7 @@ impl<F: Outbound> Connection<F> {
             room: None,
             sends: (per_sec > 0).then(|| Bucket::new(f64::from(per_sec), per_sec, now)),
             history: None,
+            publishes: None,
         }
     }
 
@@ -423,10 +447,12 @@ impl<F: Outbound> Connection<F> {
     /// A frame queued for this connection (a stored message or a push) is taken from its lanes
     /// at `now`.
     pub fn handle_push(&mut self, cfg: &ConnConfig, now: Instant, frame: Arc<F>) -> Result<(), Close> {
-        if let ServerFrame::Msg(m) = frame.frame()
-            && self.resumed.get(&m.conv_id).is_some_and(|&upto| m.seq <= upto)
-        {
-            return Ok(());
+        match frame.frame() {
+            ServerFrame::Msg(m) if self.resumed.get(&m.conv_id).is_some_and(|&upto| m.seq <= upto) => return Ok(()),
+            // Out of the room at once: a post that follows is refused here, not by the server.
+            // A kick from a room the connection has since left is only passed on.
+            ServerFrame::Kicked { room, .. } if self.room.as_deref() == Some(room.as_str()) => self.room = None,
+            _ => {}
         }
         if let Some(id) = frame.ack_id() {
             if self.unacked.len() >= cfg.max_unacked {
@@ -508,6 +534,7 @@ impl<F: Outbound> Connection<F> {
             }
             ClientFrame::Typing { conv_id } => self.as_user(None).map(|user| Request::Typing { user, conv_id }),
             ClientFrame::Join { id, room } => self.on_join(id, room),
+            ClientFrame::Publish { id, room, data, priority } => self.on_publish(cfg, now, id, room, data, priority),
             ClientFrame::Leave { id } => {
                 let room = self.room.take();
                 self.out.push(F::from_frame(ServerFrame::Left { id, room: room.clone() }));
@@ -593,6 +620,64 @@ impl<F: Outbound> Connection<F> {
             }
         }
         Some(self.in_flight(Request::History { id, user, conv_id, after_seq, before_seq, limit }))
+    }
+
+    fn on_publish(
+        &mut self,
+        cfg: &ConnConfig,
+        now: Instant,
+        id: u64,
+        room: String,
+        data: serde_json::Value,
+        priority: Priority,
+    ) -> Option<Request> {
+        if self.user == 0 {
+            self.refuse(
+                Some(id),
+                ErrorCode::Forbidden,
+                "log in as a user to post into a room (this connection uses a device token)".into(),
+            );
+            return None;
+        }
+        if self.room.as_deref() != Some(room.as_str()) {
+            let why = match &self.room {
+                Some(current) => {
+                    format!("this connection is in room {current:?}, not {room:?}; join a room to post into it")
+                }
+                None => format!("join room {room:?} before posting into it"),
+            };
+            self.refuse(Some(id), ErrorCode::Forbidden, why);
+            return None;
+        }
+        let per_sec = cfg.max_publishes_per_sec;
+        if per_sec > 0 {
+            let bucket = self.publishes.get_or_insert_with(|| Box::new(Bucket::new(f64::from(per_sec), per_sec, now)));
+            if let Err(secs) = bucket.take(now) {
+                let why = format!("over {per_sec} posts per second on this connection; retry in {secs} s");
+                self.refuse(Some(id), ErrorCode::RateLimited, why);
+                return None;
+            }
+        }
+        if data_depth(&data) > MAX_DATA_DEPTH {
+            let why = format!("post data nests deeper than {MAX_DATA_DEPTH} levels");
+            self.refuse(Some(id), ErrorCode::BadRequest, why);
+            return None;
+        }
+        let size = serde_json::to_vec(&data).map_or(usize::MAX, |v| v.len());
+        if size > cfg.max_publish_bytes {
+            let why = format!("post data is {size} bytes, the limit is {}", cfg.max_publish_bytes);
+            self.refuse(Some(id), ErrorCode::BodyTooLarge, why);
+            return None;
+        }
+        let user = UserId(self.user);
+        Some(self.in_flight(Request::Publish { id, user, room, data, priority }))
+    }
+
+    /// The server refused an `EnterRoom` (a ban): the connection stays where it was, as if the
+    /// `join` had not been sent, and the client gets `error`.
+    pub fn join_refused(&mut self, id: u64, leaving: Option<String>, code: ErrorCode, message: String) {
+        self.room = leaving;
+        self.refuse(Some(id), code, message);
     }
 
     fn on_join(&mut self, id: u64, room: String) -> Option<Request> {

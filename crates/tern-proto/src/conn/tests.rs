@@ -39,6 +39,8 @@ fn cfg() -> ConnConfig {
         max_history_per_sec: 1000,
         default_history_page: 100,
         max_frame_bytes: 65_536,
+        max_publishes_per_sec: 2,
+        max_publish_bytes: 64,
     }
 }
 
@@ -88,6 +90,7 @@ fn qos1_push(id: u64) -> Arc<Frame> {
         scope: PushScope::User,
         ts: 0,
         data: serde_json::json!({ "n": id }),
+        from: None,
     }))
 }
 

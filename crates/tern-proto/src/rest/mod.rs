@@ -5,10 +5,12 @@
 mod accounts;
 mod im;
 mod push;
+mod rooms;
 
 pub use accounts::*;
 pub use im::*;
 pub use push::*;
+pub use rooms::*;
 
 use serde::{Deserialize, Serialize};
 

@@ -10,6 +10,7 @@ mod http_transport;
 mod im;
 mod openapi;
 mod push;
+mod rooms;
 mod web;
 
 use std::net::SocketAddr;
@@ -124,6 +125,11 @@ fn routes() -> Routes {
         .at("/v1/push/all", post(push::to_all))
         .at("/v1/rooms/{room}", put(push::set_room))
         .at("/v1/rooms/{room}/online", get(push::room_online))
+        .at("/v1/rooms/{room}/bans", get(rooms::bans).post(rooms::ban))
+        .at("/v1/rooms/{room}/bans/{user_id}", delete(rooms::unban))
+        .at("/v1/rooms/{room}/mutes", get(rooms::mutes).post(rooms::mute))
+        .at("/v1/rooms/{room}/mutes/{user_id}", delete(rooms::unmute))
+        .at("/v1/rooms/{room}/settings", get(rooms::settings).put(rooms::set_settings))
         .at("/v1/areas/{area}/online", get(push::area_online))
         .at("/v1/online", get(push::total_online))
         .at("/v1/admin/keys", post(push::create_key).get(push::list_keys))

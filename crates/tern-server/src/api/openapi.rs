@@ -8,7 +8,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{control, conversations, http_transport, im, push};
+use super::{control, conversations, http_transport, im, push, rooms};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,8 @@ use super::{control, conversations, http_transport, im, push};
         push::device_token, push::to_users, push::to_devices, push::to_room, push::to_area, push::to_all,
         push::set_room, push::room_online, push::area_online, push::total_online,
         push::create_key, push::list_keys, push::revoke_key,
+        rooms::bans, rooms::ban, rooms::unban, rooms::mutes, rooms::mute, rooms::unmute, rooms::settings,
+        rooms::set_settings,
     ),
     modifiers(&Bearer)
 )]

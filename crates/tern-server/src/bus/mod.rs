@@ -28,6 +28,20 @@ pub enum Control {
         /// The cutoff, ms since the Unix epoch.
         after_ms: u64,
     },
+    /// A user was banned or muted in a room (`lifted`: no longer).
+    RoomSanction {
+        /// The ban or mute.
+        sanction: tern_proto::rest::RoomSanction,
+        /// Lifted rather than imposed.
+        lifted: bool,
+    },
+    /// A room's slow mode was set.
+    RoomSettings {
+        /// The room.
+        room: String,
+        /// One post per user per this many seconds (0: off).
+        slow_mode_secs: u32,
+    },
     /// A room now belongs to an area.
     RoomArea {
         /// The room.

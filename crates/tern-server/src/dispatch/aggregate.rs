@@ -162,6 +162,7 @@ mod tests {
             scope: PushScope::Room { room: "r".into() },
             ts: 0,
             data: json!(id),
+            from: None,
         }
     }
 

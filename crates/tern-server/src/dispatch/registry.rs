@@ -372,6 +372,33 @@ impl Registry {
         })
     }
 
+    /// Takes a user's connections on this node out of a room and tells each (`kicked`, high
+    /// lane); returns how many. A connection whose high lane is full is closed instead, as any
+    /// connection that far behind would be.
+    pub fn kick_from_room(&self, room: &str, user: UserId, reason: &str) -> usize {
+        let kicked: Vec<ConnHandle> = self.rooms.with(&room.to_owned(), |m| {
+            let Some(r) = m.get_mut(room) else { return Vec::new() };
+            let ids: Vec<ConnId> =
+                r.members.values().filter(|c| c.owner == Owner::User(user)).map(|c| c.conn_id).collect();
+            let out: Vec<ConnHandle> = ids.iter().filter_map(|id| r.members.remove(id)).collect();
+            if r.members.is_empty() {
+                m.remove(room);
+            }
+            out
+        });
+        if kicked.is_empty() {
+            return 0;
+        }
+        self.stats.room_leaves.fetch_add(kicked.len() as u64, Ordering::Relaxed);
+        let frame = OutFrame::new(tern_proto::ServerFrame::Kicked { room: room.to_owned(), reason: reason.to_owned() });
+        for c in &kicked {
+            if c.lanes.offer(Priority::High, Arc::clone(&frame)) == Offer::Full {
+                c.lanes.kick(CloseReason::SlowConsumer);
+            }
+        }
+        kicked.len()
+    }
+
     /// Kicks every connection (shutdown).
     pub fn kick_all(&self, reason: CloseReason) {
         self.conns.for_each_shard(|m| m.values().for_each(|c| c.lanes.kick(reason)));

@@ -438,12 +438,27 @@ impl<T: FrameIo> Conn<T> {
                 }
             }
             Request::EnterRoom { id, room, leaving } => {
+                if let Owner::User(user) = handle.owner
+                    && let Err(e) = self.gw.logic.live().may_enter(&room, user)
+                {
+                    self.core.join_refused(id, leaving, e.code, e.message);
+                    return Ok(());
+                }
                 let area = self.gw.logic.room_area(&room);
                 let online = self.gw.router.enter_room(handle, leaving, &room, &area).await;
                 tracing::debug!(conn_id = self.conn_id.0, %room, %area, online, "joined room");
                 self.core.reply(OutFrame::new(ServerFrame::Joined { id, room, area, online }));
             }
             Request::LeaveRoom { room } => self.gw.router.leave_room(self.conn_id, room),
+            Request::Publish { id, user, room, data, priority } => {
+                let logic = Arc::clone(&self.gw.logic);
+                inflight.get_or_insert_default().push(Box::pin(async move {
+                    match logic.live().publish(user, room, data, priority).await {
+                        Ok(()) => OutFrame::new(ServerFrame::Ok { id }),
+                        Err(e) => error_frame(id, e),
+                    }
+                }));
+            }
             // Only the first frame asks these, and `start` handles it.
             Request::Authenticate { .. } | Request::Resume { .. } => {
                 return Err(Close::new(CloseReason::ProtocolError, "unexpected state"));

@@ -58,6 +58,7 @@ impl Gateway {
         bus: Arc<dyn Bus>,
         cfg: GatewayConfig,
         qos1_ttl_ms: u64,
+        rooms: &crate::config::RoomsConfig,
         shutdown: CancellationToken,
     ) -> Self {
         let conn_cfg = ConnConfig {
@@ -78,6 +79,8 @@ impl Gateway {
             max_history_per_sec: cfg.max_history_per_sec,
             default_history_page: crate::logic::DEFAULT_PAGE,
             max_frame_bytes: u32::try_from(cfg.max_frame_bytes).unwrap_or(u32::MAX),
+            max_publishes_per_sec: rooms.publish_per_sec_per_conn,
+            max_publish_bytes: rooms.max_publish_bytes,
         };
         Self {
             conn_cfg,

@@ -7,6 +7,7 @@ mod accounts;
 pub mod conversations;
 pub mod groups;
 pub(crate) mod ids;
+pub mod live;
 pub mod nodes;
 pub mod presence;
 pub mod push;
@@ -58,6 +59,7 @@ pub struct Logic {
     recall_window_ms: u64,
     dispatcher: Arc<Dispatcher>,
     presence: Arc<Presence>,
+    live: live::Live,
 }
 
 /// Makes notices (server-written messages) with fresh ids; cheap to clone into a transaction.
@@ -96,14 +98,17 @@ impl Logic {
             Duration::from_millis(cfg.messages.presence_debounce_ms),
             (!cfg.cluster.nats_url.is_empty()).then_some(cfg.cluster.node_id),
         ));
+        let ids = Arc::new(MsgIdGen::new(cfg.cluster.node_id));
+        let live = live::Live::new(Arc::clone(&store), Arc::clone(&dispatcher), Arc::clone(&ids), &cfg.rooms);
         Self {
+            live,
             max_group_members: cfg.messages.max_group_members,
             recall_window_ms: cfg.messages.recall_window_secs * 1000,
             dispatcher,
             presence,
             store,
             auth,
-            ids: Arc::new(MsgIdGen::new(cfg.cluster.node_id)),
+            ids,
             max_body_bytes: cfg.messages.max_body_bytes,
             resume_push_limit: cfg.gateway.resume_push_limit,
             known_users: Mutex::new(HashSet::new()),
@@ -118,12 +123,18 @@ impl Logic {
         for cut in self.store.session_cutoffs().await? {
             self.auth.set_cutoff(cut.user, cut.device, cut.after_ms);
         }
+        self.live.load().await?;
         let areas = self.store.room_areas().await?;
         {
             let mut map = self.room_areas.lock();
             map.extend(areas);
         }
         Ok(())
+    }
+
+    /// Live-room posts and moderation.
+    pub fn live(&self) -> &live::Live {
+        &self.live
     }
 
     /// Presence tracking (the gateway reports connections).

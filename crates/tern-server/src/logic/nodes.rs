@@ -25,6 +25,13 @@ impl Logic {
                 let closed = registry.kick_user(*user, device.as_ref(), CloseReason::AuthFailed);
                 tracing::info!(user_id = user.0, closed, "sessions ended on another node");
             }
+            Control::RoomSanction { sanction, lifted } => {
+                self.live.apply(sanction, *lifted);
+                if !lifted && sanction.kind == tern_proto::rest::SanctionKind::Ban {
+                    registry.kick_from_room(&sanction.room, sanction.user_id, &sanction.reason);
+                }
+            }
+            Control::RoomSettings { room, slow_mode_secs } => self.live.apply_settings(room, *slow_mode_secs),
             Control::RoomArea { room, area } => {
                 self.room_areas.lock().insert(room.clone(), area.clone());
                 registry.set_area(room, area);

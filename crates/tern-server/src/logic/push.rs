@@ -266,7 +266,7 @@ impl PushService {
     }
 
     fn make(&self, scope: PushScope, priority: Priority, qos: u8, data: serde_json::Value) -> Push {
-        Push { msg_id: self.logic.next_msg_id(), priority, qos, scope, ts: now_ms(), data }
+        Push { msg_id: self.logic.next_msg_id(), priority, qos, scope, ts: now_ms(), data, from: None }
     }
 
     /// Creates a key; returns its view and the key string (shown once).

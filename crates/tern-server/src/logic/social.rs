@@ -86,6 +86,7 @@ impl Logic {
             return Err(Error::bad_request(format!("avatar must be a file id of at most {MAX_FILE_ID} bytes")));
         }
         self.store.update_profile(user, update).await?;
+        self.live.forget_nickname(user);
         self.profile(user).await
     }
 

@@ -459,6 +459,26 @@ async fn api_keys_and_rooms(store: Arc<dyn Store>) {
     let mut rooms = store.room_areas().await.unwrap();
     rooms.sort();
     assert_eq!(rooms, vec![("r1".into(), "sports".into()), ("r2".into(), "music".into())]);
+
+    // Room bans and mutes: one per kind per user and room, replaced, lifted.
+    use crate::store::{RoomSanction, SanctionKind};
+    let sanction = |user: u64, kind, until_ms, reason: &str| RoomSanction {
+        room: "r1".into(),
+        user_id: UserId(user),
+        kind,
+        until_ms,
+        reason: reason.into(),
+        created_at: 9,
+    };
+    store.put_room_sanction(sanction(1, SanctionKind::Ban, 0, "spam")).await.unwrap();
+    store.put_room_sanction(sanction(1, SanctionKind::Mute, 50, "")).await.unwrap();
+    store.put_room_sanction(sanction(2, SanctionKind::Ban, 10, "first")).await.unwrap();
+    store.put_room_sanction(sanction(2, SanctionKind::Ban, 20, "second")).await.unwrap();
+    assert!(store.lift_room_sanction("r1", UserId(1), SanctionKind::Mute).await.unwrap());
+    assert!(!store.lift_room_sanction("r1", UserId(1), SanctionKind::Mute).await.unwrap());
+    let mut all = store.room_sanctions().await.unwrap();
+    all.sort_by_key(|s| s.user_id);
+    assert_eq!(all, vec![sanction(1, SanctionKind::Ban, 0, "spam"), sanction(2, SanctionKind::Ban, 20, "second")]);
 }
 
 async fn users_are_unique_case_insensitively(store: Arc<dyn Store>) {

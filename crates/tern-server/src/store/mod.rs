@@ -234,6 +234,8 @@ pub type ConvPosition = (ConvId, u64, u64);
 /// An append that has been queued; await it for the durable result.
 pub type AppendTicket = oneshot::Receiver<Result<Appended, StoreError>>;
 
+pub use tern_proto::rest::{RoomSanction, SanctionKind};
+
 /// A push API key as stored (the secret itself is never stored, only its SHA-256).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeyRecord {
@@ -347,4 +349,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every room with an assigned area.
     fn room_areas(&self) -> BoxFut<'_, Result<Vec<(String, String)>, StoreError>>;
+
+    /// Bans or mutes a user in a room (replacing one of the same kind).
+    fn put_room_sanction(&self, sanction: RoomSanction) -> BoxFut<'_, Result<(), StoreError>>;
+
+    /// Lifts a user's ban or mute in a room; false if there was none.
+    fn lift_room_sanction<'a>(
+        &'a self,
+        room: &'a str,
+        user: UserId,
+        kind: SanctionKind,
+    ) -> BoxFut<'a, Result<bool, StoreError>>;
+
+    /// Every room ban and mute (expired ones too), to load at start.
+    fn room_sanctions(&self) -> BoxFut<'_, Result<Vec<RoomSanction>, StoreError>>;
 }

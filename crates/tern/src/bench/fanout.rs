@@ -690,6 +690,7 @@ pub fn compress(args: CompressArgs) -> anyhow::Result<()> {
                 scope: tern_proto::PushScope::Room { room: "live-12345".into() },
                 ts: 1_795_000_000_000 + i as u64,
                 data: danmaku(&mut state, i as u64, args.payload),
+                from: None,
             })
             .collect();
         let frame = ServerFrame::Batch { scope: tern_proto::PushScope::Room { room: "live-12345".into() }, pushes };

@@ -48,7 +48,8 @@ pub async fn listen(profile: &ProfileArg, transport: ClientTransportArg, count: 
             Event::Presence { user, online } => {
                 eprintln!("tern: user {user} is {}", if online { "online" } else { "offline" })
             }
-            Event::Connected { .. } | Event::Synced | Event::Online { .. } => {}
+            // `listen` joins no room.
+            Event::Connected { .. } | Event::Synced | Event::Online { .. } | Event::Kicked { .. } => {}
         }
     }
     client.close().await;

@@ -15,9 +15,31 @@ use tern_client::{ConvId, Session, Transport};
 /// Where the server is.
 #[derive(clap::Args)]
 pub struct ServerArgs {
-    /// HTTP base URL of the server.
-    #[arg(long, env = "TERN_URL", default_value = "http://127.0.0.1:7070")]
+    /// HTTP base URL of the server (`host:port` means `http://host:port`).
+    #[arg(long, env = "TERN_URL", default_value = "http://127.0.0.1:7070", value_parser = server_url)]
     pub server: String,
+}
+
+/// `--server`'s parser: an `http://` or `https://` base URL; a bare `host:port` gets `http://`.
+/// Anything else is refused here, with a sentence, instead of failing later as reqwest's
+/// "builder error".
+pub fn server_url(raw: &str) -> Result<String, String> {
+    let raw = raw.trim().trim_end_matches('/');
+    let url = if raw.contains("://") { raw.to_owned() } else { format!("http://{raw}") };
+    let parsed = reqwest::Url::parse(&url)
+        .map_err(|e| format!("{raw:?} is not a server address ({e}); expected http://HOST:PORT"))?;
+    match parsed.scheme() {
+        "http" | "https" if parsed.host_str().is_some() => Ok(url),
+        "http" | "https" => Err(format!("{raw:?} names no host; expected http://HOST:PORT")),
+        other => Err(format!("{raw:?} uses {other}://; the server's address is its HTTP URL (http:// or https://)")),
+    }
+}
+
+/// A secret that may come from a flag or its environment variable, and must come from one:
+/// clap's `required` would show it as mandatory in the usage line even where the environment
+/// supplies it.
+pub fn given<'a>(value: &'a Option<String>, what: &str, flag: &str, env: &str) -> anyhow::Result<&'a str> {
+    value.as_deref().ok_or_else(|| anyhow::anyhow!("no {what} given: pass {flag} or set {env}"))
 }
 
 /// Which profile file holds the session.

@@ -11,12 +11,19 @@ use super::{ClientTransportArg, Profile};
 /// Where the push service is and which key to use.
 #[derive(clap::Args)]
 pub struct KeyArgs {
-    /// HTTP base URL of the server.
-    #[arg(long, env = "TERN_URL", default_value = "http://127.0.0.1:7070")]
+    /// HTTP base URL of the server (`host:port` means `http://host:port`).
+    #[arg(long, env = "TERN_URL", default_value = "http://127.0.0.1:7070", value_parser = super::server_url)]
     pub server: String,
     /// API key (or set TERN_PUSH_KEY).
     #[arg(long, env = "TERN_PUSH_KEY", hide_env_values = true)]
-    pub key: String,
+    pub key: Option<String>,
+}
+
+impl KeyArgs {
+    /// The key, from `--key` or the environment.
+    fn key(&self) -> anyhow::Result<&str> {
+        super::given(&self.key, "API key", "--key", "TERN_PUSH_KEY")
+    }
 }
 
 /// Options of `tern push`.
@@ -84,7 +91,7 @@ pub async fn push(args: PushArgs) -> anyhow::Result<()> {
         PriorityArg::Low => Priority::Low,
         PriorityArg::High => Priority::High,
     };
-    let id = service::push(&args.key.server, &args.key.key, &target, data, priority, args.qos).await?;
+    let id = service::push(&args.key.server, args.key.key()?, &target, data, priority, args.qos).await?;
     println!("{}", serde_json::json!({ "msg_id": id }));
     Ok(())
 }
@@ -126,17 +133,17 @@ pub enum KeysCommand {
 pub async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Create { key, name, scopes, rate, burst } => {
-            let created = service::create_key(&key.server, &key.key, &name, &scopes, rate, burst).await?;
+            let created = service::create_key(&key.server, key.key()?, &name, &scopes, rate, burst).await?;
             println!("{}", serde_json::to_string(&created)?);
         }
         KeysCommand::List { key } => {
-            let list = service::list_keys(&key.server, &key.key).await?;
+            let list = service::list_keys(&key.server, key.key()?).await?;
             for k in &list {
                 println!("{}", serde_json::to_string(k)?);
             }
         }
         KeysCommand::Revoke { key, key_id } => {
-            service::revoke_key(&key.server, &key.key, &key_id).await?;
+            service::revoke_key(&key.server, key.key()?, &key_id).await?;
             println!("revoked {key_id}");
         }
     }
@@ -149,7 +156,7 @@ pub struct JoinArgs {
     /// The room.
     pub room: String,
     /// HTTP base URL of the server (for an anonymous device).
-    #[arg(long, env = "TERN_URL", default_value = "http://127.0.0.1:7070")]
+    #[arg(long, env = "TERN_URL", default_value = "http://127.0.0.1:7070", value_parser = super::server_url)]
     pub server: String,
     /// Join as the user in this profile instead of as an anonymous device.
     #[arg(long)]
@@ -181,6 +188,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
                 }
             }
             Event::Online { room, count } => eprintln!("tern: {count} online in {room}"),
+            Event::Kicked { room, reason } => anyhow::bail!("taken out of room {room} by its moderators: {reason}"),
             Event::Disconnected { reconnecting: false, message, .. } => anyhow::bail!("disconnected: {message}"),
             Event::Disconnected { message, .. } => eprintln!("tern: disconnected ({message}); reconnecting"),
             _ => {}

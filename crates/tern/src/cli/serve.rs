@@ -25,7 +25,9 @@ pub struct Flags {
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let Flags { config, data_dir, http, tcp, log_json, push_key, store, node_id, cluster, tls } = flags;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if log_json {
         logs.json().init();
     } else {
@@ -66,31 +68,48 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
     let server = Server::start(cfg).await?;
-    // One stable line on stdout for scripts and tests.
-    println!("tern listening http={} tcp={}", server.http_addr(), server.tcp_addr());
+    // The handlers are in place before the listening line: a supervisor that signals as soon as
+    // it reads the line must stop the server, not kill it mid-write.
+    let stop = shutdown_signal()?;
+    // One stable line on stdout for scripts and tests; with --log-json it is a JSON object too,
+    // so a log pipeline never meets a plain line.
+    let quic = server.quic_addr().map(|a| a.to_string());
+    if log_json {
+        let line = serde_json::json!({
+            "event": "tern listening",
+            "http": server.http_addr().to_string(),
+            "tcp": server.tcp_addr().to_string(),
+            "quic": quic,
+        });
+        println!("{line}");
+    } else {
+        let quic = quic.map(|a| format!(" quic={a}")).unwrap_or_default();
+        println!("tern listening http={} tcp={}{quic}", server.http_addr(), server.tcp_addr());
+    }
 
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     server.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        })
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -36,8 +36,8 @@ use super::im::{
 };
 use super::sql::{self, MESSAGE_COLUMNS, PROFILE_COLUMNS, USER_COLUMNS, profile_from, user_from};
 use super::{
-    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page, SendRules,
-    SessionCutoff, Store, StoreError, StoreHealth, UserRecord,
+    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
+    RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth, UserRecord,
 };
 
 mod effects;
@@ -466,6 +466,61 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let rows = self.query("SELECT room, area FROM rooms", &[]).await?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
+    fn put_room_sanction(&self, sanction: RoomSanction) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.execute(
+                "INSERT INTO room_sanctions (room, user_id, kind, until_ms, reason, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room, user_id, kind) DO UPDATE SET \
+                 until_ms = excluded.until_ms, reason = excluded.reason, created_at = excluded.created_at",
+                &[
+                    &sanction.room,
+                    &(sanction.user_id.0 as i64),
+                    &sanction.kind.as_str(),
+                    &(sanction.until_ms as i64),
+                    &sanction.reason,
+                    &(sanction.created_at as i64),
+                ],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn lift_room_sanction<'a>(
+        &'a self,
+        room: &'a str,
+        user: UserId,
+        kind: SanctionKind,
+    ) -> BoxFut<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let removed = self
+                .execute(
+                    "DELETE FROM room_sanctions WHERE room = $1 AND user_id = $2 AND kind = $3",
+                    &[&room, &(user.0 as i64), &kind.as_str()],
+                )
+                .await?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn room_sanctions(&self) -> BoxFut<'_, Result<Vec<RoomSanction>, StoreError>> {
+        Box::pin(async move {
+            let rows =
+                self.query("SELECT room, user_id, kind, until_ms, reason, created_at FROM room_sanctions", &[]).await?;
+            Ok(rows
+                .iter()
+                .map(|r| RoomSanction {
+                    room: r.get(0),
+                    user_id: UserId(r.get::<_, i64>(1) as u64),
+                    kind: SanctionKind::parse(r.get(2)).unwrap_or(SanctionKind::Ban),
+                    until_ms: r.get::<_, i64>(3) as u64,
+                    reason: r.get(4),
+                    created_at: r.get::<_, i64>(5) as u64,
+                })
+                .collect())
         })
     }
 }

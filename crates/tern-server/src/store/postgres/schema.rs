@@ -3,7 +3,7 @@
 use super::*;
 
 /// The schema version this build writes; a database at a later version is refused.
-pub(super) const SCHEMA_VERSION: i32 = 1;
+pub(super) const SCHEMA_VERSION: i32 = 2;
 
 /// Conversation ids compare bytewise (`COLLATE "C"`), the same order the lock protocol sorts in.
 pub(super) const SCHEMA_V1: &str = r#"
@@ -96,6 +96,19 @@ CREATE TABLE session_cutoffs (
 );
 "#;
 
+/// Version 2: live-room bans and mutes (`until_ms` 0 = until lifted).
+const SCHEMA_V2: &str = r#"
+CREATE TABLE room_sanctions (
+    room TEXT NOT NULL,
+    user_id BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    until_ms BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (room, user_id, kind)
+);
+"#;
+
 /// Held (session advisory lock) while a node migrates, so nodes starting together migrate once.
 pub(super) const MIGRATION_LOCK: i64 = 0x7465_726e_6d69_6772; // "ternmigr"
 
@@ -124,6 +137,9 @@ pub(super) async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<(), Sto
         }
         if version < 1 {
             tx.batch_execute(SCHEMA_V1).await.map_err(backend)?;
+        }
+        if version < 2 {
+            tx.batch_execute(SCHEMA_V2).await.map_err(backend)?;
         }
         tx.execute("UPDATE tern_schema SET version = $1", &[&SCHEMA_VERSION]).await.map_err(backend)?;
         tx.commit().await.map_err(backend)

@@ -23,8 +23,8 @@ use super::im::{
 };
 use super::sql::{self, PROFILE_COLUMNS, USER_COLUMNS, profile_from, user_from};
 use super::{
-    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page, SendRules,
-    SessionCutoff, Store, StoreError, StoreHealth, UserRecord,
+    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
+    RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth, UserRecord,
 };
 use crate::clock::now_ms;
 use crate::config::{StoreConfig, Synchronous};
@@ -292,6 +292,65 @@ impl Store for SqliteStore {
         Box::pin(self.readers.run(|c| {
             let mut stmt = c.prepare_cached("SELECT room, area FROM rooms")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        }))
+    }
+
+    fn put_room_sanction(&self, sanction: RoomSanction) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.apply(Box::new(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO room_sanctions (room, user_id, kind, until_ms, reason, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(room, user_id, kind) DO UPDATE SET \
+                     until_ms = excluded.until_ms, reason = excluded.reason, created_at = excluded.created_at",
+                )?
+                .execute(rusqlite::params![
+                    sanction.room,
+                    sanction.user_id.0 as i64,
+                    sanction.kind.as_str(),
+                    sanction.until_ms as i64,
+                    sanction.reason,
+                    sanction.created_at as i64,
+                ])
+            }))
+            .await
+            .map(drop)
+        })
+    }
+
+    fn lift_room_sanction<'a>(
+        &'a self,
+        room: &'a str,
+        user: UserId,
+        kind: SanctionKind,
+    ) -> BoxFut<'a, Result<bool, StoreError>> {
+        let room = room.to_owned();
+        Box::pin(async move {
+            let changed = self
+                .apply(Box::new(move |tx| {
+                    tx.prepare_cached("DELETE FROM room_sanctions WHERE room = ?1 AND user_id = ?2 AND kind = ?3")?
+                        .execute(rusqlite::params![room, user.0 as i64, kind.as_str()])
+                }))
+                .await?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn room_sanctions(&self) -> BoxFut<'_, Result<Vec<RoomSanction>, StoreError>> {
+        Box::pin(self.readers.run(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT room, user_id, kind, until_ms, reason, created_at FROM room_sanctions")?;
+            let rows = stmt.query_map([], |r| {
+                let kind: String = r.get(2)?;
+                Ok(RoomSanction {
+                    room: r.get(0)?,
+                    user_id: UserId(r.get::<_, i64>(1)? as u64),
+                    kind: SanctionKind::parse(&kind).unwrap_or(SanctionKind::Ban),
+                    until_ms: r.get::<_, i64>(3)? as u64,
+                    reason: r.get(4)?,
+                    created_at: r.get::<_, i64>(5)? as u64,
+                })
+            })?;
             rows.collect()
         }))
     }

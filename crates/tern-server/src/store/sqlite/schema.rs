@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -121,6 +121,19 @@ DROP INDEX IF EXISTS messages_client_id;
 CREATE UNIQUE INDEX messages_client_key ON messages(client_msg_id, sender);
 ";
 
+/// Version 6: live-room bans and mutes (`until_ms` 0 = until lifted).
+pub(super) const MIGRATE_V6: &str = "
+CREATE TABLE room_sanctions (
+    room TEXT NOT NULL,
+    user_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    until_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (room, user_id, kind)
+) WITHOUT ROWID;
+";
+
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
@@ -137,6 +150,9 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     }
     if version < 5 {
         conn.execute_batch(&format!("BEGIN; {MIGRATE_V5} COMMIT;"))?;
+    }
+    if version < 6 {
+        conn.execute_batch(&format!("BEGIN; {MIGRATE_V6} COMMIT;"))?;
     }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())

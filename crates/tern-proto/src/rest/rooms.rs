@@ -1,0 +1,85 @@
+//! Live-room moderation for business servers: bans, mutes and room settings.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::UserId;
+
+/// What a sanction stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SanctionKind {
+    /// Out of the room: taken out at once (`kicked`), refused on `join`.
+    Ban,
+    /// In the room but silent: `publish` is refused.
+    Mute,
+}
+
+impl SanctionKind {
+    /// The name in the store and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SanctionKind::Ban => "ban",
+            SanctionKind::Mute => "mute",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ban" => Some(SanctionKind::Ban),
+            "mute" => Some(SanctionKind::Mute),
+            _ => None,
+        }
+    }
+}
+
+/// A user's ban or mute in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RoomSanction {
+    /// The room.
+    pub room: String,
+    /// The user.
+    pub user_id: UserId,
+    /// Ban or mute.
+    pub kind: SanctionKind,
+    /// When it ends, ms since the Unix epoch; 0: when lifted.
+    pub until_ms: u64,
+    /// Why (shown to the user).
+    pub reason: String,
+    /// When it was imposed, ms since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// `POST /v1/rooms/{room}/bans` and `/mutes`: whom, for how long, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewSanction {
+    /// The user.
+    pub user_id: UserId,
+    /// Seconds until it ends by itself; absent: until lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u64>,
+    /// Why, up to 200 characters (shown to the user).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The bans (or mutes) in force in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Sanctions {
+    /// In force now, oldest first.
+    pub sanctions: Vec<RoomSanction>,
+}
+
+/// `PUT /v1/rooms/{room}/settings`: how a room takes posts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RoomSettings {
+    /// Slow mode: one post per user per this many seconds (0: off; at most 3600).
+    pub slow_mode_secs: u32,
+}

@@ -1,0 +1,142 @@
+//! Live-room moderation for business servers (`/v1/rooms/{room}/bans`, `/mutes`, `/settings`),
+//! with an API key of the `rooms` scope. A ban takes the user out of the room on every node at
+//! once (`kicked`) and refuses their `join` until it ends; a mute refuses their posts.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use tern_proto::UserId;
+use tern_proto::rest::{ErrorBody, NewSanction, RoomSanction, RoomSettings, SanctionKind, Sanctions};
+
+use super::{ApiState, JsonBody, KeyCaller, PathParams};
+use crate::error::Error;
+use crate::logic::push::{Caller, Scope};
+
+fn room_ok(room: &str) -> Result<(), Error> {
+    if tern_proto::frame::valid_name(room) {
+        Ok(())
+    } else {
+        Err(Error::not_found("no such room: room names are 1 to 64 characters of [A-Za-z0-9_.:-]"))
+    }
+}
+
+fn list(s: &ApiState, c: &Caller, room: &str, kind: SanctionKind) -> Result<Json<Sanctions>, Error> {
+    c.require(Scope::Rooms)?;
+    room_ok(room)?;
+    Ok(Json(Sanctions { sanctions: s.logic.live().sanctions(room, kind) }))
+}
+
+async fn impose(
+    s: &ApiState,
+    c: &Caller,
+    room: &str,
+    kind: SanctionKind,
+    new: NewSanction,
+) -> Result<Json<RoomSanction>, Error> {
+    c.require(Scope::Rooms)?;
+    room_ok(room)?;
+    let sanction = s.logic.live().sanction(room, kind, new).await?;
+    if kind == SanctionKind::Ban {
+        let kicked = s.gateway.registry().kick_from_room(room, sanction.user_id, &sanction.reason);
+        tracing::info!(room, user_id = sanction.user_id.0, kicked, by = %c.key_id, "room ban");
+    } else {
+        tracing::info!(room, user_id = sanction.user_id.0, by = %c.key_id, "room mute");
+    }
+    Ok(Json(sanction))
+}
+
+async fn lift(s: &ApiState, c: &Caller, room: &str, user: u64, kind: SanctionKind) -> Result<StatusCode, Error> {
+    c.require(Scope::Rooms)?;
+    room_ok(room)?;
+    s.logic.live().lift(room, UserId(user), kind).await?;
+    tracing::info!(room, user_id = user, kind = kind.as_str(), by = %c.key_id, "room sanction lifted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/rooms/{room}/bans`
+#[utoipa::path(get, path = "/v1/rooms/{room}/bans", tag = "rooms", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), responses((status = 200, body = Sanctions), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn bans(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    PathParams(room): PathParams<String>,
+) -> Result<Json<Sanctions>, Error> {
+    list(&s, &c, &room, SanctionKind::Ban)
+}
+
+/// `POST /v1/rooms/{room}/bans`
+#[utoipa::path(post, path = "/v1/rooms/{room}/bans", tag = "rooms", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), request_body = NewSanction, responses((status = 200, body = RoomSanction), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn ban(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    PathParams(room): PathParams<String>,
+    JsonBody(b): JsonBody<NewSanction>,
+) -> Result<Json<RoomSanction>, Error> {
+    impose(&s, &c, &room, SanctionKind::Ban, b).await
+}
+
+/// `DELETE /v1/rooms/{room}/bans/{user_id}`
+#[utoipa::path(delete, path = "/v1/rooms/{room}/bans/{user_id}", tag = "rooms", security(("bearer" = [])), params(("room" = String, Path, description = "The room"), ("user_id" = u64, Path, description = "The user")), responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn unban(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    PathParams((room, user)): PathParams<(String, u64)>,
+) -> Result<StatusCode, Error> {
+    lift(&s, &c, &room, user, SanctionKind::Ban).await
+}
+
+/// `GET /v1/rooms/{room}/mutes`
+#[utoipa::path(get, path = "/v1/rooms/{room}/mutes", tag = "rooms", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), responses((status = 200, body = Sanctions), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn mutes(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    PathParams(room): PathParams<String>,
+) -> Result<Json<Sanctions>, Error> {
+    list(&s, &c, &room, SanctionKind::Mute)
+}
+
+/// `POST /v1/rooms/{room}/mutes`
+#[utoipa::path(post, path = "/v1/rooms/{room}/mutes", tag = "rooms", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), request_body = NewSanction, responses((status = 200, body = RoomSanction), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn mute(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    PathParams(room): PathParams<String>,
+    JsonBody(b): JsonBody<NewSanction>,
+) -> Result<Json<RoomSanction>, Error> {
+    impose(&s, &c, &room, SanctionKind::Mute, b).await
+}
+
+/// `DELETE /v1/rooms/{room}/mutes/{user_id}`
+#[utoipa::path(delete, path = "/v1/rooms/{room}/mutes/{user_id}", tag = "rooms", security(("bearer" = [])), params(("room" = String, Path, description = "The room"), ("user_id" = u64, Path, description = "The user")), responses((status = 204), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn unmute(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    PathParams((room, user)): PathParams<(String, u64)>,
+) -> Result<StatusCode, Error> {
+    lift(&s, &c, &room, user, SanctionKind::Mute).await
+}
+
+/// `GET /v1/rooms/{room}/settings`
+#[utoipa::path(get, path = "/v1/rooms/{room}/settings", tag = "rooms", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), responses((status = 200, body = RoomSettings), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn settings(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    PathParams(room): PathParams<String>,
+) -> Result<Json<RoomSettings>, Error> {
+    c.require(Scope::Rooms)?;
+    room_ok(&room)?;
+    Ok(Json(s.logic.live().settings(&room)))
+}
+
+/// `PUT /v1/rooms/{room}/settings`
+#[utoipa::path(put, path = "/v1/rooms/{room}/settings", tag = "rooms", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), request_body = RoomSettings, responses((status = 200, body = RoomSettings), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn set_settings(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    PathParams(room): PathParams<String>,
+    JsonBody(b): JsonBody<RoomSettings>,
+) -> Result<Json<RoomSettings>, Error> {
+    c.require(Scope::Rooms)?;
+    room_ok(&room)?;
+    s.logic.live().set_settings(&room, &b)?;
+    Ok(Json(b))
+}

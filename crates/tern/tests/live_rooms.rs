@@ -1,0 +1,208 @@
+//! Viewers taking part in live rooms: posts (`publish`) with the server's name on them, and
+//! their moderation — rates, slow mode, the word filter, mutes and bans with a kick.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tern_client::{Client, ErrorCode, Event, Events, Priority, Transport};
+
+/// A service-API call with `key`: status and JSON body (null when empty).
+async fn call(
+    srv: &TestServer,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let client = tern_client::http::shared_client();
+    let url = format!("{}{path}", srv.url());
+    let mut req = match method {
+        "GET" => client.get(url),
+        "POST" => client.post(url),
+        "PUT" => client.put(url),
+        "DELETE" => client.delete(url),
+        other => panic!("{other}"),
+    };
+    if !key.is_empty() {
+        req = req.bearer_auth(key);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+async fn viewer(srv: &TestServer, name: &str, transport: Transport, room: &str) -> (Client, Events, u64) {
+    let session = srv.login(name, "phone").await;
+    let id = session.user_id.0;
+    let (client, events) = connect(&session, transport).await;
+    client.join(room).await.unwrap();
+    (client, events, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_s_post_reaches_every_member_once_with_the_server_s_name_on_it() {
+    let srv = TestServer::with(|c| c.push.aggregate_window_ms = 20).await;
+    let alice = srv.login("alice", "phone").await;
+    let r = tern_client::http::shared_client()
+        .patch(format!("{}/v1/me", srv.url()))
+        .bearer_auth(&alice.token)
+        .json(&json!({ "nickname": "Alice A" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (a, mut a_events) = connect(&alice, Transport::Tcp).await;
+    a.join("live-1").await.unwrap();
+    let (_b, mut b_events, bob) = viewer(&srv, "bob", Transport::WsJson, "live-1").await;
+    let (anon, mut anon_events) = connect_device(&srv.device().await, Transport::WsBinary).await;
+    anon.join("live-1").await.unwrap();
+    let (_c, mut elsewhere, _) = viewer(&srv, "carol", Transport::Tcp, "live-2").await;
+
+    a.publish("live-1", json!({ "danmaku": "666" }), Priority::Low).await.unwrap();
+    a.publish("live-1", json!({ "gift": "rocket", "from": { "user_id": bob } }), Priority::High).await.unwrap();
+    // Every member, the poster too, gets each post once; the author is who the server says.
+    for events in [&mut a_events, &mut b_events, &mut anon_events] {
+        let got = expect_pushes(events, 2).await;
+        let low = got.iter().find(|p| p.priority == Priority::Low).unwrap();
+        let high = got.iter().find(|p| p.priority == Priority::High).unwrap();
+        assert_eq!(low.data, json!({ "danmaku": "666" }));
+        assert_eq!(high.data["gift"], "rocket");
+        for p in [low, high] {
+            let from = p.from.as_ref().expect("a post names its author");
+            assert_eq!((from.user_id, from.nickname.as_str()), (alice.user_id, "Alice A"));
+        }
+    }
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), elsewhere.next_push()).await.is_err(),
+        "another room gets nothing"
+    );
+
+    // Refusals, each with its code; the connection goes on.
+    assert_eq!(code(anon.publish("live-1", json!("hi"), Priority::Low).await), ErrorCode::Forbidden, "anonymous");
+    assert_eq!(code(a.publish("live-2", json!("hi"), Priority::Low).await), ErrorCode::Forbidden, "not in that room");
+    let big = "x".repeat(2000);
+    assert_eq!(code(a.publish("live-1", json!(big), Priority::Low).await), ErrorCode::BodyTooLarge);
+    // The connection's rate (5 a second by default): a burst is cut, with a retry hint.
+    let mut refused = None;
+    for i in 0..12 {
+        if let Err(e) = a.publish("live-1", json!({ "n": i }), Priority::Low).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let e = refused.expect("a burst of posts is limited");
+    assert_eq!(e.code(), Some(ErrorCode::RateLimited));
+    assert!(e.to_string().contains("posts per second on this connection; retry in"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_mode_the_word_filter_mutes_and_bans_each_refuse_with_their_code() {
+    let srv = TestServer::with(|c| {
+        c.push.aggregate_window_ms = 20;
+        c.rooms.word_filter = vec!["BadWord".into(), "坏词".into()];
+    })
+    .await;
+    let (_a, mut a_events, _) = viewer(&srv, "alice", Transport::Tcp, "r").await;
+    let (b, mut b_events, bob) = viewer(&srv, "bob", Transport::WsJson, "r").await;
+
+    // The word filter masks, case-insensitively, character by character.
+    b.publish("r", json!({ "text": "a badword and 坏词!" }), Priority::Low).await.unwrap();
+    for events in [&mut a_events, &mut b_events] {
+        assert_eq!(expect_pushes(events, 1).await[0].data["text"], "a ******* and **!");
+    }
+
+    // Slow mode, set by the business server: one post per 60 s, then off again.
+    let (s, v) = call(&srv, PUSH_KEY, "PUT", "/v1/rooms/r/settings", Some(json!({ "slow_mode_secs": 60 }))).await;
+    assert_eq!((s, v), (200, json!({ "slow_mode_secs": 60 })));
+    b.publish("r", json!("one"), Priority::Low).await.unwrap();
+    let e = b.publish("r", json!("two"), Priority::Low).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::RateLimited));
+    assert!(e.to_string().contains("slow mode: one post per 60 s"), "{e}");
+    call(&srv, PUSH_KEY, "PUT", "/v1/rooms/r/settings", Some(json!({ "slow_mode_secs": 0 }))).await;
+    b.publish("r", json!("three"), Priority::Low).await.unwrap();
+    let texts = |ps: Vec<tern_client::Push>| ps.into_iter().map(|p| p.data).collect::<Vec<_>>();
+    assert_eq!(texts(expect_pushes(&mut a_events, 2).await), vec![json!("one"), json!("three")]);
+    expect_pushes(&mut b_events, 2).await;
+
+    // A mute: in the room, hearing everything, saying nothing.
+    let (s, v) =
+        call(&srv, PUSH_KEY, "POST", "/v1/rooms/r/mutes", Some(json!({ "user_id": bob, "reason": "cool off" }))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((v["kind"].as_str(), v["until_ms"].as_u64()), (Some("mute"), Some(0)));
+    let e = b.publish("r", json!("hello?"), Priority::Low).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Muted));
+    assert!(e.to_string().contains("cool off"), "{e}");
+    let (_, v) = call(&srv, PUSH_KEY, "GET", "/v1/rooms/r/mutes", None).await;
+    assert_eq!(v["sanctions"].as_array().unwrap().len(), 1);
+    assert_eq!(call(&srv, PUSH_KEY, "DELETE", &format!("/v1/rooms/r/mutes/{bob}"), None).await.0, 204);
+    assert_eq!(call(&srv, PUSH_KEY, "DELETE", &format!("/v1/rooms/r/mutes/{bob}"), None).await.0, 404);
+    b.publish("r", json!("back"), Priority::Low).await.unwrap();
+    assert_eq!(texts(expect_pushes(&mut a_events, 1).await), vec![json!("back")]);
+    expect_pushes(&mut b_events, 1).await;
+
+    // A ban takes bob out at once, with the reason, and keeps him out on a new connection too.
+    assert_eq!(srv.room_online("r").await, 2);
+    let (s, _) =
+        call(&srv, PUSH_KEY, "POST", "/v1/rooms/r/bans", Some(json!({ "user_id": bob, "reason": "spam" }))).await;
+    assert_eq!(s, 200);
+    match wait_event(&mut b_events, |e| matches!(e, Event::Kicked { .. })).await {
+        Event::Kicked { room, reason } => assert_eq!((room.as_str(), reason.as_str()), ("r", "spam")),
+        _ => unreachable!(),
+    }
+    assert_eq!(srv.room_online("r").await, 1);
+    assert_eq!(code(b.publish("r", json!("still here?"), Priority::Low).await), ErrorCode::Forbidden);
+    let e = b.join("r").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden));
+    assert!(e.to_string().contains("you are banned from room \"r\": spam"), "{e}");
+    let (b2, _b2_events) = connect(&srv.login("bob", "laptop").await, Transport::Tcp).await;
+    assert_eq!(code(b2.join("r").await), ErrorCode::Forbidden, "a new connection stays banned");
+    b2.join("elsewhere").await.expect("other rooms are open to him");
+    let (_, v) = call(&srv, PUSH_KEY, "GET", "/v1/rooms/r/bans", None).await;
+    assert_eq!(v["sanctions"][0]["user_id"].as_u64(), Some(bob));
+    // Lifted: he may come back.
+    assert_eq!(call(&srv, PUSH_KEY, "DELETE", &format!("/v1/rooms/r/bans/{bob}"), None).await.0, 204);
+    b.join("r").await.unwrap();
+    assert_eq!(srv.room_online("r").await, 2);
+    // A timed ban ends by itself.
+    let body = json!({ "user_id": bob, "duration_secs": 1 });
+    assert_eq!(call(&srv, PUSH_KEY, "POST", "/v1/rooms/r/bans", Some(body)).await.0, 200);
+    wait_event(&mut b_events, |e| matches!(e, Event::Kicked { .. })).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    b.join("r").await.expect("the ban has run out");
+
+    // Only a key with the rooms scope moderates; bad input is named.
+    let (s, v) =
+        call(&srv, PUSH_KEY, "POST", "/v1/admin/keys", Some(json!({ "name": "u", "scopes": ["users"] }))).await;
+    assert_eq!(s, 201, "{v}");
+    let users_only = v["key"].as_str().unwrap().to_owned();
+    let ban = json!({ "user_id": bob });
+    assert_eq!(call(&srv, &users_only, "POST", "/v1/rooms/r/bans", Some(ban.clone())).await.0, 403);
+    assert_eq!(call(&srv, "", "POST", "/v1/rooms/r/bans", Some(ban.clone())).await.0, 401);
+    assert_eq!(call(&srv, PUSH_KEY, "POST", "/v1/rooms/bad%20room/bans", Some(ban)).await.0, 404);
+    let (s, v) =
+        call(&srv, PUSH_KEY, "POST", "/v1/rooms/r/bans", Some(json!({ "user_id": bob, "duration_secs": 0 }))).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("bad_request")));
+    let (s, _) = call(&srv, PUSH_KEY, "PUT", "/v1/rooms/r/settings", Some(json!({ "slow_mode_secs": 99999 }))).await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_word_filter_refuses_the_post_and_nobody_gets_it() {
+    let srv = TestServer::with(|c| {
+        c.push.aggregate_window_ms = 20;
+        c.rooms.word_filter = vec!["spam".into()];
+        c.rooms.word_filter_action = tern_server::config::FilterAction::Refuse;
+    })
+    .await;
+    let (_a, mut a_events, _) = viewer(&srv, "alice", Transport::Tcp, "r").await;
+    let (b, _b_events, _) = viewer(&srv, "bob", Transport::Tcp, "r").await;
+    let e = b.publish("r", json!({ "nested": ["buy SPAM"] }), Priority::High).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden));
+    assert!(e.to_string().contains("does not allow"), "{e}");
+    b.publish("r", json!({ "nested": ["fine"] }), Priority::High).await.unwrap();
+    assert_eq!(expect_pushes(&mut a_events, 1).await[0].data, json!({ "nested": ["fine"] }));
+}
