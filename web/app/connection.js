@@ -6,7 +6,8 @@
 //
 // Requests stay queued until answered: after a reconnect every unanswered one is sent again.
 // That is safe because each is idempotent on the server (`send` by client_msg_id, `history`,
-// `read` and `recall` by their meaning, `join` of the current room).
+// `read` and `recall` by their meaning, `join` of the current room). `publish` is not (a room
+// post has no key), so it is sent only while online and fails instead of being resent.
 //
 // Events (CustomEvent, `detail`):
 //   state  {state: 'connecting'|'online'|'waiting'|'stopped', transport?, retryAt?, reason?, message?}
@@ -69,8 +70,13 @@ export class Connection extends EventTarget {
   request(frame) {
     const id = this.nextId++;
     const full = { ...frame, id };
+    const once = frame.op === 'publish';
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { frame: full, resolve, reject });
+      if (once && this.state !== 'online') {
+        reject(new RequestError('unavailable', 'not connected; try again when the status says online'));
+        return;
+      }
+      this.pending.set(id, { frame: full, resolve, reject, once });
       if (this.state === 'online') this.write(full);
     });
   }
@@ -156,7 +162,14 @@ export class Connection extends EventTarget {
       this.setState('online', { transport: this.transport });
       this.startHeartbeat(frame.heartbeat_ms);
       this.dispatchEvent(new CustomEvent('ready', { detail: { authOk: frame } }));
-      for (const { frame: request } of this.pending.values()) this.write(request);
+      for (const [id, { frame: request, reject, once }] of this.pending) {
+        if (once) {
+          this.pending.delete(id);
+          reject(new RequestError('unavailable', 'the connection dropped; the post may not have been sent'));
+        } else {
+          this.write(request);
+        }
+      }
       this.flushAcks();
       return;
     }

@@ -235,6 +235,15 @@ describe('web client', () => {
       await u.page.locator('#stage .danmaku', { hasText: '666 from tern push' }).waitFor();
       await u.page.locator('#banners .banner', { hasText: 'viewer42 sent a rocket' }).waitFor();
     }
+    // Viewers post too: each post reaches both, with its author's name, once.
+    await bob.page.fill('#danmaku-input', 'hello from bob');
+    await bob.page.click('#send-danmaku');
+    for (const u of [bob, carol]) {
+      await u.page.locator('#danmaku-log li', { hasText: ': hello from bob' }).waitFor();
+    }
+    await carol.page.waitForTimeout(300);
+    assert.equal(await carol.page.locator('#danmaku-log li', { hasText: 'hello from bob' }).count(), 1, 'once');
+    assert.equal(await bob.page.locator('#danmaku-log li', { hasText: 'hello from bob' }).count(), 1, 'echoed once');
     if (SHOTS) {
       for (const text of ['first!', 'so smooth', '2333', 'hello from the web', 'what a play']) {
         await tern.cli('push', '--room', 'live-1', JSON.stringify({ danmaku: text }));

@@ -18,6 +18,17 @@ export function pushText(data) {
   return JSON.stringify(data);
 }
 
+/** What to tell a viewer whose post was refused, by the error's code. */
+function postRefusal(err) {
+  switch (err.code) {
+    case 'muted': return `You are muted here. ${err.message}`;
+    case 'rate_limited': return `Slow down: ${err.message}`;
+    case 'forbidden': return `Not posted: ${err.message}`;
+    case 'body_too_large': return 'That is too long to post.';
+    default: return err.message;
+  }
+}
+
 export class RoomView {
   constructor({ chat, conn }) {
     this.chat = chat;
@@ -30,6 +41,24 @@ export class RoomView {
     this.banners = h('div', { id: 'banners', class: 'banners', role: 'status', 'aria-live': 'assertive' });
     this.log = h('ol', { id: 'danmaku-log', class: 'danmaku-log', 'aria-label': 'Recent danmaku', 'aria-live': 'polite' });
     this.error = h('p', { class: 'error', role: 'alert' });
+    this.postError = h('p', { id: 'post-error', class: 'error', role: 'alert' });
+    const say = h('input', { id: 'danmaku-input', maxlength: 100, placeholder: 'Say something', autocomplete: 'off' });
+    this.postForm = h('form', {
+      id: 'danmaku-form', class: 'row', hidden: true,
+      onsubmit: async (e) => {
+        e.preventDefault();
+        const text = say.value.trim();
+        if (!text || !this.room) return;
+        this.postError.textContent = '';
+        try {
+          await this.conn.request({ op: 'publish', room: this.room, data: { danmaku: text }, priority: 'low' });
+          say.value = '';
+        } catch (err) {
+          this.postError.textContent = postRefusal(err);
+        }
+      },
+    }, h('label', { for: 'danmaku-input', class: 'visually-hidden' }, 'Danmaku'), say,
+    h('button', { type: 'submit', id: 'send-danmaku', class: 'primary' }, 'Send'));
     const input = h('input', { id: 'room-input', required: true, maxlength: 64, pattern: '[A-Za-z0-9_.:\\-]{1,64}', placeholder: 'live-1' });
     const form = h('form', {
       id: 'room-form', class: 'row',
@@ -40,16 +69,21 @@ export class RoomView {
     }, h('label', { for: 'room-input' }, 'Room'), input, h('button', { type: 'submit', id: 'join-room', class: 'primary' }, 'Enter'));
     this.el = h('section', { class: 'live' },
       h('div', { class: 'row' }, this.title, this.online), form, this.error,
-      h('div', { class: 'stage-wrap' }, this.stage, this.banners),
+      h('div', { class: 'stage-wrap' }, this.stage, this.banners), this.postForm, this.postError,
       h('h3', {}, 'Recent'), this.log);
     this.onPush = (e) => this.onPushEvent(e.detail);
     chat.addEventListener('push', this.onPush);
     this.onFrame = (e) => {
       const f = e.detail.frame;
       if (f.op === 'online' && f.room === this.room) this.setOnline(f.count);
+      if (f.op === 'kicked' && f.room === this.room) {
+        this.kicked = f.room;
+        this.postForm.hidden = true;
+        this.error.textContent = `You were removed from this room by its moderators${f.reason ? `: ${f.reason}` : ''}.`;
+      }
     };
     conn.addEventListener('frame', this.onFrame);
-    this.onReady = () => { if (this.room) this.join(this.room); };
+    this.onReady = () => { if (this.room && this.kicked !== this.room) this.join(this.room); };
     conn.addEventListener('ready', this.onReady);
   }
 
@@ -67,6 +101,7 @@ export class RoomView {
       return;
     }
     this.room = room;
+    this.kicked = null;
     this.title.textContent = `Live: ${room}`;
     document.getElementById('room-input').value = room;
     mount(this.stage);
@@ -79,7 +114,11 @@ export class RoomView {
     this.error.textContent = '';
     try {
       const joined = await this.conn.request({ op: 'join', room });
-      if (room === this.room) this.setOnline(joined.online);
+      if (room === this.room) {
+        this.setOnline(joined.online);
+        // Posting needs an account: an anonymous viewer only watches.
+        this.postForm.hidden = !this.chat.me;
+      }
     } catch (e) {
       this.error.textContent = e.message;
     }
@@ -94,7 +133,9 @@ export class RoomView {
     if (!this.room) return;
     if (scope?.kind === 'room' && scope.room !== this.room) return; // a late frame of the previous room
     if (scope?.kind === 'user' || scope?.kind === 'device') return;
-    const text = pushText(push.data);
+    const said = pushText(push.data);
+    // A viewer's post carries its author, named by the server.
+    const text = push.from ? `${push.from.nickname}: ${said}` : said;
     const color = typeof push.data?.color === 'string' && COLOR.test(push.data.color) ? push.data.color : null;
     if (push.priority === 'high') this.banner(text);
     else this.fly(text, color);
