@@ -24,12 +24,14 @@ pub struct ServerArgs {
 /// Anything else is refused here, with a sentence, instead of failing later as reqwest's
 /// "builder error".
 pub fn server_url(raw: &str) -> Result<String, String> {
-    let raw = raw.trim().trim_end_matches('/');
+    let raw = raw.trim();
     let url = if raw.contains("://") { raw.to_owned() } else { format!("http://{raw}") };
     let parsed = reqwest::Url::parse(&url)
         .map_err(|e| format!("{raw:?} is not a server address ({e}); expected http://HOST:PORT"))?;
     match parsed.scheme() {
-        "http" | "https" if parsed.host_str().is_some() => Ok(url),
+        "http" | "https" if parsed.host_str().is_some_and(|h| !h.is_empty()) => {
+            Ok(url.trim_end_matches('/').to_owned())
+        }
         "http" | "https" => Err(format!("{raw:?} names no host; expected http://HOST:PORT")),
         other => Err(format!("{raw:?} uses {other}://; the server's address is its HTTP URL (http:// or https://)")),
     }
