@@ -57,6 +57,8 @@ pub(crate) struct Driver {
     seen_pushes: RecentIds,
     /// The room to be in (re-entered after a reconnect).
     room: Option<String>,
+    /// The join token the room was entered with (a private room), for re-entering it.
+    room_token: Option<String>,
     /// Which of the session's endpoints to connect to.
     node: usize,
     /// With [`Transport::Auto`]: the transport that connected last, tried first next time.
@@ -149,6 +151,7 @@ impl Driver {
             acks: Vec::new(),
             seen_pushes: RecentIds::new(16_384),
             room: None,
+            room_token: None,
             node: 0,
             worked: None,
         }
@@ -292,13 +295,26 @@ impl Driver {
     async fn session_loop(&mut self, mut conn: Conn, heartbeat: Duration, dead_after: Duration) -> End {
         let lost = |message: String| End::Lost { reason: None, message, retry_after: None };
         // Whatever was unanswered on the last connection is asked again, in order. Sends are
-        // idempotent by client_msg_id, history is a read.
+        // idempotent by client_msg_id, history is a read. A room post has no key: sent again it
+        // could be shown twice, so it fails instead.
+        let posts: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p.frame(), ClientFrame::Publish { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in posts {
+            if let Some(Pending::App { reply, .. }) = self.pending.remove(&id) {
+                let _ =
+                    reply.send(Err(Error::Transport("the connection dropped; the post may not have been sent".into())));
+            }
+        }
         let mut resend: Vec<ClientFrame> = self.pending.values().map(|p| p.frame().clone()).collect();
         let join_pending = self.pending.values().any(|p| matches!(p.frame(), ClientFrame::Join { .. }));
         if let (Some(room), false) = (self.room.clone(), join_pending) {
             let id = self.next_id;
             self.next_id += 1;
-            let frame = ClientFrame::Join { id, room };
+            let frame = ClientFrame::Join { id, room, token: self.room_token.clone() };
             self.pending.insert(id, Pending::Rejoin { frame: frame.clone() });
             resend.push(frame);
         }
@@ -453,6 +469,9 @@ impl Driver {
                 }
             }
             ServerFrame::Online { room, count } => self.emit(Event::Online { room, count }).await,
+            ServerFrame::RoomEvents { room, entered, left, more_entered, more_left } => {
+                self.emit(Event::RoomEvents { room, entered, left, more_entered, more_left }).await
+            }
             ServerFrame::Kicked { room, reason } => {
                 // Not re-entered after a reconnect: the ban refuses it.
                 if self.room.as_deref() == Some(room.as_str()) {
@@ -462,6 +481,9 @@ impl Driver {
             }
             ServerFrame::Joined { id, ref room, .. } => {
                 self.room = Some(room.clone());
+                if let Some(ClientFrame::Join { token, .. }) = self.pending.get(&id).map(Pending::frame) {
+                    self.room_token = token.clone();
+                }
                 if let Some(Pending::App { reply, .. }) = self.pending.remove(&id) {
                     let _ = reply.send(Ok(frame));
                 }

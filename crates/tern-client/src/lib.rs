@@ -23,7 +23,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tern_proto::inbox::Inbox;
 pub use tern_proto::{
-    Body, CloseReason, ConvId, DeviceId, ErrorCode, GroupId, Message, MsgId, Notice, Priority, Push, PushScope, UserId,
+    Body, CloseReason, ConvId, DeviceId, ErrorCode, GroupId, Message, MsgId, Notice, Priority, Push, PushScope,
+    RoomUser, UserId,
 };
 use tern_proto::{ClientFrame, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
@@ -211,6 +212,20 @@ pub enum Event {
         /// Online now.
         online: bool,
     },
+    /// Who entered and left the joined room over the server's last window; past the names,
+    /// counted.
+    RoomEvents {
+        /// The room.
+        room: String,
+        /// Who entered.
+        entered: Vec<RoomUser>,
+        /// Who left.
+        left: Vec<RoomUser>,
+        /// Others who entered.
+        more_entered: u64,
+        /// Others who left.
+        more_left: u64,
+    },
     /// The room's moderators took this connection out of `room` (a ban); joining it again is
     /// refused while the ban lasts.
     Kicked {
@@ -343,7 +358,17 @@ impl Client {
 
     /// Enters a live room (leaving the current one). The client re-enters it after a reconnect.
     pub async fn join(&self, room: impl Into<String>) -> Result<Joined, Error> {
-        match self.request(ClientFrame::Join { id: 0, room: room.into() }).await? {
+        self.join_room(room.into(), None).await
+    }
+
+    /// Enters a private room with a join token from its owner (a business server); the token is
+    /// used again to re-enter after a reconnect.
+    pub async fn join_with_token(&self, room: impl Into<String>, token: impl Into<String>) -> Result<Joined, Error> {
+        self.join_room(room.into(), Some(token.into())).await
+    }
+
+    async fn join_room(&self, room: String, token: Option<String>) -> Result<Joined, Error> {
+        match self.request(ClientFrame::Join { id: 0, room, token }).await? {
             ServerFrame::Joined { room, area, online, .. } => Ok(Joined { room, area, online }),
             other => Err(Error::Transport(format!("unexpected answer to join: {other:?}"))),
         }

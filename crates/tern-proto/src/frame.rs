@@ -412,6 +412,9 @@ pub enum ClientFrame {
         id: u64,
         /// The room: 1–64 characters of `[A-Za-z0-9_.:-]`.
         room: String,
+        /// A join token for a private room (`POST /v1/rooms/{room}/tokens`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// Leave the current room. Answered by `left`.
     Leave {
@@ -486,15 +489,15 @@ pub struct Push {
     /// Who posted it, for a viewer's `publish` (set by the server, never by the poster); absent
     /// for a business server's push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<Poster>,
+    pub from: Option<RoomUser>,
 }
 
-/// The author of a room post, as the server knows them.
+/// A user as a live room shows them: the author of a post, someone who entered or left.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Poster {
+pub struct RoomUser {
     /// The user.
     pub user_id: UserId,
-    /// Their nickname at the time of the post (their username when they have none).
+    /// Their nickname (their username when they have none).
     pub nickname: String,
 }
 
@@ -771,6 +774,24 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<String>,
     },
+    /// Who entered and left `room` over the last window (low lane): each user once per session
+    /// (a reconnect within the grace period is neither). Past the names listed, only counted.
+    RoomEvents {
+        /// The room.
+        room: String,
+        /// Who entered, oldest first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        entered: Vec<RoomUser>,
+        /// Who left, oldest first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        left: Vec<RoomUser>,
+        /// Others who entered, not named.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        more_entered: u64,
+        /// Others who left, not named.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        more_left: u64,
+    },
     /// The connection was taken out of `room` by its moderators (a ban); it is in no room now,
     /// and joining it again is refused while the ban lasts.
     Kicked {
@@ -822,4 +843,9 @@ pub const CLIENT_OPS: &[&str] =
 pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

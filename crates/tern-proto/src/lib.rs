@@ -32,7 +32,7 @@ pub mod ws;
 
 pub use codec::{Codec, DecodeError, FrameDecoder, FrameTooLarge};
 pub use frame::{
-    Body, ClientFrame, CloseReason, ErrorCode, LeaveReason, MAX_DATA_DEPTH, Message, Notice, PROTOCOL_VERSION, Poster,
-    Priority, Push, PushScope, Role, ServerFrame, data_depth,
+    Body, ClientFrame, CloseReason, ErrorCode, LeaveReason, MAX_DATA_DEPTH, Message, Notice, PROTOCOL_VERSION,
+    Priority, Push, PushScope, Role, RoomUser, ServerFrame, data_depth,
 };
 pub use ids::{ConnId, ConvId, DeviceId, GroupId, MsgId, UserId};

@@ -19,6 +19,24 @@ use crate::clock::now_ms;
 
 const ISSUER: &str = "tern";
 const AUDIENCE: &str = "tern-client";
+/// The audience of a room join token: never accepted as a login token, nor the reverse.
+const ROOM_AUDIENCE: &str = "tern-room";
+
+/// What a room join token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RoomClaims {
+    /// The user who may enter.
+    sub: String,
+    /// The room.
+    room: String,
+    iss: String,
+    aud: String,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+    /// Issued at, ms (compared with the room's `tokens_after_ms`).
+    ims: u64,
+}
 
 /// Why a token was refused. Callers show one generic message; the variant is for logs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,6 +247,41 @@ impl Auth {
             Some(DEVICE_TYP) => Ok(Principal::Device(device_id)),
             Some(other) => Err(TokenError::Invalid(format!("unknown token type {other:?}"))),
         }
+    }
+
+    /// A token letting `user` enter `room` for `ttl_secs`.
+    pub fn issue_room(&self, user: UserId, room: &str, ttl_secs: u64) -> IssuedToken {
+        let at_ms = now_ms();
+        let now = at_ms / 1000;
+        let claims = RoomClaims {
+            sub: user.0.to_string(),
+            room: room.to_owned(),
+            iss: ISSUER.into(),
+            aud: ROOM_AUDIENCE.into(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl_secs,
+            ims: at_ms,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default();
+        IssuedToken { token, expires_at: claims.exp }
+    }
+
+    /// Checks a room join token for `user` and `room`; returns when it was issued (ms).
+    pub fn verify_room(&self, token: &str, user: UserId, room: &str) -> Result<u64, TokenError> {
+        let mut validation = self.validation.clone();
+        validation.set_audience(&[ROOM_AUDIENCE]);
+        // Room tokens live minutes, not a day: a second of skew between nodes, not five.
+        validation.leeway = 1;
+        let data =
+            jsonwebtoken::decode::<RoomClaims>(token, &self.decoding, &validation).map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid(e.to_string()),
+            })?;
+        if data.claims.sub != user.0.to_string() || data.claims.room != room {
+            return Err(TokenError::Invalid("the token is for another user or room".into()));
+        }
+        Ok(data.claims.ims)
     }
 
     /// Hashes a password with Argon2id and a random salt.

@@ -80,6 +80,15 @@ pub struct RoomsConfig {
     pub word_filter: Vec<String>,
     /// What a filtered word does to a post: `mask` (replaced by `*`s) or `refuse`.
     pub word_filter_action: FilterAction,
+    /// Enter and leave events are gathered per room over this many milliseconds and sent as one
+    /// `room_events` frame (0: none are sent).
+    pub events_window_ms: u64,
+    /// Users named per window in a `room_events` frame, for entries and for leaves; the rest are
+    /// counted ("A, B and 1,203 others joined").
+    pub events_names: usize,
+    /// A user who leaves a room and is back within this many milliseconds (a reconnect, a page
+    /// reload) neither left nor entered.
+    pub leave_grace_ms: u64,
 }
 
 /// What the word filter does to a post that contains a listed word.
@@ -121,6 +130,9 @@ impl Default for RoomsConfig {
             slow_mode_secs: 0,
             word_filter: Vec::new(),
             word_filter_action: FilterAction::Mask,
+            events_window_ms: 1_000,
+            events_names: 10,
+            leave_grace_ms: 5_000,
         }
     }
 }

@@ -148,9 +148,10 @@ impl Server {
         let auth = Auth::new(&secret, cfg.auth.token_ttl_secs, cfg.auth.max_concurrent_hashes);
         let logic = Arc::new(Logic::new(store.clone(), auth, &cfg, dispatcher.clone()));
         logic.load().await.map_err(|e| StartError::Store(e.message))?;
+        let router = crate::dispatch::Router::new(registry.clone(), bus.clone());
         {
-            let (logic, registry) = (Arc::clone(&logic), Arc::clone(&registry));
-            bus.on_control(Arc::new(move |control| logic.apply_control(&control, &registry)));
+            let (logic, router) = (Arc::clone(&logic), router.clone());
+            bus.on_control(Arc::new(move |control| logic.apply_control(&control, &router)));
         }
         let push = Arc::new(
             PushService::new(logic.clone(), store, dispatcher.clone(), cfg.push.clone())
@@ -160,8 +161,7 @@ impl Server {
         let shutdown = CancellationToken::new();
         let gateway = Arc::new(Gateway::new(
             logic.clone(),
-            registry.clone(),
-            bus.clone(),
+            router,
             cfg.gateway.clone(),
             cfg.push.qos1_ttl_ms,
             &cfg.rooms,
@@ -173,6 +173,13 @@ impl Server {
             shutdown.clone(),
         ));
         let mut tasks = Vec::new();
+        if cfg.rooms.events_window_ms > 0 {
+            tasks.push(tokio::spawn(crate::logic::live::announce_room_events(
+                Arc::clone(logic.live()),
+                Duration::from_millis(cfg.rooms.events_window_ms),
+                shutdown.clone(),
+            )));
+        }
         // Only a cluster has anyone to tell (the embedded bus would drop every status).
         if !cfg.cluster.nats_url.is_empty() {
             tasks.push(tokio::spawn(crate::logic::nodes::share_status(

@@ -117,7 +117,7 @@ async fn slow_mode_the_word_filter_mutes_and_bans_each_refuse_with_their_code() 
 
     // Slow mode, set by the business server: one post per 60 s, then off again.
     let (s, v) = call(&srv, PUSH_KEY, "PUT", "/v1/rooms/r/settings", Some(json!({ "slow_mode_secs": 60 }))).await;
-    assert_eq!((s, v), (200, json!({ "slow_mode_secs": 60 })));
+    assert_eq!((s, v), (200, json!({ "slow_mode_secs": 60, "policy": "public" })));
     b.publish("r", json!("one"), Priority::Low).await.unwrap();
     let e = b.publish("r", json!("two"), Priority::Low).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::RateLimited));
@@ -205,4 +205,140 @@ async fn a_refusing_word_filter_refuses_the_post_and_nobody_gets_it() {
     assert!(e.to_string().contains("does not allow"), "{e}");
     b.publish("r", json!({ "nested": ["fine"] }), Priority::High).await.unwrap();
     assert_eq!(expect_pushes(&mut a_events, 1).await[0].data, json!({ "nested": ["fine"] }));
+}
+
+/// Enter and leave events arriving within `d`: (entered ids, left ids, unnamed entries, unnamed
+/// leaves), summed over frames.
+async fn room_events(events: &mut Events, d: std::time::Duration) -> (Vec<u64>, Vec<u64>, u64, u64) {
+    let mut out = (Vec::new(), Vec::new(), 0, 0);
+    let until = tokio::time::Instant::now() + d;
+    while let Ok(Some(e)) = tokio::time::timeout_at(until, events.recv()).await {
+        if let Event::RoomEvents { entered, left, more_entered, more_left, .. } = e {
+            assert!(entered.len() <= 2 && left.len() <= 2, "at most rooms.events_names (2) named a window");
+            out.0.extend(entered.iter().map(|u| u.user_id.0));
+            out.1.extend(left.iter().map(|u| u.user_id.0));
+            out.2 += more_entered;
+            out.3 += more_left;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_enter_and_one_leave_per_session_a_quick_reconnect_is_neither_and_crowds_are_counted() {
+    let srv = TestServer::with(|c| {
+        c.rooms.events_window_ms = 50;
+        c.rooms.leave_grace_ms = 800;
+        c.rooms.events_names = 2;
+        c.gateway.heartbeat_ms = 200;
+        c.gateway.max_missed_heartbeats = 2;
+    })
+    .await;
+    let quiet = std::time::Duration::from_millis(1500);
+    let (_a, mut watch, alice) = viewer(&srv, "alice", Transport::Tcp, "r").await;
+    assert_eq!(room_events(&mut watch, std::time::Duration::from_millis(300)).await.0, vec![alice], "her own enter");
+
+    // Bob enters once, however many of his devices join.
+    let bob = srv.login("bob", "phone").await;
+    let (b1, _e1) = connect(&bob, Transport::WsJson).await;
+    b1.join("r").await.unwrap();
+    let (b2, _e2) = connect(&srv.login("bob", "laptop").await, Transport::Tcp).await;
+    b2.join("r").await.unwrap();
+    b2.join("r").await.unwrap(); // the room it is in: no second enter
+    b2.close().await;
+    assert_eq!(room_events(&mut watch, quiet).await, (vec![bob.user_id.0], vec![], 0, 0));
+
+    // A reconnect within the grace period is neither a leave nor an enter.
+    b1.close().await;
+    let (b3, _e3) = connect(&bob, Transport::Tcp).await;
+    b3.join("r").await.unwrap();
+    assert_eq!(room_events(&mut watch, quiet).await, (vec![], vec![], 0, 0), "a reconnect");
+
+    // Leaving for good is one leave, after the grace period.
+    b3.leave().await.unwrap();
+    assert_eq!(room_events(&mut watch, quiet).await, (vec![], vec![bob.user_id.0], 0, 0));
+
+    // A connection that dies silently leaves by its heartbeat.
+    let carol = srv.login("carol", "phone").await;
+    let mut raw = RawWs::open(&srv).await;
+    raw.auth(&carol).await;
+    raw.send_frame(&tern_proto::ClientFrame::Join { id: 1, room: "r".into(), token: None }).await;
+    assert_eq!(room_events(&mut watch, std::time::Duration::from_millis(500)).await.0, vec![carol.user_id.0]);
+    let (_, left, _, _) = room_events(&mut watch, std::time::Duration::from_millis(2500)).await;
+    assert_eq!(left, vec![carol.user_id.0], "heartbeat death is a leave");
+    drop(raw);
+
+    // A crowd: two named per window, the rest counted; everyone once.
+    let mut crowd = Vec::new();
+    for i in 0..7 {
+        let s = srv.login(&format!("fan{i}"), "phone").await;
+        let (c, e) = connect(&s, Transport::Tcp).await;
+        crowd.push((c, e));
+    }
+    futures_util::future::join_all(crowd.iter().map(|(c, _)| c.join("r"))).await;
+    let (named, _, more, _) = room_events(&mut watch, quiet).await;
+    assert_eq!(named.len() as u64 + more, 7, "each fan once: {named:?} and {more} more");
+    // Anonymous viewers come and go without events.
+    let (anon, _) = connect_device(&srv.device().await, Transport::Tcp).await;
+    anon.join("r").await.unwrap();
+    anon.close().await;
+    assert_eq!(room_events(&mut watch, quiet).await, (vec![], vec![], 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_room_lets_in_only_users_with_a_valid_join_token_and_the_business_can_revoke() {
+    let srv = TestServer::with(|c| c.push.aggregate_window_ms = 20).await;
+    let (s, v) = call(&srv, PUSH_KEY, "PUT", "/v1/rooms/vip/settings", Some(json!({ "policy": "token" }))).await;
+    assert_eq!((s, v["policy"].as_str()), (200, Some("token")));
+    let alice = srv.login("alice", "phone").await;
+    let bob = srv.login("bob", "phone").await;
+    let token = |user: u64, ttl: u64| {
+        let srv = &srv;
+        async move {
+            let (s, v) =
+                call(srv, PUSH_KEY, "POST", "/v1/rooms/vip/tokens", Some(json!({ "user_id": user, "ttl_secs": ttl })))
+                    .await;
+            assert_eq!(s, 200, "{v}");
+            v["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let alice_token = token(alice.user_id.0, 3600).await;
+    let (a, mut a_events) = connect(&alice, Transport::Tcp).await;
+    let (b, mut b_events) = connect(&bob, Transport::WsJson).await;
+    let (anon, _) = connect_device(&srv.device().await, Transport::Tcp).await;
+
+    // Without a token, with another user's token, or anonymously: refused, and nothing arrives.
+    let refused = |r: Result<tern_client::Joined, tern_client::Error>| {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
+        e.to_string()
+    };
+    assert!(refused(b.join("vip").await).contains("room \"vip\" is private"));
+    assert!(refused(b.join_with_token("vip", &alice_token).await).contains("not valid for you"));
+    assert!(refused(anon.join("vip").await).contains("log in"));
+    a.join_with_token("vip", &alice_token).await.unwrap();
+    srv.push("/v1/push/rooms/vip", json!({ "data": "members only", "priority": "high" })).await;
+    assert_eq!(expect_pushes(&mut a_events, 1).await[0].data, "members only");
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(300), b_events.next_push()).await.is_err());
+
+    // An expired token is refused; a fresh one lets bob in.
+    let short = token(bob.user_id.0, 1).await;
+    // Past its second (whole seconds: up to two after issue) and the second of leeway.
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    assert!(refused(b.join_with_token("vip", &short).await).contains("expired"));
+    b.join_with_token("vip", &token(bob.user_id.0, 3600).await).await.unwrap();
+
+    // Revoked: every token issued so far is void for new entries.
+    assert_eq!(call(&srv, PUSH_KEY, "DELETE", "/v1/rooms/vip/tokens", None).await.0, 204);
+    b.leave().await.unwrap();
+    let (a2, _) = connect(&srv.login("alice", "laptop").await, Transport::Tcp).await;
+    assert!(refused(a2.join_with_token("vip", &alice_token).await).contains("revoked"));
+    a2.join_with_token("vip", &token(alice.user_id.0, 60).await).await.expect("a token issued after the revocation");
+
+    // The room goes public again: anyone may enter.
+    call(&srv, PUSH_KEY, "PUT", "/v1/rooms/vip/settings", Some(json!({ "policy": "public" }))).await;
+    anon.join("vip").await.unwrap();
+    let (s, _) =
+        call(&srv, PUSH_KEY, "POST", "/v1/rooms/vip/tokens", Some(json!({ "user_id": 1, "ttl_secs": 0 }))).await;
+    assert_eq!(s, 400);
 }

@@ -76,6 +76,7 @@ export class RoomView {
     this.onFrame = (e) => {
       const f = e.detail.frame;
       if (f.op === 'online' && f.room === this.room) this.setOnline(f.count);
+      if (f.op === 'room_events' && f.room === this.room) this.roomEvents(f);
       if (f.op === 'kicked' && f.room === this.room) {
         this.kicked = f.room;
         this.postForm.hidden = true;
@@ -140,6 +141,20 @@ export class RoomView {
     if (push.priority === 'high') this.banner(text);
     else this.fly(text, color);
     this.log.prepend(h('li', { class: push.priority === 'high' ? 'high' : 'low' }, text));
+    while (this.log.children.length > LOG_SIZE) this.log.lastChild.remove();
+  }
+
+  /** "Welcome alice, bob and 3 others" / "carol left", as notices in the log. */
+  roomEvents(f) {
+    const say = (users, more, verb) => {
+      if (!users?.length && !more) return;
+      const names = (users ?? []).map((u) => u.nickname || `user ${u.user_id}`);
+      if (more) names.push(`${more} other${more === 1 ? '' : 's'}`);
+      const list = names.length > 1 ? `${names.slice(0, -1).join(', ')} and ${names.at(-1)}` : names[0];
+      this.log.prepend(h('li', { class: 'notice' }, `${list} ${verb}`));
+    };
+    say(f.entered, f.more_entered, 'entered');
+    say(f.left, f.more_left, 'left');
     while (this.log.children.length > LOG_SIZE) this.log.lastChild.remove();
   }
 

@@ -75,11 +75,70 @@ pub struct Sanctions {
     pub sanctions: Vec<RoomSanction>,
 }
 
-/// `PUT /v1/rooms/{room}/settings`: how a room takes posts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `PUT /v1/rooms/{room}/settings`: who may enter a room and how it takes posts. Fields left
+/// out keep their value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RoomSettings {
     /// Slow mode: one post per user per this many seconds (0: off; at most 3600).
-    pub slow_mode_secs: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_mode_secs: Option<u32>,
+    /// Who may enter: `public` (anyone) or `token` (a logged-in user with a join token of this
+    /// room, `POST /v1/rooms/{room}/tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<RoomPolicy>,
+}
+
+/// Who may enter a room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RoomPolicy {
+    /// Anyone connected.
+    #[default]
+    Public,
+    /// A logged-in user with a valid join token for the room.
+    Token,
+}
+
+impl RoomPolicy {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomPolicy::Public => "public",
+            RoomPolicy::Token => "token",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "public" => Some(RoomPolicy::Public),
+            "token" => Some(RoomPolicy::Token),
+            _ => None,
+        }
+    }
+}
+
+/// `POST /v1/rooms/{room}/tokens`: a join token for one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewJoinToken {
+    /// The user who may enter.
+    pub user_id: UserId,
+    /// Seconds it is valid (default 3600, at most 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A join token: the user passes it in `join` (`token`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JoinToken {
+    /// The token.
+    pub token: String,
+    /// When it expires, seconds since the Unix epoch.
+    pub expires_at: u64,
 }

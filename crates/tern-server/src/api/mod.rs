@@ -130,6 +130,7 @@ fn routes() -> Routes {
         .at("/v1/rooms/{room}/mutes", get(rooms::mutes).post(rooms::mute))
         .at("/v1/rooms/{room}/mutes/{user_id}", delete(rooms::unmute))
         .at("/v1/rooms/{room}/settings", get(rooms::settings).put(rooms::set_settings))
+        .at("/v1/rooms/{room}/tokens", post(rooms::issue_token).delete(rooms::void_tokens))
         .at("/v1/areas/{area}/online", get(push::area_online))
         .at("/v1/online", get(push::total_online))
         .at("/v1/admin/keys", post(push::create_key).get(push::list_keys))

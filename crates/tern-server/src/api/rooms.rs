@@ -6,7 +6,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use tern_proto::UserId;
-use tern_proto::rest::{ErrorBody, NewSanction, RoomSanction, RoomSettings, SanctionKind, Sanctions};
+use tern_proto::rest::{
+    ErrorBody, JoinToken, NewJoinToken, NewSanction, RoomSanction, RoomSettings, SanctionKind, Sanctions,
+};
 
 use super::{ApiState, JsonBody, KeyCaller, PathParams};
 use crate::error::Error;
@@ -37,7 +39,8 @@ async fn impose(
     room_ok(room)?;
     let sanction = s.logic.live().sanction(room, kind, new).await?;
     if kind == SanctionKind::Ban {
-        let kicked = s.gateway.registry().kick_from_room(room, sanction.user_id, &sanction.reason);
+        let kicked = s.gateway.router().kick_from_room(room, sanction.user_id, &sanction.reason);
+        s.logic.live().left(room, sanction.user_id, kicked);
         tracing::info!(room, user_id = sanction.user_id.0, kicked, by = %c.key_id, "room ban");
     } else {
         tracing::info!(room, user_id = sanction.user_id.0, by = %c.key_id, "room mute");
@@ -137,6 +140,32 @@ pub(super) async fn set_settings(
 ) -> Result<Json<RoomSettings>, Error> {
     c.require(Scope::Rooms)?;
     room_ok(&room)?;
-    s.logic.live().set_settings(&room, &b)?;
-    Ok(Json(b))
+    Ok(Json(s.logic.live().set_settings(&room, b).await?))
+}
+
+/// `POST /v1/rooms/{room}/tokens`
+#[utoipa::path(post, path = "/v1/rooms/{room}/tokens", tag = "rooms", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), request_body = NewJoinToken, responses((status = 200, body = JoinToken), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn issue_token(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    PathParams(room): PathParams<String>,
+    JsonBody(b): JsonBody<NewJoinToken>,
+) -> Result<Json<JoinToken>, Error> {
+    c.require(Scope::Rooms)?;
+    room_ok(&room)?;
+    Ok(Json(s.logic.live().join_token(s.logic.auth(), &room, b.user_id, b.ttl_secs)?))
+}
+
+/// `DELETE /v1/rooms/{room}/tokens`
+#[utoipa::path(delete, path = "/v1/rooms/{room}/tokens", tag = "rooms", security(("bearer" = [])), params(("room" = String, Path, description = "The room")), responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn void_tokens(
+    State(s): State<ApiState>,
+    KeyCaller(c): KeyCaller,
+    PathParams(room): PathParams<String>,
+) -> Result<StatusCode, Error> {
+    c.require(Scope::Rooms)?;
+    room_ok(&room)?;
+    s.logic.live().void_tokens(&room).await?;
+    tracing::info!(room, by = %c.key_id, "room join tokens voided");
+    Ok(StatusCode::NO_CONTENT)
 }

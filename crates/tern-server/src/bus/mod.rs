@@ -35,12 +35,10 @@ pub enum Control {
         /// Lifted rather than imposed.
         lifted: bool,
     },
-    /// A room's slow mode was set.
+    /// A room's settings changed.
     RoomSettings {
-        /// The room.
-        room: String,
-        /// One post per user per this many seconds (0: off).
-        slow_mode_secs: u32,
+        /// The settings now.
+        settings: crate::store::StoredRoomSettings,
     },
     /// A room now belongs to an area.
     RoomArea {

@@ -265,6 +265,11 @@ impl Registry {
         })
     }
 
+    /// Whether a connection is in a room.
+    pub fn is_in_room(&self, room: &str, conn_id: ConnId) -> bool {
+        self.rooms.with(&room.to_owned(), |m| m.get(room).is_some_and(|r| r.members.contains_key(&conn_id)))
+    }
+
     /// Takes a connection out of a room.
     pub fn leave(&self, room: &str, conn_id: ConnId) {
         self.rooms.with(&room.to_owned(), |m| {
@@ -375,7 +380,7 @@ impl Registry {
     /// Takes a user's connections on this node out of a room and tells each (`kicked`, high
     /// lane); returns how many. A connection whose high lane is full is closed instead, as any
     /// connection that far behind would be.
-    pub fn kick_from_room(&self, room: &str, user: UserId, reason: &str) -> usize {
+    pub fn kick_from_room(&self, room: &str, user: UserId, reason: &str) -> u32 {
         let kicked: Vec<ConnHandle> = self.rooms.with(&room.to_owned(), |m| {
             let Some(r) = m.get_mut(room) else { return Vec::new() };
             let ids: Vec<ConnId> =
@@ -396,7 +401,7 @@ impl Registry {
                 c.lanes.kick(CloseReason::SlowConsumer);
             }
         }
-        kicked.len()
+        kicked.len() as u32
     }
 
     /// Kicks every connection (shutdown).

@@ -10,7 +10,8 @@ use tern_proto::ConnId;
 use super::registry::{ConnHandle, Owner, Registry};
 use crate::bus::{Bus, Interest};
 
-/// This node's connection table and its interests on the bus, kept in step.
+/// This node's connection table and its interests on the bus, kept in step. Cheap to clone.
+#[derive(Clone)]
 pub struct Router {
     registry: Arc<Registry>,
     bus: Arc<dyn Bus>,
@@ -55,6 +56,16 @@ impl Router {
             Arc::clone(&self.bus).subscribe(Interest::Room(room.to_owned())).await;
         }
         online + self.registry.peers().room_online(room)
+    }
+
+    /// Takes a user's connections on this node out of `room` (a ban), telling each (`kicked`);
+    /// returns how many.
+    pub fn kick_from_room(&self, room: &str, user: tern_proto::UserId, reason: &str) -> u32 {
+        let kicked = self.registry.kick_from_room(room, user, reason);
+        for _ in 0..kicked {
+            self.bus.unsubscribe(Interest::Room(room.to_owned()));
+        }
+        kicked
     }
 
     /// Takes a connection out of `room`.

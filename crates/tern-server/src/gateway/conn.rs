@@ -129,7 +129,11 @@ fn lifetime<T: FrameIo>(
         conn.lanes.close();
         let mut user = None;
         if let Some(handle) = registered {
-            conn.gw.router.detach(&handle, conn.core.take_room());
+            let room = conn.core.take_room();
+            if let (Owner::User(u), Some(room)) = (handle.owner, &room) {
+                conn.gw.logic.live().left(room, u, 1);
+            }
+            conn.gw.router.detach(&handle, room);
             if let Owner::User(u) = handle.owner {
                 conn.gw.logic.presence().disconnected(u);
                 user = Some(u.0);
@@ -437,19 +441,39 @@ impl<T: FrameIo> Conn<T> {
                     self.core.reply(OutFrame::new(ServerFrame::error(None, e.code, e.message)));
                 }
             }
-            Request::EnterRoom { id, room, leaving } => {
-                if let Owner::User(user) = handle.owner
-                    && let Err(e) = self.gw.logic.live().may_enter(&room, user)
+            Request::EnterRoom { id, room, leaving, token } => {
+                let user = match handle.owner {
+                    Owner::User(user) => Some(user),
+                    Owner::Device => None,
+                };
+                // Joining the room it is already in is no second enter, and needs no second check.
+                let already_in = leaving.is_none() && self.gw.router.registry().is_in_room(&room, self.conn_id);
+                if !already_in
+                    && let Err(e) = self.gw.logic.live().may_enter(self.gw.logic.auth(), &room, user, token.as_deref())
                 {
                     self.core.join_refused(id, leaving, e.code, e.message);
                     return Ok(());
+                }
+                if let Owner::User(user) = handle.owner {
+                    let live = self.gw.logic.live();
+                    if let Some(old) = &leaving {
+                        live.left(old, user, 1);
+                    }
+                    if !already_in {
+                        live.entered(&room, user);
+                    }
                 }
                 let area = self.gw.logic.room_area(&room);
                 let online = self.gw.router.enter_room(handle, leaving, &room, &area).await;
                 tracing::debug!(conn_id = self.conn_id.0, %room, %area, online, "joined room");
                 self.core.reply(OutFrame::new(ServerFrame::Joined { id, room, area, online }));
             }
-            Request::LeaveRoom { room } => self.gw.router.leave_room(self.conn_id, room),
+            Request::LeaveRoom { room } => {
+                if let Owner::User(user) = handle.owner {
+                    self.gw.logic.live().left(&room, user, 1);
+                }
+                self.gw.router.leave_room(self.conn_id, room);
+            }
             Request::Publish { id, user, room, data, priority } => {
                 let logic = Arc::clone(&self.gw.logic);
                 inflight.get_or_insert_default().push(Box::pin(async move {

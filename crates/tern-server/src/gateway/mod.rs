@@ -24,7 +24,6 @@ use tern_proto::session::SessionConfig;
 use tern_proto::{CloseReason, ConnId};
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::Bus;
 use crate::config::GatewayConfig;
 use crate::dispatch::{Registry, Router};
 use crate::logic::Logic;
@@ -54,8 +53,7 @@ impl Gateway {
     /// Builds the gateway.
     pub fn new(
         logic: Arc<Logic>,
-        registry: Arc<Registry>,
-        bus: Arc<dyn Bus>,
+        router: Router,
         cfg: GatewayConfig,
         qos1_ttl_ms: u64,
         rooms: &crate::config::RoomsConfig,
@@ -85,7 +83,7 @@ impl Gateway {
         Self {
             conn_cfg,
             logic,
-            router: Router::new(registry, bus),
+            router,
             cfg,
             shutdown,
             next_conn: AtomicU64::new(1),
@@ -159,6 +157,11 @@ impl Gateway {
     /// The connection registry.
     pub fn registry(&self) -> &Arc<Registry> {
         self.router.registry()
+    }
+
+    /// The connection table and bus interests.
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 
     /// How many connections closed for each reason since start.

@@ -7,6 +7,14 @@
 //!
 //! Bans and mutes are stored, cached here, and told to the other nodes (a [`Control`]); slow mode
 //! and the room rate are kept per node.
+//!
+//! Enter and leave events: the gateway reports each user connection entering and leaving a room;
+//! a user's first connection in a room is an enter, their last one going is a leave once
+//! `rooms.leave_grace_ms` has passed without their coming back (a reconnect is neither). Events
+//! are gathered per room and sent by [`announce_room_events`] once per window, naming up to
+//! `rooms.events_names` users each way and counting the rest, so a hot room gets one small
+//! frame a window however many come and go. Anonymous devices make no events. Each node reports
+//! its own connections.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,16 +23,18 @@ use std::time::Instant;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use parking_lot::Mutex;
 use tern_proto::rate::Bucket;
-use tern_proto::rest::{NewSanction, RoomSanction, RoomSettings, SanctionKind};
-use tern_proto::{ErrorCode, Poster, Priority, Push, PushScope, UserId};
+use tern_proto::rest::{JoinToken, NewSanction, RoomPolicy, RoomSanction, RoomSettings, SanctionKind};
+use tern_proto::{ErrorCode, Priority, Push, PushScope, RoomUser, ServerFrame, UserId};
 
 use super::ids::MsgIdGen;
+use crate::auth::{Auth, TokenError};
 use crate::bus::{Control, Target};
 use crate::clock::now_ms;
 use crate::config::{FilterAction, RoomsConfig};
 use crate::dispatch::Dispatcher;
 use crate::error::Error;
-use crate::store::Store;
+use crate::store::{Store, StoredRoomSettings};
+use crate::wire::OutFrame;
 
 /// Rooms whose post state (rate, slow mode) is kept before idle ones are forgotten.
 const ROOMS_KEPT: usize = 65_536;
@@ -34,13 +44,13 @@ const NICKNAME_TTL_MS: u64 = 60_000;
 /// Longest slow mode, and longest reason.
 const MAX_SLOW_MODE_SECS: u32 = 3600;
 const MAX_REASON_CHARS: usize = 200;
+/// Longest a join token may be valid: 30 days.
+const MAX_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 
 /// One room's post state on this node.
 struct RoomPosts {
     /// `rooms.publish_per_sec_per_room`.
     rate: Option<Bucket>,
-    /// Set by the business server; `None`: the configured default.
-    slow_mode_secs: Option<u32>,
     /// When each user last posted (for slow mode).
     last_post: HashMap<UserId, Instant>,
 }
@@ -56,6 +66,30 @@ pub struct Live {
     rooms: Mutex<HashMap<String, RoomPosts>>,
     sanctions: Mutex<HashMap<(String, UserId, SanctionKind), RoomSanction>>,
     nicknames: Mutex<HashMap<UserId, (String, u64)>>,
+    presence: Mutex<RoomPresence>,
+    /// Rooms whose settings were set (loaded at start, kept in step with the store).
+    room_settings: Mutex<HashMap<String, StoredRoomSettings>>,
+    events_names: usize,
+    leave_grace: std::time::Duration,
+}
+
+/// Who is in which room on this node, and the events not yet sent.
+#[derive(Default)]
+struct RoomPresence {
+    /// (room, user) → the user's connections in it.
+    here: HashMap<(String, UserId), u32>,
+    /// (room, user) → when their leave becomes an event, unless they come back first.
+    leaving: HashMap<(String, UserId), Instant>,
+    /// Per room, the events of this window.
+    pending: HashMap<String, PendingEvents>,
+}
+
+#[derive(Default)]
+struct PendingEvents {
+    entered: Vec<UserId>,
+    left: Vec<UserId>,
+    more_entered: u64,
+    more_left: u64,
 }
 
 impl Live {
@@ -81,15 +115,104 @@ impl Live {
             rooms: Mutex::new(HashMap::new()),
             sanctions: Mutex::new(HashMap::new()),
             nicknames: Mutex::new(HashMap::new()),
+            presence: Mutex::new(RoomPresence::default()),
+            room_settings: Mutex::new(HashMap::new()),
+            events_names: cfg.events_names,
+            leave_grace: std::time::Duration::from_millis(cfg.leave_grace_ms),
+        }
+    }
+
+    /// A user's connection entered `room` (on this node).
+    pub fn entered(&self, room: &str, user: UserId) {
+        let mut p = self.presence.lock();
+        let key = (room.to_owned(), user);
+        let n = p.here.entry(key.clone()).or_insert(0);
+        *n += 1;
+        if *n > 1 || p.leaving.remove(&key).is_some() {
+            return; // another connection of theirs is here, or they are back within the grace
+        }
+        let names = self.events_names;
+        let events = p.pending.entry(key.0).or_default();
+        // Entered and left within one window (and its grace): nothing to say about them.
+        if let Some(i) = events.left.iter().position(|u| *u == user) {
+            events.left.remove(i);
+        } else if events.entered.len() < names {
+            events.entered.push(user);
+        } else {
+            events.more_entered += 1;
+        }
+    }
+
+    /// `n` of a user's connections left `room` (on this node).
+    pub fn left(&self, room: &str, user: UserId, n: u32) {
+        let mut p = self.presence.lock();
+        let key = (room.to_owned(), user);
+        let Some(here) = p.here.get_mut(&key) else { return };
+        *here = here.saturating_sub(n);
+        if *here == 0 {
+            p.here.remove(&key);
+            p.leaving.insert(key, Instant::now() + self.leave_grace);
+        }
+    }
+
+    /// Takes this window's events: the leaves whose grace has passed join them.
+    fn take_events(&self, now: Instant) -> Vec<(String, PendingEvents)> {
+        let mut p = self.presence.lock();
+        let p = &mut *p;
+        let names = self.events_names;
+        p.leaving.retain(|(room, user), at| {
+            if *at > now {
+                return true;
+            }
+            let events = p.pending.entry(room.clone()).or_default();
+            if events.left.len() < names {
+                events.left.push(*user);
+            } else {
+                events.more_left += 1;
+            }
+            false
+        });
+        p.pending
+            .drain()
+            .filter(|(_, e)| !e.entered.is_empty() || !e.left.is_empty() || e.more_entered + e.more_left > 0)
+            .collect()
+    }
+
+    /// Sends this window's enter and leave events, one frame per room.
+    async fn send_events(&self, now: Instant) {
+        for (room, events) in self.take_events(now) {
+            let named = |users: Vec<UserId>| async move {
+                let mut out = Vec::with_capacity(users.len());
+                for user_id in users {
+                    let nickname = self.nickname(user_id).await.unwrap_or_default();
+                    out.push(RoomUser { user_id, nickname });
+                }
+                out
+            };
+            let entered = named(events.entered).await;
+            let left = named(events.left).await;
+            let frame = ServerFrame::RoomEvents {
+                room: room.clone(),
+                entered,
+                left,
+                more_entered: events.more_entered,
+                more_left: events.more_left,
+            };
+            self.dispatcher.publish(Target::Room(room), OutFrame::new(frame), Priority::Low);
         }
     }
 
     /// Loads the stored bans and mutes.
     pub async fn load(&self) -> Result<(), Error> {
         let stored = self.store.room_sanctions().await?;
-        let mut map = self.sanctions.lock();
-        for s in stored {
-            map.insert((s.room.clone(), s.user_id, s.kind), s);
+        {
+            let mut map = self.sanctions.lock();
+            for s in stored {
+                map.insert((s.room.clone(), s.user_id, s.kind), s);
+            }
+        }
+        for settings in self.store.room_settings().await? {
+            self.apply_settings(settings);
         }
         Ok(())
     }
@@ -106,8 +229,28 @@ impl Live {
         Some(s.clone())
     }
 
-    /// Refuses `forbidden` if `user` is banned from `room`.
-    pub fn may_enter(&self, room: &str, user: UserId) -> Result<(), Error> {
+    /// Refuses `forbidden` unless the connection may enter `room`: not banned, and for a private
+    /// room a logged-in user with a valid join token.
+    pub fn may_enter(&self, auth: &Auth, room: &str, user: Option<UserId>, token: Option<&str>) -> Result<(), Error> {
+        if let Some(user) = user {
+            self.not_banned(room, user)?;
+        }
+        let stored = self.stored_settings(room);
+        if stored.policy == RoomPolicy::Public {
+            return Ok(());
+        }
+        let private = |why: &str| Error::forbidden(format!("room {room:?} is private: {why}"));
+        let user = user.ok_or_else(|| private("log in and join with a join token"))?;
+        let token = token.ok_or_else(|| private("join with a join token from the room's owner"))?;
+        match auth.verify_room(token, user, room) {
+            Ok(issued) if issued > stored.tokens_after_ms => Ok(()),
+            Ok(_) => Err(private("this join token was revoked")),
+            Err(TokenError::Expired) => Err(private("this join token has expired")),
+            Err(_) => Err(private("this join token is not valid for you and this room")),
+        }
+    }
+
+    fn not_banned(&self, room: &str, user: UserId) -> Result<(), Error> {
         match self.in_force(room, user, SanctionKind::Ban) {
             Some(ban) => Err(Error::forbidden(sentence("you are banned from room", room, &ban))),
             None => Ok(()),
@@ -122,7 +265,7 @@ impl Live {
         mut data: serde_json::Value,
         priority: Priority,
     ) -> Result<(), Error> {
-        self.may_enter(&room, user)?;
+        self.not_banned(&room, user)?;
         if let Some(mute) = self.in_force(&room, user, SanctionKind::Mute) {
             return Err(Error::new(ErrorCode::Muted, sentence("you are muted in room", &room, &mute)));
         }
@@ -141,7 +284,7 @@ impl Live {
             scope: PushScope::Room { room: room.clone() },
             ts: now_ms(),
             data,
-            from: Some(Poster { user_id: user, nickname }),
+            from: Some(RoomUser { user_id: user, nickname }),
         };
         self.dispatcher
             .push(Target::Room(room), push)
@@ -154,15 +297,14 @@ impl Live {
         let now = Instant::now();
         let mut rooms = self.rooms.lock();
         if rooms.len() >= ROOMS_KEPT && !rooms.contains_key(room) {
-            rooms.retain(|_, r| r.slow_mode_secs.is_some());
+            rooms.clear();
         }
+        let slow = self.settings(room).slow_mode_secs.unwrap_or(0);
         let per_room = self.per_room;
         let posts = rooms.entry(room.to_owned()).or_insert_with(|| RoomPosts {
             rate: (per_room > 0).then(|| Bucket::new(f64::from(per_room), per_room, now)),
-            slow_mode_secs: None,
             last_post: HashMap::new(),
         });
-        let slow = posts.slow_mode_secs.unwrap_or(self.default_slow_secs);
         if slow > 0
             && let Some(last) = posts.last_post.get(&user)
         {
@@ -294,37 +436,84 @@ impl Live {
         list
     }
 
-    /// Sets a room's slow mode on this node and tells the others.
-    pub fn set_settings(&self, room: &str, settings: &RoomSettings) -> Result<(), Error> {
-        if !tern_proto::frame::valid_name(room) {
-            return Err(Error::bad_request("room names are 1 to 64 characters of [A-Za-z0-9_.:-]"));
-        }
-        if settings.slow_mode_secs > MAX_SLOW_MODE_SECS {
+    /// Changes a room's settings (the fields given): stored, in force here at once and told to
+    /// the other nodes. Answers the settings now in force.
+    pub async fn set_settings(&self, room: &str, change: RoomSettings) -> Result<RoomSettings, Error> {
+        if change.slow_mode_secs.is_some_and(|s| s > MAX_SLOW_MODE_SECS) {
             return Err(Error::bad_request(format!("slow_mode_secs must be 0 to {MAX_SLOW_MODE_SECS}")));
         }
-        self.apply_settings(room, settings.slow_mode_secs);
-        self.dispatcher
-            .broadcast(Control::RoomSettings { room: room.to_owned(), slow_mode_secs: settings.slow_mode_secs });
+        let mut stored = self.stored_settings(room);
+        if let Some(slow) = change.slow_mode_secs {
+            stored.slow_mode_secs = Some(slow);
+        }
+        if let Some(policy) = change.policy {
+            stored.policy = policy;
+        }
+        self.save_settings(stored).await?;
+        Ok(self.settings(room))
+    }
+
+    /// Voids every join token of `room` issued until now.
+    pub async fn void_tokens(&self, room: &str) -> Result<(), Error> {
+        let mut stored = self.stored_settings(room);
+        stored.tokens_after_ms = now_ms();
+        self.save_settings(stored).await
+    }
+
+    async fn save_settings(&self, stored: StoredRoomSettings) -> Result<(), Error> {
+        self.store.put_room_settings(stored.clone()).await?;
+        self.apply_settings(stored.clone());
+        self.dispatcher.broadcast(Control::RoomSettings { settings: stored });
         Ok(())
     }
 
-    /// A room's slow mode set (here or on another node).
-    pub fn apply_settings(&self, room: &str, slow_mode_secs: u32) {
-        let now = Instant::now();
-        let per_room = self.per_room;
-        let mut rooms = self.rooms.lock();
-        let posts = rooms.entry(room.to_owned()).or_insert_with(|| RoomPosts {
-            rate: (per_room > 0).then(|| Bucket::new(f64::from(per_room), per_room, now)),
-            slow_mode_secs: None,
-            last_post: HashMap::new(),
-        });
-        posts.slow_mode_secs = Some(slow_mode_secs);
+    /// A room's settings changed (here or on another node).
+    pub fn apply_settings(&self, stored: StoredRoomSettings) {
+        self.room_settings.lock().insert(stored.room.clone(), stored);
     }
 
-    /// A room's settings as in force on this node.
+    fn stored_settings(&self, room: &str) -> StoredRoomSettings {
+        self.room_settings.lock().get(room).cloned().unwrap_or_else(|| StoredRoomSettings {
+            room: room.to_owned(),
+            slow_mode_secs: None,
+            policy: RoomPolicy::Public,
+            tokens_after_ms: 0,
+        })
+    }
+
+    /// A room's settings in force.
     pub fn settings(&self, room: &str) -> RoomSettings {
-        let slow = self.rooms.lock().get(room).and_then(|r| r.slow_mode_secs).unwrap_or(self.default_slow_secs);
-        RoomSettings { slow_mode_secs: slow }
+        let stored = self.stored_settings(room);
+        RoomSettings {
+            slow_mode_secs: Some(stored.slow_mode_secs.unwrap_or(self.default_slow_secs)),
+            policy: Some(stored.policy),
+        }
+    }
+
+    /// A join token for `user` in `room`.
+    pub fn join_token(&self, auth: &Auth, room: &str, user: UserId, ttl_secs: Option<u64>) -> Result<JoinToken, Error> {
+        let ttl = ttl_secs.unwrap_or(3600);
+        if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
+            return Err(Error::bad_request(format!("ttl_secs must be 1 to {MAX_TOKEN_TTL_SECS}")));
+        }
+        let issued = auth.issue_room(user, room, ttl);
+        Ok(JoinToken { token: issued.token, expires_at: issued.expires_at })
+    }
+}
+
+/// Sends the rooms' enter and leave events every `window` until `stop`.
+pub async fn announce_room_events(
+    live: Arc<Live>,
+    window: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut every = tokio::time::interval(window);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => live.send_events(Instant::now()).await,
+        }
     }
 }
 

@@ -59,7 +59,7 @@ pub struct Logic {
     recall_window_ms: u64,
     dispatcher: Arc<Dispatcher>,
     presence: Arc<Presence>,
-    live: live::Live,
+    live: Arc<live::Live>,
 }
 
 /// Makes notices (server-written messages) with fresh ids; cheap to clone into a transaction.
@@ -99,7 +99,7 @@ impl Logic {
             (!cfg.cluster.nats_url.is_empty()).then_some(cfg.cluster.node_id),
         ));
         let ids = Arc::new(MsgIdGen::new(cfg.cluster.node_id));
-        let live = live::Live::new(Arc::clone(&store), Arc::clone(&dispatcher), Arc::clone(&ids), &cfg.rooms);
+        let live = Arc::new(live::Live::new(Arc::clone(&store), Arc::clone(&dispatcher), Arc::clone(&ids), &cfg.rooms));
         Self {
             live,
             max_group_members: cfg.messages.max_group_members,
@@ -133,7 +133,7 @@ impl Logic {
     }
 
     /// Live-room posts and moderation.
-    pub fn live(&self) -> &live::Live {
+    pub fn live(&self) -> &Arc<live::Live> {
         &self.live
     }
 

@@ -13,12 +13,13 @@ use super::Logic;
 use crate::bus::{Bus, Control};
 use crate::cluster::NodeStatus;
 use crate::config::Config;
-use crate::dispatch::Registry;
+use crate::dispatch::{Registry, Router};
 
 impl Logic {
     /// Applies another node's change: to what logic holds in memory (the store has it already)
     /// and to this node's connections (sessions ended there are closed here too).
-    pub fn apply_control(&self, control: &Control, registry: &Registry) {
+    pub fn apply_control(&self, control: &Control, router: &Router) {
+        let registry = router.registry();
         match control {
             Control::SessionCutoff { user, device, after_ms } => {
                 self.auth.set_cutoff(*user, device.clone(), *after_ms);
@@ -28,10 +29,11 @@ impl Logic {
             Control::RoomSanction { sanction, lifted } => {
                 self.live.apply(sanction, *lifted);
                 if !lifted && sanction.kind == tern_proto::rest::SanctionKind::Ban {
-                    registry.kick_from_room(&sanction.room, sanction.user_id, &sanction.reason);
+                    let kicked = router.kick_from_room(&sanction.room, sanction.user_id, &sanction.reason);
+                    self.live.left(&sanction.room, sanction.user_id, kicked);
                 }
             }
-            Control::RoomSettings { room, slow_mode_secs } => self.live.apply_settings(room, *slow_mode_secs),
+            Control::RoomSettings { settings } => self.live.apply_settings(settings.clone()),
             Control::RoomArea { room, area } => {
                 self.room_areas.lock().insert(room.clone(), area.clone());
                 registry.set_area(room, area);

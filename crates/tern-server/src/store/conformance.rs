@@ -479,6 +479,21 @@ async fn api_keys_and_rooms(store: Arc<dyn Store>) {
     let mut all = store.room_sanctions().await.unwrap();
     all.sort_by_key(|s| s.user_id);
     assert_eq!(all, vec![sanction(1, SanctionKind::Ban, 0, "spam"), sanction(2, SanctionKind::Ban, 20, "second")]);
+
+    // Room settings: one row per room, replaced.
+    use crate::store::{RoomPolicy, StoredRoomSettings};
+    let settings = |room: &str, slow, policy, after| StoredRoomSettings {
+        room: room.into(),
+        slow_mode_secs: slow,
+        policy,
+        tokens_after_ms: after,
+    };
+    store.put_room_settings(settings("r1", Some(30), RoomPolicy::Public, 0)).await.unwrap();
+    store.put_room_settings(settings("r2", None, RoomPolicy::Token, 5)).await.unwrap();
+    store.put_room_settings(settings("r1", None, RoomPolicy::Token, 7)).await.unwrap();
+    let mut all = store.room_settings().await.unwrap();
+    all.sort_by(|a, b| a.room.cmp(&b.room));
+    assert_eq!(all, vec![settings("r1", None, RoomPolicy::Token, 7), settings("r2", None, RoomPolicy::Token, 5)]);
 }
 
 async fn users_are_unique_case_insensitively(store: Arc<dyn Store>) {

@@ -234,7 +234,20 @@ pub type ConvPosition = (ConvId, u64, u64);
 /// An append that has been queued; await it for the durable result.
 pub type AppendTicket = oneshot::Receiver<Result<Appended, StoreError>>;
 
-pub use tern_proto::rest::{RoomSanction, SanctionKind};
+pub use tern_proto::rest::{RoomPolicy, RoomSanction, SanctionKind};
+
+/// A room's settings as stored (and told to the other nodes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredRoomSettings {
+    /// The room.
+    pub room: String,
+    /// Slow mode seconds, if set for this room (else the configured default).
+    pub slow_mode_secs: Option<u32>,
+    /// Who may enter.
+    pub policy: RoomPolicy,
+    /// Join tokens issued at or before this (ms since the Unix epoch) are void.
+    pub tokens_after_ms: u64,
+}
 
 /// A push API key as stored (the secret itself is never stored, only its SHA-256).
 #[derive(Debug, Clone, PartialEq)]
@@ -363,4 +376,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every room ban and mute (expired ones too), to load at start.
     fn room_sanctions(&self) -> BoxFut<'_, Result<Vec<RoomSanction>, StoreError>>;
+
+    /// Stores a room's settings (replacing them).
+    fn put_room_settings(&self, settings: StoredRoomSettings) -> BoxFut<'_, Result<(), StoreError>>;
+
+    /// Every room's stored settings, to load at start.
+    fn room_settings(&self) -> BoxFut<'_, Result<Vec<StoredRoomSettings>, StoreError>>;
 }

@@ -49,7 +49,11 @@ pub async fn listen(profile: &ProfileArg, transport: ClientTransportArg, count: 
                 eprintln!("tern: user {user} is {}", if online { "online" } else { "offline" })
             }
             // `listen` joins no room.
-            Event::Connected { .. } | Event::Synced | Event::Online { .. } | Event::Kicked { .. } => {}
+            Event::Connected { .. }
+            | Event::Synced
+            | Event::Online { .. }
+            | Event::Kicked { .. }
+            | Event::RoomEvents { .. } => {}
         }
     }
     client.close().await;

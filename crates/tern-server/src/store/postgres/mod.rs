@@ -37,7 +37,8 @@ use super::im::{
 use super::sql::{self, MESSAGE_COLUMNS, PROFILE_COLUMNS, USER_COLUMNS, profile_from, user_from};
 use super::{
     ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
-    RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth, UserRecord,
+    RoomPolicy, RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth,
+    StoredRoomSettings, UserRecord,
 };
 
 mod effects;
@@ -503,6 +504,36 @@ impl Store for PostgresStore {
                 )
                 .await?;
             Ok(removed > 0)
+        })
+    }
+
+    fn put_room_settings(&self, settings: StoredRoomSettings) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let slow = settings.slow_mode_secs.map(|s| s as i32);
+            self.execute(
+                "INSERT INTO room_settings (room, slow_mode_secs, policy, tokens_after_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (room) DO UPDATE SET slow_mode_secs = excluded.slow_mode_secs, \
+                 policy = excluded.policy, tokens_after_ms = excluded.tokens_after_ms",
+                &[&settings.room, &slow, &settings.policy.as_str(), &(settings.tokens_after_ms as i64)],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn room_settings(&self) -> BoxFut<'_, Result<Vec<StoredRoomSettings>, StoreError>> {
+        Box::pin(async move {
+            let rows =
+                self.query("SELECT room, slow_mode_secs, policy, tokens_after_ms FROM room_settings", &[]).await?;
+            Ok(rows
+                .iter()
+                .map(|r| StoredRoomSettings {
+                    room: r.get(0),
+                    slow_mode_secs: r.get::<_, Option<i32>>(1).map(|s| s.max(0) as u32),
+                    policy: RoomPolicy::parse(r.get(2)).unwrap_or(RoomPolicy::Token),
+                    tokens_after_ms: r.get::<_, i64>(3) as u64,
+                })
+                .collect())
         })
     }
 

@@ -96,7 +96,7 @@ CREATE TABLE session_cutoffs (
 );
 "#;
 
-/// Version 2: live-room bans and mutes (`until_ms` 0 = until lifted).
+/// Version 2: live-room bans and mutes (`until_ms` 0 = until lifted) and room settings.
 const SCHEMA_V2: &str = r#"
 CREATE TABLE room_sanctions (
     room TEXT NOT NULL,
@@ -106,6 +106,12 @@ CREATE TABLE room_sanctions (
     reason TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (room, user_id, kind)
+);
+CREATE TABLE room_settings (
+    room TEXT PRIMARY KEY,
+    slow_mode_secs INTEGER,
+    policy TEXT NOT NULL,
+    tokens_after_ms BIGINT NOT NULL
 );
 "#;
 

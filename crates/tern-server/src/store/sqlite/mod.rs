@@ -24,7 +24,8 @@ use super::im::{
 use super::sql::{self, PROFILE_COLUMNS, USER_COLUMNS, profile_from, user_from};
 use super::{
     ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
-    RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth, UserRecord,
+    RoomPolicy, RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth,
+    StoredRoomSettings, UserRecord,
 };
 use crate::clock::now_ms;
 use crate::config::{StoreConfig, Synchronous};
@@ -334,6 +335,43 @@ impl Store for SqliteStore {
                 .await?;
             Ok(changed > 0)
         })
+    }
+
+    fn put_room_settings(&self, settings: StoredRoomSettings) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.apply(Box::new(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO room_settings (room, slow_mode_secs, policy, tokens_after_ms) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT(room) DO UPDATE SET slow_mode_secs = excluded.slow_mode_secs, \
+                     policy = excluded.policy, tokens_after_ms = excluded.tokens_after_ms",
+                )?
+                .execute(rusqlite::params![
+                    settings.room,
+                    settings.slow_mode_secs,
+                    settings.policy.as_str(),
+                    settings.tokens_after_ms as i64,
+                ])
+            }))
+            .await
+            .map(drop)
+        })
+    }
+
+    fn room_settings(&self) -> BoxFut<'_, Result<Vec<StoredRoomSettings>, StoreError>> {
+        Box::pin(self.readers.run(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT room, slow_mode_secs, policy, tokens_after_ms FROM room_settings")?;
+            let rows = stmt.query_map([], |r| {
+                let policy: String = r.get(2)?;
+                Ok(StoredRoomSettings {
+                    room: r.get(0)?,
+                    slow_mode_secs: r.get(1)?,
+                    policy: RoomPolicy::parse(&policy).unwrap_or(RoomPolicy::Token),
+                    tokens_after_ms: r.get::<_, i64>(3)? as u64,
+                })
+            })?;
+            rows.collect()
+        }))
     }
 
     fn room_sanctions(&self) -> BoxFut<'_, Result<Vec<RoomSanction>, StoreError>> {

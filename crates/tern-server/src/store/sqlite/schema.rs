@@ -121,7 +121,8 @@ DROP INDEX IF EXISTS messages_client_id;
 CREATE UNIQUE INDEX messages_client_key ON messages(client_msg_id, sender);
 ";
 
-/// Version 6: live-room bans and mutes (`until_ms` 0 = until lifted).
+/// Version 6: live-room bans and mutes (`until_ms` 0 = until lifted) and room settings (slow
+/// mode, who may enter, when join tokens were last voided).
 pub(super) const MIGRATE_V6: &str = "
 CREATE TABLE room_sanctions (
     room TEXT NOT NULL,
@@ -131,6 +132,12 @@ CREATE TABLE room_sanctions (
     reason TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     PRIMARY KEY (room, user_id, kind)
+) WITHOUT ROWID;
+CREATE TABLE room_settings (
+    room TEXT PRIMARY KEY,
+    slow_mode_secs INTEGER,
+    policy TEXT NOT NULL,
+    tokens_after_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 
