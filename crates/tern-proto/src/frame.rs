@@ -493,6 +493,7 @@ pub struct Push {
 }
 
 /// A user as a live room shows them: the author of a post, someone who entered or left.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomUser {
     /// The user.

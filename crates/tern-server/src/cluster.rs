@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tern_proto::UserId;
 
 /// What a node tells the others about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +50,10 @@ pub struct RoomCount {
     pub area: String,
     /// Connections in it on that node.
     pub online: u64,
+    /// The logged-in users in it on that node, ascending, when there are at most
+    /// `rooms.members_list_max`; absent past that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<UserId>>,
 }
 
 /// The other nodes' latest statuses.
@@ -93,6 +98,18 @@ impl Peers {
     /// Connections in a room on the live peers.
     pub fn room_online(&self, room: &str) -> u64 {
         self.with_live(|it| it.flat_map(|s| &s.rooms).filter(|r| r.room == room).map(|r| r.online).sum())
+    }
+
+    /// The logged-in users in a room on the live peers, as of their last status; `None` if a
+    /// peer has too many there to list.
+    pub fn room_users(&self, room: &str) -> Option<BTreeSet<UserId>> {
+        self.with_live(|it| {
+            let mut users = BTreeSet::new();
+            for r in it.flat_map(|s| &s.rooms).filter(|r| r.room == room) {
+                users.extend(r.users.as_ref()?);
+            }
+            Some(users)
+        })
     }
 
     /// Connections in an area's rooms on the live peers, and those rooms' names.
@@ -150,7 +167,7 @@ mod tests {
             draining,
             rooms: rooms
                 .iter()
-                .map(|(r, a, n)| RoomCount { room: (*r).into(), area: (*a).into(), online: *n })
+                .map(|(r, a, n)| RoomCount { room: (*r).into(), area: (*a).into(), online: *n, users: None })
                 .collect(),
             presence_epoch: 0,
             presence_seq: 0,

@@ -89,6 +89,10 @@ pub struct RoomsConfig {
     /// A user who leaves a room and is back within this many milliseconds (a reconnect, a page
     /// reload) neither left nor entered.
     pub leave_grace_ms: u64,
+    /// Rooms with at most this many logged-in users on a node list them
+    /// (`GET /v1/rooms/{room}/members`, and in a cluster each node's status); larger rooms only
+    /// count.
+    pub members_list_max: usize,
 }
 
 /// What the word filter does to a post that contains a listed word.
@@ -133,6 +137,7 @@ impl Default for RoomsConfig {
             events_window_ms: 1_000,
             events_names: 10,
             leave_grace_ms: 5_000,
+            members_list_max: 500,
         }
     }
 }

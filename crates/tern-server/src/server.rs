@@ -188,6 +188,7 @@ impl Server {
                 bus.clone(),
                 crate::logic::nodes::own_status(&cfg, http_addr, tcp_addr),
                 Duration::from_millis(cfg.cluster.status_interval_ms),
+                cfg.rooms.members_list_max,
                 shutdown.clone(),
             )));
         }

@@ -342,3 +342,51 @@ async fn a_private_room_lets_in_only_users_with_a_valid_join_token_and_the_busin
         call(&srv, PUSH_KEY, "POST", "/v1/rooms/vip/tokens", Some(json!({ "user_id": 1, "ttl_secs": 0 }))).await;
     assert_eq!(s, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_is_here_pages_the_logged_in_members_and_big_or_private_rooms_are_not_listed() {
+    let srv = TestServer::with(|c| c.rooms.members_list_max = 4).await;
+    let mut viewers = Vec::new();
+    let mut ids = Vec::new();
+    for name in ["ann", "ben", "cat"] {
+        let (c, e, id) = viewer(&srv, name, Transport::Tcp, "small").await;
+        viewers.push((c, e));
+        ids.push(id);
+    }
+    let (second, _) = connect(&srv.login("ann", "laptop").await, Transport::WsJson).await;
+    second.join("small").await.unwrap(); // one user, two connections
+    let (anon, _) = connect_device(&srv.device().await, Transport::Tcp).await;
+    anon.join("small").await.unwrap();
+    let asker = srv.login("dan", "phone").await;
+    let get = |path: String, token: String| {
+        let url = format!("{}{path}", srv.url());
+        async move {
+            let r = tern_client::http::shared_client().get(url).bearer_auth(token).send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let (s, v) = get("/v1/rooms/small/members?limit=2".into(), asker.token.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((v["online"].as_u64(), v["users"].as_u64()), (Some(5), Some(3)));
+    let page: Vec<u64> = v["members"].as_array().unwrap().iter().map(|m| m["user_id"].as_u64().unwrap()).collect();
+    assert_eq!(page, ids[..2]);
+    assert_eq!(v["members"][0]["nickname"], "ann");
+    let after = v["next_after"].as_u64().unwrap();
+    let (_, v) = get(format!("/v1/rooms/small/members?limit=2&after={after}"), PUSH_KEY.into()).await;
+    assert_eq!(v["members"][0]["user_id"].as_u64(), Some(ids[2]));
+    assert!(v.get("next_after").is_none(), "the last page: {v}");
+
+    // Past rooms.members_list_max the room is counted, not listed.
+    for name in ["eve", "fay"] {
+        let (c, e, _) = viewer(&srv, name, Transport::Tcp, "small").await;
+        viewers.push((c, e));
+    }
+    let (s, v) = get("/v1/rooms/small/members".into(), asker.token.clone()).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("bad_request")));
+    assert!(v["error"]["message"].as_str().unwrap().contains("counted, not listed"), "{v}");
+    // A private room lists to its owner only; no credentials at all is 401.
+    call(&srv, PUSH_KEY, "PUT", "/v1/rooms/vip/settings", Some(json!({ "policy": "token" }))).await;
+    assert_eq!(get("/v1/rooms/vip/members".into(), asker.token.clone()).await.0, 403);
+    assert_eq!(get("/v1/rooms/vip/members".into(), PUSH_KEY.into()).await.0, 200);
+    assert_eq!(get("/v1/rooms/vip/members".into(), "nonsense".into()).await.0, 401);
+}

@@ -121,6 +121,23 @@ impl RoomPolicy {
     }
 }
 
+/// `GET /v1/rooms/{room}/members`: a page of the logged-in users in a room, by user id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RoomMembers {
+    /// The room.
+    pub room: String,
+    /// Connections in it across the cluster (anonymous viewers and every device counted).
+    pub online: u64,
+    /// Logged-in users in it across the cluster.
+    pub users: u64,
+    /// This page, by ascending user id.
+    pub members: Vec<crate::frame::RoomUser>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<UserId>,
+}
+
 /// `POST /v1/rooms/{room}/tokens`: a join token for one user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

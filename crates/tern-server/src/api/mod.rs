@@ -131,6 +131,7 @@ fn routes() -> Routes {
         .at("/v1/rooms/{room}/mutes/{user_id}", delete(rooms::unmute))
         .at("/v1/rooms/{room}/settings", get(rooms::settings).put(rooms::set_settings))
         .at("/v1/rooms/{room}/tokens", post(rooms::issue_token).delete(rooms::void_tokens))
+        .at("/v1/rooms/{room}/members", get(rooms::members))
         .at("/v1/areas/{area}/online", get(push::area_online))
         .at("/v1/online", get(push::total_online))
         .at("/v1/admin/keys", post(push::create_key).get(push::list_keys))
@@ -276,7 +277,7 @@ impl FromRequestParts<ApiState> for Caller {
 /// A business server, from its API key.
 pub struct KeyCaller(pub crate::logic::push::Caller);
 
-fn bearer(parts: &Parts) -> Option<&str> {
+pub(super) fn bearer(parts: &Parts) -> Option<&str> {
     parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 

@@ -7,10 +7,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use tern_proto::UserId;
 use tern_proto::rest::{
-    ErrorBody, JoinToken, NewJoinToken, NewSanction, RoomSanction, RoomSettings, SanctionKind, Sanctions,
+    ErrorBody, JoinToken, NewJoinToken, NewSanction, RoomMembers, RoomPolicy, RoomSanction, RoomSettings, SanctionKind,
+    Sanctions,
 };
 
-use super::{ApiState, JsonBody, KeyCaller, PathParams};
+use super::{ApiState, JsonBody, KeyCaller, PathParams, QueryParams};
 use crate::error::Error;
 use crate::logic::push::{Caller, Scope};
 
@@ -54,6 +55,77 @@ async fn lift(s: &ApiState, c: &Caller, room: &str, user: u64, kind: SanctionKin
     s.logic.live().lift(room, UserId(user), kind).await?;
     tracing::info!(room, user_id = user, kind = kind.as_str(), by = %c.key_id, "room sanction lifted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who asks for a room's members: a business server's key, or a logged-in user.
+pub(super) enum Asker {
+    Key(Caller),
+    User,
+}
+
+impl axum::extract::FromRequestParts<ApiState> for Asker {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &ApiState) -> Result<Self, Error> {
+        let token = super::bearer(parts)
+            .ok_or_else(|| Error::unauthorized("missing Authorization: Bearer <token or API key> header"))?;
+        if let Ok(key) = state.push.authenticate(token) {
+            return Ok(Asker::Key(key));
+        }
+        state.logic.authenticate_user(token).await?;
+        Ok(Asker::User)
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MembersQuery {
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/rooms/{room}/members?after=&limit=`: for a public room any logged-in user may ask,
+/// for a private one only a key with the rooms scope. Rooms too large to list are refused
+/// (their counts are at `/online`).
+#[utoipa::path(get, path = "/v1/rooms/{room}/members", tag = "rooms", security(("bearer" = [])), params(("room" = String, Path, description = "The room"), ("after" = Option<u64>, Query, description = "Users after this user id"), ("limit" = Option<u32>, Query, description = "1–200, default 100")), responses((status = 200, body = RoomMembers), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn members(
+    State(s): State<ApiState>,
+    asker: Asker,
+    PathParams(room): PathParams<String>,
+    QueryParams(q): QueryParams<MembersQuery>,
+) -> Result<Json<RoomMembers>, Error> {
+    room_ok(&room)?;
+    let live = s.logic.live();
+    match &asker {
+        Asker::Key(c) => c.require(Scope::Rooms)?,
+        Asker::User if live.settings(&room).policy == Some(RoomPolicy::Token) => {
+            return Err(Error::forbidden(format!(
+                "room {room:?} is private: its members are listed to its owner only"
+            )));
+        }
+        Asker::User => {}
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=200).contains(&limit) {
+        return Err(Error::bad_request("limit must be 1 to 200"));
+    }
+    let max = s.logic.live().members_list_max();
+    let registry = s.gateway.registry();
+    let too_many = || {
+        Error::bad_request(format!(
+            "room {room:?} has more than {max} users on a node; large rooms are counted, not listed (GET /v1/rooms/{room}/online)"
+        ))
+    };
+    let mut users: std::collections::BTreeSet<UserId> = registry.peers().room_users(&room).ok_or_else(too_many)?;
+    users.extend(registry.room_users(&room, max).ok_or_else(too_many)?);
+    let total = users.len() as u64;
+    let after = UserId(q.after.unwrap_or(0));
+    let page: Vec<UserId> =
+        users.range(UserId(after.0.saturating_add(1))..).take(limit as usize + 1).copied().collect();
+    let next_after = (page.len() > limit as usize).then(|| page[limit as usize - 1]);
+    let page = &page[..page.len().min(limit as usize)];
+    let members = live.room_users(page).await?;
+    Ok(Json(RoomMembers { room: room.clone(), online: registry.room_online(&room), users: total, members, next_after }))
 }
 
 /// `GET /v1/rooms/{room}/bans`

@@ -110,7 +110,7 @@ pub async fn announce_online(registry: Arc<Registry>, every: Duration, stop: Can
             _ = tick.tick() => {}
         }
         // Each node tells its own members the count over the whole cluster.
-        for r in registry.local_rooms() {
+        for r in registry.local_rooms(0) {
             let count = registry.room_online(&r.room);
             let frame = OutFrame::new(ServerFrame::Online { room: r.room.clone(), count });
             registry.deliver(&crate::bus::Envelope {

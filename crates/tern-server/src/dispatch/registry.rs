@@ -137,6 +137,22 @@ struct Room {
     members: HashMap<ConnId, ConnHandle>,
 }
 
+impl Room {
+    /// Its distinct logged-in users, ascending, if at most `max`.
+    fn users(&self, max: usize) -> Option<Vec<UserId>> {
+        let mut users = std::collections::BTreeSet::new();
+        for c in self.members.values() {
+            if let Owner::User(u) = c.owner {
+                users.insert(u);
+                if users.len() > max {
+                    return None;
+                }
+            }
+        }
+        Some(users.into_iter().collect())
+    }
+}
+
 /// The local connection registry.
 pub struct Registry {
     conns: Shards<ConnId, ConnHandle>,
@@ -337,17 +353,24 @@ impl Registry {
         (online, rooms.len() as u64)
     }
 
-    /// This node's rooms with someone in them: area and online count.
-    pub fn local_rooms(&self) -> Vec<RoomCount> {
+    /// This node's rooms with someone in them: area, online count and, where there are at most
+    /// `list_users_up_to` (0: never), the logged-in users.
+    pub fn local_rooms(&self, list_users_up_to: usize) -> Vec<RoomCount> {
         let mut out = Vec::new();
         self.rooms.for_each_shard(|m| {
             out.extend(m.iter().map(|(k, r)| RoomCount {
                 room: k.clone(),
                 area: r.area.clone(),
                 online: r.members.len() as u64,
+                users: (list_users_up_to > 0).then(|| r.users(list_users_up_to)).flatten(),
             }))
         });
         out
+    }
+
+    /// The logged-in users in a room on this node, if at most `max`.
+    pub fn room_users(&self, room: &str, max: usize) -> Option<Vec<UserId>> {
+        self.rooms.with(&room.to_owned(), |m| m.get(room).map_or(Some(Vec::new()), |r| r.users(max)))
     }
 
     /// Connections on this node.

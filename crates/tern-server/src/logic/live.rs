@@ -71,6 +71,7 @@ pub struct Live {
     room_settings: Mutex<HashMap<String, StoredRoomSettings>>,
     events_names: usize,
     leave_grace: std::time::Duration,
+    members_list_max: usize,
 }
 
 /// Who is in which room on this node, and the events not yet sent.
@@ -119,6 +120,7 @@ impl Live {
             room_settings: Mutex::new(HashMap::new()),
             events_names: cfg.events_names,
             leave_grace: std::time::Duration::from_millis(cfg.leave_grace_ms),
+            members_list_max: cfg.members_list_max,
         }
     }
 
@@ -337,20 +339,47 @@ impl Live {
 
     /// The poster's name: their nickname, else their username (cached for a minute).
     async fn nickname(&self, user: UserId) -> Result<String, Error> {
+        Ok(self.room_users(&[user]).await?.pop().map(|u| u.nickname).unwrap_or_default())
+    }
+
+    /// Users as a room shows them (nickname, else username), in the order given; one store read
+    /// for those not cached.
+    pub async fn room_users(&self, users: &[UserId]) -> Result<Vec<RoomUser>, Error> {
         let now = now_ms();
-        if let Some((name, at)) = self.nicknames.lock().get(&user)
-            && now.saturating_sub(*at) < NICKNAME_TTL_MS
+        let mut known: HashMap<UserId, String> = HashMap::new();
+        let mut missing = Vec::new();
         {
-            return Ok(name.clone());
+            let cache = self.nicknames.lock();
+            for u in users {
+                match cache.get(u) {
+                    Some((name, at)) if now.saturating_sub(*at) < NICKNAME_TTL_MS => {
+                        known.insert(*u, name.clone());
+                    }
+                    _ => missing.push(*u),
+                }
+            }
         }
-        let profile = self.store.profiles(vec![user]).await?.into_iter().next();
-        let name = profile.map(|p| if p.nickname.is_empty() { p.username } else { p.nickname }).unwrap_or_default();
-        let mut cache = self.nicknames.lock();
-        if cache.len() >= NICKNAMES_KEPT {
-            cache.clear();
+        if !missing.is_empty() {
+            let profiles = self.store.profiles(missing).await?;
+            let mut cache = self.nicknames.lock();
+            if cache.len() >= NICKNAMES_KEPT {
+                cache.clear();
+            }
+            for p in profiles {
+                let name = if p.nickname.is_empty() { p.username } else { p.nickname };
+                cache.insert(p.user_id, (name.clone(), now));
+                known.insert(p.user_id, name);
+            }
         }
-        cache.insert(user, (name.clone(), now));
-        Ok(name)
+        Ok(users
+            .iter()
+            .map(|u| RoomUser { user_id: *u, nickname: known.get(u).cloned().unwrap_or_default() })
+            .collect())
+    }
+
+    /// `rooms.members_list_max`.
+    pub fn members_list_max(&self) -> usize {
+        self.members_list_max
     }
 
     /// A user changed their profile: their next post shows the new name.

@@ -71,6 +71,7 @@ pub async fn share_status(
     bus: Arc<dyn Bus>,
     mut status: NodeStatus,
     every: Duration,
+    members_list_max: usize,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -81,7 +82,7 @@ pub async fn share_status(
             _ = tick.tick() => false,
         };
         status.connections = registry.local_total();
-        status.rooms = registry.local_rooms();
+        status.rooms = registry.local_rooms(members_list_max);
         status.draining = stopping || registry.draining();
         (status.presence_epoch, status.presence_seq) = presence.position();
         bus.share_status(&status);
