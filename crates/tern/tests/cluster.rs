@@ -739,3 +739,85 @@ async fn presence_spans_the_nodes_and_a_vanished_node_s_users_go_offline() {
     drop((proxy, nats));
     cluster.drop_schema().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_posts_bans_enter_leave_and_members_span_the_nodes() {
+    let Some(cluster) = Cluster::with(3, |c| {
+        c.cluster.status_interval_ms = 100;
+        c.push.aggregate_window_ms = 20;
+        c.rooms.events_window_ms = 50;
+        c.rooms.leave_grace_ms = 200;
+    })
+    .await
+    else {
+        return;
+    };
+    let key = common::PUSH_KEY;
+    let mut viewers = Vec::new();
+    for (i, name) in ["ann", "ben", "cat"].into_iter().enumerate() {
+        let s = cluster.login_on(i, name, "phone").await;
+        let (c, e) = connect(&s, Transport::Tcp).await;
+        c.join("live").await.unwrap();
+        viewers.push((c, e, s.user_id));
+    }
+    // Ann (node 1) hears Ben and Cat enter, whichever node they came through.
+    let mut entered = std::collections::BTreeSet::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while entered.len() < 3 {
+        match tokio::time::timeout_at(until, viewers[0].1.recv()).await {
+            Ok(Some(tern_client::Event::RoomEvents { entered: e, .. })) => entered.extend(e.iter().map(|u| u.user_id)),
+            Ok(Some(_)) => {}
+            other => panic!("enter events: {entered:?}, then {other:?}"),
+        }
+    }
+    assert_eq!(entered, viewers.iter().map(|v| v.2).collect());
+
+    // A post through node 2 reaches the members on all three, once, with its author.
+    viewers[1].0.publish("live", json!({ "danmaku": "hi all" }), tern_client::Priority::High).await.unwrap();
+    let ben = viewers[1].2;
+    for (_, e, _) in viewers.iter_mut() {
+        let got = expect_pushes(e, 1).await;
+        assert_eq!(got[0].data["danmaku"], "hi all");
+        assert_eq!(got[0].from.as_ref().map(|f| (f.user_id, f.nickname.as_str())), Some((ben, "ben")));
+    }
+
+    // Members and counts, asked on node 3, span the nodes (once their statuses are heard).
+    let ids: Vec<u64> = viewers.iter().map(|v| v.2.0).collect();
+    let n3 = &cluster.nodes[2];
+    let members = || async {
+        let r = tern_client::http::shared_client()
+            .get(format!("{}/v1/rooms/live/members", n3.url()))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["members"].as_array().unwrap().iter().map(|m| m["user_id"].as_u64().unwrap()).collect::<Vec<_>>()
+    };
+    let started = std::time::Instant::now();
+    while members().await != ids {
+        assert!(started.elapsed() < Duration::from_secs(5), "members across nodes: {:?}", members().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A ban through node 3 takes Ann out on node 1 at once, and node 2 refuses her too.
+    let (s, _) = n3.push_api(key, "/v1/rooms/live/bans", json!({ "user_id": ids[0], "reason": "spam" })).await;
+    assert_eq!(s, 200);
+    match common::wait_event(&mut viewers[0].1, |e| matches!(e, tern_client::Event::Kicked { .. })).await {
+        tern_client::Event::Kicked { reason, .. } => assert_eq!(reason, "spam"),
+        _ => unreachable!(),
+    }
+    let ann_on_2 = cluster.login_on(1, "ann", "laptop").await;
+    let (a2, _) = connect(&ann_on_2, Transport::WsJson).await;
+    let e = a2.join("live").await.unwrap_err();
+    assert_eq!(e.code(), Some(tern_client::ErrorCode::Forbidden), "{e}");
+    // Ben hears that Ann left.
+    let left = common::wait_event(&mut viewers[1].1, |e| {
+        matches!(e, tern_client::Event::RoomEvents { left, .. } if !left.is_empty())
+    })
+    .await;
+    let tern_client::Event::RoomEvents { left, .. } = left else { unreachable!() };
+    assert_eq!(left.iter().map(|u| u.user_id.0).collect::<Vec<_>>(), vec![ids[0]]);
+    cluster.drop_schema().await;
+}
+
