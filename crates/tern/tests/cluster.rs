@@ -812,12 +812,12 @@ async fn viewers_posts_bans_enter_leave_and_members_span_the_nodes() {
     let e = a2.join("live").await.unwrap_err();
     assert_eq!(e.code(), Some(tern_client::ErrorCode::Forbidden), "{e}");
     // Ben hears that Ann left.
-    let left = common::wait_event(&mut viewers[1].1, |e| {
-        matches!(e, tern_client::Event::RoomEvents { left, .. } if !left.is_empty())
-    })
+    let left = common::wait_event(
+        &mut viewers[1].1,
+        |e| matches!(e, tern_client::Event::RoomEvents { left, .. } if !left.is_empty()),
+    )
     .await;
     let tern_client::Event::RoomEvents { left, .. } = left else { unreachable!() };
     assert_eq!(left.iter().map(|u| u.user_id.0).collect::<Vec<_>>(), vec![ids[0]]);
     cluster.drop_schema().await;
 }
-

@@ -390,3 +390,53 @@ async fn who_is_here_pages_the_logged_in_members_and_big_or_private_rooms_are_no
     assert_eq!(get("/v1/rooms/vip/members".into(), PUSH_KEY.into()).await.0, 200);
     assert_eq!(get("/v1/rooms/vip/members".into(), "nonsense".into()).await.0, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_viewers_each_post_and_everyone_gets_every_post_once() {
+    const VIEWERS: usize = 200;
+    let srv = TestServer::with(|c| c.push.aggregate_window_ms = 50).await;
+    let srv = &srv;
+    let sessions = futures_util::future::join_all(
+        (0..VIEWERS).map(|i| async move { srv.login(&format!("viewer{i}"), "phone").await }),
+    )
+    .await;
+    let mut viewers = Vec::new();
+    for (i, s) in sessions.iter().enumerate() {
+        let transport = if i % 2 == 0 { Transport::Tcp } else { Transport::WsBinary };
+        let (c, e) = connect(s, transport).await;
+        c.join("hot").await.unwrap();
+        viewers.push((c, e));
+    }
+    // Each posts one gift (high) and one danmaku (low), all at once.
+    let posts = viewers.iter().enumerate().flat_map(|(i, (c, _))| {
+        [
+            c.publish("hot", json!({ "gift": i }), Priority::High),
+            c.publish("hot", json!({ "danmaku": i }), Priority::Low),
+        ]
+    });
+    for r in futures_util::future::join_all(posts).await {
+        r.unwrap();
+    }
+    let everyone: Vec<u64> = (0..VIEWERS as u64).collect();
+    let tasks: Vec<_> = viewers
+        .into_iter()
+        .map(|(c, mut e)| {
+            tokio::spawn(async move {
+                let got = expect_pushes(&mut e, 2 * VIEWERS).await;
+                drop(c);
+                got
+            })
+        })
+        .collect();
+    for t in tasks {
+        let got = t.await.unwrap();
+        let mut gifts: Vec<u64> = got.iter().filter_map(|p| p.data["gift"].as_u64()).collect();
+        let mut danmaku: Vec<u64> = got.iter().filter_map(|p| p.data["danmaku"].as_u64()).collect();
+        gifts.sort_unstable();
+        danmaku.sort_unstable();
+        assert_eq!(gifts, everyone, "every gift once");
+        // Nobody fell behind here, so the low lane dropped nothing either.
+        assert_eq!(danmaku, everyone, "every danmaku once");
+        assert!(got.iter().all(|p| p.from.is_some()));
+    }
+}
