@@ -66,6 +66,11 @@ pub struct FanoutArgs {
     /// evenly; pushes still go through `--server`. Default: the node the server hands out.
     #[arg(long, value_delimiter = ',')]
     pub members_on: Vec<String>,
+    /// tern: the posts come from this many logged-in viewers in the room (`publish` on their
+    /// own connections, round robin) instead of the push API. Each may post
+    /// `rooms.publish_per_sec_per_conn` (5) a second: give enough of them for `--rate`.
+    #[arg(long, default_value_t = 0)]
+    pub publishers: usize,
 }
 
 /// Phrases of the kind a live room's chat is made of.
@@ -527,10 +532,17 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
 
+    let publishers = if args.publishers > 0 {
+        anyhow::ensure!(nats_addr.is_none(), "--publishers is for tern");
+        viewers(&args, &run, &room).await?
+    } else {
+        Vec::new()
+    };
     let bar = phase("pushing", args.duration);
     let before = sample_opt(args.common.server_pid)?;
     let t0 = Instant::now();
     let pushed = match nats_addr {
+        None if !publishers.is_empty() => publish_tern(&args, &room, &publishers, t0, &bar).await?,
         None => push_tern(&args, &room, t0, &bar).await?,
         Some(addr) => push_nats(&args, addr, &room, &dialer, t0, &bar).await?,
     };
@@ -563,6 +575,8 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         "rate": args.rate,
         "payload": args.payload,
         "priority": if args.high { "high" } else { "low" },
+        "via": if args.publishers > 0 { "publish" } else { "push_api" },
+        "publishers": args.publishers,
         "brotli": args.brotli,
         "pushes": pushed,
         "delivered": received,
@@ -633,6 +647,75 @@ async fn push_tern(args: &FanoutArgs, room: &str, t0: Instant, bar: &indicatif::
     }
     let _all = window.acquire_many(in_flight as u32).await?;
     Ok(pushed.load(Ordering::Relaxed))
+}
+
+/// `--publishers` logged-in viewers (registered for this run), connected and in the room.
+async fn viewers(args: &FanoutArgs, run: &str, room: &str) -> anyhow::Result<Vec<tern_client::Client>> {
+    let server = args.common.server.trim_end_matches('/');
+    let bar = progress(args.publishers as u64, "publishers");
+    let mut out = Vec::with_capacity(args.publishers);
+    for i in 0..args.publishers {
+        let name = format!("b{run}p{i}");
+        let password = format!("bench-{run}-password");
+        tern_client::http::register(server, &name, &password).await?;
+        let session = tern_client::http::login(server, &name, &password, "bench").await?;
+        let opts = tern_client::Options { transport: args.transport.into(), resume: false, ..Default::default() };
+        let (client, events) = tern_client::Client::connect(session, opts).await?;
+        // Their own copies of the posts are not counted; drain them.
+        tokio::spawn(async move {
+            let mut events = events;
+            while events.recv().await.is_some() {}
+        });
+        client.join(room).await?;
+        out.push(client);
+        bar.set_position(i as u64 + 1);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Posts into the room from the viewers' own connections, round robin, for the duration;
+/// returns how many were accepted.
+async fn publish_tern(
+    args: &FanoutArgs,
+    room: &str,
+    publishers: &[tern_client::Client],
+    t0: Instant,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<u64> {
+    let priority = if args.high { Priority::High } else { Priority::Low };
+    let deadline = t0 + Duration::from_secs(args.duration);
+    let mut pacer = Pacer::new(args.rate);
+    let posted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    // Each post waits for its `ok`, which under a hot room's load takes ~100 ms: 64 in flight
+    // capped the rate at ~640/s, so allow more.
+    let in_flight = 1024;
+    let window = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut seq = 0u64;
+    while Instant::now() < deadline {
+        pacer.wait().await;
+        let permit = Arc::clone(&window).acquire_owned().await?;
+        let client = publishers[seq as usize % publishers.len()].clone();
+        seq += 1;
+        let data = danmaku(&mut state, seq, args.payload);
+        let (room, posted, refused) = (room.to_owned(), Arc::clone(&posted), Arc::clone(&refused));
+        tokio::spawn(async move {
+            match client.publish(room, data, priority).await {
+                Ok(()) => posted.fetch_add(1, Ordering::Relaxed),
+                Err(_) => refused.fetch_add(1, Ordering::Relaxed),
+            };
+            drop(permit);
+        });
+        bar.set_position(t0.elapsed().as_secs());
+    }
+    let _all = window.acquire_many(in_flight as u32).await?;
+    let refused = refused.load(Ordering::Relaxed);
+    if refused > 0 {
+        eprintln!("bench fanout: {refused} posts refused (rate limits? see rooms.publish_per_sec_per_conn)");
+    }
+    Ok(posted.load(Ordering::Relaxed))
 }
 
 /// Publishes to the NATS subject for the duration; returns how many were published.
