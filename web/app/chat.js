@@ -147,7 +147,8 @@ export class Chat extends EventTarget {
         break;
       case 'push':
       case 'batch':
-        for (const push of frame.op === 'batch' ? frame.pushes : [frame]) {
+      case 'room_history': // a room's recent pushes, after `joined`
+        for (const push of frame.op === 'push' ? [frame] : frame.pushes) {
           if (push.qos === 1) this.conn.ack(push.msg_id);
           if (this.seenPushes.has(push.msg_id)) continue; // a QoS-1 resend crossing our ACK
           this.seenPushes.add(push.msg_id);

@@ -14,6 +14,9 @@ export function parse(text) {
 }
 
 export function stringify(frame) {
-  return JSON.stringify(frame, (key, value) =>
-    key === 'msg_ids' ? value.map((id) => JSON.rawJSON(id)) : value);
+  return JSON.stringify(frame, (key, value) => {
+    if (key === 'msg_ids') return value.map((id) => JSON.rawJSON(id));
+    if (key === 'recent' && typeof value === 'string') return JSON.rawJSON(value); // a msg_id
+    return value;
+  });
 }

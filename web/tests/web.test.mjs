@@ -244,6 +244,18 @@ describe('web client', () => {
     await carol.page.waitForTimeout(300);
     assert.equal(await carol.page.locator('#danmaku-log li', { hasText: 'hello from bob' }).count(), 1, 'once');
     assert.equal(await bob.page.locator('#danmaku-log li', { hasText: 'hello from bob' }).count(), 1, 'echoed once');
+    // A gift from the business renders from its fields, not as JSON.
+    await tern.cli('push', '--room', 'live-1', '--priority', 'high', '{"gift":"rocket","count":2,"from":"viewer42"}');
+    await carol.page.locator('#banners .banner', { hasText: 'viewer42 sent rocket ×2' }).waitFor();
+    // A late joiner sees the room's recent posts, and who entered.
+    const lena = await newUser(browser, tern, 'lena');
+    await lena.page.click('#nav-live');
+    await lena.page.fill('#room-input', 'live-1');
+    await lena.page.click('#join-room');
+    await lena.page.locator('#danmaku-log li', { hasText: '666 from tern push' }).waitFor();
+    await lena.page.locator('#danmaku-log li', { hasText: ': hello from bob' }).waitFor();
+    await bob.page.locator('#danmaku-log li.notice', { hasText: 'lena entered' }).waitFor();
+    await lena.context.close();
     if (SHOTS) {
       for (const text of ['first!', 'so smooth', '2333', 'hello from the web', 'what a play']) {
         await tern.cli('push', '--room', 'live-1', JSON.stringify({ danmaku: text }));

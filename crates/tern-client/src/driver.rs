@@ -59,6 +59,8 @@ pub(crate) struct Driver {
     room: Option<String>,
     /// The join token the room was entered with (a private room), for re-entering it.
     room_token: Option<String>,
+    /// The last push of the room seen, to ask for what came after it when re-entering.
+    room_last: Option<u64>,
     /// Which of the session's endpoints to connect to.
     node: usize,
     /// With [`Transport::Auto`]: the transport that connected last, tried first next time.
@@ -152,6 +154,7 @@ impl Driver {
             seen_pushes: RecentIds::new(16_384),
             room: None,
             room_token: None,
+            room_last: None,
             node: 0,
             worked: None,
         }
@@ -314,7 +317,7 @@ impl Driver {
         if let (Some(room), false) = (self.room.clone(), join_pending) {
             let id = self.next_id;
             self.next_id += 1;
-            let frame = ClientFrame::Join { id, room, token: self.room_token.clone() };
+            let frame = ClientFrame::Join { id, room, token: self.room_token.clone(), recent: self.room_last };
             self.pending.insert(id, Pending::Rejoin { frame: frame.clone() });
             resend.push(frame);
         }
@@ -472,6 +475,14 @@ impl Driver {
             ServerFrame::RoomEvents { room, entered, left, more_entered, more_left } => {
                 self.emit(Event::RoomEvents { room, entered, left, more_entered, more_left }).await
             }
+            ServerFrame::RoomHistory { room, pushes, gap } => {
+                for p in pushes {
+                    self.on_push(p).await;
+                }
+                if gap {
+                    self.emit(Event::RoomGap { room }).await;
+                }
+            }
             ServerFrame::Kicked { room, reason } => {
                 // Not re-entered after a reconnect: the ban refuses it.
                 if self.room.as_deref() == Some(room.as_str()) {
@@ -480,6 +491,9 @@ impl Driver {
                 self.emit(Event::Kicked { room, reason }).await;
             }
             ServerFrame::Joined { id, ref room, .. } => {
+                if self.room.as_ref() != Some(room) {
+                    self.room_last = None;
+                }
                 self.room = Some(room.clone());
                 if let Some(ClientFrame::Join { token, .. }) = self.pending.get(&id).map(Pending::frame) {
                     self.room_token = token.clone();
@@ -510,6 +524,11 @@ impl Driver {
         if push.qos >= 1 {
             // Acknowledge every copy: the server may not have seen our first ACK.
             self.acks.push(push.msg_id);
+        }
+        if let tern_proto::PushScope::Room { room } = &push.scope
+            && self.room.as_ref() == Some(room)
+        {
+            self.room_last = Some(push.msg_id.0);
         }
         if self.seen_pushes.first_time(push.msg_id) {
             self.emit(Event::Push(push)).await;

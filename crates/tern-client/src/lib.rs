@@ -226,6 +226,12 @@ pub enum Event {
         /// Others who left.
         more_left: u64,
     },
+    /// Some recent pushes of the joined room were missed while disconnected and are no longer
+    /// kept by the server.
+    RoomGap {
+        /// The room.
+        room: String,
+    },
     /// The room's moderators took this connection out of `room` (a ban); joining it again is
     /// refused while the ban lasts.
     Kicked {
@@ -358,17 +364,24 @@ impl Client {
 
     /// Enters a live room (leaving the current one). The client re-enters it after a reconnect.
     pub async fn join(&self, room: impl Into<String>) -> Result<Joined, Error> {
-        self.join_room(room.into(), None).await
+        self.join_room(room.into(), None, None).await
+    }
+
+    /// Enters a live room and gets its recent pushes (as `Event::Push`, before the live ones;
+    /// duplicates are dropped). After a reconnect the client asks for those it missed, and
+    /// reports `Event::RoomGap` when some are no longer kept.
+    pub async fn join_with_history(&self, room: impl Into<String>) -> Result<Joined, Error> {
+        self.join_room(room.into(), None, Some(0)).await
     }
 
     /// Enters a private room with a join token from its owner (a business server); the token is
     /// used again to re-enter after a reconnect.
     pub async fn join_with_token(&self, room: impl Into<String>, token: impl Into<String>) -> Result<Joined, Error> {
-        self.join_room(room.into(), Some(token.into())).await
+        self.join_room(room.into(), Some(token.into()), None).await
     }
 
-    async fn join_room(&self, room: String, token: Option<String>) -> Result<Joined, Error> {
-        match self.request(ClientFrame::Join { id: 0, room, token }).await? {
+    async fn join_room(&self, room: String, token: Option<String>, recent: Option<u64>) -> Result<Joined, Error> {
+        match self.request(ClientFrame::Join { id: 0, room, token, recent }).await? {
             ServerFrame::Joined { room, area, online, .. } => Ok(Joined { room, area, online }),
             other => Err(Error::Transport(format!("unexpected answer to join: {other:?}"))),
         }

@@ -264,7 +264,10 @@ mod tests {
             for f in &frames {
                 assert_eq!(codec.decode::<ServerFrame>(&codec.encode(f)).as_ref(), Ok(f), "{codec:?}");
             }
-            for f in [ClientFrame::Join { id: 3, room: "r1".into(), token: None }, ClientFrame::Leave { id: 4 }] {
+            for f in [
+                ClientFrame::Join { id: 3, room: "r1".into(), token: None, recent: None },
+                ClientFrame::Leave { id: 4 },
+            ] {
                 assert_eq!(codec.decode::<ClientFrame>(&codec.encode(&f)), Ok(f));
             }
         }

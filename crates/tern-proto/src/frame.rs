@@ -415,6 +415,10 @@ pub enum ClientFrame {
         /// A join token for a private room (`POST /v1/rooms/{room}/tokens`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// Also send the room's recent pushes (`room_history`): `0` all the server keeps, or
+        /// the `msg_id` of the last one this client saw (back from a short disconnect).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recent: Option<u64>,
     },
     /// Leave the current room. Answered by `left`.
     Leave {
@@ -774,6 +778,17 @@ pub enum ServerFrame {
         /// The room left, if the connection was in one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<String>,
+    },
+    /// The room's recent pushes, after `joined`, for a `join` that asked (`recent`). `gap`: the
+    /// push it asked to start after is no longer kept, so some may have been missed.
+    RoomHistory {
+        /// The room.
+        room: String,
+        /// Oldest first; deduplicate by `msg_id` with live pushes.
+        pushes: Vec<Push>,
+        /// Older pushes may have been missed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        gap: bool,
     },
     /// Who entered and left `room` over the last window (low lane): each user once per session
     /// (a reconnect within the grace period is neither). Past the names listed, only counted.

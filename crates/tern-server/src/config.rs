@@ -93,6 +93,10 @@ pub struct RoomsConfig {
     /// (`GET /v1/rooms/{room}/members`, and in a cluster each node's status); larger rooms only
     /// count.
     pub members_list_max: usize,
+    /// Recent pushes kept per room for late joiners (a `join` with `recent`; 0: none kept).
+    pub history_size: usize,
+    /// Recent pushes older than this many seconds are not replayed.
+    pub history_secs: u64,
 }
 
 /// What the word filter does to a post that contains a listed word.
@@ -138,6 +142,8 @@ impl Default for RoomsConfig {
             events_names: 10,
             leave_grace_ms: 5_000,
             members_list_max: 500,
+            history_size: 50,
+            history_secs: 300,
         }
     }
 }

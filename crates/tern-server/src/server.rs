@@ -104,7 +104,8 @@ impl Server {
         // A node whose status has not arrived for three intervals is dead.
         let registry = Arc::new(
             Registry::new(cfg.gateway.slow_consumer_ms)
-                .with_peers(Duration::from_millis(cfg.cluster.status_interval_ms.saturating_mul(3))),
+                .with_peers(Duration::from_millis(cfg.cluster.status_interval_ms.saturating_mul(3)))
+                .with_recent(cfg.rooms.history_size, cfg.rooms.history_secs.saturating_mul(1000)),
         );
         let bus: Arc<dyn Bus> = if cfg.cluster.nats_url.is_empty() {
             Arc::new(LocalBus::new(registry.clone()))

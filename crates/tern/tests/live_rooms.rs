@@ -262,7 +262,7 @@ async fn one_enter_and_one_leave_per_session_a_quick_reconnect_is_neither_and_cr
     let carol = srv.login("carol", "phone").await;
     let mut raw = RawWs::open(&srv).await;
     raw.auth(&carol).await;
-    raw.send_frame(&tern_proto::ClientFrame::Join { id: 1, room: "r".into(), token: None }).await;
+    raw.send_frame(&tern_proto::ClientFrame::Join { id: 1, room: "r".into(), token: None, recent: None }).await;
     assert_eq!(room_events(&mut watch, std::time::Duration::from_millis(500)).await.0, vec![carol.user_id.0]);
     let (_, left, _, _) = room_events(&mut watch, std::time::Duration::from_millis(2500)).await;
     assert_eq!(left, vec![carol.user_id.0], "heartbeat death is a leave");
@@ -438,5 +438,51 @@ async fn two_hundred_viewers_each_post_and_everyone_gets_every_post_once() {
         // Nobody fell behind here, so the low lane dropped nothing either.
         assert_eq!(danmaku, everyone, "every danmaku once");
         assert!(got.iter().all(|p| p.from.is_some()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_catches_up_on_the_recent_posts_and_a_returning_one_on_what_it_missed() {
+    let srv = TestServer::with(|c| {
+        c.push.aggregate_window_ms = 20;
+        c.rooms.history_size = 3;
+    })
+    .await;
+    let (poster, mut poster_events, _) = viewer(&srv, "ann", Transport::Tcp, "r").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        poster.publish("r", json!({ "danmaku": i }), Priority::Low).await.unwrap();
+        ids.push(expect_pushes(&mut poster_events, 1).await[0].msg_id.0);
+    }
+    // The SDK: the last three, in order, then live ones, each once.
+    let (late, mut late_events) = connect(&srv.login("ben", "phone").await, Transport::WsJson).await;
+    late.join_with_history("r").await.unwrap();
+    poster.publish("r", json!({ "danmaku": 5 }), Priority::Low).await.unwrap();
+    let got: Vec<u64> =
+        expect_pushes(&mut late_events, 4).await.iter().map(|p| p.data["danmaku"].as_u64().unwrap()).collect();
+    assert_eq!(got, vec![2, 3, 4, 5]);
+    let last = expect_pushes(&mut poster_events, 1).await[0].msg_id.0;
+
+    // The protocol: after a push still kept, exactly what followed; after one gone, a gap.
+    let cat = srv.login("cat", "phone").await;
+    let mut raw = RawWs::open(&srv).await;
+    raw.auth(&cat).await;
+    for (after, want, gap) in
+        [(ids[3], vec![ids[4], last], false), (last, vec![], false), (ids[0], vec![ids[3], ids[4], last], true)]
+    {
+        raw.send_frame(&tern_proto::ClientFrame::Join { id: 1, room: "r".into(), token: None, recent: Some(after) })
+            .await;
+        let joined = raw.recv().await.unwrap();
+        assert!(matches!(joined, tern_proto::ServerFrame::Joined { .. }), "{joined:?}");
+        match raw.recv().await.unwrap() {
+            tern_proto::ServerFrame::RoomHistory { room, pushes, gap: g } => {
+                assert_eq!(room, "r");
+                let got: Vec<u64> = pushes.iter().map(|p| p.msg_id.0).collect();
+                assert_eq!((got, g), (want, gap), "after {after}");
+            }
+            other => panic!("{other:?}"),
+        }
+        raw.send_frame(&tern_proto::ClientFrame::Leave { id: 2 }).await;
+        assert!(matches!(raw.recv().await.unwrap(), tern_proto::ServerFrame::Left { .. }));
     }
 }

@@ -122,7 +122,7 @@ async fn enter_and_leave_are_idempotent_and_online_counts_follow_switch_close_an
     let device = srv.device().await;
     let mut raw = RawTcp::open(&srv).await;
     assert!(matches!(raw.auth_with(&device.token).await, ServerFrame::AuthOk { user_id: None, .. }));
-    raw.send_frame(&ClientFrame::Join { id: 1, room: "r1".into(), token: None }).await;
+    raw.send_frame(&ClientFrame::Join { id: 1, room: "r1".into(), token: None, recent: None }).await;
     assert!(matches!(raw.recv().await, Some(ServerFrame::Joined { online: 2, .. })));
     let mut waited = 0;
     while srv.room_online("r1").await != 1 {
@@ -167,7 +167,7 @@ async fn aggregated_batches_are_compressed_once_for_clients_that_accept_brotli()
         })
         .await;
         assert!(matches!(raw.recv().await, Some(ServerFrame::AuthOk { .. })));
-        raw.send_frame(&ClientFrame::Join { id: 1, room: "live".into(), token: None }).await;
+        raw.send_frame(&ClientFrame::Join { id: 1, room: "live".into(), token: None, recent: None }).await;
         assert!(matches!(raw.recv().await, Some(ServerFrame::Joined { .. })));
     }
     let sdk_opts = |transport, accept_brotli| Options { transport, accept_brotli, resume: false, ..Options::default() };
@@ -218,7 +218,7 @@ async fn a_stalled_consumer_loses_only_low_pushes_and_is_cut_off_past_the_limit_
         .send_frame(&ClientFrame::Auth { token: device.token, proto: None, resume: None, accept_compression: vec![] })
         .await;
     assert!(matches!(stalled.recv().await, Some(ServerFrame::AuthOk { .. })));
-    stalled.send_frame(&ClientFrame::Join { id: 1, room: "r".into(), token: None }).await;
+    stalled.send_frame(&ClientFrame::Join { id: 1, room: "r".into(), token: None, recent: None }).await;
     assert!(matches!(stalled.recv().await, Some(ServerFrame::Joined { .. })));
     // Shrink what the kernel buffers for the stalled reader, so its socket fills quickly.
     let blob = "x".repeat(60_000);

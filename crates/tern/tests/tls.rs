@@ -264,7 +264,7 @@ async fn over_tls_a_resend_is_stored_once_and_a_stalled_reader_is_cut_off_alone(
     let decoder = FrameDecoder::new(1 << 24);
     for frame in [
         ClientFrame::Auth { token: device.token, proto: None, resume: None, accept_compression: vec![] },
-        ClientFrame::Join { id: 1, room: "r".into(), token: None },
+        ClientFrame::Join { id: 1, room: "r".into(), token: None, recent: None },
     ] {
         stalled.write_all(&Codec::MsgPack.encode_prefixed(&frame)).await.unwrap();
         stalled.flush().await.unwrap();

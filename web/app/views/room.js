@@ -18,6 +18,15 @@ export function pushText(data) {
   return JSON.stringify(data);
 }
 
+/** "ann sent a rocket ×3" for a gift (`{"gift": "rocket", "count"?: 3, "from"?: "name"}`). */
+function giftText(push) {
+  const gift = push.data?.gift;
+  if (typeof gift !== 'string' && typeof gift !== 'number') return null;
+  const who = push.from?.nickname ?? (typeof push.data.from === 'string' ? push.data.from : 'Someone');
+  const count = Number.isInteger(push.data.count) && push.data.count > 1 ? ` ×${push.data.count}` : '';
+  return `${who} sent ${gift}${count}`;
+}
+
 /** What to tell a viewer whose post was refused, by the error's code. */
 function postRefusal(err) {
   switch (err.code) {
@@ -77,6 +86,9 @@ export class RoomView {
       const f = e.detail.frame;
       if (f.op === 'online' && f.room === this.room) this.setOnline(f.count);
       if (f.op === 'room_events' && f.room === this.room) this.roomEvents(f);
+      if (f.op === 'room_history' && f.room === this.room && f.gap) {
+        this.log.prepend(h('li', { class: 'notice' }, 'Some messages were missed while you were away.'));
+      }
       if (f.op === 'kicked' && f.room === this.room) {
         this.kicked = f.room;
         this.postForm.hidden = true;
@@ -103,6 +115,7 @@ export class RoomView {
     }
     this.room = room;
     this.kicked = null;
+    this.lastPush = null;
     this.title.textContent = `Live: ${room}`;
     document.getElementById('room-input').value = room;
     mount(this.stage);
@@ -114,7 +127,8 @@ export class RoomView {
   async join(room) {
     this.error.textContent = '';
     try {
-      const joined = await this.conn.request({ op: 'join', room });
+      // The room's recent posts on entry; after a reconnect, those since the last one seen.
+      const joined = await this.conn.request({ op: 'join', room, recent: this.lastPush ?? 0 });
       if (room === this.room) {
         this.setOnline(joined.online);
         // Posting needs an account: an anonymous viewer only watches.
@@ -134,9 +148,10 @@ export class RoomView {
     if (!this.room) return;
     if (scope?.kind === 'room' && scope.room !== this.room) return; // a late frame of the previous room
     if (scope?.kind === 'user' || scope?.kind === 'device') return;
-    const said = pushText(push.data);
+    if (scope?.kind === 'room') this.lastPush = push.msg_id;
+    const said = giftText(push) ?? pushText(push.data);
     // A viewer's post carries its author, named by the server.
-    const text = push.from ? `${push.from.nickname}: ${said}` : said;
+    const text = push.from && !push.data?.gift ? `${push.from.nickname}: ${said}` : said;
     const color = typeof push.data?.color === 'string' && COLOR.test(push.data.color) ? push.data.color : null;
     if (push.priority === 'high') this.banner(text);
     else this.fly(text, color);

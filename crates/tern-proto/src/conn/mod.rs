@@ -185,6 +185,8 @@ pub enum Request {
         leaving: Option<String>,
         /// The join token given, for a private room.
         token: Option<String>,
+        /// Recent pushes asked for: after this msg_id, or all (0).
+        recent: Option<u64>,
     },
     /// Take the connection out of `room` (already answered `left`).
     LeaveRoom {
@@ -535,7 +537,7 @@ impl<F: Outbound> Connection<F> {
                 self.as_user(Some(id)).map(|user| self.in_flight(Request::Recall { id, user, conv_id, seq }))
             }
             ClientFrame::Typing { conv_id } => self.as_user(None).map(|user| Request::Typing { user, conv_id }),
-            ClientFrame::Join { id, room, token } => self.on_join(id, room, token),
+            ClientFrame::Join { id, room, token, recent } => self.on_join(id, room, token, recent),
             ClientFrame::Publish { id, room, data, priority } => self.on_publish(cfg, now, id, room, data, priority),
             ClientFrame::Leave { id } => {
                 let room = self.room.take();
@@ -682,7 +684,7 @@ impl<F: Outbound> Connection<F> {
         self.refuse(Some(id), code, message);
     }
 
-    fn on_join(&mut self, id: u64, room: String, token: Option<String>) -> Option<Request> {
+    fn on_join(&mut self, id: u64, room: String, token: Option<String>, recent: Option<u64>) -> Option<Request> {
         if !valid_name(&room) {
             self.refuse(Some(id), ErrorCode::BadRequest, "room names are 1 to 64 characters of [A-Za-z0-9_.:-]".into());
             return None;
@@ -690,7 +692,7 @@ impl<F: Outbound> Connection<F> {
         // One room per connection: joining another is a switch (leave, then enter).
         let leaving = self.room.take_if(|r| *r != room);
         self.room = Some(room.clone());
-        Some(Request::EnterRoom { id, room, leaving, token })
+        Some(Request::EnterRoom { id, room, leaving, token, recent })
     }
 }
 

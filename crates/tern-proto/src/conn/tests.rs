@@ -322,17 +322,20 @@ fn a_join_switches_rooms_and_a_leave_answers_which_room_was_left() {
     let cfg = cfg();
     let t0 = Instant::now();
     let mut c = logged_in(&cfg, t0);
-    let join = |id: u64, room: &str| ClientFrame::Join { id, room: room.into(), token: None };
+    let join = |id: u64, room: &str| ClientFrame::Join { id, room: room.into(), token: None, recent: None };
     let asked = c.handle_frame(&cfg, t0, Codec::Json, &json(&join(1, "a"))).unwrap();
-    assert_eq!(asked, Some(Request::EnterRoom { id: 1, room: "a".into(), leaving: None, token: None }));
+    assert_eq!(asked, Some(Request::EnterRoom { id: 1, room: "a".into(), leaving: None, token: None, recent: None }));
     let again = c.handle_frame(&cfg, t0, Codec::Json, &json(&join(2, "a"))).unwrap();
     assert_eq!(
         again,
-        Some(Request::EnterRoom { id: 2, room: "a".into(), leaving: None, token: None }),
+        Some(Request::EnterRoom { id: 2, room: "a".into(), leaving: None, token: None, recent: None }),
         "a rejoin leaves nothing"
     );
     let switch = c.handle_frame(&cfg, t0, Codec::Json, &json(&join(3, "b"))).unwrap();
-    assert_eq!(switch, Some(Request::EnterRoom { id: 3, room: "b".into(), leaving: Some("a".into()), token: None }));
+    assert_eq!(
+        switch,
+        Some(Request::EnterRoom { id: 3, room: "b".into(), leaving: Some("a".into()), token: None, recent: None })
+    );
     assert_eq!(c.room(), Some("b"));
     assert_eq!(c.handle_frame(&cfg, t0, Codec::Json, &json(&join(4, "no spaces"))).unwrap(), None);
     assert!(matches!(taken(&mut c)[..], [ServerFrame::Error { id: Some(4), code: ErrorCode::BadRequest, .. }]));

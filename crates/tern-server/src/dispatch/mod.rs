@@ -11,6 +11,7 @@
 
 mod aggregate;
 mod lanes;
+mod recent;
 mod registry;
 mod router;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use aggregate::AggregateConfig;
 pub use lanes::{Lanes, Offer, Taken};
+pub use recent::Recent;
 pub use registry::{ConnHandle, Owner, Registry, RegistryStats};
 pub use router::Router;
 use tern_proto::{Priority, Push, ServerFrame};

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tern_proto::{CloseReason, ConnId, DeviceId, Priority, UserId};
 
 use super::lanes::{Lanes, Offer};
+use super::recent::{Recent, RecentPosts};
 use crate::bus::{Envelope, LocalDelivery, Target};
 use crate::clock::now_ms;
 use crate::cluster::{Peers, RoomCount};
@@ -165,6 +166,8 @@ pub struct Registry {
     peers: Arc<Peers>,
     /// This node is shutting down: logins are sent elsewhere.
     draining: std::sync::atomic::AtomicBool,
+    /// Each room's recent pushes, for late joiners (none when `rooms.history_size` is 0).
+    recent: Option<RecentPosts>,
 }
 
 impl Registry {
@@ -180,7 +183,19 @@ impl Registry {
             stats: RegistryStats::default(),
             peers: Arc::new(Peers::new(std::time::Duration::from_secs(3))),
             draining: std::sync::atomic::AtomicBool::new(false),
+            recent: None,
         }
+    }
+
+    /// A registry that keeps the last `size` pushes of each room, up to `max_age_ms` old.
+    pub fn with_recent(mut self, size: usize, max_age_ms: u64) -> Self {
+        self.recent = (size > 0).then(|| RecentPosts::new(size, max_age_ms));
+        self
+    }
+
+    /// A room's recent pushes after `after` (0: all kept); `None` when none are kept.
+    pub fn recent(&self, room: &str, after: u64) -> Option<Recent> {
+        self.recent.as_ref().map(|r| r.since(room, after))
     }
 
     /// Counters.
@@ -469,6 +484,9 @@ impl LocalDelivery for Registry {
                 }
             }
             Target::Room(room) => {
+                if let Some(recent) = &self.recent {
+                    recent.record(room, frame);
+                }
                 self.rooms.with(room, |m| {
                     for c in m.get(room).into_iter().flat_map(|r| r.members.values()) {
                         queued.set(queued.get() + u64::from(self.push(c, frame, prio)));

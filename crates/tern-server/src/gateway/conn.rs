@@ -441,7 +441,7 @@ impl<T: FrameIo> Conn<T> {
                     self.core.reply(OutFrame::new(ServerFrame::error(None, e.code, e.message)));
                 }
             }
-            Request::EnterRoom { id, room, leaving, token } => {
+            Request::EnterRoom { id, room, leaving, token, recent } => {
                 let user = match handle.owner {
                     Owner::User(user) => Some(user),
                     Owner::Device => None,
@@ -466,7 +466,11 @@ impl<T: FrameIo> Conn<T> {
                 let area = self.gw.logic.room_area(&room);
                 let online = self.gw.router.enter_room(handle, leaving, &room, &area).await;
                 tracing::debug!(conn_id = self.conn_id.0, %room, %area, online, "joined room");
-                self.core.reply(OutFrame::new(ServerFrame::Joined { id, room, area, online }));
+                let history = recent.and_then(|after| self.gw.router.registry().recent(&room, after));
+                self.core.reply(OutFrame::new(ServerFrame::Joined { id, room: room.clone(), area, online }));
+                if let Some(h) = history {
+                    self.core.reply(OutFrame::new(ServerFrame::RoomHistory { room, pushes: h.pushes, gap: h.gap }));
+                }
             }
             Request::LeaveRoom { room } => {
                 if let Owner::User(user) = handle.owner {

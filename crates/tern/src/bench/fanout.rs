@@ -379,7 +379,7 @@ async fn tern_member(
     let mut conn = MemberConn::open(&dialer, &addr).await?;
     let accept = if brotli { vec![compression::BROTLI_NAME.to_owned()] } else { Vec::new() };
     conn.send(&ClientFrame::Auth { token, proto: None, resume: None, accept_compression: accept }).await?;
-    conn.send(&ClientFrame::Join { id: 1, room, token: None }).await?;
+    conn.send(&ClientFrame::Join { id: 1, room, token: None, recent: None }).await?;
     let mut last_ping = Instant::now();
     // One timer for the member's life, moved on when it fires, rather than one per read.
     let mut last_data = Instant::now();

@@ -65,7 +65,7 @@ impl Lean {
             ServerFrame::AuthOk { .. } => {}
             other => anyhow::bail!("auth refused: {other:?}"),
         }
-        lean.send(&ClientFrame::Join { id: 1, room: ROOM.into(), token: None }).await?;
+        lean.send(&ClientFrame::Join { id: 1, room: ROOM.into(), token: None, recent: None }).await?;
         loop {
             match lean.next().await? {
                 ServerFrame::Joined { .. } => return Ok(lean),

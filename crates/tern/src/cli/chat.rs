@@ -53,7 +53,8 @@ pub async fn listen(profile: &ProfileArg, transport: ClientTransportArg, count: 
             | Event::Synced
             | Event::Online { .. }
             | Event::Kicked { .. }
-            | Event::RoomEvents { .. } => {}
+            | Event::RoomEvents { .. }
+            | Event::RoomGap { .. } => {}
         }
     }
     client.close().await;
