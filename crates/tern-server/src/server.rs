@@ -102,10 +102,14 @@ impl Server {
 
         // Build bottom-up along the data flow: connections registry ← bus ← dispatch ← store ← logic.
         // A node whose status has not arrived for three intervals is dead.
+        let recent = Arc::new(crate::dispatch::RecentPosts::new(
+            cfg.rooms.history_size,
+            cfg.rooms.history_secs.saturating_mul(1000),
+        ));
         let registry = Arc::new(
             Registry::new(cfg.gateway.slow_consumer_ms)
                 .with_peers(Duration::from_millis(cfg.cluster.status_interval_ms.saturating_mul(3)))
-                .with_recent(cfg.rooms.history_size, cfg.rooms.history_secs.saturating_mul(1000)),
+                .with_recent(Arc::clone(&recent)),
         );
         let bus: Arc<dyn Bus> = if cfg.cluster.nats_url.is_empty() {
             Arc::new(LocalBus::new(registry.clone()))
@@ -147,7 +151,7 @@ impl Server {
         let secret = Auth::load_secret(&cfg.auth.token_secret, &cfg.server.data_dir)
             .map_err(|e| StartError::Store(format!("token secret: {e}")))?;
         let auth = Auth::new(&secret, cfg.auth.token_ttl_secs, cfg.auth.max_concurrent_hashes);
-        let logic = Arc::new(Logic::new(store.clone(), auth, &cfg, dispatcher.clone()));
+        let logic = Arc::new(Logic::new(store.clone(), auth, &cfg, dispatcher.clone(), recent));
         logic.load().await.map_err(|e| StartError::Store(e.message))?;
         let router = crate::dispatch::Router::new(registry.clone(), bus.clone());
         {

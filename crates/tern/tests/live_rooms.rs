@@ -117,7 +117,7 @@ async fn slow_mode_the_word_filter_mutes_and_bans_each_refuse_with_their_code() 
 
     // Slow mode, set by the business server: one post per 60 s, then off again.
     let (s, v) = call(&srv, PUSH_KEY, "PUT", "/v1/rooms/r/settings", Some(json!({ "slow_mode_secs": 60 }))).await;
-    assert_eq!((s, v), (200, json!({ "slow_mode_secs": 60, "policy": "public" })));
+    assert_eq!((s, v), (200, json!({ "slow_mode_secs": 60, "policy": "public", "history_size": 50 })));
     b.publish("r", json!("one"), Priority::Low).await.unwrap();
     let e = b.publish("r", json!("two"), Priority::Low).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::RateLimited));
@@ -484,5 +484,16 @@ async fn a_late_joiner_catches_up_on_the_recent_posts_and_a_returning_one_on_wha
         }
         raw.send_frame(&tern_proto::ClientFrame::Leave { id: 2 }).await;
         assert!(matches!(raw.recv().await.unwrap(), tern_proto::ServerFrame::Left { .. }));
+    }
+    // A room of its own ring size, set by the business server.
+    let (s, v) = call(&srv, PUSH_KEY, "PUT", "/v1/rooms/r/settings", Some(json!({ "history_size": 1 }))).await;
+    assert_eq!((s, v["history_size"].as_u64()), (200, Some(1)));
+    raw.send_frame(&tern_proto::ClientFrame::Join { id: 3, room: "r".into(), token: None, recent: Some(0) }).await;
+    raw.recv().await.unwrap();
+    match raw.recv().await.unwrap() {
+        tern_proto::ServerFrame::RoomHistory { pushes, .. } => {
+            assert_eq!(pushes.iter().map(|p| p.msg_id.0).collect::<Vec<_>>(), vec![last]);
+        }
+        other => panic!("{other:?}"),
     }
 }

@@ -88,6 +88,9 @@ pub struct RoomSettings {
     /// room, `POST /v1/rooms/{room}/tokens`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<RoomPolicy>,
+    /// Recent pushes kept for late joiners (0–1000; 0: none; default `rooms.history_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_size: Option<u32>,
 }
 
 /// Who may enter a room.

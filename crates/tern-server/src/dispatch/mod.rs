@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use aggregate::AggregateConfig;
 pub use lanes::{Lanes, Offer, Taken};
-pub use recent::Recent;
+pub use recent::{Recent, RecentPosts};
 pub use registry::{ConnHandle, Owner, Registry, RegistryStats};
 pub use router::Router;
 use tern_proto::{Priority, Push, ServerFrame};

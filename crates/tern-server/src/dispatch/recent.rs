@@ -22,7 +22,14 @@ const ROOMS_KEPT: usize = 16_384;
 pub struct RecentPosts {
     size: usize,
     max_age_ms: u64,
-    rooms: Mutex<HashMap<String, VecDeque<Push>>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    rings: HashMap<String, VecDeque<Push>>,
+    /// Rooms whose ring size a business server set (`PUT /v1/rooms/{room}/settings`).
+    sizes: HashMap<String, usize>,
 }
 
 /// What a joiner gets.
@@ -36,9 +43,24 @@ pub struct Recent {
 }
 
 impl RecentPosts {
-    /// Rings of `size` pushes, none older than `max_age_ms`.
+    /// Rings of `size` pushes (0: none, unless set for a room), none older than `max_age_ms`.
     pub fn new(size: usize, max_age_ms: u64) -> Self {
-        Self { size, max_age_ms, rooms: Mutex::new(HashMap::new()) }
+        Self { size, max_age_ms, inner: Mutex::new(Inner::default()) }
+    }
+
+    /// Sets a room's ring size (`None`: the default; 0: keep none).
+    pub fn set_size(&self, room: &str, size: Option<usize>) {
+        let mut inner = self.inner.lock();
+        match size {
+            Some(n) => inner.sizes.insert(room.to_owned(), n),
+            None => inner.sizes.remove(room),
+        };
+        let n = inner.sizes.get(room).copied().unwrap_or(self.size);
+        if let Some(ring) = inner.rings.get_mut(room) {
+            while ring.len() > n {
+                ring.pop_front();
+            }
+        }
     }
 
     /// Records what a room frame carries (a push or a batch of them; other frames are not posts).
@@ -48,13 +70,17 @@ impl RecentPosts {
             ServerFrame::Batch { pushes, .. } => pushes,
             _ => return,
         };
-        let mut rooms = self.rooms.lock();
-        if rooms.len() >= ROOMS_KEPT && !rooms.contains_key(room) {
-            rooms.clear();
+        let mut inner = self.inner.lock();
+        let size = inner.sizes.get(room).copied().unwrap_or(self.size);
+        if size == 0 {
+            return;
         }
-        let ring = rooms.entry(room.to_owned()).or_insert_with(|| VecDeque::with_capacity(self.size.min(64)));
+        if inner.rings.len() >= ROOMS_KEPT && !inner.rings.contains_key(room) {
+            inner.rings.clear();
+        }
+        let ring = inner.rings.entry(room.to_owned()).or_insert_with(|| VecDeque::with_capacity(size.min(64)));
         for p in pushes {
-            if ring.len() == self.size {
+            while ring.len() >= size {
                 ring.pop_front();
             }
             ring.push_back(p.clone());
@@ -64,8 +90,8 @@ impl RecentPosts {
     /// The room's recent pushes after `after` (0: all of them), oldest first.
     pub fn since(&self, room: &str, after: u64) -> Recent {
         let oldest = now_ms().saturating_sub(self.max_age_ms);
-        let rooms = self.rooms.lock();
-        let ring = rooms.get(room);
+        let inner = self.inner.lock();
+        let ring = inner.rings.get(room);
         let fresh = ring.into_iter().flatten().filter(|p| p.ts >= oldest);
         if after == 0 {
             return Recent { pushes: fresh.cloned().collect(), gap: false };
@@ -109,6 +135,15 @@ mod tests {
         assert_eq!(ids(recent.since("r", 4)), (vec![], false));
         assert_eq!(ids(recent.since("r", 1)), (vec![2, 3, 4], true), "1 has left the ring");
         assert_eq!(ids(recent.since("other", 0)), (vec![], false));
+        // A room of its own size: smaller at once; 0 keeps nothing more.
+        recent.set_size("r", Some(1));
+        assert_eq!(ids(recent.since("r", 0)), (vec![4], false));
+        recent.set_size("r", Some(0));
+        recent.record("r", &OutFrame::new(ServerFrame::Push(push(5))));
+        assert_eq!(ids(recent.since("r", 0)), (vec![], false));
+        recent.set_size("r", None);
+        recent.record("r", &OutFrame::new(ServerFrame::Push(push(6))));
+        assert_eq!(ids(recent.since("r", 0)), (vec![6], false), "back to the default");
     }
 
     #[test]

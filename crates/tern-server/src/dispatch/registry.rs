@@ -166,8 +166,8 @@ pub struct Registry {
     peers: Arc<Peers>,
     /// This node is shutting down: logins are sent elsewhere.
     draining: std::sync::atomic::AtomicBool,
-    /// Each room's recent pushes, for late joiners (none when `rooms.history_size` is 0).
-    recent: Option<RecentPosts>,
+    /// Each room's recent pushes, for late joiners.
+    recent: Arc<RecentPosts>,
 }
 
 impl Registry {
@@ -183,19 +183,19 @@ impl Registry {
             stats: RegistryStats::default(),
             peers: Arc::new(Peers::new(std::time::Duration::from_secs(3))),
             draining: std::sync::atomic::AtomicBool::new(false),
-            recent: None,
+            recent: Arc::new(RecentPosts::new(0, 0)),
         }
     }
 
-    /// A registry that keeps the last `size` pushes of each room, up to `max_age_ms` old.
-    pub fn with_recent(mut self, size: usize, max_age_ms: u64) -> Self {
-        self.recent = (size > 0).then(|| RecentPosts::new(size, max_age_ms));
+    /// A registry that keeps each room's recent pushes in `recent`.
+    pub fn with_recent(mut self, recent: Arc<RecentPosts>) -> Self {
+        self.recent = recent;
         self
     }
 
-    /// A room's recent pushes after `after` (0: all kept); `None` when none are kept.
-    pub fn recent(&self, room: &str, after: u64) -> Option<Recent> {
-        self.recent.as_ref().map(|r| r.since(room, after))
+    /// A room's recent pushes after `after` (0: all kept).
+    pub fn recent(&self, room: &str, after: u64) -> Recent {
+        self.recent.since(room, after)
     }
 
     /// Counters.
@@ -484,9 +484,7 @@ impl LocalDelivery for Registry {
                 }
             }
             Target::Room(room) => {
-                if let Some(recent) = &self.recent {
-                    recent.record(room, frame);
-                }
+                self.recent.record(room, frame);
                 self.rooms.with(room, |m| {
                     for c in m.get(room).into_iter().flat_map(|r| r.members.values()) {
                         queued.set(queued.get() + u64::from(self.push(c, frame, prio)));

@@ -466,7 +466,7 @@ impl<T: FrameIo> Conn<T> {
                 let area = self.gw.logic.room_area(&room);
                 let online = self.gw.router.enter_room(handle, leaving, &room, &area).await;
                 tracing::debug!(conn_id = self.conn_id.0, %room, %area, online, "joined room");
-                let history = recent.and_then(|after| self.gw.router.registry().recent(&room, after));
+                let history = recent.map(|after| self.gw.router.registry().recent(&room, after));
                 self.core.reply(OutFrame::new(ServerFrame::Joined { id, room: room.clone(), area, online }));
                 if let Some(h) = history {
                     self.core.reply(OutFrame::new(ServerFrame::RoomHistory { room, pushes: h.pushes, gap: h.gap }));

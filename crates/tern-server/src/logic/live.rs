@@ -31,7 +31,7 @@ use crate::auth::{Auth, TokenError};
 use crate::bus::{Control, Target};
 use crate::clock::now_ms;
 use crate::config::{FilterAction, RoomsConfig};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, RecentPosts};
 use crate::error::Error;
 use crate::store::{Store, StoredRoomSettings};
 use crate::wire::OutFrame;
@@ -44,6 +44,8 @@ const NICKNAME_TTL_MS: u64 = 60_000;
 /// Longest slow mode, and longest reason.
 const MAX_SLOW_MODE_SECS: u32 = 3600;
 const MAX_REASON_CHARS: usize = 200;
+/// Largest recent-push ring a room may be given.
+const MAX_HISTORY_SIZE: u32 = 1000;
 /// Longest a join token may be valid: 30 days.
 const MAX_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 
@@ -72,6 +74,8 @@ pub struct Live {
     events_names: usize,
     leave_grace: std::time::Duration,
     members_list_max: usize,
+    recent: Arc<RecentPosts>,
+    default_history_size: usize,
 }
 
 /// Who is in which room on this node, and the events not yet sent.
@@ -95,7 +99,13 @@ struct PendingEvents {
 
 impl Live {
     /// The live-room service; `cfg` gives the limits and the word list.
-    pub fn new(store: Arc<dyn Store>, dispatcher: Arc<Dispatcher>, ids: Arc<MsgIdGen>, cfg: &RoomsConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        dispatcher: Arc<Dispatcher>,
+        ids: Arc<MsgIdGen>,
+        recent: Arc<RecentPosts>,
+        cfg: &RoomsConfig,
+    ) -> Self {
         let filter = (!cfg.word_filter.is_empty())
             .then(|| {
                 AhoCorasickBuilder::new()
@@ -121,6 +131,8 @@ impl Live {
             events_names: cfg.events_names,
             leave_grace: std::time::Duration::from_millis(cfg.leave_grace_ms),
             members_list_max: cfg.members_list_max,
+            recent,
+            default_history_size: cfg.history_size,
         }
     }
 
@@ -471,12 +483,18 @@ impl Live {
         if change.slow_mode_secs.is_some_and(|s| s > MAX_SLOW_MODE_SECS) {
             return Err(Error::bad_request(format!("slow_mode_secs must be 0 to {MAX_SLOW_MODE_SECS}")));
         }
+        if change.history_size.is_some_and(|n| n > MAX_HISTORY_SIZE) {
+            return Err(Error::bad_request(format!("history_size must be 0 to {MAX_HISTORY_SIZE}")));
+        }
         let mut stored = self.stored_settings(room);
         if let Some(slow) = change.slow_mode_secs {
             stored.slow_mode_secs = Some(slow);
         }
         if let Some(policy) = change.policy {
             stored.policy = policy;
+        }
+        if let Some(n) = change.history_size {
+            stored.history_size = Some(n);
         }
         self.save_settings(stored).await?;
         Ok(self.settings(room))
@@ -498,6 +516,7 @@ impl Live {
 
     /// A room's settings changed (here or on another node).
     pub fn apply_settings(&self, stored: StoredRoomSettings) {
+        self.recent.set_size(&stored.room, stored.history_size.map(|n| n as usize));
         self.room_settings.lock().insert(stored.room.clone(), stored);
     }
 
@@ -507,6 +526,7 @@ impl Live {
             slow_mode_secs: None,
             policy: RoomPolicy::Public,
             tokens_after_ms: 0,
+            history_size: None,
         })
     }
 
@@ -516,6 +536,7 @@ impl Live {
         RoomSettings {
             slow_mode_secs: Some(stored.slow_mode_secs.unwrap_or(self.default_slow_secs)),
             policy: Some(stored.policy),
+            history_size: Some(stored.history_size.unwrap_or(self.default_history_size as u32)),
         }
     }
 

@@ -91,7 +91,13 @@ const KNOWN_USERS_MAX: usize = 1 << 20;
 
 impl Logic {
     /// Builds the logic layer; ephemeral frames (presence, typing) go out through `dispatcher`.
-    pub fn new(store: Arc<dyn Store>, auth: Auth, cfg: &Config, dispatcher: Arc<Dispatcher>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        auth: Auth,
+        cfg: &Config,
+        dispatcher: Arc<Dispatcher>,
+        recent: Arc<crate::dispatch::RecentPosts>,
+    ) -> Self {
         let presence = Arc::new(Presence::new(
             Arc::clone(&store),
             Arc::clone(&dispatcher),
@@ -99,7 +105,13 @@ impl Logic {
             (!cfg.cluster.nats_url.is_empty()).then_some(cfg.cluster.node_id),
         ));
         let ids = Arc::new(MsgIdGen::new(cfg.cluster.node_id));
-        let live = Arc::new(live::Live::new(Arc::clone(&store), Arc::clone(&dispatcher), Arc::clone(&ids), &cfg.rooms));
+        let live = Arc::new(live::Live::new(
+            Arc::clone(&store),
+            Arc::clone(&dispatcher),
+            Arc::clone(&ids),
+            recent,
+            &cfg.rooms,
+        ));
         Self {
             live,
             max_group_members: cfg.messages.max_group_members,

@@ -247,6 +247,9 @@ pub struct StoredRoomSettings {
     pub policy: RoomPolicy,
     /// Join tokens issued at or before this (ms since the Unix epoch) are void.
     pub tokens_after_ms: u64,
+    /// Recent pushes kept, if set for this room (else the configured default).
+    #[serde(default)]
+    pub history_size: Option<u32>,
 }
 
 /// A push API key as stored (the secret itself is never stored, only its SHA-256).

@@ -111,7 +111,8 @@ CREATE TABLE room_settings (
     room TEXT PRIMARY KEY,
     slow_mode_secs INTEGER,
     policy TEXT NOT NULL,
-    tokens_after_ms BIGINT NOT NULL
+    tokens_after_ms BIGINT NOT NULL,
+    history_size INTEGER
 );
 "#;
 

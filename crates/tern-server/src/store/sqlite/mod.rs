@@ -341,15 +341,17 @@ impl Store for SqliteStore {
         Box::pin(async move {
             self.apply(Box::new(move |tx| {
                 tx.prepare_cached(
-                    "INSERT INTO room_settings (room, slow_mode_secs, policy, tokens_after_ms) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT(room) DO UPDATE SET slow_mode_secs = excluded.slow_mode_secs, \
-                     policy = excluded.policy, tokens_after_ms = excluded.tokens_after_ms",
+                    "INSERT INTO room_settings (room, slow_mode_secs, policy, tokens_after_ms, history_size) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(room) DO UPDATE SET \
+                     slow_mode_secs = excluded.slow_mode_secs, policy = excluded.policy, \
+                     tokens_after_ms = excluded.tokens_after_ms, history_size = excluded.history_size",
                 )?
                 .execute(rusqlite::params![
                     settings.room,
                     settings.slow_mode_secs,
                     settings.policy.as_str(),
                     settings.tokens_after_ms as i64,
+                    settings.history_size,
                 ])
             }))
             .await
@@ -359,8 +361,9 @@ impl Store for SqliteStore {
 
     fn room_settings(&self) -> BoxFut<'_, Result<Vec<StoredRoomSettings>, StoreError>> {
         Box::pin(self.readers.run(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT room, slow_mode_secs, policy, tokens_after_ms FROM room_settings")?;
+            let mut stmt = c.prepare_cached(
+                "SELECT room, slow_mode_secs, policy, tokens_after_ms, history_size FROM room_settings",
+            )?;
             let rows = stmt.query_map([], |r| {
                 let policy: String = r.get(2)?;
                 Ok(StoredRoomSettings {
@@ -368,6 +371,7 @@ impl Store for SqliteStore {
                     slow_mode_secs: r.get(1)?,
                     policy: RoomPolicy::parse(&policy).unwrap_or(RoomPolicy::Token),
                     tokens_after_ms: r.get::<_, i64>(3)? as u64,
+                    history_size: r.get(4)?,
                 })
             })?;
             rows.collect()

@@ -137,7 +137,8 @@ CREATE TABLE room_settings (
     room TEXT PRIMARY KEY,
     slow_mode_secs INTEGER,
     policy TEXT NOT NULL,
-    tokens_after_ms INTEGER NOT NULL
+    tokens_after_ms INTEGER NOT NULL,
+    history_size INTEGER
 ) WITHOUT ROWID;
 ";
 
