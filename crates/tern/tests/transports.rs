@@ -453,3 +453,54 @@ async fn bad_input_on_the_http_transports_gets_a_clear_refusal_and_others_are_un
     assert_eq!(answers[0]["id"], 7);
     assert_eq!(texts(&expect_messages(&mut be, 1).await), ["still here"], "bob, on SSE, unaffected");
 }
+
+/// The SSE transport as an independent client speaks it: `scripts/sse-client.py`, written with
+/// httpx and httpx-sse from PyPI, chats with an SDK user and resumes its stream by
+/// `Last-Event-ID`. Skipped with a notice when they are not installed, unless
+/// `TERN_REQUIRE_HTTPX_SSE` is set (`.ci/run` installs them and sets it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_sse_client_chats_and_resumes_with_last_event_id() {
+    let installed = std::process::Command::new("python3")
+        .args(["-c", "import httpx, httpx_sse"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        assert!(
+            std::env::var_os("TERN_REQUIRE_HTTPX_SSE").is_none(),
+            "TERN_REQUIRE_HTTPX_SSE is set but python3 with httpx and httpx-sse is not installed"
+        );
+        eprintln!("SKIPPED: pip install httpx httpx-sse to run the independent SSE client");
+        return;
+    }
+    let srv = TestServer::start().await;
+    let py = srv.login("pyuser", "python").await;
+    let bob = srv.login("bob", "phone").await;
+    let (b, mut b_events) = connect(&bob, Transport::Tcp).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/sse-client.py");
+    let mut child = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([srv.url(), py.token.clone(), bob.user_id.0.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Bob gets the Python client's message, and answers it.
+    let got = expect_messages(&mut b_events, 1).await;
+    assert_eq!(texts(&got), ["hello from python"]);
+    assert_eq!(got[0].from, py.user_id);
+    b.send_text(py.user_id, "hi python").await.unwrap();
+    let out = tokio::time::timeout(WAIT * 2, child.wait_with_output()).await.expect("the client finished").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let steps: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let step = |name: &str| steps.iter().find(|s| s["step"] == name).unwrap_or_else(|| panic!("{name} in {stdout}"));
+    assert_eq!(step("sent")["seq"], 1);
+    assert_eq!(step("msg")["text"], "hi python");
+    // Resumed after the event before the message: that message again, first, and nothing older.
+    let msg_event = step("msg")["event_id"].as_u64().unwrap();
+    let resumed = step("resumed")["events"].as_array().unwrap();
+    assert_eq!(resumed[0], json!([msg_event, "msg"]), "{stdout}");
+    assert!(resumed.iter().all(|e| e[0].as_u64().unwrap() >= msg_event));
+    assert_eq!(step("closed")["status"], 204);
+}
