@@ -27,6 +27,9 @@ pub struct NodeStatus {
     pub ws: String,
     /// TCP `host:port` clients use.
     pub tcp: String,
+    /// QUIC `host:port` clients use; empty when QUIC does not run there.
+    #[serde(default)]
+    pub quic: String,
     /// Connections it holds.
     pub connections: u64,
     /// Shutting down: not to be handed out.
@@ -163,6 +166,7 @@ mod tests {
             node,
             ws: format!("ws://n{node}/v1/ws"),
             tcp: format!("n{node}:7071"),
+            quic: String::new(),
             connections,
             draining,
             rooms: rooms

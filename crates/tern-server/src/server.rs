@@ -191,7 +191,7 @@ impl Server {
                 registry.clone(),
                 Arc::clone(logic.presence()),
                 bus.clone(),
-                crate::logic::nodes::own_status(&cfg, http_addr, tcp_addr),
+                crate::logic::nodes::own_status(&cfg, http_addr, tcp_addr, quic_addr, tls.is_some()),
                 Duration::from_millis(cfg.cluster.status_interval_ms),
                 cfg.rooms.members_list_max,
                 shutdown.clone(),

@@ -85,7 +85,7 @@ pub(crate) fn connect_endpoints(state: &ApiState, headers: &HeaderMap) -> (Endpo
         .peers()
         .available()
         .into_iter()
-        .map(|s| (s.connections, complete(state, headers, s.ws, s.tcp, String::new())))
+        .map(|s| (s.connections, complete(state, headers, s.ws, s.tcp, s.quic)))
         .collect();
     if !registry.draining() {
         // This node goes before any peer that is not strictly less loaded.

@@ -45,15 +45,21 @@ impl Logic {
     }
 }
 
-/// This node's status, less the numbers (filled in each time it is shared).
-pub fn own_status(cfg: &Config, http: SocketAddr, tcp: SocketAddr) -> NodeStatus {
-    let ws =
-        if cfg.server.advertise_ws.is_empty() { format!("ws://{http}/v1/ws") } else { cfg.server.advertise_ws.clone() };
+/// This node's status, less the numbers (filled in each time it is shared): where clients reach
+/// it — `wss://` under TLS, and its QUIC address when QUIC runs.
+pub fn own_status(cfg: &Config, http: SocketAddr, tcp: SocketAddr, quic: Option<SocketAddr>, tls: bool) -> NodeStatus {
+    let scheme = if tls { "wss" } else { "ws" };
+    let ws = if cfg.server.advertise_ws.is_empty() {
+        format!("{scheme}://{http}/v1/ws")
+    } else {
+        cfg.server.advertise_ws.clone()
+    };
     let tcp = if cfg.server.advertise_tcp.is_empty() { tcp.to_string() } else { cfg.server.advertise_tcp.clone() };
     NodeStatus {
         node: cfg.cluster.node_id,
         ws,
         tcp,
+        quic: quic.map(|q| q.to_string()).unwrap_or_default(),
         connections: 0,
         draining: false,
         rooms: Vec::new(),
@@ -90,5 +96,24 @@ pub async fn share_status(
         if stopping {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_under_tls_hands_out_wss_and_its_quic_address() {
+        let cfg = Config::default();
+        let (http, tcp, quic) =
+            ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+        let plain = own_status(&cfg, http, tcp, None, false);
+        assert_eq!((plain.ws.as_str(), plain.quic.as_str()), ("ws://127.0.0.1:1/v1/ws", ""));
+        let tls = own_status(&cfg, http, tcp, Some(quic), true);
+        assert_eq!(
+            (tls.ws.as_str(), tls.tcp.as_str(), tls.quic.as_str()),
+            ("wss://127.0.0.1:1/v1/ws", "127.0.0.1:2", "127.0.0.1:2")
+        );
     }
 }
