@@ -477,7 +477,7 @@ async fn an_independent_sse_client_chats_and_resumes_with_last_event_id() {
     let bob = srv.login("bob", "phone").await;
     let (b, mut b_events) = connect(&bob, Transport::Tcp).await;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/sse-client.py");
-    let mut child = tokio::process::Command::new("python3")
+    let child = tokio::process::Command::new("python3")
         .arg(script)
         .args([srv.url(), py.token.clone(), bob.user_id.0.to_string()])
         .stdout(std::process::Stdio::piped())
