@@ -55,6 +55,10 @@ enum Command {
         /// A push API key with every scope (at least 16 characters).
         #[arg(long, env = "TERN_PUSH__BOOTSTRAP_KEY", hide_env_values = true)]
         push_key: Option<String>,
+        /// Read that key from a file (its first line) instead: a secret kept out of `ps` and
+        /// the shell's history.
+        #[arg(long, value_name = "FILE", conflicts_with = "push_key")]
+        push_key_file: Option<PathBuf>,
         /// Shared PostgreSQL store (`postgres://user@host:port/db`) instead of the embedded one.
         #[arg(long, value_name = "URL")]
         store: Option<String>,
@@ -192,6 +196,7 @@ fn main() -> ExitCode {
                 tcp,
                 log_json,
                 push_key,
+                push_key_file,
                 store,
                 node_id,
                 cluster,
@@ -206,6 +211,7 @@ fn main() -> ExitCode {
                     tcp,
                     log_json,
                     push_key,
+                    push_key_file,
                     store,
                     node_id,
                     cluster,

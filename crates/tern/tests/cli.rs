@@ -268,3 +268,36 @@ async fn config_example_is_a_working_config_and_bad_settings_stop_start_up_in_on
         assert!(err.contains(named), "{err} names {named}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_push_key_can_come_from_a_file_kept_out_of_ps() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("push.key"), "key-from-a-file-0123456789\n").unwrap();
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--data-dir", "data", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0"])
+        .args(["--push-key-file", "push.key"])
+        .current_dir(d)
+        .env_remove("TERN_PUSH__BOOTSTRAP_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(serve.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)).await.unwrap().unwrap();
+    let http = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).unwrap().to_owned();
+    // The key from the file pushes; a wrong one does not.
+    for (key, ok) in [("key-from-a-file-0123456789", true), ("key-from-a-file-0123456789\n", false)] {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"));
+        cmd.args(["push", "--all", "--server", &http, "hello"]).env("TERN_PUSH_KEY", key).current_dir(d);
+        let out = tokio::time::timeout(WAIT, cmd.output()).await.unwrap().unwrap();
+        assert_eq!(out.status.success(), ok, "{key:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let missing = tern(&["serve", "--data-dir", "d2", "--push-key-file", "nope.key"], d, None).await;
+    assert!(!missing.status.success());
+    let err = stderr(&missing);
+    assert_eq!(err.trim().lines().filter(|l| l.starts_with("tern: ")).count(), 1, "{err}");
+    assert!(err.contains("cannot read the push key from nope.key"), "{err}");
+}

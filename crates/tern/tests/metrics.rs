@@ -1,4 +1,4 @@
-//! `GET /metrics`: guarded by an admin key, and its figures follow what happened. (Its own test
+//! `GET /metrics`: guarded by a metrics (or admin) key, and its figures follow what happened. (Its own test
 //! binary: metrics are per process, so nothing else here moves them.)
 
 mod common;
@@ -33,12 +33,22 @@ async fn metrics(server: &TestServer) -> HashMap<String, f64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_need_an_admin_key_and_follow_what_happened() {
+async fn metrics_need_a_metrics_or_admin_key_and_follow_what_happened() {
     let server = TestServer::start().await;
     assert_eq!(scrape(&server, None).await.0, 401);
     let (_, key) =
         server.push_api(PUSH_KEY, "/v1/admin/keys", serde_json::json!({"name": "r", "scopes": ["rooms"]})).await;
     assert_eq!(scrape(&server, key["key"].as_str()).await.0, 403);
+    // A scraper's key: /metrics and nothing else.
+    let (_, scraper) =
+        server.push_api(PUSH_KEY, "/v1/admin/keys", serde_json::json!({"name": "prom", "scopes": ["metrics"]})).await;
+    let scraper = scraper["key"].as_str().unwrap().to_owned();
+    assert_eq!(scrape(&server, Some(&scraper)).await.0, 200);
+    let (status, _) = server.push_api(&scraper, "/v1/push/all", serde_json::json!({"data": "x"})).await;
+    assert_eq!(status, 403, "a metrics key pushes nothing");
+    let (status, _) =
+        server.push_api(&scraper, "/v1/admin/keys", serde_json::json!({"name": "x", "scopes": ["admin"]})).await;
+    assert_eq!(status, 403, "a metrics key makes no keys");
 
     let alice = server.login("alice", "phone").await;
     let bob = server.login("bob", "phone").await;

@@ -37,9 +37,11 @@ pub(super) async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| {
-                Error::unauthorized("an API key with the admin scope is required (or server.metrics_public)")
+                Error::unauthorized(
+                    "an API key with the metrics (or admin) scope is required (or server.metrics_public)",
+                )
             })?;
-        state.push.authenticate(key.trim())?.require(Scope::Admin)?;
+        state.push.authenticate(key.trim())?.require_any(&[Scope::Metrics, Scope::Admin])?;
     }
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::render()))
 }

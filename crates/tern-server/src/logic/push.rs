@@ -40,11 +40,14 @@ pub enum Scope {
     All,
     /// Manage keys.
     Admin,
+    /// Read `/metrics` (a Prometheus scraper's key: nothing else).
+    Metrics,
 }
 
 impl Scope {
     /// Every scope.
-    pub const EVERY: [Scope; 6] = [Scope::Users, Scope::Devices, Scope::Rooms, Scope::Areas, Scope::All, Scope::Admin];
+    pub const EVERY: [Scope; 7] =
+        [Scope::Users, Scope::Devices, Scope::Rooms, Scope::Areas, Scope::All, Scope::Admin, Scope::Metrics];
 
     /// The name used in key records and the admin API.
     pub fn as_str(self) -> &'static str {
@@ -55,13 +58,16 @@ impl Scope {
             Scope::Areas => "areas",
             Scope::All => "all",
             Scope::Admin => "admin",
+            Scope::Metrics => "metrics",
         }
     }
 
     /// Parses a scope name.
     pub fn parse(s: &str) -> Result<Self, Error> {
         Scope::EVERY.into_iter().find(|x| x.as_str() == s).ok_or_else(|| {
-            Error::bad_request(format!("unknown scope {s:?}; scopes are users, devices, rooms, areas, all, admin"))
+            Error::bad_request(format!(
+                "unknown scope {s:?}; scopes are users, devices, rooms, areas, all, admin, metrics"
+            ))
         })
     }
 }
@@ -81,6 +87,15 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Refuses with `forbidden` unless the key has one of `scopes`.
+    pub fn require_any(&self, scopes: &[Scope]) -> Result<(), Error> {
+        if scopes.iter().any(|s| self.scopes.contains(s)) {
+            return Ok(());
+        }
+        let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+        Err(Error::new(ErrorCode::Forbidden, format!("this API key has none of the scopes {}", names.join(", "))))
+    }
+
     /// Refuses with `forbidden` unless the key has `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), Error> {
         if self.scopes.contains(&scope) {

@@ -106,7 +106,7 @@ pub enum KeysCommand {
         /// A label.
         #[arg(long)]
         name: String,
-        /// Scope: users, devices, rooms, areas, all, admin (repeatable).
+        /// Scope: users, devices, rooms, areas, all, admin, metrics (repeatable).
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
         /// Requests per second.

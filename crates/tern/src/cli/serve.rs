@@ -15,6 +15,7 @@ pub struct Flags {
     pub tcp: Option<SocketAddr>,
     pub log_json: bool,
     pub push_key: Option<String>,
+    pub push_key_file: Option<PathBuf>,
     pub store: Option<String>,
     pub node_id: Option<u16>,
     pub cluster: Option<String>,
@@ -23,7 +24,7 @@ pub struct Flags {
 }
 
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
-    let Flags { config, data_dir, http, tcp, log_json, push_key, store, node_id, cluster, tls } = flags;
+    let Flags { config, data_dir, http, tcp, log_json, push_key, push_key_file, store, node_id, cluster, tls } = flags;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a person at a terminal: a log file or journald gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -46,6 +47,11 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     if let Some(k) = push_key {
         cfg.push.bootstrap_key = k;
+    }
+    if let Some(path) = push_key_file {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read the push key from {}: {e}", path.display()))?;
+        cfg.push.bootstrap_key = text.lines().next().unwrap_or_default().trim().to_owned();
     }
     if let Some(url) = store {
         cfg.store.postgres_url = url;
