@@ -38,6 +38,11 @@ pub fn shared_client() -> reqwest::Client {
     client()
 }
 
+/// A failed request in a sentence (for tools making their own calls with [`shared_client`]).
+pub fn describe(e: reqwest::Error) -> String {
+    transport(e).to_string()
+}
+
 /// A failed request, with its causes: reqwest's own message ("error sending request") does not
 /// say why — a refused connection, an untrusted certificate.
 fn transport(e: reqwest::Error) -> Error {

@@ -139,6 +139,10 @@ enum Command {
     /// Server configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Save a consistent copy of a running server's store (admin API key).
+    Backup(cli::ops::BackupArgs),
+    /// Put a backup in place as the store of an empty data directory.
+    Restore(cli::ops::RestoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -220,6 +224,8 @@ fn main() -> ExitCode {
                 cli::serve::run(flags).await
             }
             Command::Push(args) => cli::push::push(args).await,
+            Command::Backup(args) => cli::ops::backup(args).await,
+            Command::Restore(args) => cli::ops::restore(args),
             Command::Keys(cmd) => cli::push::keys(cmd).await,
             Command::Config(ConfigCommand::Example) => {
                 print!("{}", tern_server::config::example());

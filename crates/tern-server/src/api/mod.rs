@@ -3,6 +3,7 @@
 //! Every error body is `{"error":{"code","message"}}` from [`crate::error::Error`], including
 //! malformed JSON, unknown routes and missing credentials.
 
+mod admin;
 mod control;
 mod conversations;
 mod error;
@@ -135,6 +136,7 @@ fn routes() -> Routes {
         .at("/v1/areas/{area}/online", get(push::area_online))
         .at("/v1/online", get(push::total_online))
         .at("/v1/admin/keys", post(push::create_key).get(push::list_keys))
+        .at("/v1/admin/backup", get(admin::backup))
         .at("/v1/admin/keys/{key_id}", delete(push::revoke_key))
         .at("/v1/admin/users/{user_id}/disabled", put(control::set_disabled))
 }

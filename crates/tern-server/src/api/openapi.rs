@@ -8,7 +8,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{control, conversations, http_transport, im, push, rooms};
+use super::{admin, control, conversations, http_transport, im, push, rooms};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,7 +28,7 @@ use super::{control, conversations, http_transport, im, push, rooms};
         push::set_room, push::room_online, push::area_online, push::total_online,
         push::create_key, push::list_keys, push::revoke_key,
         rooms::bans, rooms::ban, rooms::unban, rooms::mutes, rooms::mute, rooms::unmute, rooms::settings,
-        rooms::set_settings, rooms::issue_token, rooms::void_tokens, rooms::members,
+        rooms::set_settings, rooms::issue_token, rooms::void_tokens, rooms::members, admin::backup,
     ),
     modifiers(&Bearer)
 )]

@@ -144,6 +144,11 @@ impl Logic {
         Ok(())
     }
 
+    /// A consistent snapshot of the store, written beside it; the caller streams and removes it.
+    pub async fn backup(&self) -> Result<std::path::PathBuf, Error> {
+        Ok(self.store.backup().await?)
+    }
+
     /// Live-room posts and moderation.
     pub fn live(&self) -> &Arc<live::Live> {
         &self.live

@@ -380,6 +380,11 @@ pub trait Store: Send + Sync + 'static {
     /// Every room ban and mute (expired ones too), to load at start.
     fn room_sanctions(&self) -> BoxFut<'_, Result<Vec<RoomSanction>, StoreError>>;
 
+    /// Writes a consistent snapshot of the whole store to a new file beside it and returns its
+    /// path (the caller removes it), without stopping writes. `Denied` where the engine has its
+    /// own tools (PostgreSQL: `pg_dump`).
+    fn backup(&self) -> BoxFut<'_, Result<std::path::PathBuf, StoreError>>;
+
     /// Stores a room's settings (replacing them).
     fn put_room_settings(&self, settings: StoredRoomSettings) -> BoxFut<'_, Result<(), StoreError>>;
 

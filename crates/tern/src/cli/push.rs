@@ -21,7 +21,7 @@ pub struct KeyArgs {
 
 impl KeyArgs {
     /// The key, from `--key` or the environment.
-    fn key(&self) -> anyhow::Result<&str> {
+    pub fn key(&self) -> anyhow::Result<&str> {
         super::given(&self.key, "API key", "--key", "TERN_PUSH_KEY")
     }
 }

@@ -507,6 +507,14 @@ impl Store for PostgresStore {
         })
     }
 
+    fn backup(&self) -> BoxFut<'_, Result<std::path::PathBuf, StoreError>> {
+        Box::pin(async {
+            Err(StoreError::Denied(crate::error::Error::bad_request(
+                "this server uses PostgreSQL: back it up with pg_dump (README, \"Backup and restore\")",
+            )))
+        })
+    }
+
     fn put_room_settings(&self, settings: StoredRoomSettings) -> BoxFut<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let slow = settings.slow_mode_secs.map(|s| s as i32);

@@ -337,6 +337,19 @@ impl Store for SqliteStore {
         })
     }
 
+    fn backup(&self) -> BoxFut<'_, Result<std::path::PathBuf, StoreError>> {
+        // `VACUUM INTO` on a reader: one read transaction, so one consistent state of the
+        // database, while the writer goes on committing into the WAL.
+        let dest = self.readers.path.with_file_name(format!("backup-{:016x}.db", rand::random::<u64>()));
+        Box::pin(async move {
+            let to = dest.clone();
+            self.readers
+                .run(move |c| c.execute("VACUUM INTO ?1", [to.to_string_lossy().into_owned()]).map(drop))
+                .await?;
+            Ok(dest)
+        })
+    }
+
     fn put_room_settings(&self, settings: StoredRoomSettings) -> BoxFut<'_, Result<(), StoreError>> {
         Box::pin(async move {
             self.apply(Box::new(move |tx| {
