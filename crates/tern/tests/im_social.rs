@@ -322,3 +322,39 @@ async fn openapi_documents_every_routed_path_and_every_documented_operation_is_s
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_exports_their_profile_relations_and_every_conversation_they_can_read() {
+    let srv = TestServer::start().await;
+    let alice = srv.login("alice", "phone").await;
+    let bob = srv.login("bob", "phone").await;
+    let carol = srv.login("carol", "phone").await;
+    im::request_friend(&alice, bob.user_id, "hi").await.unwrap();
+    im::accept_friend(&bob, alice.user_id).await.unwrap();
+    let (a, _ae) = connect(&alice, Transport::Tcp).await;
+    for t in ["one", "two", "three"] {
+        a.send_text(bob.user_id, t).await.unwrap();
+    }
+    // A conversation alice is not in stays out of her export.
+    let (c, _ce) = connect(&carol, Transport::Tcp).await;
+    c.send_text(bob.user_id, "carol to bob").await.unwrap();
+
+    let get = |token: String| {
+        let url = format!("{}/v1/me/export", srv.url());
+        async move { tern_client::http::shared_client().get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let resp = get(alice.token.clone()).await;
+    assert_eq!(resp.status(), 200);
+    let disposition = resp.headers()["content-disposition"].to_str().unwrap().to_owned();
+    assert!(disposition.starts_with("attachment;"), "{disposition}");
+    let export: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(export["profile"]["username"], "alice");
+    assert_eq!(export["relations"]["friends"][0]["user_id"], json!(bob.user_id.0));
+    let convs = export["conversations"].as_array().unwrap();
+    assert_eq!(convs.len(), 1, "only alice's conversations: {export}");
+    let texts: Vec<&str> =
+        convs[0]["messages"].as_array().unwrap().iter().filter_map(|m| m["body"]["text"].as_str()).collect();
+    assert_eq!(texts, ["one", "two", "three"]);
+    assert!(export.get("truncated").is_none());
+    assert_eq!(get("not-a-token".into()).await.status(), 401);
+}

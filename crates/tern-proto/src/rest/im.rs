@@ -350,3 +350,31 @@ pub struct HistoryPage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_seq: Option<u64>,
 }
+
+/// `GET /v1/me/export`: everything the server holds for a user that the user may take away.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UserExport {
+    /// When it was made, ms since the Unix epoch.
+    pub exported_at: u64,
+    /// The user's profile.
+    pub profile: Profile,
+    /// Friends, requests and blocks.
+    pub relations: Relations,
+    /// Every conversation the user is in, newest first, with the messages the user can read.
+    pub conversations: Vec<ExportedConversation>,
+    /// Some messages were left out: more than the server's export limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// One conversation of a [`UserExport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExportedConversation {
+    /// The conversation as the list shows it.
+    pub summary: ConvSummary,
+    /// Its messages the user can read, oldest first.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub messages: Vec<Message>,
+}

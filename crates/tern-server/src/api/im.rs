@@ -6,7 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use tern_proto::rest::{
-    ErrorBody, FriendRequest, GroupMute, JoinGroup, MemberMute, NewGroup, ReadUpTo, RoleChange, Status, UserRef,
+    ErrorBody, FriendRequest, GroupMute, JoinGroup, MemberMute, NewGroup, ReadUpTo, RoleChange, Status, UserExport,
+    UserRef,
 };
 use tern_proto::{ConvId, GroupId, UserId};
 
@@ -25,6 +26,18 @@ const DONE: Done = StatusCode::NO_CONTENT;
     responses((status = 200, description = "The caller's profile", body = Profile), (status = 401, body = ErrorBody)))]
 pub(super) async fn me(State(s): State<ApiState>, Caller(c): Caller) -> Result<Json<Profile>, Error> {
     Ok(Json(s.logic.profile(c.user_id).await?))
+}
+
+/// `GET /v1/me/export`
+#[utoipa::path(get, path = "/v1/me/export", tag = "profiles", security(("bearer" = [])),
+    responses((status = 200, description = "The caller's data as one JSON archive: profile, relations, conversations with the messages they can read", body = UserExport), (status = 401, body = ErrorBody)))]
+pub(super) async fn export(
+    State(s): State<ApiState>,
+    Caller(c): Caller,
+) -> Result<impl axum::response::IntoResponse, Error> {
+    let export = s.logic.export(c.user_id).await?;
+    let name = format!("attachment; filename=\"tern-export-{}.json\"", c.user_id);
+    Ok(([(axum::http::header::CONTENT_DISPOSITION, name)], Json(export)))
 }
 
 /// `PATCH /v1/me`

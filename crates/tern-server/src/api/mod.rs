@@ -89,6 +89,7 @@ fn routes() -> Routes {
         .at("/v1/sessions/current", delete(control::logout))
         .at("/v1/me/password", put(control::change_password))
         .at("/v1/me", get(im::me).patch(im::update_me))
+        .at("/v1/me/export", get(im::export))
         .at("/v1/friends", get(im::friends))
         .at("/v1/friends/requests", post(im::request_friend))
         .at("/v1/friends/requests/{user_id}/accept", post(im::accept_friend))

@@ -18,7 +18,7 @@ use super::{admin, control, conversations, http_transport, im, push, rooms};
         control::logout_everywhere, control::change_password, control::set_disabled,
         serve, super::websocket, http_transport::open, http_transport::upstream, http_transport::downstream,
         http_transport::close,
-        im::me, im::update_me, im::profile, im::search,
+        im::me, im::update_me, im::export, im::profile, im::search,
         im::friends, im::request_friend, im::accept_friend, im::decline_friend, im::remove_friend,
         im::block, im::unblock,
         im::create_group, im::group, im::invite, im::join, im::approve, im::decline_join, im::leave, im::kick,

@@ -9,11 +9,42 @@ use crate::error::Error;
 use crate::store::im::{ConvSummary, Effect, Scope};
 use crate::wire::OutFrame;
 pub use tern_proto::rest::ReadReceipt;
+use tern_proto::rest::{ExportedConversation, UserExport};
+
+/// Most messages one export holds (a user with more gets the newest conversations' first
+/// messages up to this, and `truncated`).
+pub const EXPORT_MAX_MESSAGES: usize = 200_000;
 
 impl Logic {
     /// The user's conversations, newest first, with last message and unread count.
     pub async fn conversation_list(&self, user: UserId) -> Result<Vec<ConvSummary>, Error> {
         Ok(self.store.conversation_list(user).await?)
+    }
+
+    /// Everything the user may take away (`GET /v1/me/export`): profile, relations, and every
+    /// conversation with the messages the user can read, oldest first, up to
+    /// [`EXPORT_MAX_MESSAGES`] in all (then `truncated`).
+    pub async fn export(&self, user: UserId) -> Result<UserExport, Error> {
+        let profile = self.profile(user).await?;
+        let relations = self.relations(user).await?;
+        let mut conversations = Vec::new();
+        let mut left = EXPORT_MAX_MESSAGES;
+        let mut truncated = false;
+        for summary in self.conversation_list(user).await? {
+            let mut messages = Vec::new();
+            let mut after = 0;
+            while left > 0 {
+                let limit = u32::try_from(left.min(super::MAX_PAGE as usize)).unwrap_or(super::MAX_PAGE);
+                let (page, _, _) = self.history(user, summary.conv_id, Some(after), None, Some(limit)).await?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                left -= page.len();
+                messages.extend(page);
+            }
+            truncated |= left == 0 && after < summary.last_seq;
+            conversations.push(ExportedConversation { summary, messages });
+        }
+        Ok(UserExport { exported_at: now_ms(), profile, relations, conversations, truncated })
     }
 
     /// Moves the user's read position in `conv` forward to `seq`. The user's other devices get
