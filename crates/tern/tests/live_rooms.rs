@@ -82,10 +82,24 @@ async fn a_viewer_s_post_reaches_every_member_once_with_the_server_s_name_on_it(
     );
 
     // Refusals, each with its code; the connection goes on.
-    assert_eq!(code(anon.publish("live-1", json!("hi"), Priority::Low).await), ErrorCode::Forbidden, "anonymous");
+    let e = anon.publish("live-1", json!("hi"), Priority::Low).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden), "anonymous, where the room does not allow it");
+    assert!(e.to_string().contains("logged-in users only"), "{e}");
     assert_eq!(code(a.publish("live-2", json!("hi"), Priority::Low).await), ErrorCode::Forbidden, "not in that room");
     let big = "x".repeat(2000);
     assert_eq!(code(a.publish("live-1", json!(big), Priority::Low).await), ErrorCode::BodyTooLarge);
+    // A room that allows it takes anonymous posts, named as a guest with no user id.
+    let (s, _) =
+        call(&srv, PUSH_KEY, "PUT", "/v1/rooms/live-1/settings", Some(json!({ "anonymous_posts": true }))).await;
+    assert_eq!(s, 200);
+    anon.publish("live-1", json!("hi from a guest"), Priority::Low).await.unwrap();
+    for events in [&mut b_events, &mut anon_events] {
+        let got = expect_pushes(events, 1).await;
+        let from = got[0].from.as_ref().unwrap();
+        assert_eq!((got[0].data.as_str(), from.user_id.0), (Some("hi from a guest"), 0));
+        assert!(from.nickname.starts_with("guest-") && from.nickname.len() == 12, "{from:?}");
+    }
+    expect_pushes(&mut a_events, 1).await;
     // The connection's rate (5 a second by default): a burst is cut, with a retry hint.
     let mut refused = None;
     for i in 0..12 {
@@ -117,7 +131,10 @@ async fn slow_mode_the_word_filter_mutes_and_bans_each_refuse_with_their_code() 
 
     // Slow mode, set by the business server: one post per 60 s, then off again.
     let (s, v) = call(&srv, PUSH_KEY, "PUT", "/v1/rooms/r/settings", Some(json!({ "slow_mode_secs": 60 }))).await;
-    assert_eq!((s, v), (200, json!({ "slow_mode_secs": 60, "policy": "public", "history_size": 50 })));
+    assert_eq!(
+        (s, v),
+        (200, json!({ "slow_mode_secs": 60, "policy": "public", "history_size": 50, "anonymous_posts": false }))
+    );
     b.publish("r", json!("one"), Priority::Low).await.unwrap();
     let e = b.publish("r", json!("two"), Priority::Low).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::RateLimited));

@@ -198,8 +198,8 @@ pub enum Request {
     Publish {
         /// Request id.
         id: u64,
-        /// The poster.
-        user: UserId,
+        /// The poster; `None` for a device-token (anonymous) connection.
+        user: Option<UserId>,
         /// The connection's room.
         room: String,
         /// The post.
@@ -635,14 +635,6 @@ impl<F: Outbound> Connection<F> {
         data: serde_json::Value,
         priority: Priority,
     ) -> Option<Request> {
-        if self.user == 0 {
-            self.refuse(
-                Some(id),
-                ErrorCode::Forbidden,
-                "log in as a user to post into a room (this connection uses a device token)".into(),
-            );
-            return None;
-        }
         if self.room.as_deref() != Some(room.as_str()) {
             let why = match &self.room {
                 Some(current) => {
@@ -673,7 +665,8 @@ impl<F: Outbound> Connection<F> {
             self.refuse(Some(id), ErrorCode::BodyTooLarge, why);
             return None;
         }
-        let user = UserId(self.user);
+        // A device-token connection may post only where the room allows it: the server decides.
+        let user = (self.user != 0).then_some(UserId(self.user));
         Some(self.in_flight(Request::Publish { id, user, room, data, priority }))
     }
 

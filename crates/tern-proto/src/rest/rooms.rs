@@ -91,6 +91,9 @@ pub struct RoomSettings {
     /// Recent pushes kept for late joiners (0–1000; 0: none; default `rooms.history_size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_size: Option<u32>,
+    /// Anonymous (device-token) viewers may post too, as "guest-…" (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_posts: Option<bool>,
 }
 
 /// Who may enter a room.

@@ -479,9 +479,13 @@ impl<T: FrameIo> Conn<T> {
                 self.gw.router.leave_room(self.conn_id, room);
             }
             Request::Publish { id, user, room, data, priority } => {
+                let poster = match user {
+                    Some(u) => crate::logic::live::Poster::User(u),
+                    None => crate::logic::live::Poster::Device(handle.device_id.clone()),
+                };
                 let logic = Arc::clone(&self.gw.logic);
                 inflight.get_or_insert_default().push(Box::pin(async move {
-                    match logic.live().publish(user, room, data, priority).await {
+                    match logic.live().publish(poster, room, data, priority).await {
                         Ok(()) => OutFrame::new(ServerFrame::Ok { id }),
                         Err(e) => error_frame(id, e),
                     }

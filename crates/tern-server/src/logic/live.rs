@@ -24,7 +24,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use parking_lot::Mutex;
 use tern_proto::rate::Bucket;
 use tern_proto::rest::{JoinToken, NewSanction, RoomPolicy, RoomSanction, RoomSettings, SanctionKind};
-use tern_proto::{ErrorCode, Priority, Push, PushScope, RoomUser, ServerFrame, UserId};
+use tern_proto::{DeviceId, ErrorCode, Priority, Push, PushScope, RoomUser, ServerFrame, UserId};
 
 use super::ids::MsgIdGen;
 use crate::auth::{Auth, TokenError};
@@ -49,12 +49,28 @@ const MAX_HISTORY_SIZE: u32 = 1000;
 /// Longest a join token may be valid: 30 days.
 const MAX_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 
+/// Who posts: a logged-in user, or an anonymous device where the room allows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Poster {
+    /// A user's connection.
+    User(UserId),
+    /// A device-token connection.
+    Device(DeviceId),
+}
+
+/// An anonymous poster's name: "guest-" and the start of its device id (stable per device, so
+/// readers can tell guests apart; user id 0 marks it as no account).
+fn guest_name(device: &DeviceId) -> String {
+    let id = device.0.strip_prefix("d_").unwrap_or(&device.0);
+    format!("guest-{}", id.chars().take(6).collect::<String>())
+}
+
 /// One room's post state on this node.
 struct RoomPosts {
     /// `rooms.publish_per_sec_per_room`.
     rate: Option<Bucket>,
     /// When each user last posted (for slow mode).
-    last_post: HashMap<UserId, Instant>,
+    last_post: HashMap<Poster, Instant>,
 }
 
 /// Posts into rooms and their moderation.
@@ -274,14 +290,24 @@ impl Live {
     /// A viewer's post: moderation, then a room push with `from` set.
     pub async fn publish(
         &self,
-        user: UserId,
+        poster: Poster,
         room: String,
         mut data: serde_json::Value,
         priority: Priority,
     ) -> Result<(), Error> {
-        self.not_banned(&room, user)?;
-        if let Some(mute) = self.in_force(&room, user, SanctionKind::Mute) {
-            return Err(Error::new(ErrorCode::Muted, sentence("you are muted in room", &room, &mute)));
+        match &poster {
+            Poster::User(user) => {
+                self.not_banned(&room, *user)?;
+                if let Some(mute) = self.in_force(&room, *user, SanctionKind::Mute) {
+                    return Err(Error::new(ErrorCode::Muted, sentence("you are muted in room", &room, &mute)));
+                }
+            }
+            Poster::Device(_) if !self.stored_settings(&room).anonymous_posts => {
+                return Err(Error::forbidden(format!(
+                    "room {room:?} takes posts from logged-in users only (this connection uses a device token)"
+                )));
+            }
+            Poster::Device(_) => {}
         }
         if let Some((filter, action)) = &self.filter {
             let found = filter_strings(&mut data, filter, *action == FilterAction::Mask);
@@ -289,8 +315,11 @@ impl Live {
                 return Err(Error::forbidden("the post contains a word this server does not allow"));
             }
         }
-        self.admit(&room, user)?;
-        let nickname = self.nickname(user).await?;
+        self.admit(&room, &poster)?;
+        let from = match &poster {
+            Poster::User(user) => RoomUser { user_id: *user, nickname: self.nickname(*user).await? },
+            Poster::Device(device) => RoomUser { user_id: UserId(0), nickname: guest_name(device) },
+        };
         let push = Push {
             msg_id: self.ids.next(),
             priority,
@@ -298,7 +327,7 @@ impl Live {
             scope: PushScope::Room { room: room.clone() },
             ts: now_ms(),
             data,
-            from: Some(RoomUser { user_id: user, nickname }),
+            from: Some(from),
         };
         self.dispatcher
             .push(Target::Room(room), push)
@@ -307,7 +336,7 @@ impl Live {
     }
 
     /// Slow mode and the room's rate: records the post if both allow it.
-    fn admit(&self, room: &str, user: UserId) -> Result<(), Error> {
+    fn admit(&self, room: &str, poster: &Poster) -> Result<(), Error> {
         let now = Instant::now();
         let mut rooms = self.rooms.lock();
         if rooms.len() >= ROOMS_KEPT && !rooms.contains_key(room) {
@@ -320,7 +349,7 @@ impl Live {
             last_post: HashMap::new(),
         });
         if slow > 0
-            && let Some(last) = posts.last_post.get(&user)
+            && let Some(last) = posts.last_post.get(poster)
         {
             let wait = std::time::Duration::from_secs(u64::from(slow)).saturating_sub(now.duration_since(*last));
             if !wait.is_zero() {
@@ -344,7 +373,7 @@ impl Live {
             if posts.last_post.len() >= 1024 {
                 posts.last_post.retain(|_, at| now.duration_since(*at) < window);
             }
-            posts.last_post.insert(user, now);
+            posts.last_post.insert(poster.clone(), now);
         }
         Ok(())
     }
@@ -496,6 +525,9 @@ impl Live {
         if let Some(n) = change.history_size {
             stored.history_size = Some(n);
         }
+        if let Some(anonymous) = change.anonymous_posts {
+            stored.anonymous_posts = anonymous;
+        }
         self.save_settings(stored).await?;
         Ok(self.settings(room))
     }
@@ -527,6 +559,7 @@ impl Live {
             policy: RoomPolicy::Public,
             tokens_after_ms: 0,
             history_size: None,
+            anonymous_posts: false,
         })
     }
 
@@ -537,6 +570,7 @@ impl Live {
             slow_mode_secs: Some(stored.slow_mode_secs.unwrap_or(self.default_slow_secs)),
             policy: Some(stored.policy),
             history_size: Some(stored.history_size.unwrap_or(self.default_history_size as u32)),
+            anonymous_posts: Some(stored.anonymous_posts),
         }
     }
 

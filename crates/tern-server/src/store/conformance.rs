@@ -488,6 +488,7 @@ async fn api_keys_and_rooms(store: Arc<dyn Store>) {
         policy,
         tokens_after_ms: after,
         history_size: slow.map(|s| s + 1),
+        anonymous_posts: after == 7,
     };
     store.put_room_settings(settings("r1", Some(30), RoomPolicy::Public, 0)).await.unwrap();
     store.put_room_settings(settings("r2", None, RoomPolicy::Token, 5)).await.unwrap();

@@ -250,6 +250,9 @@ pub struct StoredRoomSettings {
     /// Recent pushes kept, if set for this room (else the configured default).
     #[serde(default)]
     pub history_size: Option<u32>,
+    /// Device-token viewers may post.
+    #[serde(default)]
+    pub anonymous_posts: bool,
 }
 
 /// A push API key as stored (the secret itself is never stored, only its SHA-256).

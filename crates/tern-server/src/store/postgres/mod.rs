@@ -520,11 +520,20 @@ impl Store for PostgresStore {
             let slow = settings.slow_mode_secs.map(|s| s as i32);
             let history = settings.history_size.map(|s| s as i32);
             self.execute(
-                "INSERT INTO room_settings (room, slow_mode_secs, policy, tokens_after_ms, history_size) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room) DO UPDATE SET \
+                "INSERT INTO room_settings \
+                 (room, slow_mode_secs, policy, tokens_after_ms, history_size, anonymous_posts) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room) DO UPDATE SET \
                  slow_mode_secs = excluded.slow_mode_secs, policy = excluded.policy, \
-                 tokens_after_ms = excluded.tokens_after_ms, history_size = excluded.history_size",
-                &[&settings.room, &slow, &settings.policy.as_str(), &(settings.tokens_after_ms as i64), &history],
+                 tokens_after_ms = excluded.tokens_after_ms, history_size = excluded.history_size, \
+                 anonymous_posts = excluded.anonymous_posts",
+                &[
+                    &settings.room,
+                    &slow,
+                    &settings.policy.as_str(),
+                    &(settings.tokens_after_ms as i64),
+                    &history,
+                    &settings.anonymous_posts,
+                ],
             )
             .await
             .map(drop)
@@ -534,7 +543,7 @@ impl Store for PostgresStore {
     fn room_settings(&self) -> BoxFut<'_, Result<Vec<StoredRoomSettings>, StoreError>> {
         Box::pin(async move {
             let rows = self
-                .query("SELECT room, slow_mode_secs, policy, tokens_after_ms, history_size FROM room_settings", &[])
+                .query("SELECT room, slow_mode_secs, policy, tokens_after_ms, history_size, anonymous_posts FROM room_settings", &[])
                 .await?;
             Ok(rows
                 .iter()
@@ -544,6 +553,7 @@ impl Store for PostgresStore {
                     policy: RoomPolicy::parse(r.get(2)).unwrap_or(RoomPolicy::Token),
                     tokens_after_ms: r.get::<_, i64>(3) as u64,
                     history_size: r.get::<_, Option<i32>>(4).map(|s| s.max(0) as u32),
+                    anonymous_posts: r.get(5),
                 })
                 .collect())
         })

@@ -112,7 +112,8 @@ CREATE TABLE room_settings (
     slow_mode_secs INTEGER,
     policy TEXT NOT NULL,
     tokens_after_ms BIGINT NOT NULL,
-    history_size INTEGER
+    history_size INTEGER,
+    anonymous_posts BOOLEAN NOT NULL DEFAULT false
 );
 "#;
 

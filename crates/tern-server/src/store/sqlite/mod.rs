@@ -354,10 +354,12 @@ impl Store for SqliteStore {
         Box::pin(async move {
             self.apply(Box::new(move |tx| {
                 tx.prepare_cached(
-                    "INSERT INTO room_settings (room, slow_mode_secs, policy, tokens_after_ms, history_size) \
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(room) DO UPDATE SET \
+                    "INSERT INTO room_settings \
+                     (room, slow_mode_secs, policy, tokens_after_ms, history_size, anonymous_posts) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(room) DO UPDATE SET \
                      slow_mode_secs = excluded.slow_mode_secs, policy = excluded.policy, \
-                     tokens_after_ms = excluded.tokens_after_ms, history_size = excluded.history_size",
+                     tokens_after_ms = excluded.tokens_after_ms, history_size = excluded.history_size, \
+                     anonymous_posts = excluded.anonymous_posts",
                 )?
                 .execute(rusqlite::params![
                     settings.room,
@@ -365,6 +367,7 @@ impl Store for SqliteStore {
                     settings.policy.as_str(),
                     settings.tokens_after_ms as i64,
                     settings.history_size,
+                    settings.anonymous_posts,
                 ])
             }))
             .await
@@ -375,7 +378,7 @@ impl Store for SqliteStore {
     fn room_settings(&self) -> BoxFut<'_, Result<Vec<StoredRoomSettings>, StoreError>> {
         Box::pin(self.readers.run(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT room, slow_mode_secs, policy, tokens_after_ms, history_size FROM room_settings",
+                "SELECT room, slow_mode_secs, policy, tokens_after_ms, history_size, anonymous_posts FROM room_settings",
             )?;
             let rows = stmt.query_map([], |r| {
                 let policy: String = r.get(2)?;
@@ -385,6 +388,7 @@ impl Store for SqliteStore {
                     policy: RoomPolicy::parse(&policy).unwrap_or(RoomPolicy::Token),
                     tokens_after_ms: r.get::<_, i64>(3)? as u64,
                     history_size: r.get(4)?,
+                    anonymous_posts: r.get(5)?,
                 })
             })?;
             rows.collect()

@@ -138,7 +138,8 @@ CREATE TABLE room_settings (
     slow_mode_secs INTEGER,
     policy TEXT NOT NULL,
     tokens_after_ms INTEGER NOT NULL,
-    history_size INTEGER
+    history_size INTEGER,
+    anonymous_posts INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 ";
 
