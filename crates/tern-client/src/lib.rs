@@ -390,8 +390,7 @@ impl Client {
     /// Posts into the joined room (danmaku, a like, a gift): every member gets it as a push with
     /// `from` set to this user, this connection too (once). Refused with `rate_limited`
     /// (connection rate or slow mode), `muted`, `forbidden` (not in the room, banned, anonymous
-    /// where the room takes only logged-in posters, a filtered
-    /// word) or `body_too_large`.
+    /// where the room takes only logged-in posters, a filtered word) or `body_too_large`.
     pub async fn publish(
         &self,
         room: impl Into<String>,
