@@ -14,7 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Common, Dialer, devices, progress, raise_fd_limit, report, resolve, sample_opt};
-use crate::cli::TransportArg;
+use crate::cli::ClientTransportArg;
 
 /// Options of `storm`, and the base of `conns`.
 #[derive(clap::Args)]
@@ -24,9 +24,10 @@ pub struct StormArgs {
     /// Connections (clients) to open.
     #[arg(long, default_value_t = 1000)]
     pub count: usize,
-    /// Transport.
+    /// Transport: `tcp` and `ws` with the bench's own lean clients; the others (`quic`, `sse`,
+    /// `longpoll`, `auto`) through the SDK.
     #[arg(long, value_enum, default_value = "tcp")]
-    pub transport: TransportArg,
+    pub transport: ClientTransportArg,
 }
 
 /// Options of `conns`.
@@ -48,6 +49,8 @@ enum Held {
     Tcp(#[allow(dead_code)] TcpStream),
     Tls(#[allow(dead_code)] Box<tokio_rustls::client::TlsStream<TcpStream>>),
     Ws(#[allow(dead_code)] Box<WebSocketStream<TcpStream>>),
+    /// An SDK client (QUIC, SSE, long-poll), with its event stream kept open.
+    Sdk(#[allow(dead_code)] Box<(tern_client::Client, tern_client::Events)>),
 }
 
 /// Sends `auth` as a length-prefixed frame and waits for `auth_ok`.
@@ -73,12 +76,20 @@ async fn auth_framed<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, auth: &C
 /// system roots and `--ca`).
 async fn connect_auth(
     dialer: &Dialer,
-    transport: TransportArg,
+    transport: ClientTransportArg,
     device: &tern_client::DeviceSession,
 ) -> anyhow::Result<Held> {
     let auth = ClientFrame::Auth { token: device.token.clone(), proto: None, resume: None, accept_compression: vec![] };
     match transport {
-        TransportArg::Tcp => {
+        ClientTransportArg::Quic
+        | ClientTransportArg::Sse
+        | ClientTransportArg::Longpoll
+        | ClientTransportArg::Auto => {
+            let opts = tern_client::Options { transport: transport.into(), resume: false, ..Default::default() };
+            let client = tern_client::Client::connect_device(device.clone(), opts).await?;
+            Ok(Held::Sdk(Box::new(client)))
+        }
+        ClientTransportArg::Tcp => {
             let mut stream = dialer.dial(resolve(&device.endpoints.tcp).await?).await?;
             if device.endpoints.tls {
                 let host = device.endpoints.tcp.rsplit_once(':').map_or("", |(h, _)| h);
@@ -89,7 +100,7 @@ async fn connect_auth(
             auth_framed(&mut stream, &auth).await?;
             Ok(Held::Tcp(stream))
         }
-        TransportArg::Ws => {
+        ClientTransportArg::Ws => {
             anyhow::ensure!(
                 !device.endpoints.ws.starts_with("wss://"),
                 "the bench's WebSocket dialer does not speak TLS; use --transport tcp against a TLS server"
@@ -160,7 +171,7 @@ pub async fn conns(ConnsArgs { base: args, settle, metrics_key }: ConnsArgs) -> 
     let result = json!({
         "scenario": "conns",
         "count": held.len(),
-        "transport": match args.transport { TransportArg::Tcp => "tcp", TransportArg::Ws => "ws" },
+        "transport": args.transport.name(),
         "server_rss_before": before.map(|s| s.rss_bytes),
         "server_rss_after": after.map(|s| s.rss_bytes),
         "rss_bytes_per_conn": per_conn,
@@ -210,6 +221,7 @@ pub async fn storm(args: StormArgs) -> anyhow::Result<()> {
     }
     let result = json!({
         "scenario": "storm",
+        "transport": args.transport.name(),
         "count": args.count,
         "connected": held.len(),
         "errors": errors.len(),

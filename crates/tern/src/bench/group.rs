@@ -9,7 +9,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use tern_client::{Client, ConvId, Options, Session, Transport};
 
-use crate::cli::TransportArg;
+use crate::cli::ClientTransportArg;
 
 /// Options of the group scenario.
 #[derive(clap::Args)]
@@ -42,7 +42,7 @@ pub struct GroupArgs {
     pub history_pages: usize,
     /// Transport for every connection.
     #[arg(long, value_enum, default_value = "tcp")]
-    pub transport: TransportArg,
+    pub transport: ClientTransportArg,
 }
 
 const PASSWORD: &str = "bench password 1";
@@ -205,6 +205,7 @@ pub async fn group(args: GroupArgs) -> anyhow::Result<()> {
     page_us.sort_unstable();
     let result = serde_json::json!({
         "scenario": "group",
+        "transport": args.transport.name(),
         "members": args.members,
         "online": args.online,
         "senders": args.senders,

@@ -8,7 +8,7 @@ use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tern_client::{Client, Options, Session, Transport};
 
-use crate::cli::TransportArg;
+use crate::cli::ClientTransportArg;
 
 /// Options of the p2p scenario.
 #[derive(clap::Args)]
@@ -32,7 +32,7 @@ pub struct P2pArgs {
     pub payload: usize,
     /// Transport for every connection.
     #[arg(long, value_enum, default_value = "tcp")]
-    pub transport: TransportArg,
+    pub transport: ClientTransportArg,
     /// Another node of the same cluster (its HTTP base URL): the receivers log in and connect
     /// there, the senders on `--server`, so every message crosses nodes. Needs `--transport ws`
     /// (the WebSocket endpoint is derived from the URL).
@@ -159,6 +159,7 @@ pub async fn p2p(args: P2pArgs) -> anyhow::Result<()> {
     delivery_us.sort_unstable();
     let result = serde_json::json!({
         "scenario": "p2p",
+        "transport": args.transport.name(),
         "pairs": args.pairs,
         "rate": args.rate,
         "window": args.window,

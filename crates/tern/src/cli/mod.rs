@@ -80,6 +80,20 @@ pub enum ClientTransportArg {
     Auto,
 }
 
+impl ClientTransportArg {
+    /// The name on the command line (and in bench reports).
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientTransportArg::Ws => "ws",
+            ClientTransportArg::Tcp => "tcp",
+            ClientTransportArg::Quic => "quic",
+            ClientTransportArg::Sse => "sse",
+            ClientTransportArg::Longpoll => "longpoll",
+            ClientTransportArg::Auto => "auto",
+        }
+    }
+}
+
 impl From<ClientTransportArg> for Transport {
     fn from(t: ClientTransportArg) -> Self {
         match t {
