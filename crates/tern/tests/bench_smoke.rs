@@ -86,3 +86,24 @@ async fn fanout_against_nats_loses_nothing() {
     assert_eq!(fan["delivered"].as_u64(), fan["pushes"].as_u64().map(|p| p * 20), "{fan}");
     assert_eq!((fan["lost"].as_u64(), fan["duplicates"].as_u64()), (Some(0), Some(0)), "{fan}");
 }
+
+/// `--compare`: tern and nats-server, each saturated, then both at one equal rate, in one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_compare_runs_tern_and_nats_saturated_and_at_equal_load() {
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let srv = TestServer::with(|c| c.push.aggregate_window_ms = 20).await;
+    let fan = bench(&srv, &["fanout", "--compare", &url, "--members", "10", "--rate", "0", "--duration", "1"]).await;
+    assert_eq!(fan["scenario"], "fanout_compare");
+    for (phase, target) in
+        [("saturated", "tern"), ("saturated", "nats"), ("equal_load", "tern"), ("equal_load", "nats")]
+    {
+        let run = &fan[phase][target];
+        assert_eq!(run["target"], target, "{fan}");
+        assert!(run["pushes"].as_u64().unwrap() > 0, "{phase} {target}: {run}");
+        assert_eq!((run["lost"].as_u64(), run["duplicates"].as_u64()), (Some(0), Some(0)), "{phase} {target}: {run}");
+    }
+    let equal = fan["equal_load"]["rate"].as_u64().unwrap();
+    assert!(equal >= 1);
+    assert_eq!(fan["equal_load"]["tern"]["rate"].as_u64(), Some(equal));
+    assert_eq!(fan["equal_load"]["nats"]["rate"].as_u64(), Some(equal));
+}

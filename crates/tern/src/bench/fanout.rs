@@ -30,7 +30,7 @@ use super::{
 };
 
 /// Options of the fanout scenario.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct FanoutArgs {
     #[command(flatten)]
     pub common: Common,
@@ -71,6 +71,14 @@ pub struct FanoutArgs {
     /// `rooms.publish_per_sec_per_conn` (5) a second: give enough of them for `--rate`.
     #[arg(long, default_value_t = 0)]
     pub publishers: usize,
+    /// Run the same scenario against tern and against this nats-server (`nats://HOST:PORT`),
+    /// each saturated and then both at one equal rate (`--rate`, or half the lower saturated
+    /// rate when `--rate 0`), and report the four runs with the CPU ratios.
+    #[arg(long, value_name = "URL", conflicts_with = "target")]
+    pub compare: Option<String>,
+    /// The nats-server's pid, to sample its CPU (with `--compare`).
+    #[arg(long)]
+    pub nats_pid: Option<u32>,
 }
 
 /// Phrases of the kind a live room's chat is made of.
@@ -443,6 +451,51 @@ async fn nats_member(
 }
 
 pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
+    let json = args.common.json;
+    let result = match args.compare.clone() {
+        Some(nats) => compare(args, nats).await?,
+        None => run(args).await?,
+    };
+    report(&result, json)
+}
+
+/// tern and nats-server side by side: both saturated, then both at one rate each sustains.
+async fn compare(args: FanoutArgs, nats: String) -> anyhow::Result<serde_json::Value> {
+    let tern_at = |rate: u64| FanoutArgs { rate, target: None, compare: None, ..args.clone() };
+    let nats_at = |rate: u64| FanoutArgs {
+        rate,
+        target: Some(nats.clone()),
+        compare: None,
+        common: Common { server_pid: args.nats_pid, ..args.common.clone() },
+        ..args.clone()
+    };
+    let cpu = |v: &serde_json::Value| v["server_cpu_us_per_delivery"].as_f64();
+    let ratio = |t: &serde_json::Value, n: &serde_json::Value| cpu(t).zip(cpu(n)).map(|(t, n)| t / n);
+    let tern_sat = run(tern_at(0)).await?;
+    let nats_sat = run(nats_at(0)).await?;
+    let pushes_per_sec = |v: &serde_json::Value| v["pushes"].as_f64().unwrap_or(0.0) / args.duration as f64;
+    let equal = if args.rate > 0 {
+        args.rate
+    } else {
+        ((pushes_per_sec(&tern_sat).min(pushes_per_sec(&nats_sat)) / 2.0) as u64).max(1)
+    };
+    let tern_eq = run(tern_at(equal)).await?;
+    let nats_eq = run(nats_at(equal)).await?;
+    Ok(json!({
+        "scenario": "fanout_compare",
+        "members": args.members,
+        "saturated": { "cpu_ratio_tern_to_nats": ratio(&tern_sat, &nats_sat), "tern": tern_sat, "nats": nats_sat },
+        "equal_load": {
+            "rate": equal,
+            "cpu_ratio_tern_to_nats": ratio(&tern_eq, &nats_eq),
+            "tern": tern_eq,
+            "nats": nats_eq,
+        },
+    }))
+}
+
+/// One run of the scenario; its result.
+async fn run(args: FanoutArgs) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(args.members > 0 && args.duration > 0, "members and duration must be > 0");
     raise_fd_limit(args.members as u64 + 64)?;
     let run = format!("{:08x}", rand::random::<u32>());
@@ -589,7 +642,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         "duplicates": tally.duplicates.load(Ordering::Relaxed),
         "failed_members": failed,
     });
-    report(&result, args.common.json)
+    Ok(result)
 }
 
 /// Paces a loop at a fixed rate (or not at all for rate 0 = saturated).
