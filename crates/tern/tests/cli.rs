@@ -15,6 +15,26 @@ async fn tern(args: &[&str], dir: &std::path::Path, password: Option<&str>) -> O
     tokio::time::timeout(WAIT, cmd.output()).await.expect("tern finished").unwrap()
 }
 
+/// Starts `tern serve ARGS` in `dir` (killed when dropped) and returns it with its first stdout
+/// line, the listening line. Its logs (stderr) go to `logs`.
+async fn serve(args: &[&str], dir: &std::path::Path, logs: std::process::Stdio) -> (tokio::process::Child, String) {
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .arg("serve")
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .env_remove("TERN_PUSH__BOOTSTRAP_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(logs)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(serve.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)).await.unwrap().unwrap();
+    (serve, line)
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -116,18 +136,8 @@ async fn serve_reports_a_port_clash_once_logs_without_colour_and_json_all_the_wa
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // --log-json: the listening line on stdout is JSON too, and so is every log line.
-    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--data-dir", "a", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--log-json"])
-        .current_dir(d)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(serve.stdout.take().unwrap());
-    let mut line = String::new();
-    tokio::time::timeout(WAIT, tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)).await.unwrap().unwrap();
+    let args = ["--data-dir", "a", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--log-json"];
+    let (serve, line) = serve(&args, d, std::process::Stdio::piped()).await;
     let listening: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
     assert_eq!(listening["event"], "tern listening");
     let http = listening["http"].as_str().unwrap().to_owned();
@@ -230,17 +240,7 @@ async fn config_example_is_a_working_config_and_bad_settings_stop_start_up_in_on
         .replace("data_dir = \"tern-data\"", &format!("data_dir = {:?}", data.display().to_string()));
     assert_ne!(config, example, "the example names the default addresses and data dir");
     std::fs::write(dir.path().join("tern.toml"), &config).unwrap();
-    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--config", "tern.toml"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(serve.stdout.take().unwrap());
-    let mut line = String::new();
-    tokio::time::timeout(WAIT, tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)).await.unwrap().unwrap();
+    let (mut serve, line) = serve(&["--config", "tern.toml"], dir.path(), std::process::Stdio::null()).await;
     assert!(line.starts_with("tern listening http="), "{line}");
     let http = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).unwrap().to_owned();
     let health = reqwest::get(format!("http://{http}/healthz")).await.unwrap();
@@ -274,19 +274,8 @@ async fn the_push_key_can_come_from_a_file_kept_out_of_ps() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("push.key"), "key-from-a-file-0123456789\n").unwrap();
-    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--data-dir", "data", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0"])
-        .args(["--push-key-file", "push.key"])
-        .current_dir(d)
-        .env_remove("TERN_PUSH__BOOTSTRAP_KEY")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(serve.stdout.take().unwrap());
-    let mut line = String::new();
-    tokio::time::timeout(WAIT, tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)).await.unwrap().unwrap();
+    let args = ["--data-dir", "data", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--push-key-file", "push.key"];
+    let (_serve, line) = serve(&args, d, std::process::Stdio::null()).await;
     let http = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).unwrap().to_owned();
     // The key from the file pushes; a wrong one does not.
     for (key, ok) in [("key-from-a-file-0123456789", true), ("key-from-a-file-0123456789\n", false)] {

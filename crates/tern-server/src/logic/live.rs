@@ -302,7 +302,7 @@ impl Live {
                     return Err(Error::new(ErrorCode::Muted, sentence("you are muted in room", &room, &mute)));
                 }
             }
-            Poster::Device(_) if !self.stored_settings(&room).anonymous_posts => {
+            Poster::Device(_) if !self.with_settings(&room, |s| s.is_some_and(|s| s.anonymous_posts)) => {
                 return Err(Error::forbidden(format!(
                     "room {room:?} takes posts from logged-in users only (this connection uses a device token)"
                 )));
@@ -338,11 +338,12 @@ impl Live {
     /// Slow mode and the room's rate: records the post if both allow it.
     fn admit(&self, room: &str, poster: &Poster) -> Result<(), Error> {
         let now = Instant::now();
+        // Read in place (this runs for every post), and before the rooms' lock: one lock at a time.
+        let slow = self.with_settings(room, |s| s.and_then(|s| s.slow_mode_secs)).unwrap_or(self.default_slow_secs);
         let mut rooms = self.rooms.lock();
         if rooms.len() >= ROOMS_KEPT && !rooms.contains_key(room) {
             rooms.clear();
         }
-        let slow = self.settings(room).slow_mode_secs.unwrap_or(0);
         let per_room = self.per_room;
         let posts = rooms.entry(room.to_owned()).or_insert_with(|| RoomPosts {
             rate: (per_room > 0).then(|| Bucket::new(f64::from(per_room), per_room, now)),
@@ -550,6 +551,11 @@ impl Live {
     pub fn apply_settings(&self, stored: StoredRoomSettings) {
         self.recent.set_size(&stored.room, stored.history_size.map(|n| n as usize));
         self.room_settings.lock().insert(stored.room.clone(), stored);
+    }
+
+    /// Reads a room's stored settings (`None`: never set) without copying them.
+    fn with_settings<T>(&self, room: &str, read: impl FnOnce(Option<&StoredRoomSettings>) -> T) -> T {
+        read(self.room_settings.lock().get(room))
     }
 
     fn stored_settings(&self, room: &str) -> StoredRoomSettings {

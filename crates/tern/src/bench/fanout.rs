@@ -668,17 +668,23 @@ impl Pacer {
     }
 }
 
-/// Pushes into the tern room for the duration; returns how many were accepted.
-async fn push_tern(args: &FanoutArgs, room: &str, t0: Instant, bar: &indicatif::ProgressBar) -> anyhow::Result<u64> {
-    let http = reqwest::Client::new();
-    let url = format!("{}/v1/push/rooms/{room}", args.common.server.trim_end_matches('/'));
-    let priority = if args.high { Priority::High } else { Priority::Low };
+/// Offers danmaku-like payloads at `--rate` (or saturated) for the duration, with at most
+/// `in_flight` unanswered, through `send` (which answers whether the server accepted it);
+/// returns (offered, accepted).
+async fn offer_paced<F, Fut>(
+    args: &FanoutArgs,
+    t0: Instant,
+    bar: &indicatif::ProgressBar,
+    in_flight: usize,
+    mut send: F,
+) -> anyhow::Result<(u64, u64)>
+where
+    F: FnMut(u64, serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
     let deadline = t0 + Duration::from_secs(args.duration);
     let mut pacer = Pacer::new(args.rate);
-    let pushed = Arc::new(AtomicU64::new(0));
-    // Saturated, 8 requests in flight are enough to keep the server busy; paced, more may be
-    // needed, so that the offered rate holds while the server's answers slow down under load.
-    let in_flight = if pacer.saturated() { 32 } else { 64 };
+    let accepted = Arc::new(AtomicU64::new(0));
     let window = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut seq = 0u64;
@@ -686,20 +692,34 @@ async fn push_tern(args: &FanoutArgs, room: &str, t0: Instant, bar: &indicatif::
         pacer.wait().await;
         let permit = Arc::clone(&window).acquire_owned().await?;
         seq += 1;
-        let body = json!({ "data": danmaku(&mut state, seq, args.payload), "priority": priority });
-        let (http, url, pushed, key) = (http.clone(), url.clone(), Arc::clone(&pushed), args.push_key.clone());
+        let answer = send(seq, danmaku(&mut state, seq, args.payload));
+        let accepted = Arc::clone(&accepted);
         tokio::spawn(async move {
-            if let Ok(r) = http.post(url).bearer_auth(key).json(&body).send().await
-                && r.status().as_u16() == 202
-            {
-                pushed.fetch_add(1, Ordering::Relaxed);
+            if answer.await {
+                accepted.fetch_add(1, Ordering::Relaxed);
             }
             drop(permit);
         });
         bar.set_position(t0.elapsed().as_secs());
     }
     let _all = window.acquire_many(in_flight as u32).await?;
-    Ok(pushed.load(Ordering::Relaxed))
+    Ok((seq, accepted.load(Ordering::Relaxed)))
+}
+
+/// Pushes into the tern room for the duration; returns how many were accepted.
+async fn push_tern(args: &FanoutArgs, room: &str, t0: Instant, bar: &indicatif::ProgressBar) -> anyhow::Result<u64> {
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/push/rooms/{room}", args.common.server.trim_end_matches('/'));
+    let priority = if args.high { Priority::High } else { Priority::Low };
+    // Saturated, 32 requests in flight are enough to keep the server busy; paced, more may be
+    // needed, so that the offered rate holds while the server's answers slow down under load.
+    let in_flight = if args.rate == 0 { 32 } else { 64 };
+    let (_, pushed) = offer_paced(args, t0, bar, in_flight, |_, data| {
+        let request = http.post(&url).bearer_auth(&args.push_key).json(&json!({ "data": data, "priority": priority }));
+        async move { request.send().await.is_ok_and(|r| r.status().as_u16() == 202) }
+    })
+    .await?;
+    Ok(pushed)
 }
 
 /// `--publishers` logged-in viewers (registered for this run), connected and in the room.
@@ -737,38 +757,18 @@ async fn publish_tern(
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<u64> {
     let priority = if args.high { Priority::High } else { Priority::Low };
-    let deadline = t0 + Duration::from_secs(args.duration);
-    let mut pacer = Pacer::new(args.rate);
-    let posted = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
     // Each post waits for its `ok`, which under a hot room's load takes ~100 ms: 64 in flight
     // capped the rate at ~640/s, so allow more.
-    let in_flight = 1024;
-    let window = Arc::new(tokio::sync::Semaphore::new(in_flight));
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut seq = 0u64;
-    while Instant::now() < deadline {
-        pacer.wait().await;
-        let permit = Arc::clone(&window).acquire_owned().await?;
+    let (offered, posted) = offer_paced(args, t0, bar, 1024, |seq, data| {
         let client = publishers[seq as usize % publishers.len()].clone();
-        seq += 1;
-        let data = danmaku(&mut state, seq, args.payload);
-        let (room, posted, refused) = (room.to_owned(), Arc::clone(&posted), Arc::clone(&refused));
-        tokio::spawn(async move {
-            match client.publish(room, data, priority).await {
-                Ok(()) => posted.fetch_add(1, Ordering::Relaxed),
-                Err(_) => refused.fetch_add(1, Ordering::Relaxed),
-            };
-            drop(permit);
-        });
-        bar.set_position(t0.elapsed().as_secs());
+        let room = room.to_owned();
+        async move { client.publish(room, data, priority).await.is_ok() }
+    })
+    .await?;
+    if offered > posted {
+        eprintln!("bench fanout: {} posts refused (rate limits? see rooms.publish_per_sec_per_conn)", offered - posted);
     }
-    let _all = window.acquire_many(in_flight as u32).await?;
-    let refused = refused.load(Ordering::Relaxed);
-    if refused > 0 {
-        eprintln!("bench fanout: {refused} posts refused (rate limits? see rooms.publish_per_sec_per_conn)");
-    }
-    Ok(posted.load(Ordering::Relaxed))
+    Ok(posted)
 }
 
 /// Publishes to the NATS subject for the duration; returns how many were published.

@@ -37,8 +37,8 @@ use super::im::{
 use super::sql::{self, MESSAGE_COLUMNS, PROFILE_COLUMNS, USER_COLUMNS, profile_from, user_from};
 use super::{
     ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
-    RoomPolicy, RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth,
-    StoredRoomSettings, UserRecord,
+    RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth, StoredRoomSettings,
+    UserRecord,
 };
 
 mod effects;
@@ -517,8 +517,8 @@ impl Store for PostgresStore {
 
     fn put_room_settings(&self, settings: StoredRoomSettings) -> BoxFut<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let slow = settings.slow_mode_secs.map(|s| s as i32);
-            let history = settings.history_size.map(|s| s as i32);
+            let slow = settings.slow_mode_secs.map(i64::from);
+            let history = settings.history_size.map(i64::from);
             self.execute(
                 "INSERT INTO room_settings \
                  (room, slow_mode_secs, policy, tokens_after_ms, history_size, anonymous_posts) \
@@ -542,38 +542,15 @@ impl Store for PostgresStore {
 
     fn room_settings(&self) -> BoxFut<'_, Result<Vec<StoredRoomSettings>, StoreError>> {
         Box::pin(async move {
-            let rows = self
-                .query("SELECT room, slow_mode_secs, policy, tokens_after_ms, history_size, anonymous_posts FROM room_settings", &[])
-                .await?;
-            Ok(rows
-                .iter()
-                .map(|r| StoredRoomSettings {
-                    room: r.get(0),
-                    slow_mode_secs: r.get::<_, Option<i32>>(1).map(|s| s.max(0) as u32),
-                    policy: RoomPolicy::parse(r.get(2)).unwrap_or(RoomPolicy::Token),
-                    tokens_after_ms: r.get::<_, i64>(3) as u64,
-                    history_size: r.get::<_, Option<i32>>(4).map(|s| s.max(0) as u32),
-                    anonymous_posts: r.get(5),
-                })
-                .collect())
+            let rows = self.query(&format!("SELECT {} FROM room_settings", sql::ROOM_SETTINGS_COLUMNS), &[]).await?;
+            rows.iter().map(|r| sql::room_settings_from(r)).collect()
         })
     }
 
     fn room_sanctions(&self) -> BoxFut<'_, Result<Vec<RoomSanction>, StoreError>> {
         Box::pin(async move {
-            let rows =
-                self.query("SELECT room, user_id, kind, until_ms, reason, created_at FROM room_sanctions", &[]).await?;
-            Ok(rows
-                .iter()
-                .map(|r| RoomSanction {
-                    room: r.get(0),
-                    user_id: UserId(r.get::<_, i64>(1) as u64),
-                    kind: SanctionKind::parse(r.get(2)).unwrap_or(SanctionKind::Ban),
-                    until_ms: r.get::<_, i64>(3) as u64,
-                    reason: r.get(4),
-                    created_at: r.get::<_, i64>(5) as u64,
-                })
-                .collect())
+            let rows = self.query(&format!("SELECT {} FROM room_sanctions", sql::SANCTION_COLUMNS), &[]).await?;
+            rows.iter().map(|r| sql::sanction_from(r)).collect()
         })
     }
 }

@@ -109,10 +109,10 @@ CREATE TABLE room_sanctions (
 );
 CREATE TABLE room_settings (
     room TEXT PRIMARY KEY,
-    slow_mode_secs INTEGER,
+    slow_mode_secs BIGINT,
     policy TEXT NOT NULL,
     tokens_after_ms BIGINT NOT NULL,
-    history_size INTEGER,
+    history_size BIGINT,
     anonymous_posts BOOLEAN NOT NULL DEFAULT false
 );
 "#;

@@ -121,3 +121,39 @@ pub(crate) fn user_from<E>(r: &Row<'_, E>) -> Result<UserRecord, E> {
         disabled: r.boolean(3)?,
     })
 }
+
+/// What [`sanction_from`] reads.
+pub(crate) const SANCTION_COLUMNS: &str = "room, user_id, kind, until_ms, reason, created_at";
+
+/// A room ban or mute.
+pub(crate) fn sanction_from<E>(r: &Row<'_, E>) -> Result<crate::store::RoomSanction, E> {
+    let kind =
+        crate::store::SanctionKind::parse(r.text(2)?).ok_or_else(|| r.corrupt(2, "stored sanction kind".into()))?;
+    Ok(crate::store::RoomSanction {
+        room: r.text(0)?.to_owned(),
+        user_id: UserId(num(r, 1)?),
+        kind,
+        until_ms: num(r, 3)?,
+        reason: r.text(4)?.to_owned(),
+        created_at: num(r, 5)?,
+    })
+}
+
+/// What [`room_settings_from`] reads.
+pub(crate) const ROOM_SETTINGS_COLUMNS: &str =
+    "room, slow_mode_secs, policy, tokens_after_ms, history_size, anonymous_posts";
+
+/// A room's stored settings.
+pub(crate) fn room_settings_from<E>(r: &Row<'_, E>) -> Result<crate::store::StoredRoomSettings, E> {
+    let policy =
+        crate::store::RoomPolicy::parse(r.text(2)?).ok_or_else(|| r.corrupt(2, "stored room policy".into()))?;
+    let small = |v: Option<i64>| v.map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));
+    Ok(crate::store::StoredRoomSettings {
+        room: r.text(0)?.to_owned(),
+        slow_mode_secs: small(r.opt_int(1)?),
+        policy,
+        tokens_after_ms: num(r, 3)?,
+        history_size: small(r.opt_int(4)?),
+        anonymous_posts: r.boolean(5)?,
+    })
+}

@@ -24,8 +24,8 @@ use super::im::{
 use super::sql::{self, PROFILE_COLUMNS, USER_COLUMNS, profile_from, user_from};
 use super::{
     ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
-    RoomPolicy, RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth,
-    StoredRoomSettings, UserRecord,
+    RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth, StoredRoomSettings,
+    UserRecord,
 };
 use crate::clock::now_ms;
 use crate::config::{StoreConfig, Synchronous};
@@ -377,39 +377,16 @@ impl Store for SqliteStore {
 
     fn room_settings(&self) -> BoxFut<'_, Result<Vec<StoredRoomSettings>, StoreError>> {
         Box::pin(self.readers.run(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT room, slow_mode_secs, policy, tokens_after_ms, history_size, anonymous_posts FROM room_settings",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                let policy: String = r.get(2)?;
-                Ok(StoredRoomSettings {
-                    room: r.get(0)?,
-                    slow_mode_secs: r.get(1)?,
-                    policy: RoomPolicy::parse(&policy).unwrap_or(RoomPolicy::Token),
-                    tokens_after_ms: r.get::<_, i64>(3)? as u64,
-                    history_size: r.get(4)?,
-                    anonymous_posts: r.get(5)?,
-                })
-            })?;
+            let mut stmt = c.prepare_cached(&format!("SELECT {} FROM room_settings", sql::ROOM_SETTINGS_COLUMNS))?;
+            let rows = stmt.query_map([], |r| sql::room_settings_from(r))?;
             rows.collect()
         }))
     }
 
     fn room_sanctions(&self) -> BoxFut<'_, Result<Vec<RoomSanction>, StoreError>> {
         Box::pin(self.readers.run(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT room, user_id, kind, until_ms, reason, created_at FROM room_sanctions")?;
-            let rows = stmt.query_map([], |r| {
-                let kind: String = r.get(2)?;
-                Ok(RoomSanction {
-                    room: r.get(0)?,
-                    user_id: UserId(r.get::<_, i64>(1)? as u64),
-                    kind: SanctionKind::parse(&kind).unwrap_or(SanctionKind::Ban),
-                    until_ms: r.get::<_, i64>(3)? as u64,
-                    reason: r.get(4)?,
-                    created_at: r.get::<_, i64>(5)? as u64,
-                })
-            })?;
+            let mut stmt = c.prepare_cached(&format!("SELECT {} FROM room_sanctions", sql::SANCTION_COLUMNS))?;
+            let rows = stmt.query_map([], |r| sql::sanction_from(r))?;
             rows.collect()
         }))
     }
