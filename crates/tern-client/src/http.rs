@@ -1,4 +1,6 @@
-//! REST calls: register, login, user lookup, history.
+//! REST calls: register, login, user lookup, history; files in [`files`].
+
+pub mod files;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -545,6 +545,11 @@ pub enum ErrorCode {
     Internal,
     /// The server is shutting down or over capacity; retry elsewhere or later.
     Unavailable,
+    /// An upload's bytes do not match the checksum sent with them (tus `Upload-Checksum`);
+    /// nothing of them was kept.
+    ChecksumMismatch,
+    /// Another request is writing to the same upload; retry once it has finished.
+    Locked,
 }
 
 impl ErrorCode {
@@ -568,6 +573,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::ChecksumMismatch => "checksum_mismatch",
+            ErrorCode::Locked => "locked",
         }
     }
 }

@@ -21,6 +21,20 @@ const ISSUER: &str = "tern";
 const AUDIENCE: &str = "tern-client";
 /// The audience of a room join token: never accepted as a login token, nor the reverse.
 const ROOM_AUDIENCE: &str = "tern-room";
+/// The audience of signed download URLs' tokens.
+const FILE_AUDIENCE: &str = "tern-file";
+
+/// What a signed download URL's token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FileClaims {
+    /// The file.
+    sub: String,
+    iss: String,
+    aud: String,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+}
 
 /// What a room join token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +279,37 @@ impl Auth {
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default();
         IssuedToken { token, expires_at: claims.exp }
+    }
+
+    /// A token for a signed download URL of `file`, valid `ttl_secs`.
+    pub fn issue_file(&self, file: &str, ttl_secs: u64) -> IssuedToken {
+        let now = now_ms() / 1000;
+        let claims = FileClaims {
+            sub: file.to_owned(),
+            iss: ISSUER.into(),
+            aud: FILE_AUDIENCE.into(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl_secs,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default();
+        IssuedToken { token, expires_at: claims.exp }
+    }
+
+    /// Checks a signed download URL's token for `file`.
+    pub fn verify_file(&self, token: &str, file: &str) -> Result<(), TokenError> {
+        let mut validation = self.validation.clone();
+        validation.set_audience(&[FILE_AUDIENCE]);
+        validation.leeway = 1;
+        let data =
+            jsonwebtoken::decode::<FileClaims>(token, &self.decoding, &validation).map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid(e.to_string()),
+            })?;
+        if data.claims.sub != file {
+            return Err(TokenError::Invalid("the token is for another file".into()));
+        }
+        Ok(())
     }
 
     /// Checks a room join token for `user` and `room`; returns when it was issued (ms).

@@ -27,6 +27,42 @@ pub struct Config {
     pub push: PushConfig,
     /// Live rooms.
     pub rooms: RoomsConfig,
+    /// Files: uploads (tus 1.0), downloads, limits.
+    pub files: FilesConfig,
+}
+
+/// Files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Largest file, in bytes (an upload announcing more is refused with 413).
+    pub max_file_bytes: u64,
+    /// Bytes one user's files may take together, incomplete uploads included.
+    pub quota_bytes_per_user: u64,
+    /// Upload bytes per second one user may send, all uploads together (0: no limit). Faster
+    /// uploads are slowed down, not refused.
+    pub upload_bytes_per_sec_per_user: u64,
+    /// An upload not finished within this many seconds of its creation expires and its bytes
+    /// are removed.
+    pub upload_expiry_secs: u64,
+    /// How long a signed download URL (`POST /v1/files/{id}/url`) stays valid, in seconds.
+    pub signed_url_secs: u64,
+    /// Where the embedded engine keeps file bytes (empty: `files/` in the data directory).
+    /// With PostgreSQL the bytes are kept in the database, in chunks.
+    pub dir: String,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 2 << 30,
+            quota_bytes_per_user: 10 << 30,
+            upload_bytes_per_sec_per_user: 0,
+            upload_expiry_secs: 86_400,
+            signed_url_secs: 300,
+            dir: String::new(),
+        }
+    }
 }
 
 /// The push service.
@@ -577,6 +613,17 @@ impl Config {
         }
         if g.resume_push_limit == 0 {
             return Err(ConfigError("gateway.resume_push_limit must be >= 1".into()));
+        }
+        let f = &self.files;
+        if f.max_file_bytes == 0 || f.quota_bytes_per_user < f.max_file_bytes {
+            return Err(ConfigError(
+                "files.max_file_bytes must be >= 1 and files.quota_bytes_per_user at least as large".into(),
+            ));
+        }
+        if f.upload_expiry_secs == 0 || !(1..=86_400).contains(&f.signed_url_secs) {
+            return Err(ConfigError(
+                "files.upload_expiry_secs must be >= 1 and files.signed_url_secs 1 to 86400".into(),
+            ));
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ pub mod config;
 pub mod datadir;
 pub mod dispatch;
 pub mod error;
+pub mod files;
 pub mod gateway;
 pub mod logic;
 pub mod net;

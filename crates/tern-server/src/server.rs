@@ -63,6 +63,7 @@ pub struct Server {
     shutdown: CancellationToken,
     gateway: Arc<Gateway>,
     registry: Arc<Registry>,
+    files: Arc<crate::files::Files>,
     tasks: Vec<JoinHandle<()>>,
     /// Held while the server runs (see [`crate::datadir`]).
     _data_dir: crate::datadir::DataDirLock,
@@ -148,6 +149,11 @@ impl Server {
                     .map_err(|e| StartError::Store(e.to_string()))?,
             )
         };
+        let files = Arc::new(crate::files::Files::new(
+            store.clone(),
+            crate::files::open_blobs(&cfg).await.map_err(StartError::Store)?,
+            cfg.files.clone(),
+        ));
         let secret = Auth::load_secret(&cfg.auth.token_secret, &cfg.server.data_dir)
             .map_err(|e| StartError::Store(format!("token secret: {e}")))?;
         let auth = Auth::new(&secret, cfg.auth.token_ttl_secs, cfg.auth.max_concurrent_hashes);
@@ -211,6 +217,7 @@ impl Server {
             tls: tls.is_some(),
             quic_addr,
             transport_order: cfg.server.transport_order.clone().into(),
+            files: files.clone(),
         };
         let app = api::router(state);
         let header_timeout = Duration::from_millis(cfg.server.http_header_timeout_ms);
@@ -229,7 +236,8 @@ impl Server {
         };
         let tcp_task =
             tokio::spawn(accept_tcp(tcp, gateway.clone(), cfg.gateway.max_frame_bytes, tls.clone(), shutdown.clone()));
-        tasks.extend([http_task, tcp_task, online_task, upkeep_task]);
+        let sweep_task = tokio::spawn(files.clone().sweep_every_minute(shutdown.clone()));
+        tasks.extend([http_task, tcp_task, online_task, upkeep_task, sweep_task]);
         if let Some(quic) = quic {
             let max_frame = cfg.gateway.max_frame_bytes;
             tasks.push(tokio::spawn(crate::gateway::transport::quic::accept(
@@ -243,7 +251,7 @@ impl Server {
             tasks.push(tls.watch(shutdown.clone()));
         }
         tracing::info!(%http_addr, %tcp_addr, quic = ?quic_addr, data_dir = %cfg.server.data_dir.display(), "tern listening");
-        Ok(Self { http_addr, tcp_addr, quic_addr, shutdown, gateway, registry, tasks, _data_dir: data_dir })
+        Ok(Self { http_addr, tcp_addr, quic_addr, shutdown, gateway, registry, files, tasks, _data_dir: data_dir })
     }
 
     /// The bound HTTP address (REST + WebSocket).
@@ -264,6 +272,11 @@ impl Server {
     /// The connection layer (for counters).
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
+    }
+
+    /// Uploads and file content.
+    pub fn files(&self) -> &Arc<crate::files::Files> {
+        &self.files
     }
 
     /// Stops accepting, tells every client to reconnect, and waits (up to `deadline`) for the

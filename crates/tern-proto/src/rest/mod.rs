@@ -3,11 +3,13 @@
 //! SDK sends and reads them. A field changed here changes all three.
 
 mod accounts;
+mod files;
 mod im;
 mod push;
 mod rooms;
 
 pub use accounts::*;
+pub use files::*;
 pub use im::*;
 pub use push::*;
 pub use rooms::*;

@@ -21,6 +21,9 @@ pub fn status(code: ErrorCode) -> StatusCode {
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        // tus 1.0's checksum extension: 460 Checksum Mismatch.
+        ErrorCode::ChecksumMismatch => StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+        ErrorCode::Locked => StatusCode::LOCKED,
     }
 }
 

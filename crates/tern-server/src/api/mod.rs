@@ -7,6 +7,7 @@ mod admin;
 mod control;
 mod conversations;
 mod error;
+mod files;
 mod http_transport;
 mod im;
 mod openapi;
@@ -61,6 +62,8 @@ pub struct ApiState {
     pub quic_addr: Option<SocketAddr>,
     /// `server.transport_order`.
     pub transport_order: Arc<[String]>,
+    /// Uploads and file content.
+    pub files: Arc<crate::files::Files>,
 }
 
 /// The routes, as one table: it builds the router and tells the OpenAPI test what is routed.
@@ -119,6 +122,10 @@ fn routes() -> Routes {
             "/v1/{transport}/{session}",
             get(http_transport::downstream).post(http_transport::upstream).delete(http_transport::close),
         )
+        .at("/v1/files", post(files::create).options(files::discover))
+        .at("/v1/files/{file_id}", get(files::download).head(files::head).patch(files::append).delete(files::terminate))
+        .at("/v1/files/{file_id}/info", get(files::file_info))
+        .at("/v1/files/{file_id}/url", post(files::signed_url))
         .at("/v1/devices", post(push::device_token))
         .at("/v1/push/users", post(push::to_users))
         .at("/v1/push/devices", post(push::to_devices))
@@ -148,6 +155,8 @@ pub fn router(state: ApiState) -> Router {
         .router
         .route("/", get(web::serve))
         .route("/app/{*file}", get(web::serve))
+        // The tus endpoint as tus clients are usually configured: with the trailing slash.
+        .route("/v1/files/", post(files::create).options(files::discover))
         .fallback(|| async { Error::not_found("no such endpoint") })
         .with_state(state)
 }

@@ -8,7 +8,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, control, conversations, http_transport, im, push, rooms};
+use super::{admin, control, conversations, files, http_transport, im, push, rooms};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +29,8 @@ use super::{admin, control, conversations, http_transport, im, push, rooms};
         push::create_key, push::list_keys, push::revoke_key,
         rooms::bans, rooms::ban, rooms::unban, rooms::mutes, rooms::mute, rooms::unmute, rooms::settings,
         rooms::set_settings, rooms::issue_token, rooms::void_tokens, rooms::members, admin::backup,
+        files::discover, files::create, files::head, files::append, files::terminate, files::download,
+        files::file_info, files::signed_url,
     ),
     modifiers(&Bearer)
 )]

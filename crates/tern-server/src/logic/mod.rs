@@ -5,6 +5,7 @@
 
 mod accounts;
 pub mod conversations;
+mod files;
 pub mod groups;
 pub(crate) mod ids;
 pub mod live;
@@ -306,13 +307,6 @@ impl Logic {
             return Err(Error::bad_request("client_msg_id must not start with \"n:\" (reserved for notices)"));
         }
         validate_body(&body)?;
-        let encoded = encode_body(&body);
-        if encoded.len() > self.max_body_bytes {
-            return Err(Error::new(
-                ErrorCode::BodyTooLarge,
-                format!("message body is {} bytes, the limit is {}", encoded.len(), self.max_body_bytes),
-            ));
-        }
         let conv_id = match to {
             SendTo::User(to) => ConvId::direct(from.user_id, to),
             SendTo::Conv(ConvId::User(_)) => {
@@ -325,6 +319,14 @@ impl Logic {
                 c
             }
         };
+        let body = self.attach_file(from.user_id, conv_id, &client_msg_id, body).await?;
+        let encoded = encode_body(&body);
+        if encoded.len() > self.max_body_bytes {
+            return Err(Error::new(
+                ErrorCode::BodyTooLarge,
+                format!("message body is {} bytes, the limit is {}", encoded.len(), self.max_body_bytes),
+            ));
+        }
         let msg = NewMessage {
             msg_id: self.ids.next(),
             conv_id,

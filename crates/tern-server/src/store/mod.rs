@@ -255,6 +255,61 @@ pub struct StoredRoomSettings {
     pub anonymous_posts: bool,
 }
 
+/// A file: an upload in progress (`sha256` empty) or complete. Its bytes live in the file
+/// storage (`crate::files`), by content; this is its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    /// The file's id (what messages and URLs name).
+    pub id: String,
+    /// Who uploaded it.
+    pub owner: UserId,
+    /// The name the uploader gave (tus metadata `filename`), or empty.
+    pub name: String,
+    /// Its length in bytes, as announced.
+    pub length: u64,
+    /// Bytes received and durable.
+    pub offset: u64,
+    /// SHA-256 of the content, lowercase hex; empty while the upload is incomplete.
+    pub sha256: String,
+    /// Bytes stored once complete (less than `length` when metadata was stripped from an image).
+    pub size: u64,
+    /// The content type found by looking at the bytes (never the client's word).
+    pub mime: String,
+    /// Pixels, for images.
+    pub width: Option<u32>,
+    /// Pixels, for images.
+    pub height: Option<u32>,
+    /// Anyone may download it (avatars, stickers).
+    pub public: bool,
+    /// Creation, ms since the Unix epoch.
+    pub created_at: u64,
+    /// An incomplete upload expires then (ms since the Unix epoch); 0 once complete.
+    pub expires_at: u64,
+    /// The client's `Upload-Metadata` header, echoed back on `HEAD` as tus asks.
+    pub metadata: String,
+}
+
+impl FileRecord {
+    /// Every byte arrived and the content was checked.
+    pub fn complete(&self) -> bool {
+        !self.sha256.is_empty()
+    }
+}
+
+/// A message that names a file: its conversation's members may download the file once the
+/// message is stored (and while it is not recalled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    /// The file.
+    pub file_id: String,
+    /// Where the message goes.
+    pub conv_id: ConvId,
+    /// Its sender.
+    pub sender: UserId,
+    /// Its client id (with the sender, the key of a stored message).
+    pub client_msg_id: String,
+}
+
 /// A push API key as stored (the secret itself is never stored, only its SHA-256).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeyRecord {
@@ -393,4 +448,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every room's stored settings, to load at start.
     fn room_settings(&self) -> BoxFut<'_, Result<Vec<StoredRoomSettings>, StoreError>>;
+
+    /// Creates or replaces a file's record.
+    fn put_file(&self, file: FileRecord) -> BoxFut<'_, Result<(), StoreError>>;
+
+    /// A file's record.
+    fn file<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<Option<FileRecord>, StoreError>>;
+
+    /// Removes a file's record and the messages' references to it; false if there was none.
+    fn delete_file<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<bool, StoreError>>;
+
+    /// Bytes a user's files take (announced lengths, incomplete uploads included).
+    fn files_usage(&self, owner: UserId) -> BoxFut<'_, Result<u64, StoreError>>;
+
+    /// Incomplete uploads that expired before `now_ms`, at most `limit`.
+    fn expired_uploads(&self, now_ms: u64, limit: u32) -> BoxFut<'_, Result<Vec<FileRecord>, StoreError>>;
+
+    /// Whether any file record names this content.
+    fn content_used<'a>(&'a self, sha256: &'a str) -> BoxFut<'a, Result<bool, StoreError>>;
+
+    /// Records that a message about to be appended names a file.
+    fn add_file_ref(&self, file_ref: FileRef) -> BoxFut<'_, Result<(), StoreError>>;
+
+    /// The stored, unrecalled messages that name a file: `(conversation, seq)`.
+    fn file_messages<'a>(&'a self, file_id: &'a str) -> BoxFut<'a, Result<Vec<(ConvId, u64)>, StoreError>>;
 }

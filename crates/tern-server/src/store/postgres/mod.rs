@@ -36,9 +36,9 @@ use super::im::{
 };
 use super::sql::{self, MESSAGE_COLUMNS, PROFILE_COLUMNS, USER_COLUMNS, profile_from, user_from};
 use super::{
-    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
-    RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth, StoredRoomSettings,
-    UserRecord,
+    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, FileRecord, FileRef,
+    NewMessage, Page, RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth,
+    StoredRoomSettings, UserRecord,
 };
 
 mod effects;
@@ -552,5 +552,43 @@ impl Store for PostgresStore {
             let rows = self.query(&format!("SELECT {} FROM room_sanctions", sql::SANCTION_COLUMNS), &[]).await?;
             rows.iter().map(|r| sql::sanction_from(r)).collect()
         })
+    }
+
+    fn put_file(&self, file: FileRecord) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move { sql::put_file(&mut Pg(&*self.client().await?), &file).await.map(drop) })
+    }
+
+    fn file<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<Option<FileRecord>, StoreError>> {
+        Box::pin(async move { sql::load_file(&mut Pg(&*self.client().await?), id).await })
+    }
+
+    fn delete_file<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await.map_err(backend)?;
+            let removed = sql::delete_file(&mut Pg(&tx), id).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(removed)
+        })
+    }
+
+    fn files_usage(&self, owner: UserId) -> BoxFut<'_, Result<u64, StoreError>> {
+        Box::pin(async move { sql::files_usage(&mut Pg(&*self.client().await?), owner).await })
+    }
+
+    fn expired_uploads(&self, now_ms: u64, limit: u32) -> BoxFut<'_, Result<Vec<FileRecord>, StoreError>> {
+        Box::pin(async move { sql::expired_uploads(&mut Pg(&*self.client().await?), now_ms, limit).await })
+    }
+
+    fn content_used<'a>(&'a self, sha256: &'a str) -> BoxFut<'a, Result<bool, StoreError>> {
+        Box::pin(async move { sql::content_used(&mut Pg(&*self.client().await?), sha256).await })
+    }
+
+    fn add_file_ref(&self, file_ref: FileRef) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move { sql::add_file_ref(&mut Pg(&*self.client().await?), &file_ref).await.map(drop) })
+    }
+
+    fn file_messages<'a>(&'a self, file_id: &'a str) -> BoxFut<'a, Result<Vec<(ConvId, u64)>, StoreError>> {
+        Box::pin(async move { sql::file_messages(&mut Pg(&*self.client().await?), file_id).await })
     }
 }

@@ -3,7 +3,7 @@
 use super::*;
 
 /// The schema version this build writes; a database at a later version is refused.
-pub(super) const SCHEMA_VERSION: i32 = 2;
+pub(super) const SCHEMA_VERSION: i32 = 3;
 
 /// Conversation ids compare bytewise (`COLLATE "C"`), the same order the lock protocol sorts in.
 pub(super) const SCHEMA_V1: &str = r#"
@@ -117,6 +117,41 @@ CREATE TABLE room_settings (
 );
 "#;
 
+/// Version 3: files and the messages that name them; file bytes in chunks.
+const SCHEMA_V3: &str = r#"
+CREATE TABLE files (
+    id TEXT PRIMARY KEY,
+    owner BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    length BIGINT NOT NULL,
+    upload_offset BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    mime TEXT NOT NULL,
+    width BIGINT,
+    height BIGINT,
+    public BOOLEAN NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    metadata TEXT NOT NULL
+);
+CREATE INDEX files_owner ON files(owner);
+CREATE INDEX files_sha256 ON files(sha256);
+CREATE TABLE file_refs (
+    file_id TEXT NOT NULL,
+    conv_id TEXT NOT NULL,
+    sender BIGINT NOT NULL,
+    client_msg_id TEXT NOT NULL,
+    PRIMARY KEY (file_id, sender, client_msg_id)
+);
+CREATE TABLE file_chunks (
+    key TEXT NOT NULL,
+    pos BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (key, pos)
+);
+"#;
+
 /// Held (session advisory lock) while a node migrates, so nodes starting together migrate once.
 pub(super) const MIGRATION_LOCK: i64 = 0x7465_726e_6d69_6772; // "ternmigr"
 
@@ -148,6 +183,9 @@ pub(super) async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<(), Sto
         }
         if version < 2 {
             tx.batch_execute(SCHEMA_V2).await.map_err(backend)?;
+        }
+        if version < 3 {
+            tx.batch_execute(SCHEMA_V3).await.map_err(backend)?;
         }
         tx.execute("UPDATE tern_schema SET version = $1", &[&SCHEMA_VERSION]).await.map_err(backend)?;
         tx.commit().await.map_err(backend)

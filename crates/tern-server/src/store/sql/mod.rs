@@ -18,10 +18,12 @@
 //! array parameters, batch inserts, locks) stays in its engine.
 
 mod effects;
+mod files;
 mod reads;
 mod rows;
 
 pub(super) use effects::{apply_effect, snapshot};
+pub(super) use files::*;
 pub(super) use reads::*;
 pub(super) use rows::*;
 

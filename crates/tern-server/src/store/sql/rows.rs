@@ -41,7 +41,7 @@ pub(crate) const PROFILE_COLUMNS: &str = profile_columns!();
 pub(crate) const USER_COLUMNS: &str = "id, username, password_hash, disabled";
 
 /// A stored unsigned number (ids, seqs, times).
-fn num<E>(r: &Row<'_, E>, i: usize) -> Result<u64, E> {
+pub(crate) fn num<E>(r: &Row<'_, E>, i: usize) -> Result<u64, E> {
     Ok(r.int(i)? as u64)
 }
 

@@ -23,9 +23,9 @@ use super::im::{
 };
 use super::sql::{self, PROFILE_COLUMNS, USER_COLUMNS, profile_from, user_from};
 use super::{
-    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, NewMessage, Page,
-    RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth, StoredRoomSettings,
-    UserRecord,
+    ApiKeyRecord, AppendTicket, Appended, BoxFut, CommitListener, Committed, ConvPosition, FileRecord, FileRef,
+    NewMessage, Page, RoomSanction, SanctionKind, SendRules, SessionCutoff, Store, StoreError, StoreHealth,
+    StoredRoomSettings, UserRecord,
 };
 use crate::clock::now_ms;
 use crate::config::{StoreConfig, Synchronous};
@@ -520,5 +520,51 @@ impl Store for SqliteStore {
 
     fn read_count(&self, conv: ConvId, seq: u64, except: UserId) -> BoxFut<'_, Result<u64, StoreError>> {
         Box::pin(self.readers.run(move |c| now(sql::read_count(&mut Lite(c), conv, seq, except))))
+    }
+
+    fn put_file(&self, file: FileRecord) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.apply(Box::new(move |tx| now(sql::put_file(&mut Lite(tx), &file)).map(|n| n as usize))).await.map(drop)
+        })
+    }
+
+    fn file<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<Option<FileRecord>, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(self.readers.run(move |c| now(sql::load_file(&mut Lite(c), &id))))
+    }
+
+    fn delete_file<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<bool, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let removed =
+                self.apply(Box::new(move |tx| now(sql::delete_file(&mut Lite(tx), &id)).map(usize::from))).await?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn files_usage(&self, owner: UserId) -> BoxFut<'_, Result<u64, StoreError>> {
+        Box::pin(self.readers.run(move |c| now(sql::files_usage(&mut Lite(c), owner))))
+    }
+
+    fn expired_uploads(&self, now_ms: u64, limit: u32) -> BoxFut<'_, Result<Vec<FileRecord>, StoreError>> {
+        Box::pin(self.readers.run(move |c| now(sql::expired_uploads(&mut Lite(c), now_ms, limit))))
+    }
+
+    fn content_used<'a>(&'a self, sha256: &'a str) -> BoxFut<'a, Result<bool, StoreError>> {
+        let sha256 = sha256.to_owned();
+        Box::pin(self.readers.run(move |c| now(sql::content_used(&mut Lite(c), &sha256))))
+    }
+
+    fn add_file_ref(&self, file_ref: FileRef) -> BoxFut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.apply(Box::new(move |tx| now(sql::add_file_ref(&mut Lite(tx), &file_ref)).map(|n| n as usize)))
+                .await
+                .map(drop)
+        })
+    }
+
+    fn file_messages<'a>(&'a self, file_id: &'a str) -> BoxFut<'a, Result<Vec<(ConvId, u64)>, StoreError>> {
+        let file_id = file_id.to_owned();
+        Box::pin(self.readers.run(move |c| now(sql::file_messages(&mut Lite(c), &file_id))))
     }
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -143,6 +143,36 @@ CREATE TABLE room_settings (
 ) WITHOUT ROWID;
 ";
 
+/// Version 7: files (uploads and their metadata; the bytes live in the file storage) and the
+/// messages that name them (`file_refs`, joined to `messages` by the sender's client id).
+pub(super) const MIGRATE_V7: &str = "
+CREATE TABLE files (
+    id TEXT PRIMARY KEY,
+    owner INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    length INTEGER NOT NULL,
+    upload_offset INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mime TEXT NOT NULL,
+    width INTEGER,
+    height INTEGER,
+    public INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    metadata TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX files_owner ON files(owner);
+CREATE INDEX files_sha256 ON files(sha256);
+CREATE TABLE file_refs (
+    file_id TEXT NOT NULL,
+    conv_id TEXT NOT NULL,
+    sender INTEGER NOT NULL,
+    client_msg_id TEXT NOT NULL,
+    PRIMARY KEY (file_id, sender, client_msg_id)
+) WITHOUT ROWID;
+";
+
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
@@ -162,6 +192,9 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     }
     if version < 6 {
         conn.execute_batch(&format!("BEGIN; {MIGRATE_V6} COMMIT;"))?;
+    }
+    if version < 7 {
+        conn.execute_batch(&format!("BEGIN; {MIGRATE_V7} COMMIT;"))?;
     }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
