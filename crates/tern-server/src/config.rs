@@ -764,7 +764,7 @@ mod tests {
         assert_eq!(toml::to_string(&parsed).unwrap(), toml::to_string(&Config::default()).unwrap());
         let docs = StructDocs::parse(include_str!("config.rs"));
         let sections = docs.fields("Config");
-        assert_eq!(sections.len(), 8);
+        assert_eq!(sections.len(), 9);
         for (section, doc, ty) in sections {
             assert!(!doc.is_empty(), "[{section}] has no doc comment");
             assert!(text.contains(&format!("[{section}]")), "[{section}] missing");

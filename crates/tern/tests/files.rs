@@ -516,3 +516,47 @@ async fn hostile_files_are_handled_safely() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// tus as an independent client speaks it: `scripts/tus-client.py` on tuspy (PyPI) uploads in
+/// checksummed chunks, breaks a request off mid-body, resumes from the server's offset, and the
+/// download matches; a wrong checksum is refused with 460. Skipped with a notice when tuspy is
+/// not installed, unless `TERN_REQUIRE_TUSPY` is set (`.ci/run` installs it and sets it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuspy_uploads_is_interrupted_resumes_and_the_bytes_match() {
+    let installed =
+        std::process::Command::new("python3").args(["-c", "import tusclient"]).output().is_ok_and(|o| o.status.success());
+    if !installed {
+        assert!(
+            std::env::var_os("TERN_REQUIRE_TUSPY").is_none(),
+            "TERN_REQUIRE_TUSPY is set but python3 with tuspy is not installed"
+        );
+        eprintln!("SKIPPED: pip install tuspy to run the independent tus client");
+        return;
+    }
+    let srv = TestServer::start().await;
+    let py = srv.login("pyuser", "python").await;
+    let file = srv.dir.path().join("upload.bin");
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/tus-client.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([srv.url(), py.token.clone(), file.to_string_lossy().into_owned()])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT * 6, out).await.expect("the client finished").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let steps: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let step = |name: &str| steps.iter().find(|s| s["step"] == name).unwrap_or_else(|| panic!("{name} in {stdout}"));
+    let chunk = data.len() as u64 / 8;
+    assert_eq!(step("chunks")["offset"], 2 * chunk);
+    let resumed = step("resumed")["offset"].as_u64().unwrap();
+    assert!(resumed > 2 * chunk && resumed <= 2 * chunk + (2 * chunk) / 3, "kept what arrived before the break: {resumed}");
+    assert_eq!(step("done")["offset"], data.len() as u64);
+    let downloaded = step("downloaded");
+    assert_eq!(downloaded["status"], 200);
+    assert_eq!(downloaded["sha256"], downloaded["local"]);
+    assert_eq!(step("wrong_checksum")["status"], 460);
+    assert_eq!(step("wrong_checksum")["offset"], 0);
+}
