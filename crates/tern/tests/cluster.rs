@@ -821,3 +821,42 @@ async fn viewers_posts_bans_enter_leave_and_members_span_the_nodes() {
     assert_eq!(left.iter().map(|u| u.user_id.0).collect::<Vec<_>>(), vec![ids[0]]);
     cluster.drop_schema().await;
 }
+
+/// File bytes live in PostgreSQL in a cluster: an upload begun on node 1 is finished through
+/// node 2, and the file downloads through node 3 (whole and by range), to the owner and to the
+/// user it was sent to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_uploaded_through_one_node_downloads_through_another() {
+    use tern_client::http::files;
+    let Some(cluster) = Cluster::start(3).await else { return };
+    let alice = cluster.login_on(0, "alice", "phone").await;
+    let bob = cluster.login_on(2, "bob", "phone").await;
+    let data: Vec<u8> = (0..2_500_000u32).map(|i| (i % 253) as u8).collect();
+    let path = files::create_upload(&alice, "big.bin", data.len() as u64, false).await.unwrap();
+    let at = files::append_chunk(&alice, &path, 0, bytes::Bytes::copy_from_slice(&data[..1_200_000])).await.unwrap();
+    assert_eq!(at, 1_200_000);
+    let alice_on_2 = tern_client::Session { server: cluster.nodes[1].url(), ..alice.clone() };
+    assert_eq!(files::upload_offset(&alice_on_2, &path).await.unwrap(), 1_200_000, "node 2 sees where it stands");
+    let done =
+        files::append_chunk(&alice_on_2, &path, at, bytes::Bytes::copy_from_slice(&data[1_200_000..])).await.unwrap();
+    assert_eq!(done, data.len() as u64);
+    let id = path.trim_start_matches("/v1/files/").to_owned();
+
+    let (a, _ae) = connect(&alice, Transport::Tcp).await;
+    a.send(bob.user_id, Body::File { file_id: id.clone(), name: "big.bin".into(), size: 0 }, "f-1".into())
+        .await
+        .unwrap();
+    let got = files::download(&bob, &id).await.unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got[..] == data[..], "node 3 serves the bytes stored through nodes 1 and 2");
+    let r = tern_client::http::shared_client()
+        .get(format!("{}{path}", cluster.nodes[2].url()))
+        .bearer_auth(&bob.token)
+        .header("Range", "bytes=1048570-1048580")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(&r.bytes().await.unwrap()[..], &data[1_048_570..1_048_581], "a range across a row boundary");
+    cluster.drop_schema().await;
+}

@@ -523,8 +523,10 @@ async fn hostile_files_are_handled_safely() {
 /// not installed, unless `TERN_REQUIRE_TUSPY` is set (`.ci/run` installs it and sets it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tuspy_uploads_is_interrupted_resumes_and_the_bytes_match() {
-    let installed =
-        std::process::Command::new("python3").args(["-c", "import tusclient"]).output().is_ok_and(|o| o.status.success());
+    let installed = std::process::Command::new("python3")
+        .args(["-c", "import tusclient"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !installed {
         assert!(
             std::env::var_os("TERN_REQUIRE_TUSPY").is_none(),
@@ -552,7 +554,10 @@ async fn tuspy_uploads_is_interrupted_resumes_and_the_bytes_match() {
     let chunk = data.len() as u64 / 8;
     assert_eq!(step("chunks")["offset"], 2 * chunk);
     let resumed = step("resumed")["offset"].as_u64().unwrap();
-    assert!(resumed > 2 * chunk && resumed <= 2 * chunk + (2 * chunk) / 3, "kept what arrived before the break: {resumed}");
+    assert!(
+        resumed > 2 * chunk && resumed <= 2 * chunk + (2 * chunk) / 3,
+        "kept what arrived before the break: {resumed}"
+    );
     assert_eq!(step("done")["offset"], data.len() as u64);
     let downloaded = step("downloaded");
     assert_eq!(downloaded["status"], 200);

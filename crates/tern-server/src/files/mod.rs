@@ -8,6 +8,7 @@
 
 pub mod blobs;
 pub mod media;
+pub mod postgres;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -406,9 +407,20 @@ impl Files {
     }
 }
 
-/// The file storage the configuration names: a directory (`files.dir`, default `files/` in
-/// the data directory).
+/// The file storage the configuration names: with PostgreSQL (a cluster) the database, so every
+/// node serves every file; else a directory (`files.dir`, default `files/` in the data
+/// directory).
 pub async fn open_blobs(cfg: &crate::config::Config) -> Result<Arc<dyn Blobs>, String> {
+    if !cfg.store.postgres_url.is_empty() {
+        let opts = crate::store::postgres::PgOptions {
+            url: cfg.store.postgres_url.clone(),
+            pool_size: 4,
+            max_batch: 1,
+            schema: Some(cfg.store.postgres_schema.clone()).filter(|s| !s.is_empty()),
+        };
+        let pool = crate::store::postgres::connect_pool(&opts, 4).map_err(|e| format!("file storage: {e}"))?;
+        return Ok(Arc::new(postgres::PgBlobs::new(pool)));
+    }
     let dir = if cfg.files.dir.is_empty() { cfg.server.data_dir.join("files") } else { cfg.files.dir.clone().into() };
     let blobs = DirBlobs::open(&dir).map_err(|e| format!("file storage {}: {e}", dir.display()))?;
     Ok(Arc::new(blobs))

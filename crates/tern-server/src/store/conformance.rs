@@ -78,6 +78,73 @@ pub async fn run_all(open: &mut Open<'_>) {
     im_transactions(open(recorder.clone()).await, recorder).await;
     unreadable_rows_never_fail_a_read(open(null_listener()).await).await;
     a_failing_write_fails_alone(open(null_listener()).await).await;
+    files_and_the_messages_naming_them(open(null_listener()).await).await;
+}
+
+/// File records: created, updated, counted against the owner, found expired; a reference
+/// counts once its message is stored (not before, not for a failed one) and stops counting
+/// when the message is recalled; deleting the file removes its references.
+async fn files_and_the_messages_naming_them(store: Arc<dyn Store>) {
+    let u = seed_users(&*store, 2).await;
+    let (a, b) = (u[0], u[1]);
+    let ab = ConvId::direct(a, b);
+    let mut f = super::FileRecord {
+        id: "f1".into(),
+        owner: a,
+        name: "n".into(),
+        length: 10,
+        offset: 0,
+        sha256: String::new(),
+        size: 0,
+        mime: String::new(),
+        width: None,
+        height: None,
+        public: false,
+        created_at: 1,
+        expires_at: 100,
+        metadata: "filename bg==".into(),
+    };
+    store.put_file(f.clone()).await.unwrap();
+    store.put_file(super::FileRecord { id: "f2".into(), length: 5, expires_at: 1_000, ..f.clone() }).await.unwrap();
+    assert_eq!(store.files_usage(a).await.unwrap(), 15);
+    assert_eq!(store.files_usage(b).await.unwrap(), 0);
+    assert_eq!(store.expired_uploads(500, 10).await.unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["f1"]);
+    f.offset = 10;
+    f.sha256 = "ab".repeat(32);
+    f.size = 9;
+    f.mime = "image/png".into();
+    (f.width, f.height) = (Some(3), Some(4));
+    f.expires_at = 0;
+    store.put_file(f.clone()).await.unwrap();
+    assert_eq!(store.file("f1").await.unwrap(), Some(f.clone()));
+    assert!(store.expired_uploads(500, 10).await.unwrap().is_empty(), "complete uploads never expire");
+    assert!(store.content_used(&f.sha256).await.unwrap());
+    assert!(!store.content_used(&"cd".repeat(32)).await.unwrap());
+
+    let file_ref =
+        |cid: &str| super::FileRef { file_id: "f1".into(), conv_id: ab, sender: a, client_msg_id: cid.into() };
+    store.add_file_ref(file_ref("m1")).await.unwrap();
+    store.add_file_ref(file_ref("m1")).await.unwrap();
+    assert!(store.file_messages("f1").await.unwrap().is_empty(), "not before the message is stored");
+    append(&*store, new_message(ab, b, "other")).await.unwrap();
+    append(&*store, new_message(ab, a, "m1")).await.unwrap();
+    assert_eq!(store.file_messages("f1").await.unwrap(), vec![(ab, 2)]);
+    store
+        .transact(
+            Scope::default(),
+            Box::new(move |_| Ok(vec![Effect::Replace { conv: ab, seq: 2, body: Body::Recalled { by: a, at: 9 } }])),
+        )
+        .await
+        .unwrap();
+    assert!(store.file_messages("f1").await.unwrap().is_empty(), "a recalled message names nothing");
+    store.add_file_ref(file_ref("m2")).await.unwrap();
+    append(&*store, new_message(ab, a, "m2")).await.unwrap();
+    assert_eq!(store.file_messages("f1").await.unwrap(), vec![(ab, 3)]);
+    assert!(store.delete_file("f1").await.unwrap());
+    assert!(!store.delete_file("f1").await.unwrap());
+    assert_eq!(store.file("f1").await.unwrap(), None);
+    assert!(store.file_messages("f1").await.unwrap().is_empty());
+    assert_eq!(store.files_usage(a).await.unwrap(), 5);
 }
 
 /// A body stored by an older version that today's reader cannot parse (here: nested past

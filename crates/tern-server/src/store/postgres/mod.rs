@@ -92,11 +92,35 @@ pub(super) fn backend(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// A connection pool of `size` to the database and schema `opts` name (the store's, and the
+/// file storage's own small one, so big transfers never wait on the message path's connections).
+pub fn connect_pool(opts: &PgOptions, size: usize) -> Result<Pool, StoreError> {
+    let mut config: tokio_postgres::Config =
+        opts.url.parse().map_err(|e| StoreError::Backend(format!("bad PostgreSQL URL: {e}")))?;
+    if config.get_application_name().is_none() {
+        config.application_name("tern");
+    }
+    if let Some(schema) = &opts.schema {
+        if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || schema.is_empty() {
+            return Err(StoreError::Backend(format!("bad schema name {schema:?}")));
+        }
+        config.options(format!("-c search_path={schema}"));
+    }
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(Duration::from_secs(5)))
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))
+}
+
 pub(super) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     StoreError::Unavailable(format!("no database connection: {e}"))
 }
 
-pub(super) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
@@ -136,25 +160,7 @@ impl PostgresStore {
         listener: Arc<dyn CommitListener>,
         rules: &'static dyn SendRules,
     ) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config =
-            opts.url.parse().map_err(|e| StoreError::Backend(format!("bad PostgreSQL URL: {e}")))?;
-        if config.get_application_name().is_none() {
-            config.application_name("tern");
-        }
-        if let Some(schema) = &opts.schema {
-            if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || schema.is_empty() {
-                return Err(StoreError::Backend(format!("bad schema name {schema:?}")));
-            }
-            config.options(format!("-c search_path={schema}"));
-        }
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(opts.pool_size.max(2))
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(Duration::from_secs(5)))
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))?;
+        let pool = connect_pool(opts, opts.pool_size.max(2))?;
         migrate(&pool, opts.schema.as_deref()).await?;
         // Bounded: a full queue makes `append` wait, which pauses reading on the sending
         // connections — backpressure reaches the clients instead of memory growing.

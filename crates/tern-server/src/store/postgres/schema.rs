@@ -148,6 +148,7 @@ CREATE TABLE file_chunks (
     key TEXT NOT NULL,
     pos BIGINT NOT NULL,
     data BYTEA NOT NULL,
+    at BIGINT NOT NULL,
     PRIMARY KEY (key, pos)
 );
 "#;

@@ -89,7 +89,7 @@ pub(crate) async fn expired_uploads<S: Sql>(s: &mut S, now_ms: u64, limit: u32) 
 
 pub(crate) async fn content_used<S: Sql>(s: &mut S, sha256: &str) -> Result<bool, S::Error> {
     let found =
-        s.query_opt("SELECT 1 FROM files WHERE sha256 = $1 LIMIT 1", &[Value::Text(sha256)], |r| r.int(0)).await?;
+        s.query_opt("SELECT length FROM files WHERE sha256 = $1 LIMIT 1", &[Value::Text(sha256)], |r| r.int(0)).await?;
     Ok(found.is_some())
 }
 
