@@ -565,3 +565,56 @@ async fn tuspy_uploads_is_interrupted_resumes_and_the_bytes_match() {
     assert_eq!(step("wrong_checksum")["status"], 460);
     assert_eq!(step("wrong_checksum")["offset"], 0);
 }
+
+/// The pixel size of a JPEG, from its first SOF marker.
+fn jpeg_size(j: &[u8]) -> (u16, u16) {
+    let at = j.windows(2).position(|w| w == [0xFF, 0xC0] || w == [0xFF, 0xC2]).expect("a JPEG frame header");
+    let h = u16::from_be_bytes([j[at + 5], j[at + 6]]);
+    let w = u16::from_be_bytes([j[at + 7], j[at + 8]]);
+    (w, h)
+}
+
+/// Real images (made with Pillow: tests/fixtures): type, pixels, thumbnails for each inline
+/// type; the photo's GPS is gone while its orientation is kept, and its thumbnail is upright.
+#[tokio::test]
+async fn images_get_thumbnails_and_lose_their_gps_but_not_their_orientation() {
+    let srv = TestServer::start().await;
+    let alice = srv.login("alice", "phone").await;
+    let up = |name: &'static str, data: &'static [u8]| {
+        let alice = alice.clone();
+        async move { files::upload(&alice, name, Bytes::from_static(data), &UploadOptions::default()).await.unwrap() }
+    };
+    let photo = up("photo.jpg", include_bytes!("fixtures/photo-exif.jpg")).await;
+    assert_eq!(
+        (photo.mime.as_str(), photo.width, photo.height, photo.thumbnail),
+        ("image/jpeg", Some(64), Some(32), true)
+    );
+    let stored = files::download(&alice, &photo.id).await.unwrap();
+    assert!(!stored.windows(7).any(|w| w == b"TernCam"), "the EXIF camera tag is gone");
+    assert!(stored.windows(6).any(|w| w == b"Exif\0\0"), "an EXIF with the orientation is kept");
+    let thumb = get(&srv, Some(&alice.token), &format!("/v1/files/{}?thumb=true", photo.id)).await;
+    assert_eq!(thumb.headers()["content-type"], "image/jpeg");
+    assert_eq!(jpeg_size(&thumb.bytes().await.unwrap()), (32, 64), "turned upright (EXIF orientation 6)");
+
+    for (name, data, mime, size) in [
+        ("sticker.png", &include_bytes!("fixtures/sticker.png")[..], "image/png", (40, 20)),
+        ("anim.gif", &include_bytes!("fixtures/anim.gif")[..], "image/gif", (30, 30)),
+        ("green.webp", &include_bytes!("fixtures/green.webp")[..], "image/webp", (50, 25)),
+    ] {
+        let f = up(name, data).await;
+        assert_eq!((f.mime.as_str(), f.width, f.height), (mime, Some(size.0), Some(size.1)), "{name}");
+        let thumb = get(&srv, Some(&alice.token), &format!("/v1/files/{}?thumb=true", f.id)).await;
+        assert_eq!(thumb.status(), StatusCode::OK, "{name}");
+        assert_eq!(jpeg_size(&thumb.bytes().await.unwrap()), (size.0 as u16, size.1 as u16), "{name}");
+    }
+    let png = up("sticker.png", include_bytes!("fixtures/sticker.png")).await;
+    let stored = files::download(&alice, &png.id).await.unwrap();
+    assert!(!stored.windows(15).any(|w| w == b"secret location"), "PNG text chunks are gone");
+    // Not an image: no thumbnail.
+    let text = up("t.txt", b"just text").await;
+    assert!(!text.thumbnail);
+    assert_eq!(
+        get(&srv, Some(&alice.token), &format!("/v1/files/{}?thumb=true", text.id)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}

@@ -17,14 +17,29 @@ async fn profiles_are_edited_and_found_by_prefix() {
     let srv = TestServer::start().await;
     let alice = srv.login("alice", "phone").await;
     srv.login("alicia", "phone").await;
-    srv.login("bob", "phone").await;
+    let bob = srv.login("bob", "phone").await;
+    // An avatar is an image the user uploaded; anything else is refused.
+    let png = include_bytes!("fixtures/sticker.png");
+    let up = |s: &tern_client::Session, data: &'static [u8]| {
+        let s = s.clone();
+        async move {
+            tern_client::http::files::upload(&s, "a", bytes::Bytes::from_static(data), &Default::default())
+                .await
+                .unwrap()
+        }
+    };
+    let (image, text, bobs) = (up(&alice, png).await, up(&alice, b"not an image").await, up(&bob, png).await);
+    for bad in ["f_1", text.id.as_str(), bobs.id.as_str()] {
+        let change = ProfileChange { avatar: Some(bad.into()), ..Default::default() };
+        assert_eq!(code(im::update_me(&alice, &change).await), tern_client::ErrorCode::BadRequest, "{bad}");
+    }
     let me = as_json(
         im::update_me(
             &alice,
             &ProfileChange {
                 nickname: Some("Al".into()),
                 signature: Some("hi".into()),
-                avatar: Some("f_1".into()),
+                avatar: Some(image.id.clone()),
                 ..Default::default()
             },
         )
@@ -33,8 +48,12 @@ async fn profiles_are_edited_and_found_by_prefix() {
     );
     assert_eq!(
         (me["nickname"].as_str(), me["signature"].as_str(), me["avatar"].as_str()),
-        (Some("Al"), Some("hi"), Some("f_1"))
+        (Some("Al"), Some("hi"), Some(image.id.as_str()))
     );
+    // The avatar is public now: anyone may load it, without a header.
+    let avatar =
+        tern_client::http::shared_client().get(format!("{}/v1/files/{}", srv.url(), image.id)).send().await.unwrap();
+    assert_eq!((avatar.status().as_u16(), avatar.bytes().await.unwrap().len() as u64), (200, image.size));
     let seen = as_json(im::profile(&alice, alice.user_id).await.unwrap());
     assert_eq!(seen["nickname"], "Al");
     let found = as_json(im::search(&alice, "ALI").await.unwrap());
@@ -224,11 +243,23 @@ async fn every_message_kind_round_trips_and_malformed_bodies_are_refused() {
     let bob = srv.login("bob", "phone").await;
     let (ac, _ae) = connect(&alice, Transport::WsBinary).await;
     let (_bc, mut be) = connect(&bob, Transport::WsJson).await;
+    // Files first: messages name uploaded files (the server writes their true size and pixels).
+    let up = |data: &'static [u8]| {
+        let alice = alice.clone();
+        async move {
+            tern_client::http::files::upload(&alice, "f", bytes::Bytes::from_static(data), &Default::default())
+                .await
+                .unwrap()
+                .id
+        }
+    };
+    let (img, doc, voice) =
+        (up(include_bytes!("fixtures/green.webp")).await, up(&[7u8; 12345]).await, up(b"OggS voice").await);
     let bodies = vec![
         Body::Text { text: "hi".into() },
-        Body::Image { file_id: "f_img".into(), width: Some(640), height: Some(480) },
-        Body::File { file_id: "f_doc".into(), name: "report.pdf".into(), size: 12345 },
-        Body::Voice { file_id: "f_voice".into(), duration_ms: 3200 },
+        Body::Image { file_id: img, width: Some(50), height: Some(25) },
+        Body::File { file_id: doc, name: "report.pdf".into(), size: 12345 },
+        Body::Voice { file_id: voice, duration_ms: 3200 },
         Body::Location { latitude: 31.23, longitude: 121.47, name: Some("Shanghai".into()) },
         Body::Custom { data: json!({ "card": { "title": "t" } }) },
     ];
@@ -281,8 +312,9 @@ async fn openapi_documents_every_routed_path_and_every_documented_operation_is_s
     for (path, ops) in paths {
         for (method, op) in ops.as_object().unwrap() {
             let Some(body) = op.get("requestBody") else { continue };
-            // The HTTP transports carry protocol frames (docs/PROTOCOL.md), not REST bodies.
-            if path.starts_with("/v1/{transport}") {
+            // The HTTP transports carry protocol frames (docs/PROTOCOL.md), not REST bodies, and
+            // tus uploads carry the file's bytes.
+            if path.starts_with("/v1/{transport}") || body["content"].get("application/offset+octet-stream").is_some() {
                 continue;
             }
             let schema = resolve(&body["content"]["application/json"]["schema"]);

@@ -28,6 +28,9 @@ pub struct FileInfo {
     pub height: Option<u32>,
     /// Anyone may download it.
     pub public: bool,
+    /// A thumbnail can be downloaded (`GET /v1/files/{id}?thumb=true`).
+    #[serde(default)]
+    pub thumbnail: bool,
     /// Upload time, ms since the Unix epoch.
     pub created_at: u64,
 }

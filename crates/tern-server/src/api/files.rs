@@ -45,10 +45,10 @@ fn number(headers: &HeaderMap, name: &str) -> Result<Option<u64>, Error> {
         .transpose()
 }
 
-/// The version check every tus request but `OPTIONS` makes.
-fn check_version(headers: &HeaderMap) -> Result<(), Response> {
+/// The version check every tus request but `OPTIONS` makes: the refusal, if any.
+fn version_refusal(headers: &HeaderMap) -> Option<Response> {
     match header_str(headers, "tus-resumable") {
-        Some(TUS_VERSION) => Ok(()),
+        Some(TUS_VERSION) => None,
         other => {
             let msg = match other {
                 Some(v) => format!("tus version {v} is not supported; this server speaks {TUS_VERSION}"),
@@ -57,7 +57,7 @@ fn check_version(headers: &HeaderMap) -> Result<(), Response> {
             let mut resp = tus_error(Error::bad_request(msg));
             *resp.status_mut() = StatusCode::PRECONDITION_FAILED;
             resp.headers_mut().insert("tus-version", HeaderValue::from_static(TUS_VERSION));
-            Err(resp)
+            Some(resp)
         }
     }
 }
@@ -143,7 +143,7 @@ fn unsupported_media(e: Error) -> Response {
         (status = 415, body = ErrorBody), (status = 460, description = "Checksum mismatch", body = ErrorBody)))]
 pub(super) async fn create(State(s): State<ApiState>, Caller(caller): Caller, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    if let Err(resp) = check_version(&parts.headers) {
+    if let Some(resp) = version_refusal(&parts.headers) {
         return resp;
     }
     let with_body = match octet_stream(&parts.headers) {
@@ -198,7 +198,7 @@ pub(super) async fn head(
     PathParams(id): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(resp) = check_version(&headers) {
+    if let Some(resp) = version_refusal(&headers) {
         return resp;
     }
     let upload = match s.files.owned(caller.user_id, &id).await {
@@ -238,7 +238,7 @@ pub(super) async fn append(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    if let Err(resp) = check_version(&parts.headers) {
+    if let Some(resp) = version_refusal(&parts.headers) {
         return resp;
     }
     match octet_stream(&parts.headers) {
@@ -280,7 +280,7 @@ pub(super) async fn terminate(
     PathParams(id): PathParams<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(resp) = check_version(&headers) {
+    if let Some(resp) = version_refusal(&headers) {
         return resp;
     }
     let result = async {
@@ -363,11 +363,13 @@ fn disposition(file: &FileRecord) -> HeaderValue {
 #[serde(deny_unknown_fields)]
 pub(super) struct DownloadQuery {
     token: Option<String>,
+    thumb: Option<bool>,
 }
 
 /// `GET /v1/files/{id}`: the file's bytes, for whoever may read it.
 #[utoipa::path(get, path = "/v1/files/{file_id}", tag = "files", security(("bearer" = [])),
-    params(("file_id" = String, Path, description = "The file"), ("token" = Option<String>, Query, description = "A signed URL's token instead of the Authorization header")),
+    params(("file_id" = String, Path, description = "The file"), ("token" = Option<String>, Query, description = "A signed URL's token instead of the Authorization header"),
+        ("thumb" = Option<bool>, Query, description = "The image's thumbnail (a JPEG of at most 320 pixels a side) instead of the file; 404 when it has none")),
     responses((status = 200, description = "The bytes", content_type = "application/octet-stream"), (status = 206, description = "The requested range"),
         (status = 304, description = "Unchanged (If-None-Match)"), (status = 404, description = "No such file, or not the caller's to read", body = ErrorBody),
         (status = 416, description = "The range is outside the file"), (status = 400, body = ErrorBody)))]
@@ -378,6 +380,9 @@ pub(super) async fn download(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let file = readable(&s, &id, &headers, q.token.as_deref()).await?;
+    if q.thumb == Some(true) {
+        return thumbnail(&s, &file, &headers).await;
+    }
     let etag = format!("\"{}\"", file.sha256);
     let mut resp = Response::new(Body::empty());
     let h = resp.headers_mut();
@@ -418,6 +423,41 @@ pub(super) async fn download(
     Ok(resp)
 }
 
+/// Headers every download carries: nothing on this origin is ever run or sniffed.
+fn safe_headers(h: &mut HeaderMap, etag: &str) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=86400"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+}
+
+fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+    header_str(headers, "if-none-match").is_some_and(|v| {
+        v.split(',').any(|t| t.trim() == etag || t.trim() == "*" || t.trim().strip_prefix("W/") == Some(etag))
+    })
+}
+
+/// An image's thumbnail, whole (a few kilobytes).
+async fn thumbnail(s: &ApiState, file: &FileRecord, headers: &HeaderMap) -> Result<Response, Error> {
+    if file.thumbnail.is_empty() {
+        return Err(Error::not_found("this file has no thumbnail"));
+    }
+    let etag = format!("\"{}\"", file.thumbnail);
+    let mut resp = Response::new(Body::empty());
+    safe_headers(resp.headers_mut(), &etag);
+    if etag_matches(headers, &etag) {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(resp);
+    }
+    let bytes = s.files.thumbnail(file).await?;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    resp.headers_mut().insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("inline"));
+    *resp.body_mut() = Body::from(bytes);
+    Ok(resp)
+}
+
 fn info(file: &FileRecord) -> FileInfo {
     FileInfo {
         id: file.id.clone(),
@@ -429,6 +469,7 @@ fn info(file: &FileRecord) -> FileInfo {
         width: file.width,
         height: file.height,
         public: file.public,
+        thumbnail: !file.thumbnail.is_empty(),
         created_at: file.created_at,
     }
 }

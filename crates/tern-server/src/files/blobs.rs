@@ -41,6 +41,9 @@ pub trait Blobs: Send + Sync + 'static {
     /// Reads bytes `start..end` of an object.
     fn read(&self, key: &Key, start: u64, end: u64) -> ByteStream;
 
+    /// A whole small object (a thumbnail), refusing one larger than `max` bytes.
+    fn read_whole<'a>(&'a self, key: &'a Key, max: usize) -> BoxFut<'a, io::Result<Vec<u8>>>;
+
     /// Makes part `id` the content `sha256` (dropping the part if that content is stored
     /// already).
     fn promote<'a>(&'a self, id: &'a str, sha256: &'a str) -> BoxFut<'a, io::Result<()>>;
@@ -141,6 +144,18 @@ impl Blobs for DirBlobs {
                 Ok(Some((Bytes::from(buf), Some((file, at + want as u64)))))
             }
         }))
+    }
+
+    fn read_whole<'a>(&'a self, key: &'a Key, max: usize) -> BoxFut<'a, io::Result<Vec<u8>>> {
+        Box::pin(async move {
+            let mut file = tokio::fs::File::open(self.path(key)).await?;
+            let mut out = Vec::new();
+            (&mut file).take(max as u64 + 1).read_to_end(&mut out).await?;
+            if out.len() > max {
+                return Err(io::Error::other("stored object is larger than expected"));
+            }
+            Ok(out)
+        })
     }
 
     fn promote<'a>(&'a self, id: &'a str, sha256: &'a str) -> BoxFut<'a, io::Result<()>> {

@@ -76,7 +76,9 @@ pub fn strip_metadata(mime: &str, head: &[u8]) -> Option<(Vec<u8>, usize)> {
     }
 }
 
-/// JPEG: segments up to the start of scan; APP1 (EXIF, XMP), APP13 (IPTC) and COM go.
+/// JPEG: segments up to the start of scan; APP1 (EXIF, XMP), APP13 (IPTC) and COM go. The
+/// EXIF orientation is the one tag kept (in an EXIF of its own), or phone photos would show
+/// sideways.
 fn strip_jpeg(head: &[u8]) -> Option<(Vec<u8>, usize)> {
     let mut out = Vec::with_capacity(head.len().min(64 * 1024));
     out.extend_from_slice(head.get(..2)?);
@@ -96,11 +98,82 @@ fn strip_jpeg(head: &[u8]) -> Option<(Vec<u8>, usize)> {
         let segment = head.get(at..end)?;
         if matches!(marker, 0xE1 | 0xED | 0xFE) {
             removed = true;
+            if let Some(o) = segment.get(4..).and_then(exif_orientation).filter(|o| *o != 1) {
+                out.extend_from_slice(&orientation_only_exif(o));
+            }
         } else {
             out.extend_from_slice(segment);
         }
         at = end;
     }
+}
+
+/// The orientation tag (0x0112) of an APP1 EXIF payload (`Exif\0\0` and a TIFF structure).
+fn exif_orientation(payload: &[u8]) -> Option<u16> {
+    let tiff = payload.strip_prefix(b"Exif\0\0")?;
+    let big = match tiff.get(..4)? {
+        b"MM\0*" => true,
+        b"II*\0" => false,
+        _ => return None,
+    };
+    let u16_at = |at: usize| -> Option<u16> {
+        let b: [u8; 2] = tiff.get(at..at + 2)?.try_into().ok()?;
+        Some(if big { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
+    };
+    let b: [u8; 4] = tiff.get(4..8)?.try_into().ok()?;
+    let ifd = usize::try_from(if big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }).ok()?;
+    let count = usize::from(u16_at(ifd)?);
+    (0..count.min(256)).find_map(|i| {
+        let entry = ifd + 2 + i * 12;
+        (u16_at(entry)? == 0x0112).then(|| u16_at(entry + 8)).flatten()
+    })
+}
+
+/// An APP1 segment whose EXIF holds only an orientation.
+fn orientation_only_exif(orientation: u16) -> Vec<u8> {
+    let mut tiff = b"MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+    tiff.extend_from_slice(&orientation.to_be_bytes());
+    tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut seg = vec![0xFF, 0xE1];
+    let len = (2 + 6 + tiff.len()) as u16;
+    seg.extend_from_slice(&len.to_be_bytes());
+    seg.extend_from_slice(b"Exif\0\0");
+    seg.extend_from_slice(&tiff);
+    seg
+}
+
+/// Longest side of a thumbnail, in pixels.
+pub const THUMBNAIL_EDGE: u32 = 320;
+
+/// Images with more pixels than this get no thumbnail (decoding one costs 4 bytes a pixel).
+pub const MAX_THUMBNAIL_PIXELS: u64 = 25_000_000;
+
+/// A JPEG thumbnail of an inline image (the first frame of a GIF), upright per its EXIF
+/// orientation, at most [`THUMBNAIL_EDGE`] on its longer side — or `None` if it cannot be
+/// decoded within the limits. CPU-bound: call it on a blocking thread.
+pub fn thumbnail(bytes: &[u8]) -> Option<Vec<u8>> {
+    use image::ImageDecoder;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().ok()?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_THUMBNAIL_PIXELS * 4 + (16 << 20));
+    limits.max_image_width = Some(20_000);
+    limits.max_image_height = Some(20_000);
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().ok()?;
+    let (w, h) = decoder.dimensions();
+    if u64::from(w) * u64::from(h) > MAX_THUMBNAIL_PIXELS {
+        return None;
+    }
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).ok()?;
+    img.apply_orientation(orientation);
+    if img.width() > THUMBNAIL_EDGE || img.height() > THUMBNAIL_EDGE {
+        img = img.thumbnail(THUMBNAIL_EDGE, THUMBNAIL_EDGE);
+    }
+    let small = img.to_rgb8();
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80).encode_image(&small).ok()?;
+    Some(out)
 }
 
 /// PNG: chunks up to the first image data; eXIf and the text and time chunks go.

@@ -27,6 +27,11 @@ use crate::error::Error;
 use crate::store::{FileRecord, Store};
 pub use blobs::{Blobs, ByteStream, DirBlobs, Key};
 
+/// Images larger than this (bytes) get no thumbnail: decoding reads the whole file into memory.
+const MAX_THUMBNAIL_SOURCE: u64 = 32 << 20;
+/// How long one thumbnail may take.
+const THUMBNAIL_SECS: u64 = 10;
+
 /// A checksum sent with a tus `PATCH` (`Upload-Checksum: <algorithm> <base64>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Checksum {
@@ -165,6 +170,7 @@ impl Files {
             sha256: String::new(),
             size: 0,
             mime: String::new(),
+            thumbnail: String::new(),
             width: None,
             height: None,
             public: new.public,
@@ -341,6 +347,9 @@ impl Files {
         if size > 0 {
             self.blobs.promote(&final_id, &sha).await.map_err(storage)?;
         }
+        if dims.is_some() {
+            upload.thumbnail = self.make_thumbnail(&upload.id, &sha, size).await;
+        }
         upload.sha256 = sha;
         upload.size = size;
         upload.mime = mime.to_owned();
@@ -349,6 +358,39 @@ impl Files {
         self.store.put_file(upload.clone()).await?;
         tracing::debug!(file = %upload.id, mime, size, "upload complete");
         Ok(upload)
+    }
+
+    /// Makes and stores an image's thumbnail; its content's SHA-256, or empty when the image
+    /// cannot be decoded within the limits (then clients show the image itself, or a
+    /// placeholder). One decode at a time per node, each given [`THUMBNAIL_SECS`] (past that its
+    /// thread finishes unheeded).
+    async fn make_thumbnail(&self, id: &str, sha: &str, size: u64) -> String {
+        static DECODING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+        if size > MAX_THUMBNAIL_SOURCE {
+            return String::new();
+        }
+        let made = async {
+            let _one = DECODING.acquire().await.map_err(|e| e.to_string())?;
+            let bytes =
+                collect(self.blobs.read(&Key::Content(sha.to_owned()), 0, size)).await.map_err(|e| e.message)?;
+            let work = tokio::task::spawn_blocking(move || media::thumbnail(&bytes));
+            let thumb = tokio::time::timeout(Duration::from_secs(THUMBNAIL_SECS), work)
+                .await
+                .map_err(|_| "decoding took too long".to_owned())?
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "not decodable within the limits".to_owned())?;
+            let thumb_sha = data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(&thumb));
+            let part = format!("{id}-thumb");
+            let mut w = self.blobs.append(&part, 0).await.map_err(|e| e.to_string())?;
+            w.write(Bytes::from(thumb)).await.map_err(|e| e.to_string())?;
+            w.finish().await.map_err(|e| e.to_string())?;
+            self.blobs.promote(&part, &thumb_sha).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(thumb_sha)
+        };
+        made.await.unwrap_or_else(|why| {
+            tracing::info!(file = id, why, "no thumbnail");
+            String::new()
+        })
     }
 
     /// Removes an upload or a file (tus termination). Its content goes with the sweep once no
@@ -368,6 +410,12 @@ impl Files {
             return Box::pin(futures_util::stream::empty());
         }
         self.blobs.read(&Key::Content(file.sha256.clone()), start, end)
+    }
+
+    /// A file's thumbnail, whole.
+    pub async fn thumbnail(&self, file: &FileRecord) -> Result<Vec<u8>, Error> {
+        // A thumbnail is a few tens of kilobytes; more means something is wrong.
+        self.blobs.read_whole(&Key::Content(file.thumbnail.clone()), 1 << 20).await.map_err(storage)
     }
 
     /// Removes expired uploads and content no file names any more. Content younger than an

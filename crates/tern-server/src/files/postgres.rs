@@ -130,6 +130,25 @@ impl Blobs for PgBlobs {
         }))
     }
 
+    fn read_whole<'a>(&'a self, k: &'a Key, max: usize) -> BoxFut<'a, io::Result<Vec<u8>>> {
+        Box::pin(async move {
+            let c = self.pool.get().await.map_err(db)?;
+            let rows =
+                c.query("SELECT data FROM file_chunks WHERE key = $1 ORDER BY pos", &[&key(k)]).await.map_err(db)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.extend_from_slice(r.get::<_, &[u8]>(0));
+                if out.len() > max {
+                    return Err(io::Error::other("stored object is larger than expected"));
+                }
+            }
+            if out.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "stored object is missing"));
+            }
+            Ok(out)
+        })
+    }
+
     fn promote<'a>(&'a self, id: &'a str, sha256: &'a str) -> BoxFut<'a, io::Result<()>> {
         Box::pin(async move {
             let (part, content) = (key(&Key::Part(id.to_owned())), key(&Key::Content(sha256.to_owned())));

@@ -30,6 +30,24 @@ impl Logic {
         Ok(false)
     }
 
+    /// Makes `file_id` fit to be `user`'s avatar: it must be an image they uploaded; it becomes
+    /// public (anyone who sees the profile may load it, `<img>` tags included).
+    pub(super) async fn adopt_avatar(&self, user: UserId, file_id: &str) -> Result<(), Error> {
+        let refused = || {
+            Error::bad_request(
+                "avatar must name an image you uploaded (JPEG, PNG, GIF or WebP): upload it to /v1/files/ first",
+            )
+        };
+        let file = self.store.file(file_id).await?.ok_or_else(refused)?;
+        if file.owner != user || !file.complete() || file.width.is_none() {
+            return Err(refused());
+        }
+        if !file.public {
+            self.store.put_file(FileRecord { public: true, ..file }).await?;
+        }
+        Ok(())
+    }
+
     /// A message naming a file: the file must be complete and readable by the sender (their
     /// own, or one they received and forward); its size and pixels are filled in from the
     /// record, whatever the client said; and the reference is recorded (it grants the

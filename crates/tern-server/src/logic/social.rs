@@ -85,6 +85,9 @@ impl Logic {
         {
             return Err(Error::bad_request(format!("avatar must be a file id of at most {MAX_FILE_ID} bytes")));
         }
+        if let Some(a) = update.avatar.as_deref().filter(|a| !a.is_empty()) {
+            self.adopt_avatar(user, a).await?;
+        }
         self.store.update_profile(user, update).await?;
         self.live.forget_nickname(user);
         self.profile(user).await

@@ -97,6 +97,7 @@ async fn files_and_the_messages_naming_them(store: Arc<dyn Store>) {
         sha256: String::new(),
         size: 0,
         mime: String::new(),
+        thumbnail: String::new(),
         width: None,
         height: None,
         public: false,

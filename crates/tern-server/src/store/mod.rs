@@ -275,6 +275,8 @@ pub struct FileRecord {
     pub size: u64,
     /// The content type found by looking at the bytes (never the client's word).
     pub mime: String,
+    /// SHA-256 of its thumbnail's content (a JPEG), for images; empty when there is none.
+    pub thumbnail: String,
     /// Pixels, for images.
     pub width: Option<u32>,
     /// Pixels, for images.

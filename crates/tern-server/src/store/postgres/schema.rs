@@ -128,6 +128,7 @@ CREATE TABLE files (
     sha256 TEXT NOT NULL,
     size BIGINT NOT NULL,
     mime TEXT NOT NULL,
+    thumbnail TEXT NOT NULL,
     width BIGINT,
     height BIGINT,
     public BOOLEAN NOT NULL,

@@ -7,7 +7,7 @@ use super::{Row, Sql, Value};
 use crate::store::{FileRecord, FileRef};
 
 /// What [`file_from`] reads.
-const FILE_COLUMNS: &str = "id, owner, name, length, upload_offset, sha256, size, mime, width, height, public, created_at, expires_at, metadata";
+const FILE_COLUMNS: &str = "id, owner, name, length, upload_offset, sha256, size, mime, thumbnail, width, height, public, created_at, expires_at, metadata";
 
 fn file_from<E>(r: &Row<'_, E>) -> Result<FileRecord, E> {
     let pixels = |v: Option<i64>| v.and_then(|n| u32::try_from(n).ok());
@@ -20,21 +20,23 @@ fn file_from<E>(r: &Row<'_, E>) -> Result<FileRecord, E> {
         sha256: r.text(5)?.to_owned(),
         size: num(r, 6)?,
         mime: r.text(7)?.to_owned(),
-        width: pixels(r.opt_int(8)?),
-        height: pixels(r.opt_int(9)?),
-        public: r.boolean(10)?,
-        created_at: num(r, 11)?,
-        expires_at: num(r, 12)?,
-        metadata: r.text(13)?.to_owned(),
+        thumbnail: r.text(8)?.to_owned(),
+        width: pixels(r.opt_int(9)?),
+        height: pixels(r.opt_int(10)?),
+        public: r.boolean(11)?,
+        created_at: num(r, 12)?,
+        expires_at: num(r, 13)?,
+        metadata: r.text(14)?.to_owned(),
     })
 }
 
 pub(crate) async fn put_file<S: Sql>(s: &mut S, f: &FileRecord) -> Result<u64, S::Error> {
     s.execute(
-        "INSERT INTO files (id, owner, name, length, upload_offset, sha256, size, mime, width, height, public, \
-         created_at, expires_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+        "INSERT INTO files (id, owner, name, length, upload_offset, sha256, size, mime, thumbnail, width, height, \
+         public, created_at, expires_at, metadata) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, length = excluded.length, \
-         upload_offset = excluded.upload_offset, sha256 = excluded.sha256, size = excluded.size, mime = excluded.mime, \
+         upload_offset = excluded.upload_offset, sha256 = excluded.sha256, size = excluded.size, mime = excluded.mime, thumbnail = excluded.thumbnail, \
          width = excluded.width, height = excluded.height, public = excluded.public, \
          expires_at = excluded.expires_at, metadata = excluded.metadata",
         &[
@@ -46,6 +48,7 @@ pub(crate) async fn put_file<S: Sql>(s: &mut S, f: &FileRecord) -> Result<u64, S
             Value::Text(&f.sha256),
             Value::num(f.size),
             Value::Text(&f.mime),
+            Value::Text(&f.thumbnail),
             Value::OptInt(f.width.map(i64::from)),
             Value::OptInt(f.height.map(i64::from)),
             Value::Bool(f.public),
@@ -88,8 +91,13 @@ pub(crate) async fn expired_uploads<S: Sql>(s: &mut S, now_ms: u64, limit: u32) 
 }
 
 pub(crate) async fn content_used<S: Sql>(s: &mut S, sha256: &str) -> Result<bool, S::Error> {
-    let found =
-        s.query_opt("SELECT length FROM files WHERE sha256 = $1 LIMIT 1", &[Value::Text(sha256)], |r| r.int(0)).await?;
+    let found = s
+        .query_opt(
+            "SELECT length FROM files WHERE sha256 = $1 OR thumbnail = $1 LIMIT 1",
+            &[Value::Text(sha256)],
+            |r| r.int(0),
+        )
+        .await?;
     Ok(found.is_some())
 }
 

@@ -61,8 +61,8 @@ impl rusqlite::ToSql for Value<'_> {
 }
 
 /// The names SQLite gives the shared statements' `$n` placeholders.
-const PLACEHOLDERS: [&str; 14] =
-    ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14"];
+const PLACEHOLDERS: [&str; 15] =
+    ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15"];
 
 /// `params` as `($n, value)` pairs, to bind by name.
 fn named<'v, 'p>(params: &'v [Value<'p>]) -> Result<Vec<(&'static str, &'v Value<'p>)>, rusqlite::Error> {

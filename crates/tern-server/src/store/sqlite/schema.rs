@@ -155,6 +155,7 @@ CREATE TABLE files (
     sha256 TEXT NOT NULL,
     size INTEGER NOT NULL,
     mime TEXT NOT NULL,
+    thumbnail TEXT NOT NULL,
     width INTEGER,
     height INTEGER,
     public INTEGER NOT NULL,
