@@ -2,7 +2,7 @@
 export function bodyText(body, nameOf) {
   switch (body.type) {
     case 'text': return body.text;
-    case 'image': return `[image ${body.file_id}]`;
+    case 'image': return '[image]';
     case 'file': return `[file ${body.name}, ${body.size} bytes]`;
     case 'voice': return `[voice message, ${Math.round(body.duration_ms / 1000)} s]`;
     case 'location': return `[location${body.name ? ' ' + body.name : ''} ${body.latitude}, ${body.longitude}]`;

@@ -1,6 +1,7 @@
 // End to end: the web client served by a real `tern serve`, in Debian's Chromium.
 // The tests run in order and share one server and the users they create.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { Tern, launch, newUser, openPage } from './harness.mjs';
 
@@ -418,6 +419,46 @@ describe('web client', () => {
     for (const u of [frank, gina]) {
       await u.page.locator('#danmaku-log li', { hasText: 'pushed through plain HTTP' }).waitFor();
     }
+  });
+  test('files: alice sends an image and a file; bob sees the thumbnail, opens the image and downloads the file', async () => {
+    users.helen = await newUser(browser, tern, 'helen');
+    users.ivan = await newUser(browser, tern, 'ivan');
+    const { helen, ivan } = users;
+    await helen.page.click('#nav-friends');
+    await helen.page.fill('#search-input', 'ivan');
+    await helen.page.click('#search');
+    await helen.page.locator('#search-results li', { hasText: 'ivan' }).getByRole('button', { name: 'Message' }).click();
+    await helen.page.locator('#chat-title', { hasText: 'ivan' }).waitFor();
+
+    const photo = readFileSync(new URL('../../crates/tern/tests/fixtures/photo-exif.jpg', import.meta.url));
+    const notes = Buffer.from('packing list:\n- tent\n- <script>alert(1)</script>\n'.repeat(2000));
+    await helen.page.setInputFiles('#attach-input', [
+      { name: 'holiday.jpg', mimeType: 'image/jpeg', buffer: photo },
+      { name: 'notes.html', mimeType: 'text/html', buffer: notes },
+    ]);
+    // Both go up (with progress), then appear as sent messages.
+    await helen.page.locator('#messages li.msg.mine:not(.pending) img.thumb').waitFor();
+    await helen.page.locator('#messages li.msg.mine:not(.pending) .file-card', { hasText: 'notes.html' }).waitFor();
+    assert.equal(await helen.page.locator('#uploads li').count(), 0, 'no upload left in progress');
+
+    await openChatWith(ivan, 'helen');
+    const thumb = ivan.page.locator('#messages li.msg img.thumb');
+    await thumb.waitFor();
+    await ivan.page.waitForFunction(() => document.querySelector('#messages img.thumb')?.naturalWidth > 0);
+    // The thumbnail is upright (EXIF orientation 6 turns the 64x32 photo to 32x64).
+    const natural = await thumb.evaluate((img) => [img.naturalWidth, img.naturalHeight]);
+    assert.deepEqual(natural, [32, 64]);
+    await thumb.click();
+    await ivan.page.waitForFunction(() => document.querySelector('#viewer img.full')?.naturalWidth > 0);
+    await ivan.page.locator('#viewer').click();
+    await ivan.page.locator('#viewer').waitFor({ state: 'detached' });
+
+    const card = ivan.page.locator('#messages li.msg .file-card', { hasText: 'notes.html' });
+    await expectText(card, `${Math.round(notes.length / 1024)} KB`);
+    const [download] = await Promise.all([ivan.page.waitForEvent('download'), card.locator('button.download').click()]);
+    assert.equal(download.suggestedFilename(), 'notes.html');
+    assert.deepEqual(readFileSync(await download.path()), notes, 'the downloaded bytes are the uploaded ones');
+    assert.equal(await ivan.page.locator('#messages script').count(), 0);
   });
 });
 

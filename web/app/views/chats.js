@@ -3,6 +3,7 @@ import { h, mount, clock } from '../dom.js';
 import { isContent } from '../chat.js';
 import { bodyText } from '../text.js';
 import { GroupPanel } from './group.js';
+import { Downloads, humanSize, upload } from '../files.js';
 
 const RECALL_WINDOW_MS = 120_000;
 
@@ -10,6 +11,8 @@ export class ChatsView {
   constructor({ chat, api }) {
     this.chat = chat;
     this.api = api;
+    this.downloads = new Downloads(api.token);
+    this.uploads = []; // {conv, name, sent, total, error} while files go up
     this.conv = undefined; // nothing shown yet (null: no conversation chosen)
     this.list = h('ul', { id: 'conv-list', class: 'conv-list' });
     this.pane = h('section', { id: 'chat-pane', class: 'pane', 'aria-label': 'Conversation' });
@@ -106,6 +109,17 @@ export class ChatsView {
       }
     });
     input.addEventListener('input', () => this.chat.sendTyping(conv));
+    // Files: the attach button, pasting an image, or dropping files on the thread.
+    input.addEventListener('paste', (e) => {
+      if (e.clipboardData?.files.length) {
+        e.preventDefault();
+        this.attach(conv, [...e.clipboardData.files]);
+      }
+    });
+    const picker = h('input', { type: 'file', id: 'attach-input', multiple: true, class: 'visually-hidden', tabindex: -1,
+      onchange: () => { this.attach(conv, [...picker.files]); picker.value = ''; } });
+    const attachButton = h('button', { type: 'button', id: 'attach', 'aria-label': 'Attach files', title: 'Attach files', onclick: () => picker.click() }, '📎');
+    this.uploadsEl = h('ul', { id: 'uploads', class: 'uploads', 'aria-live': 'polite' });
     const form = h('form', {
       id: 'composer', class: 'composer',
       onsubmit: (e) => {
@@ -116,18 +130,85 @@ export class ChatsView {
         this.stick = true;
         this.chat.send(conv, { type: 'text', text });
       },
-    }, h('label', { for: 'composer-input', class: 'visually-hidden' }, 'Message'), input,
+    }, attachButton, picker, h('label', { for: 'composer-input', class: 'visually-hidden' }, 'Message'), input,
     h('button', { type: 'submit', id: 'send', class: 'primary' }, 'Send'));
     const isGroup = conv.startsWith('g:');
     const header = h('div', { class: 'pane-header' },
       h('h2', { id: 'chat-title' }, this.chat.titleOf(conv)), this.typingEl,
       isGroup ? h('button', { type: 'button', id: 'show-members', onclick: () => this.toggleMembers() }, 'Members') : null);
-    this.body = h('div', { class: 'pane-body' }, h('div', { class: 'thread' }, this.messagesEl, form));
+    const thread = h('div', { class: 'thread' }, this.messagesEl, this.uploadsEl, form);
+    thread.addEventListener('dragover', (e) => e.preventDefault());
+    thread.addEventListener('drop', (e) => {
+      e.preventDefault();
+      if (e.dataTransfer?.files.length) this.attach(conv, [...e.dataTransfer.files]);
+    });
+    this.body = h('div', { class: 'pane-body' }, thread);
     mount(this.pane, header, this.body);
+    this.renderUploads();
     this.stick = true;
     this.renderMessages();
     this.older();
     input.focus();
+  }
+
+  /** Uploads files (resumably), then sends each as an image or a file message. */
+  attach(conv, files) {
+    for (const file of files) {
+      const item = { conv, name: file.name, sent: 0, total: file.size, error: null };
+      this.uploads.push(item);
+      this.renderUploads();
+      upload(this.api.token, file, (sent, total) => { item.sent = sent; item.total = total; this.renderUploads(); })
+        .then((info) => {
+          this.uploads = this.uploads.filter((u) => u !== item);
+          this.renderUploads();
+          this.stick = true;
+          const body = info.width
+            ? { type: 'image', file_id: info.id, width: info.width, height: info.height }
+            : { type: 'file', file_id: info.id, name: info.name || file.name || 'file', size: info.size };
+          this.chat.send(conv, body);
+        })
+        .catch((e) => { item.error = e.message; this.renderUploads(); });
+    }
+  }
+
+  renderUploads() {
+    if (!this.uploadsEl) return;
+    mount(this.uploadsEl, this.uploads.filter((u) => u.conv === this.conv).map((u) => h('li', { class: u.error ? 'error' : '' },
+      h('span', { class: 'upload-name' }, u.name),
+      u.error ? h('span', {}, ` — not sent: ${u.error} `) : h('progress', { max: u.total || 1, value: u.sent, 'aria-label': `Uploading ${u.name}` }),
+      u.error ? h('button', { type: 'button', class: 'link', onclick: () => { this.uploads = this.uploads.filter((x) => x !== u); this.renderUploads(); } }, 'Dismiss') : null)));
+  }
+
+  /** A message's content: text, or an image (thumbnail; click for the full one), or a file card. */
+  content(m) {
+    const { chat } = this;
+    if (m.body.type === 'image') {
+      const img = h('img', { class: 'thumb', alt: 'image', width: m.body.width, height: m.body.height });
+      this.downloads.url(m.body.file_id, { thumb: true })
+        .catch(() => this.downloads.url(m.body.file_id))
+        .then((u) => { img.src = u; })
+        .catch(() => { img.alt = 'image unavailable'; });
+      return h('p', { class: 'text' }, h('button', { type: 'button', class: 'image', 'aria-label': 'Open image', onclick: () => this.view(m.body.file_id) }, img));
+    }
+    if (m.body.type === 'file') {
+      return h('p', { class: 'text file-card' },
+        h('span', { class: 'file-name' }, m.body.name), h('span', { class: 'file-size' }, humanSize(m.body.size)),
+        h('button', { type: 'button', class: 'link download', onclick: (e) => this.downloads.save(m.body.file_id, m.body.name).catch((err) => { e.target.textContent = err.message; }) }, 'Download'));
+    }
+    return h('p', { class: 'text' }, bodyText(m.body, (u) => chat.nameOf(u)));
+  }
+
+  /** The full image in a dialog. */
+  async view(fileId) {
+    const img = h('img', { alt: 'image', class: 'full' });
+    const dialog = h('dialog', { id: 'viewer', class: 'viewer', onclick: () => dialog.close(), onclose: () => dialog.remove() }, img);
+    document.body.append(dialog);
+    dialog.showModal();
+    try {
+      img.src = await this.downloads.url(fileId);
+    } catch (e) {
+      img.alt = e.message;
+    }
   }
 
   toggleMembers() {
@@ -193,7 +274,7 @@ export class ChatsView {
       }
       items.push(h('li', { class: `msg${mine ? ' mine' : ''}${recalled ? ' recalled' : ''}`, 'data-seq': seq },
         mine ? null : h('span', { class: 'who' }, chat.nameOf(m.from)),
-        h('p', { class: 'text' }, recalled ? (m.body.by === chat.me.user_id ? 'You recalled a message' : `${chat.nameOf(m.body.by)} recalled a message`) : bodyText(m.body, (u) => chat.nameOf(u))),
+        recalled ? h('p', { class: 'text' }, m.body.by === chat.me.user_id ? 'You recalled a message' : `${chat.nameOf(m.body.by)} recalled a message`) : this.content(m),
         h('span', { class: 'meta' }, h('time', {}, clock(m.ts)), state, actions)));
     }
     for (const p of chat.pendingIn(conv)) {

@@ -19,7 +19,7 @@ pub(super) struct Asset {
 
 include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
                    connect-src 'self' ws: wss:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// `GET /` and `GET /app/...`.
