@@ -129,8 +129,11 @@ fn set_id(frame: &mut ClientFrame, new_id: u64) {
         | ClientFrame::Recall { id, .. }
         | ClientFrame::Join { id, .. }
         | ClientFrame::Publish { id, .. }
+        | ClientFrame::FileOffer { id, .. }
+        | ClientFrame::FileAnswer { id, .. }
         | ClientFrame::Leave { id } => *id = new_id,
-        _ => {}
+        // Not requests: nothing answers them.
+        ClientFrame::Auth { .. } | ClientFrame::Ack { .. } | ClientFrame::Ping | ClientFrame::Typing { .. } => {}
     }
 }
 
@@ -299,11 +302,12 @@ impl Driver {
         let lost = |message: String| End::Lost { reason: None, message, retry_after: None };
         // Whatever was unanswered on the last connection is asked again, in order. Sends are
         // idempotent by client_msg_id, history is a read. A room post has no key: sent again it
-        // could be shown twice, so it fails instead.
+        // could be shown twice, so it fails instead; so does a file offer (it would be offered
+        // twice).
         let posts: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, p)| matches!(p.frame(), ClientFrame::Publish { .. }))
+            .filter(|(_, p)| matches!(p.frame(), ClientFrame::Publish { .. } | ClientFrame::FileOffer { .. }))
             .map(|(id, _)| *id)
             .collect();
         for id in posts {
@@ -502,10 +506,18 @@ impl Driver {
                     let _ = reply.send(Ok(frame));
                 }
             }
-            ServerFrame::Ok { id } => {
+            ServerFrame::Ok { id } | ServerFrame::FileOffered { id, .. } => {
                 if let Some(Pending::App { reply, .. }) = self.pending.remove(&id) {
                     let _ = reply.send(Ok(frame));
                 }
+            }
+            ServerFrame::FileOffer { transfer_id, from, name, size, sha256, candidates, ticket, expires_at } => {
+                let offer =
+                    crate::transfer::Offer { transfer_id, from, name, size, sha256, candidates, ticket, expires_at };
+                self.emit(Event::FileOffer(offer)).await
+            }
+            ServerFrame::FileAnswer { transfer_id, accept } => {
+                self.emit(Event::FileAnswer { transfer_id, accept }).await
             }
             ServerFrame::Typing { conv_id, user } => self.emit(Event::Typing { conv_id, user }).await,
             ServerFrame::Presence { user, online } => self.emit(Event::Presence { user, online }).await,

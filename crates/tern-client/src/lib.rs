@@ -15,6 +15,7 @@ mod driver;
 pub mod http;
 mod httpconn;
 pub mod tls;
+pub mod transfer;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -240,6 +241,15 @@ pub enum Event {
         /// Why, as the moderator gave it.
         reason: String,
     },
+    /// Someone offers this user a file ([`transfer`] receives it).
+    FileOffer(transfer::Offer),
+    /// The recipient of this user's offer accepted or declined it.
+    FileAnswer {
+        /// The transfer.
+        transfer_id: String,
+        /// Accepted.
+        accept: bool,
+    },
     /// The online count of the joined room.
     Online {
         /// The room.
@@ -401,6 +411,29 @@ impl Client {
             ServerFrame::Ok { .. } => Ok(()),
             other => Err(Error::Transport(format!("unexpected answer to publish: {other:?}"))),
         }
+    }
+
+    /// Offers a file to `to` for a direct transfer ([`transfer::send`] does the rest).
+    pub async fn offer_file(
+        &self,
+        to: UserId,
+        name: impl Into<String>,
+        size: u64,
+        sha256: impl Into<String>,
+        candidates: Vec<String>,
+    ) -> Result<transfer::Offered, Error> {
+        let frame = ClientFrame::FileOffer { id: 0, to, name: name.into(), size, sha256: sha256.into(), candidates };
+        match self.request(frame).await? {
+            ServerFrame::FileOffered { transfer_id, ticket, observed, expires_at, .. } => {
+                Ok(transfer::Offered { transfer_id, ticket, observed, expires_at })
+            }
+            other => Err(Error::Transport(format!("unexpected answer to file_offer: {other:?}"))),
+        }
+    }
+
+    /// Accepts or declines a file offer.
+    pub async fn answer_file(&self, ticket: impl Into<String>, accept: bool) -> Result<(), Error> {
+        self.expect_ok(ClientFrame::FileAnswer { id: 0, ticket: ticket.into(), accept }).await
     }
 
     /// Leaves the current room; returns it, if there was one.

@@ -439,6 +439,35 @@ pub enum ClientFrame {
         #[serde(default)]
         priority: Priority,
     },
+    /// Offer a file to another user, to be sent directly between the two clients (or through
+    /// tern's relay when they cannot reach each other). Answered by `file_offered` or `error`;
+    /// the recipient's devices get `file_offer`.
+    FileOffer {
+        /// Request id.
+        id: u64,
+        /// The recipient.
+        to: UserId,
+        /// The file's name (1–255 bytes, no `/`, `\` or control characters).
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// SHA-256 of its bytes, lowercase hex: the receiver checks what it got against it.
+        sha256: String,
+        /// Where the sender listens for the receiver, `ip:port` (at most 8); empty to use the
+        /// relay only.
+        #[serde(default)]
+        candidates: Vec<String>,
+    },
+    /// Accept or decline a `file_offer`. Answered by `ok` or `error`; the sender's devices get
+    /// `file_answer`.
+    FileAnswer {
+        /// Request id.
+        id: u64,
+        /// The offer's ticket.
+        ticket: String,
+        /// Accepted.
+        accept: bool,
+    },
 }
 
 /// Delivery lane of a push.
@@ -822,6 +851,46 @@ pub enum ServerFrame {
         room: String,
         /// Why, as the moderator gave it (may be empty).
         reason: String,
+    },
+    /// Answer to `file_offer`: the transfer's id and ticket (the receiver gets the same
+    /// ticket; it authenticates a direct connection and opens the relay).
+    FileOffered {
+        /// Request id.
+        id: u64,
+        /// The transfer.
+        transfer_id: String,
+        /// The ticket.
+        ticket: String,
+        /// The sender's address as tern sees it (its public address behind a NAT).
+        observed: String,
+        /// When the offer expires, seconds since the Unix epoch.
+        expires_at: u64,
+    },
+    /// Someone offers this user a file (to each of their connected devices).
+    FileOffer {
+        /// The transfer.
+        transfer_id: String,
+        /// The sender.
+        from: UserId,
+        /// The file's name.
+        name: String,
+        /// Bytes.
+        size: u64,
+        /// SHA-256 of the bytes, lowercase hex.
+        sha256: String,
+        /// Where to reach the sender directly: its own addresses, then as tern observed them.
+        candidates: Vec<String>,
+        /// The transfer's ticket: sent first on a direct connection, and opens the relay.
+        ticket: String,
+        /// When the offer expires, seconds since the Unix epoch.
+        expires_at: u64,
+    },
+    /// The recipient accepted or declined a file offer (to each of the sender's devices).
+    FileAnswer {
+        /// The transfer.
+        transfer_id: String,
+        /// Accepted.
+        accept: bool,
     },
     /// One push.
     Push(Push),

@@ -24,6 +24,33 @@ const ROOM_AUDIENCE: &str = "tern-room";
 /// The audience of signed download URLs' tokens.
 const FILE_AUDIENCE: &str = "tern-file";
 
+/// The audience of file transfer tickets.
+const TRANSFER_AUDIENCE: &str = "tern-transfer";
+
+/// What a file transfer's ticket says: the offer, signed, so any node can check an answer or a
+/// relay connection without shared state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferTicket {
+    /// The transfer id.
+    pub sub: String,
+    /// The sender.
+    pub from: u64,
+    /// The recipient.
+    pub to: u64,
+    /// The file's name.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    iss: String,
+    aud: String,
+    iat: u64,
+    nbf: u64,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
 /// What a signed download URL's token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct FileClaims {
@@ -310,6 +337,49 @@ impl Auth {
             return Err(TokenError::Invalid("the token is for another file".into()));
         }
         Ok(())
+    }
+
+    /// A transfer ticket, valid `ttl_secs`.
+    #[allow(clippy::too_many_arguments, reason = "the fields of one offer")]
+    pub fn issue_transfer(
+        &self,
+        id: &str,
+        from: UserId,
+        to: UserId,
+        name: &str,
+        size: u64,
+        sha256: &str,
+        ttl_secs: u64,
+    ) -> (String, TransferTicket) {
+        let now = now_ms() / 1000;
+        let claims = TransferTicket {
+            sub: id.to_owned(),
+            from: from.0,
+            to: to.0,
+            name: name.to_owned(),
+            size,
+            sha256: sha256.to_owned(),
+            iss: ISSUER.into(),
+            aud: TRANSFER_AUDIENCE.into(),
+            iat: now,
+            nbf: now,
+            exp: now + ttl_secs,
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default();
+        (token, claims)
+    }
+
+    /// Checks a transfer ticket.
+    pub fn verify_transfer(&self, ticket: &str) -> Result<TransferTicket, TokenError> {
+        let mut validation = self.validation.clone();
+        validation.set_audience(&[TRANSFER_AUDIENCE]);
+        validation.leeway = 1;
+        jsonwebtoken::decode::<TransferTicket>(ticket, &self.decoding, &validation).map(|d| d.claims).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid(e.to_string()),
+            }
+        })
     }
 
     /// Checks a room join token for `user` and `room`; returns when it was issued (ms).

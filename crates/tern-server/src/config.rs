@@ -47,6 +47,11 @@ pub struct FilesConfig {
     pub upload_expiry_secs: u64,
     /// How long a signed download URL (`POST /v1/files/{id}/url`) stays valid, in seconds.
     pub signed_url_secs: u64,
+    /// Bytes per second the relay passes for one file transfer between two clients (0: no
+    /// limit).
+    pub relay_bytes_per_sec_per_transfer: u64,
+    /// Bytes per second the relay passes for all of one user's transfers together (0: no limit).
+    pub relay_bytes_per_sec_per_user: u64,
     /// Where the embedded engine keeps file bytes (empty: `files/` in the data directory).
     /// With PostgreSQL the bytes are kept in the database, in chunks.
     pub dir: String,
@@ -60,6 +65,8 @@ impl Default for FilesConfig {
             upload_bytes_per_sec_per_user: 0,
             upload_expiry_secs: 86_400,
             signed_url_secs: 300,
+            relay_bytes_per_sec_per_transfer: 10 << 20,
+            relay_bytes_per_sec_per_user: 20 << 20,
             dir: String::new(),
         }
     }

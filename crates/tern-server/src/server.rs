@@ -218,6 +218,10 @@ impl Server {
             quic_addr,
             transport_order: cfg.server.transport_order.clone().into(),
             files: files.clone(),
+            relay: Arc::new(crate::files::relay::Relay::new(
+                cfg.files.relay_bytes_per_sec_per_transfer,
+                cfg.files.relay_bytes_per_sec_per_user,
+            )),
         };
         let app = api::router(state);
         let header_timeout = Duration::from_millis(cfg.server.http_header_timeout_ms);

@@ -125,6 +125,9 @@ enum Command {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Send a file straight to another user (through tern's relay when needed), or receive one.
+    #[command(subcommand)]
+    File(FileCommand),
     /// Push through the service API.
     Push(cli::push::PushArgs),
     /// Manage push API keys.
@@ -149,6 +152,15 @@ enum Command {
 enum ConfigCommand {
     /// Print every setting as TOML with its default and meaning (a starting `--config` file).
     Example,
+}
+
+#[derive(Subcommand)]
+enum FileCommand {
+    /// Offer a file to a user and send it once they accept: directly if their machine can
+    /// reach this one, else through tern's relay. Prints one JSON line when it arrived.
+    Send(cli::file::SendArgs),
+    /// Wait for offered files and save them in a directory, checked against their SHA-256.
+    Receive(cli::file::ReceiveArgs),
 }
 
 #[derive(Subcommand)]
@@ -246,6 +258,8 @@ fn main() -> ExitCode {
             }
             Command::Send { to, text, profile, transport } => cli::chat::send(&profile, transport, &to, &text).await,
             Command::Listen { profile, transport, count } => cli::chat::listen(&profile, transport, count).await,
+            Command::File(FileCommand::Send(args)) => cli::file::send(args).await,
+            Command::File(FileCommand::Receive(args)) => cli::file::receive(args).await,
             Command::Bench(BenchCommand::P2p(args)) => bench::p2p::p2p(args).await,
             Command::Bench(BenchCommand::Group(args)) => bench::group::group(args).await,
             Command::Bench(BenchCommand::Fanout(args)) => bench::fanout::fanout(args).await,

@@ -167,6 +167,34 @@ pub enum Request {
         /// The message.
         seq: u64,
     },
+    /// Offer a file for a direct transfer (answered `file_offered` or an error).
+    FileOffer {
+        /// Request id.
+        id: u64,
+        /// Who offers.
+        user: UserId,
+        /// To whom.
+        to: UserId,
+        /// The file's name.
+        name: String,
+        /// Bytes.
+        size: u64,
+        /// SHA-256, lowercase hex.
+        sha256: String,
+        /// Where the sender listens.
+        candidates: Vec<String>,
+    },
+    /// Accept or decline a file offer (answered `ok` or an error).
+    FileAnswer {
+        /// Request id.
+        id: u64,
+        /// Who answers.
+        user: UserId,
+        /// The offer's ticket.
+        ticket: String,
+        /// Accepted.
+        accept: bool,
+    },
     /// The user is typing (no answer; an error is reported with [`Connection::reply`]).
     Typing {
         /// Who.
@@ -537,6 +565,27 @@ impl<F: Outbound> Connection<F> {
                 self.as_user(Some(id)).map(|user| self.in_flight(Request::Recall { id, user, conv_id, seq }))
             }
             ClientFrame::Typing { conv_id } => self.as_user(None).map(|user| Request::Typing { user, conv_id }),
+            ClientFrame::FileOffer { id, to, name, size, sha256, candidates } => {
+                let user = self.as_user(Some(id));
+                // Offers reach other people's devices: they count against the send rate.
+                match (user, self.sends.as_mut().map(|b| b.take(now))) {
+                    (None, _) => None,
+                    (Some(_), Some(Err(secs))) => {
+                        let why = format!(
+                            "over {} requests per second on this connection; retry in {secs} s",
+                            cfg.max_sends_per_sec
+                        );
+                        self.refuse(Some(id), ErrorCode::RateLimited, why);
+                        None
+                    }
+                    (Some(user), _) => {
+                        Some(self.in_flight(Request::FileOffer { id, user, to, name, size, sha256, candidates }))
+                    }
+                }
+            }
+            ClientFrame::FileAnswer { id, ticket, accept } => {
+                self.as_user(Some(id)).map(|user| self.in_flight(Request::FileAnswer { id, user, ticket, accept }))
+            }
             ClientFrame::Join { id, room, token, recent } => self.on_join(id, room, token, recent),
             ClientFrame::Publish { id, room, data, priority } => self.on_publish(cfg, now, id, room, data, priority),
             ClientFrame::Leave { id } => {

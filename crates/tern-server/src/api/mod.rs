@@ -12,6 +12,7 @@ mod http_transport;
 mod im;
 mod openapi;
 mod push;
+mod relay;
 mod rooms;
 mod web;
 
@@ -64,6 +65,8 @@ pub struct ApiState {
     pub transport_order: Arc<[String]>,
     /// Uploads and file content.
     pub files: Arc<crate::files::Files>,
+    /// The file transfer relay.
+    pub relay: Arc<crate::files::relay::Relay>,
 }
 
 /// The routes, as one table: it builds the router and tells the OpenAPI test what is routed.
@@ -126,6 +129,7 @@ fn routes() -> Routes {
         .at("/v1/files/{file_id}", get(files::download).head(files::head).patch(files::append).delete(files::terminate))
         .at("/v1/files/{file_id}/info", get(files::file_info))
         .at("/v1/files/{file_id}/url", post(files::signed_url))
+        .at("/v1/relay/{transfer_id}", get(relay::relay))
         .at("/v1/devices", post(push::device_token))
         .at("/v1/push/users", post(push::to_users))
         .at("/v1/push/devices", post(push::to_devices))

@@ -8,7 +8,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, control, conversations, files, http_transport, im, push, rooms};
+use super::{admin, control, conversations, files, http_transport, im, push, relay, rooms};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,7 +30,7 @@ use super::{admin, control, conversations, files, http_transport, im, push, room
         rooms::bans, rooms::ban, rooms::unban, rooms::mutes, rooms::mute, rooms::unmute, rooms::settings,
         rooms::set_settings, rooms::issue_token, rooms::void_tokens, rooms::members, admin::backup,
         files::discover, files::create, files::head, files::append, files::terminate, files::download,
-        files::file_info, files::signed_url,
+        files::file_info, files::signed_url, relay::relay,
     ),
     modifiers(&Bearer)
 )]

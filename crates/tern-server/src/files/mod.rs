@@ -9,6 +9,7 @@
 pub mod blobs;
 pub mod media;
 pub mod postgres;
+pub mod relay;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -436,6 +436,31 @@ impl<T: FrameIo> Conn<T> {
                     }
                 }));
             }
+            Request::FileOffer { id, user, to, name, size, sha256, candidates } => {
+                let logic = Arc::clone(&self.gw.logic);
+                let offer = crate::logic::transfers::Offer {
+                    from: user,
+                    observed: self.peer.ip(),
+                    to,
+                    name,
+                    size,
+                    sha256,
+                    candidates,
+                };
+                inflight.get_or_insert_default().push(Box::pin(async move {
+                    match logic.offer_file(id, offer).await {
+                        Ok(frame) => OutFrame::new(frame),
+                        Err(e) => error_frame(id, e),
+                    }
+                }));
+            }
+            Request::FileAnswer { id, user, ticket, accept } => {
+                let answered = match self.gw.logic.answer_file(user, &ticket, accept) {
+                    Ok(()) => OutFrame::new(ServerFrame::Ok { id }),
+                    Err(e) => error_frame(id, e),
+                };
+                self.core.answered(answered);
+            }
             Request::Typing { user, conv_id } => {
                 if let Err(e) = self.gw.logic.typing(user, conv_id) {
                     self.core.reply(OutFrame::new(ServerFrame::error(None, e.code, e.message)));

@@ -15,6 +15,7 @@ pub mod push;
 pub mod rules;
 pub mod sessions;
 pub mod social;
+pub mod transfers;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

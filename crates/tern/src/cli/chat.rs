@@ -54,7 +54,9 @@ pub async fn listen(profile: &ProfileArg, transport: ClientTransportArg, count: 
             | Event::Online { .. }
             | Event::Kicked { .. }
             | Event::RoomEvents { .. }
-            | Event::RoomGap { .. } => {}
+            | Event::RoomGap { .. }
+            | Event::FileOffer(_)
+            | Event::FileAnswer { .. } => {}
         }
     }
     client.close().await;

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod chat;
+pub mod file;
 pub mod ops;
 pub mod push;
 pub mod serve;
