@@ -56,7 +56,9 @@ pub trait Blobs: Send + Sync + 'static {
 }
 
 /// Reading chunk size, and the most a reader buffers.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 1 << 20;
+/// What a part's writer gathers before it writes.
+const WRITE_BUFFER: usize = 1 << 20;
 
 /// File storage in a directory: `parts/{id}` and `content/{sha[..2]}/{sha}`.
 pub struct DirBlobs {
@@ -80,7 +82,9 @@ impl DirBlobs {
 }
 
 struct DirWriter {
-    file: tokio::fs::File,
+    /// Buffered: a request's body arrives in frames of a few kilobytes, and each write to a
+    /// tokio file is a trip to the blocking pool.
+    file: tokio::io::BufWriter<tokio::fs::File>,
 }
 
 impl PartWriter for DirWriter {
@@ -92,7 +96,7 @@ impl PartWriter for DirWriter {
         Box::pin(async move {
             let mut file = self.file;
             file.flush().await?;
-            file.sync_data().await
+            file.get_mut().sync_data().await
         })
     }
 }
@@ -108,7 +112,7 @@ impl Blobs for DirBlobs {
                 .await?;
             file.set_len(offset).await?;
             file.seek(io::SeekFrom::Start(offset)).await?;
-            Ok(Box::new(DirWriter { file }) as Box<dyn PartWriter>)
+            Ok(Box::new(DirWriter { file: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file) }) as Box<dyn PartWriter>)
         })
     }
 

@@ -111,7 +111,14 @@ pub struct Files {
     writing: Mutex<HashSet<String>>,
     /// Per-user upload pacing.
     pace: Mutex<HashMap<UserId, Pace>>,
+    /// The SHA-256 of each upload so far, for uploads whose bytes all came through this node:
+    /// completing one then needs no second read of the file. (An upload continued on another
+    /// node is read back instead.)
+    hashing: Mutex<HashMap<String, (u64, sha2::Sha256)>>,
 }
+
+/// Uploads whose running hash a node keeps at most.
+const MAX_HASHING: usize = 10_000;
 
 /// A token bucket that is allowed to go into debt: a writer that took more than was there
 /// waits the debt off.
@@ -135,7 +142,14 @@ impl Drop for Writing<'_> {
 impl Files {
     /// The service over a store and file storage.
     pub fn new(store: Arc<dyn Store>, blobs: Arc<dyn Blobs>, cfg: FilesConfig) -> Self {
-        Self { store, blobs, cfg, writing: Mutex::new(HashSet::new()), pace: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            blobs,
+            cfg,
+            writing: Mutex::new(HashSet::new()),
+            pace: Mutex::new(HashMap::new()),
+            hashing: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The settings.
@@ -235,6 +249,11 @@ impl Files {
             Checksum::Sha256(_) => Hasher::Sha256(sha2::Sha256::new()),
         });
         let mut writer = self.blobs.append(&upload.id, offset).await.map_err(storage)?;
+        let mut running = match self.hashing.lock().remove(&upload.id) {
+            Some((at, h)) if at == offset => Some(h),
+            _ if offset == 0 => Some(sha2::Sha256::new()),
+            _ => None,
+        };
         let mut written = 0u64;
         let room = upload.length - upload.offset;
         let mut body = std::pin::pin!(body);
@@ -257,6 +276,9 @@ impl Files {
             if let Some(h) = hasher.as_mut() {
                 h.update(&chunk);
             }
+            if let Some(h) = running.as_mut() {
+                h.update(&chunk);
+            }
             written += chunk.len() as u64;
             writer.write(chunk).await.map_err(storage)?;
         }
@@ -275,6 +297,12 @@ impl Files {
         writer.finish().await.map_err(storage)?;
         upload.offset += written;
         self.store.put_file(upload.clone()).await?;
+        if let Some(h) = running {
+            let mut hashing = self.hashing.lock();
+            if hashing.len() < MAX_HASHING {
+                hashing.insert(upload.id.clone(), (upload.offset, h));
+            }
+        }
         if let Some(e) = broke {
             // The client is most likely gone; what arrived is confirmed for its next HEAD.
             return Err(e);
@@ -337,13 +365,22 @@ impl Files {
             dims = media::dimensions(mime, &clean_head).or(dims);
             final_id = clean_id;
         }
-        let mut hasher = sha2::Sha256::new();
-        if size > 0 {
-            let mut all = self.blobs.read(&Key::Part(final_id.clone()), 0, size);
-            while let Some(chunk) = all.next().await {
-                hasher.update(&chunk.map_err(storage)?);
+        // The hash made while the bytes arrived, if they all came through here unchanged; else
+        // the stored bytes are read back.
+        let running = self.hashing.lock().remove(&upload.id);
+        let hasher = match running {
+            Some((at, h)) if at == upload.length && final_id == upload.id => h,
+            _ => {
+                let mut hasher = sha2::Sha256::new();
+                if size > 0 {
+                    let mut all = self.blobs.read(&Key::Part(final_id.clone()), 0, size);
+                    while let Some(chunk) = all.next().await {
+                        hasher.update(&chunk.map_err(storage)?);
+                    }
+                }
+                hasher
             }
-        }
+        };
         let sha = data_encoding::HEXLOWER.encode(&hasher.finalize());
         if size > 0 {
             self.blobs.promote(&final_id, &sha).await.map_err(storage)?;
@@ -398,6 +435,7 @@ impl Files {
     /// other file names it.
     pub async fn terminate(&self, file: &FileRecord) -> Result<(), Error> {
         let _writing = self.start_writing(&file.id)?;
+        self.hashing.lock().remove(&file.id);
         self.store.delete_file(&file.id).await?;
         if !file.complete() {
             self.blobs.delete(&Key::Part(file.id.clone())).await.map_err(storage)?;
@@ -424,6 +462,7 @@ impl Files {
     pub async fn sweep(&self) -> Result<(u64, u64), Error> {
         let mut expired = 0;
         for upload in self.store.expired_uploads(now_ms(), 1000).await? {
+            self.hashing.lock().remove(&upload.id);
             self.store.delete_file(&upload.id).await?;
             self.blobs.delete(&Key::Part(upload.id.clone())).await.map_err(storage)?;
             self.blobs.delete(&Key::Part(format!("{}-clean", upload.id))).await.map_err(storage)?;
