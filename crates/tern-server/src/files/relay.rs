@@ -103,6 +103,7 @@ impl Relay {
             Side::Receiver => (other, io),
         };
         tracing::debug!(transfer, "relay paired");
+        let paired = Instant::now();
         let (mut s_read, mut s_write) = tokio::io::split(from_sender);
         let (mut r_read, mut r_write) = tokio::io::split(to_receiver);
         // The receiver's few lines (where to start, "done") go back unpaced.
@@ -140,6 +141,6 @@ impl Relay {
             moved
         };
         let ((), moved) = tokio::join!(back, forth);
-        tracing::debug!(transfer, moved, "relay closed");
+        tracing::debug!(transfer, moved, secs = paired.elapsed().as_secs_f64(), "relay closed");
     }
 }
