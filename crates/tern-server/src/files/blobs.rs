@@ -112,7 +112,8 @@ impl Blobs for DirBlobs {
                 .await?;
             file.set_len(offset).await?;
             file.seek(io::SeekFrom::Start(offset)).await?;
-            Ok(Box::new(DirWriter { file: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file) }) as Box<dyn PartWriter>)
+            Ok(Box::new(DirWriter { file: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file) })
+                as Box<dyn PartWriter>)
         })
     }
 
