@@ -300,7 +300,7 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 /// a file that does not exist.
 #[tokio::test]
 async fn the_authorization_matrix() {
-    let srv = TestServer::with(|c| c.files.signed_url_secs = 1).await;
+    let srv = TestServer::with(|c| c.files.signed_url_secs = 2).await;
     let alice = srv.login("alice", "phone").await;
     let bob = srv.login("bob", "phone").await;
     let carol = srv.login("carol", "phone").await;
@@ -376,7 +376,7 @@ async fn the_authorization_matrix() {
         files::signed_url(&mallory, &file.id).await.map(drop).map_err(|e| e.code()),
         Err(Some(tern_client::ErrorCode::NotFound))
     );
-    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4_100)).await;
     assert_eq!(get(&srv, None, &signed.url).await.status(), StatusCode::NOT_FOUND, "expired");
 
     // Only the owner touches an upload.
@@ -409,7 +409,6 @@ async fn hostile_files_are_handled_safely() {
     let srv = TestServer::with(|c| {
         c.files.max_file_bytes = 1_000_000;
         c.files.quota_bytes_per_user = 2_000_000;
-        c.files.upload_expiry_secs = 1;
     })
     .await;
     let alice = srv.login("alice", "phone").await;
@@ -476,18 +475,6 @@ async fn hostile_files_are_handled_safely() {
     assert_eq!(status, StatusCode::CREATED);
     let (status, _) = create(&srv, &alice, 999_000, "").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "over the quota");
-
-    // An upload that never finishes expires (and the sweep removes its bytes).
-    let (_, stalled) = create(&srv, &bob, 1000, "").await;
-    assert_eq!(offset(&patch(&srv, &bob, &stalled, 0, &[7u8; 500], None).await), 500);
-    let part = srv.dir.path().join("files/parts").join(id_of(&stalled));
-    assert!(part.exists());
-    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
-    assert_eq!(head(&srv, &bob, &stalled).await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(patch(&srv, &bob, &stalled, 500, &[7u8; 500], None).await.status(), StatusCode::NOT_FOUND);
-    let (expired, _) = srv.server.files().sweep().await.unwrap();
-    assert!(expired >= 1);
-    assert!(!part.exists(), "the expired upload's bytes are gone");
 
     // Missing and malformed headers answer 400 with tern's error body.
     let r = http()
@@ -564,6 +551,24 @@ async fn tuspy_uploads_is_interrupted_resumes_and_the_bytes_match() {
     assert_eq!(downloaded["sha256"], downloaded["local"]);
     assert_eq!(step("wrong_checksum")["status"], 460);
     assert_eq!(step("wrong_checksum")["offset"], 0);
+}
+
+/// An upload that never finishes expires: HEAD and PATCH find nothing, and the sweep removes
+/// its bytes.
+#[tokio::test]
+async fn an_upload_that_never_finishes_expires_and_the_sweep_removes_its_bytes() {
+    let srv = TestServer::with(|c| c.files.upload_expiry_secs = 3).await;
+    let bob = srv.login("bob", "phone").await;
+    let (_, stalled) = create(&srv, &bob, 1000, "").await;
+    assert_eq!(offset(&patch(&srv, &bob, &stalled, 0, &[7u8; 500], None).await), 500);
+    let part = srv.dir.path().join("files/parts").join(id_of(&stalled));
+    assert!(part.exists());
+    tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
+    assert_eq!(head(&srv, &bob, &stalled).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(patch(&srv, &bob, &stalled, 500, &[7u8; 500], None).await.status(), StatusCode::NOT_FOUND);
+    let (expired, _) = srv.server.files().sweep().await.unwrap();
+    assert_eq!(expired, 1);
+    assert!(!part.exists(), "the expired upload's bytes are gone");
 }
 
 /// The pixel size of a JPEG, from its first SOF marker.
