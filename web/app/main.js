@@ -8,6 +8,7 @@ import { renderLogin } from './views/login.js';
 import { ChatsView } from './views/chats.js';
 import { FriendsView } from './views/friends.js';
 import { RoomView } from './views/room.js';
+import { ProfileDialog, meButton } from './views/profile.js';
 
 const SESSION_KEY = 'tern.session';
 const DEVICE_KEY = 'tern.device';
@@ -120,9 +121,12 @@ class App {
       h('a', { href: '#/chats', id: 'nav-chats' }, 'Chats'),
       h('a', { href: '#/friends', id: 'nav-friends' }, 'Friends'),
       h('a', { href: '#/live', id: 'nav-live' }, 'Live'));
+    const profile = new ProfileDialog({ api: this.api, onChange: (me) => meEl.show(me) });
+    const meEl = meButton(this.session, () => profile.open());
+    this.api.get('/v1/me').then((me) => meEl.show(me)).catch(() => {});
     const header = h('header', {},
       h('span', { class: 'brand' }, 'tern'), nav, this.status,
-      h('span', { class: 'me', id: 'me' }, this.session.username),
+      meEl,
       h('button', { type: 'button', id: 'logout', onclick: () => logout() }, 'Log out'));
     mount(root, header, this.main, announcer);
     this.route();

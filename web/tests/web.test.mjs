@@ -459,6 +459,17 @@ describe('web client', () => {
     assert.equal(download.suggestedFilename(), 'notes.html');
     assert.deepEqual(readFileSync(await download.path()), notes, 'the downloaded bytes are the uploaded ones');
     assert.equal(await ivan.page.locator('#messages script').count(), 0);
+
+    // Helen sets an avatar (an uploaded image) and a nickname in her profile.
+    await helen.page.click('#me');
+    await helen.page.setInputFiles('#avatar-input', { name: 'me.png', mimeType: 'image/png',
+      buffer: readFileSync(new URL('../../crates/tern/tests/fixtures/sticker.png', import.meta.url)) });
+    await helen.page.waitForFunction(() => document.querySelector('#avatar-preview')?.naturalWidth > 0);
+    await helen.page.fill('#profile-nickname', 'Helen H.');
+    await helen.page.click('#profile-save');
+    await helen.page.locator('#profile').waitFor({ state: 'detached' });
+    await helen.page.locator('#me', { hasText: 'Helen H.' }).waitFor();
+    await helen.page.waitForFunction(() => document.querySelector('#me img.avatar')?.naturalWidth > 0);
   });
 });
 
