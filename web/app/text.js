@@ -1,9 +1,16 @@
 // How message bodies and notices read as text (shared by the conversation list and the chat).
+
+/** The built-in emoticons: stickers travel as these codes and each client draws them. */
+export const EMOTICONS = {
+  smile: '😄', laugh: '😂', wink: '😉', love: '😍', cool: '😎', wow: '😮', cry: '😢', angry: '😠',
+  thumbs_up: '👍', clap: '👏', pray: '🙏', ok: '👌', heart: '❤️', fire: '🔥', party: '🎉', rocket: '🚀',
+};
 export function bodyText(body, nameOf) {
   switch (body.type) {
     case 'text': return body.text;
     case 'image': return '[image]';
     case 'file': return `[file ${body.name}, ${body.size} bytes]`;
+    case 'sticker': return body.code ? `${EMOTICONS[body.code] ?? `:${body.code}:`}` : '[sticker]';
     case 'voice': return `[voice message, ${Math.round(body.duration_ms / 1000)} s]`;
     case 'location': return `[location${body.name ? ' ' + body.name : ''} ${body.latitude}, ${body.longitude}]`;
     case 'custom': return `[custom ${JSON.stringify(body.data)}]`;

@@ -460,6 +460,17 @@ describe('web client', () => {
     assert.deepEqual(readFileSync(await download.path()), notes, 'the downloaded bytes are the uploaded ones');
     assert.equal(await ivan.page.locator('#messages script').count(), 0);
 
+    // Stickers: a built-in emoticon, then helen keeps her photo as a sticker and sends it.
+    await helen.page.click('#stickers');
+    await helen.page.click('#sticker-picker [data-code="thumbs_up"]');
+    await ivan.page.locator('#messages li.msg .emoticon[data-code="thumbs_up"]', { hasText: '👍' }).waitFor();
+    const keep = helen.page.locator('#messages li.msg', { has: helen.page.locator('img.thumb') }).locator('button.add-sticker');
+    await keep.click();
+    await helen.page.locator('#messages button.add-sticker', { hasText: 'Added to stickers' }).waitFor();
+    await helen.page.click('#stickers');
+    await helen.page.locator('#sticker-picker .custom-sticker').first().click();
+    await ivan.page.waitForFunction(() => document.querySelector('#messages img.sticker-image')?.naturalWidth > 0);
+
     // Helen sets an avatar (an uploaded image) and a nickname in her profile.
     await helen.page.click('#me');
     await helen.page.setInputFiles('#avatar-input', { name: 'me.png', mimeType: 'image/png',

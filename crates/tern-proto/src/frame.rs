@@ -16,7 +16,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The content of a message.
 ///
-/// Clients send the content kinds (`text`, `image`, `file`, `voice`, `location`, `custom`); the
+/// Clients send the content kinds (`text`, `image`, `file`, `voice`, `sticker`, `location`, `custom`); the
 /// server writes `recalled` (the tombstone left where a recalled message was) and `notice`
 /// (system events: friend requests, member changes, read positions, recalls).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +53,22 @@ pub enum Body {
         file_id: String,
         /// Length in milliseconds.
         duration_ms: u32,
+    },
+    /// A sticker: a built-in emoticon the clients draw from its `code`, or a custom sticker (an
+    /// uploaded image, `file_id`). Exactly one of the two.
+    Sticker {
+        /// A built-in emoticon's code (`smile`, `thumbs_up`, …): 1–32 of `[a-z0-9_-]`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        /// A custom sticker: an image file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_id: Option<String>,
+        /// Pixels of a custom sticker (written by the server).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<u32>,
+        /// Pixels of a custom sticker (written by the server).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        height: Option<u32>,
     },
     /// A place.
     Location {

@@ -623,3 +623,77 @@ async fn images_get_thumbnails_and_lose_their_gps_but_not_their_orientation() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// Stickers: built-in emoticons travel as codes, custom ones as image files; a user keeps a
+/// collection of images they may read (their own, or received) and sends them on.
+#[tokio::test]
+async fn stickers_as_codes_and_as_files_and_a_collection_to_send_from() {
+    let srv = TestServer::start().await;
+    let alice = srv.login("alice", "phone").await;
+    let bob = srv.login("bob", "phone").await;
+    let carol = srv.login("carol", "phone").await;
+    let (ac, _ae) = connect(&alice, Transport::WsJson).await;
+    let (bc, _be) = connect(&bob, Transport::WsJson).await;
+    let sticker = |code: Option<&str>, file_id: Option<&str>| Body::Sticker {
+        code: code.map(str::to_owned),
+        file_id: file_id.map(str::to_owned),
+        width: None,
+        height: None,
+    };
+    ac.send(bob.user_id, sticker(Some("thumbs_up"), None), "s-1".into()).await.unwrap();
+    for (bad, why) in [
+        (sticker(Some("Thumbs Up!"), None), "bad code"),
+        (sticker(None, None), "neither"),
+        (sticker(Some("smile"), Some("x")), "both"),
+    ] {
+        assert_eq!(
+            code(ac.send(bob.user_id, bad, format!("bad-{why}")).await),
+            tern_client::ErrorCode::BadRequest,
+            "{why}"
+        );
+    }
+    let cat = files::upload(
+        &alice,
+        "cat.png",
+        Bytes::from_static(include_bytes!("fixtures/sticker.png")),
+        &UploadOptions::default(),
+    )
+    .await
+    .unwrap();
+    let text = files::upload(&alice, "t.txt", Bytes::from_static(b"words"), &UploadOptions::default()).await.unwrap();
+    assert_eq!(
+        code(ac.send(bob.user_id, sticker(None, Some(&text.id)), "s-2".into()).await),
+        tern_client::ErrorCode::BadRequest
+    );
+    let sent = ac.send(bob.user_id, sticker(None, Some(&cat.id)), "s-3".into()).await.unwrap();
+    let page = tern_client::http::history(&bob, sent.conv_id, Some(sent.seq - 2), 2).await.unwrap();
+    assert_eq!(page.messages[0].body, sticker(Some("thumbs_up"), None));
+    assert!(
+        matches!(&page.messages[1].body, Body::Sticker { file_id: Some(f), width: Some(40), height: Some(20), .. } if *f == cat.id)
+    );
+
+    // Bob keeps alice's sticker (he received it) and sends it to carol; carol may then see it.
+    assert_eq!(
+        files::add_sticker(&carol, &cat.id).await.map_err(|e| e.code()),
+        Err(Some(tern_client::ErrorCode::NotFound))
+    );
+    files::add_sticker(&bob, &cat.id).await.unwrap();
+    files::add_sticker(&bob, &cat.id).await.unwrap();
+    let mine = files::stickers(&bob).await.unwrap().stickers;
+    assert_eq!(
+        mine.iter().map(|s| (s.file_id.as_str(), s.width, s.height)).collect::<Vec<_>>(),
+        [(cat.id.as_str(), Some(40), Some(20))]
+    );
+    bc.send(carol.user_id, sticker(None, Some(&mine[0].file_id)), "s-4".into()).await.unwrap();
+    assert_eq!(
+        get(&srv, Some(&carol.token), &format!("/v1/files/{}?thumb=true", cat.id)).await.status(),
+        StatusCode::OK
+    );
+    let r =
+        http().delete(format!("{}/v1/me/stickers/{}", srv.url(), cat.id)).bearer_auth(&bob.token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(files::stickers(&bob).await.unwrap().stickers.is_empty());
+    let r =
+        http().delete(format!("{}/v1/me/stickers/{}", srv.url(), cat.id)).bearer_auth(&bob.token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}

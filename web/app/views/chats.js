@@ -1,7 +1,7 @@
 // Conversation list + chat pane (+ the group panel for group conversations).
 import { h, mount, clock } from '../dom.js';
 import { isContent } from '../chat.js';
-import { bodyText } from '../text.js';
+import { EMOTICONS, bodyText } from '../text.js';
 import { GroupPanel } from './group.js';
 import { Downloads, humanSize, upload } from '../files.js';
 
@@ -119,6 +119,8 @@ export class ChatsView {
     const picker = h('input', { type: 'file', id: 'attach-input', multiple: true, class: 'visually-hidden', tabindex: -1,
       onchange: () => { this.attach(conv, [...picker.files]); picker.value = ''; } });
     const attachButton = h('button', { type: 'button', id: 'attach', 'aria-label': 'Attach files', title: 'Attach files', onclick: () => picker.click() }, '📎');
+    const stickersButton = h('button', { type: 'button', id: 'stickers', 'aria-label': 'Stickers', title: 'Stickers', 'aria-expanded': 'false',
+      onclick: () => this.toggleStickers(conv, stickersButton) }, '😊');
     this.uploadsEl = h('ul', { id: 'uploads', class: 'uploads', 'aria-live': 'polite' });
     const form = h('form', {
       id: 'composer', class: 'composer',
@@ -130,7 +132,7 @@ export class ChatsView {
         this.stick = true;
         this.chat.send(conv, { type: 'text', text });
       },
-    }, attachButton, picker, h('label', { for: 'composer-input', class: 'visually-hidden' }, 'Message'), input,
+    }, attachButton, stickersButton, picker, h('label', { for: 'composer-input', class: 'visually-hidden' }, 'Message'), input,
     h('button', { type: 'submit', id: 'send', class: 'primary' }, 'Send'));
     const isGroup = conv.startsWith('g:');
     const header = h('div', { class: 'pane-header' },
@@ -179,9 +181,59 @@ export class ChatsView {
       u.error ? h('button', { type: 'button', class: 'link', onclick: () => { this.uploads = this.uploads.filter((x) => x !== u); this.renderUploads(); } }, 'Dismiss') : null)));
   }
 
+  /** The sticker picker: the built-in emoticons, then the user's own stickers. */
+  async toggleStickers(conv, button) {
+    const open = document.getElementById('sticker-picker');
+    if (open) {
+      open.remove();
+      button.setAttribute('aria-expanded', 'false');
+      return;
+    }
+    const send = (body) => {
+      panel.remove();
+      button.setAttribute('aria-expanded', 'false');
+      this.stick = true;
+      this.chat.send(conv, body);
+    };
+    const panel = h('div', { id: 'sticker-picker', class: 'sticker-picker', role: 'dialog', 'aria-label': 'Stickers' },
+      h('div', { class: 'emoticons' }, Object.entries(EMOTICONS).map(([code, glyph]) =>
+        h('button', { type: 'button', 'data-code': code, title: code.replaceAll('_', ' '), onclick: () => send({ type: 'sticker', code }) }, glyph))));
+    button.closest('form').before(panel);
+    button.setAttribute('aria-expanded', 'true');
+    try {
+      const { stickers } = await this.api.get('/v1/me/stickers');
+      panel.append(h('div', { class: 'custom-stickers' }, stickers.map((st) => {
+        const img = h('img', { alt: 'sticker' });
+        this.downloads.url(st.file_id, { thumb: true }).then((u) => { img.src = u; }).catch(() => {});
+        return h('button', { type: 'button', class: 'custom-sticker', 'data-file': st.file_id, onclick: () => send({ type: 'sticker', file_id: st.file_id }) }, img);
+      })));
+    } catch (e) {
+      panel.append(h('p', { class: 'error', role: 'alert' }, e.message));
+    }
+  }
+
+  /** Keeps an image (own or received) among the user's stickers. */
+  async keepSticker(fileId, button) {
+    try {
+      await this.api.put(`/v1/me/stickers/${encodeURIComponent(fileId)}`);
+      button.textContent = 'Added to stickers';
+      button.disabled = true;
+    } catch (e) {
+      button.textContent = e.message;
+    }
+  }
+
   /** A message's content: text, or an image (thumbnail; click for the full one), or a file card. */
   content(m) {
     const { chat } = this;
+    if (m.body.type === 'sticker' && m.body.code) {
+      return h('p', { class: 'text sticker' }, h('span', { class: 'emoticon', 'data-code': m.body.code }, EMOTICONS[m.body.code] ?? `:${m.body.code}:`));
+    }
+    if (m.body.type === 'sticker' && m.body.file_id) {
+      const img = h('img', { class: 'sticker-image', alt: 'sticker' });
+      this.downloads.url(m.body.file_id, { thumb: true }).then((u) => { img.src = u; }).catch(() => { img.alt = 'sticker unavailable'; });
+      return h('p', { class: 'text sticker' }, img);
+    }
     if (m.body.type === 'image') {
       const img = h('img', { class: 'thumb', alt: 'image', width: m.body.width, height: m.body.height });
       this.downloads.url(m.body.file_id, { thumb: true })
@@ -268,6 +320,10 @@ export class ChatsView {
       const actions = [];
       if (mine && !recalled && Date.now() - m.ts < RECALL_WINDOW_MS) {
         actions.push(h('button', { type: 'button', class: 'link recall', onclick: () => this.recall(seq) }, 'Recall'));
+      }
+      const keepable = !recalled && (m.body.type === 'image' || (m.body.type === 'sticker' && m.body.file_id));
+      if (keepable) {
+        actions.push(h('button', { type: 'button', class: 'link add-sticker', onclick: (e) => this.keepSticker(m.body.file_id, e.target) }, 'Add to stickers'));
       }
       if (mine && !recalled && conv.startsWith('g:')) {
         actions.push(h('button', { type: 'button', class: 'link receipts', onclick: (e) => this.receipts(seq, e.target) }, 'Receipts'));

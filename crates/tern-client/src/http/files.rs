@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use sha2::Digest;
-use tern_proto::rest::{FileInfo, SignedUrl};
+use tern_proto::rest::{FileInfo, SignedUrl, Stickers};
 
 use super::{client, parse, transport, url};
 use crate::{Error, Session};
@@ -170,4 +170,20 @@ pub async fn signed_url(s: &Session, file_id: &str) -> Result<SignedUrl, Error> 
         .await
         .map_err(transport)?;
     parse(resp).await
+}
+
+/// The caller's custom stickers.
+pub async fn stickers(s: &Session) -> Result<Stickers, Error> {
+    super::get(s, "/v1/me/stickers").await
+}
+
+/// Adds an image the caller may read to their stickers.
+pub async fn add_sticker(s: &Session, file_id: &str) -> Result<(), Error> {
+    let resp = client()
+        .put(url(&s.server, &format!("/v1/me/stickers/{file_id}")))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .map_err(transport)?;
+    if resp.status().is_success() { Ok(()) } else { Err(refused(resp).await) }
 }

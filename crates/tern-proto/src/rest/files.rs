@@ -44,3 +44,27 @@ pub struct SignedUrl {
     /// When it stops working, seconds since the Unix epoch.
     pub expires_at: u64,
 }
+
+/// A custom sticker in the caller's collection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StickerItem {
+    /// Its image file (send it as `{"type":"sticker","file_id":…}`).
+    pub file_id: String,
+    /// Pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// When it was added, ms since the Unix epoch.
+    pub added_at: u64,
+}
+
+/// The caller's custom stickers (`GET /v1/me/stickers`), oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Stickers {
+    /// The stickers.
+    pub stickers: Vec<StickerItem>,
+}

@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt;
-use tern_proto::rest::{ErrorBody, FileInfo, SignedUrl};
+use tern_proto::rest::{ErrorBody, FileInfo, SignedUrl, Stickers};
 
 use super::{ApiState, Caller, PathParams};
 use crate::error::Error;
@@ -504,4 +504,38 @@ pub(super) async fn signed_url(
         url: format!("/v1/files/{}?token={}", file.id, issued.token),
         expires_at: issued.expires_at,
     }))
+}
+
+/// `GET /v1/me/stickers`: the caller's custom stickers.
+#[utoipa::path(get, path = "/v1/me/stickers", tag = "files", security(("bearer" = [])),
+    responses((status = 200, body = Stickers), (status = 401, body = ErrorBody)))]
+pub(super) async fn stickers(State(s): State<ApiState>, Caller(caller): Caller) -> Result<axum::Json<Stickers>, Error> {
+    Ok(axum::Json(s.logic.stickers(caller.user_id).await?))
+}
+
+/// `PUT /v1/me/stickers/{file_id}`: adds an image the caller may read to their stickers.
+#[utoipa::path(put, path = "/v1/me/stickers/{file_id}", tag = "files", security(("bearer" = [])),
+    params(("file_id" = String, Path, description = "An image file the caller uploaded or received")),
+    responses((status = 204, description = "Added (or already there)"), (status = 400, description = "Not an image", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The collection is full", body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn add_sticker(
+    State(s): State<ApiState>,
+    Caller(caller): Caller,
+    PathParams(id): PathParams<String>,
+) -> Result<StatusCode, Error> {
+    s.logic.add_sticker(caller.user_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/me/stickers/{file_id}`.
+#[utoipa::path(delete, path = "/v1/me/stickers/{file_id}", tag = "files", security(("bearer" = [])),
+    params(("file_id" = String, Path, description = "The sticker's file")),
+    responses((status = 204, description = "Removed"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub(super) async fn remove_sticker(
+    State(s): State<ApiState>,
+    Caller(caller): Caller,
+    PathParams(id): PathParams<String>,
+) -> Result<StatusCode, Error> {
+    s.logic.remove_sticker(caller.user_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

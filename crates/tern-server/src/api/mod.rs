@@ -96,6 +96,8 @@ fn routes() -> Routes {
         .at("/v1/me/password", put(control::change_password))
         .at("/v1/me", get(im::me).patch(im::update_me))
         .at("/v1/me/export", get(im::export))
+        .at("/v1/me/stickers", get(files::stickers))
+        .at("/v1/me/stickers/{file_id}", put(files::add_sticker).delete(files::remove_sticker))
         .at("/v1/friends", get(im::friends))
         .at("/v1/friends/requests", post(im::request_friend))
         .at("/v1/friends/requests/{user_id}/accept", post(im::accept_friend))

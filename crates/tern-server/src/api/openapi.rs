@@ -30,7 +30,7 @@ use super::{admin, control, conversations, files, http_transport, im, push, rela
         rooms::bans, rooms::ban, rooms::unban, rooms::mutes, rooms::mute, rooms::unmute, rooms::settings,
         rooms::set_settings, rooms::issue_token, rooms::void_tokens, rooms::members, admin::backup,
         files::discover, files::create, files::head, files::append, files::terminate, files::download,
-        files::file_info, files::signed_url, relay::relay,
+        files::file_info, files::signed_url, relay::relay, files::stickers, files::add_sticker, files::remove_sticker,
     ),
     modifiers(&Bearer)
 )]

@@ -11,6 +11,9 @@ use super::Logic;
 use crate::error::Error;
 use crate::store::{FileRecord, FileRef};
 
+/// Custom stickers one user may keep.
+pub const MAX_STICKERS: usize = 300;
+
 impl Logic {
     /// Whether `user` (`None`: no user — a device token or a signed URL's bearer) may download
     /// `file`.
@@ -48,6 +51,51 @@ impl Logic {
         Ok(())
     }
 
+    /// Adds an image the user may read (their own, or one they received) to their stickers.
+    pub async fn add_sticker(&self, user: UserId, file_id: &str) -> Result<(), Error> {
+        let unknown = || Error::not_found(format!("file {file_id} does not exist"));
+        let file = self.store.file(file_id).await?.ok_or_else(unknown)?;
+        if !file.complete() || !self.may_read_file(Some(user), &file).await? {
+            return Err(unknown());
+        }
+        if file.width.is_none() {
+            return Err(Error::bad_request("a sticker is an image (JPEG, PNG, GIF or WebP)"));
+        }
+        if self.store.stickers(user).await?.len() >= MAX_STICKERS {
+            return Err(Error::new(
+                tern_proto::ErrorCode::Conflict,
+                format!("you have {MAX_STICKERS} stickers, the most one may keep; remove some first"),
+            ));
+        }
+        self.store.add_sticker(user, file_id, crate::clock::now_ms()).await?;
+        Ok(())
+    }
+
+    /// Removes one of the user's stickers.
+    pub async fn remove_sticker(&self, user: UserId, file_id: &str) -> Result<(), Error> {
+        if self.store.remove_sticker(user, file_id).await? {
+            Ok(())
+        } else {
+            Err(Error::not_found("no such sticker in your collection"))
+        }
+    }
+
+    /// The user's stickers.
+    pub async fn stickers(&self, user: UserId) -> Result<tern_proto::rest::Stickers, Error> {
+        let stickers = self.store.stickers(user).await?;
+        Ok(tern_proto::rest::Stickers {
+            stickers: stickers
+                .into_iter()
+                .map(|s| tern_proto::rest::StickerItem {
+                    file_id: s.file_id,
+                    width: s.width,
+                    height: s.height,
+                    added_at: s.added_at,
+                })
+                .collect(),
+        })
+    }
+
     /// A message naming a file: the file must be complete and readable by the sender (their
     /// own, or one they received and forward); its size and pixels are filled in from the
     /// record, whatever the client said; and the reference is recorded (it grants the
@@ -61,6 +109,7 @@ impl Logic {
     ) -> Result<Body, Error> {
         let file_id = match &body {
             Body::Image { file_id, .. } | Body::File { file_id, .. } | Body::Voice { file_id, .. } => file_id.clone(),
+            Body::Sticker { file_id: Some(file_id), .. } => file_id.clone(),
             _ => return Ok(body),
         };
         let unknown = || Error::not_found(format!("file {file_id} does not exist"));
@@ -69,7 +118,7 @@ impl Logic {
             return Err(unknown());
         }
         match &mut body {
-            Body::Image { width, height, .. } => {
+            Body::Image { width, height, .. } | Body::Sticker { width, height, .. } => {
                 let (Some(w), Some(h)) = (file.width, file.height) else {
                     return Err(Error::bad_request(format!(
                         "file {file_id} is {} and not an image tern shows inline (JPEG, PNG, GIF or WebP within {} pixels); send it as a file",

@@ -507,6 +507,13 @@ fn validate_body(body: &Body) -> Result<(), Error> {
             }
             Ok(())
         }
+        Body::Sticker { code: Some(code), file_id: None, .. } => {
+            let ok = (1..=32).contains(&code.len())
+                && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            if ok { Ok(()) } else { Err(Error::bad_request("a sticker code is 1 to 32 of [a-z0-9_-]")) }
+        }
+        Body::Sticker { code: None, file_id: Some(id), .. } => file_id(id),
+        Body::Sticker { .. } => Err(Error::bad_request("a sticker has exactly one of code and file_id")),
         Body::Location { latitude, longitude, name } => {
             if !(-90.0..=90.0).contains(latitude) || !(-180.0..=180.0).contains(longitude) {
                 return Err(Error::bad_request("latitude must be -90..90 and longitude -180..180"));
@@ -519,7 +526,7 @@ fn validate_body(body: &Body) -> Result<(), Error> {
         Body::Custom { data } if !data.is_object() => Err(Error::bad_request("custom data must be a JSON object")),
         Body::Custom { data } => check_data_depth("custom data", data),
         Body::Recalled { .. } | Body::Notice { .. } | Body::Unreadable {} => {
-            Err(Error::bad_request("clients send text, image, file, voice, location or custom bodies"))
+            Err(Error::bad_request("clients send text, image, file, voice, sticker, location or custom bodies"))
         }
     }
 }

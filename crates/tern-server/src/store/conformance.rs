@@ -141,7 +141,19 @@ async fn files_and_the_messages_naming_them(store: Arc<dyn Store>) {
     store.add_file_ref(file_ref("m2")).await.unwrap();
     append(&*store, new_message(ab, a, "m2")).await.unwrap();
     assert_eq!(store.file_messages("f1").await.unwrap(), vec![(ab, 3)]);
+
+    // Stickers: a user's collection, listed with the files' pixels while the files exist.
+    assert!(store.add_sticker(b, "f1", 5).await.unwrap());
+    assert!(!store.add_sticker(b, "f1", 6).await.unwrap(), "already there");
+    assert!(store.add_sticker(b, "f2", 7).await.unwrap());
+    let listed: Vec<_> =
+        store.stickers(b).await.unwrap().into_iter().map(|s| (s.file_id, s.added_at, s.width)).collect();
+    assert_eq!(listed, vec![("f1".to_owned(), 5, Some(3)), ("f2".to_owned(), 7, None)]);
+    assert!(store.stickers(a).await.unwrap().is_empty());
+    assert!(store.remove_sticker(b, "f2").await.unwrap());
+    assert!(!store.remove_sticker(b, "f2").await.unwrap());
     assert!(store.delete_file("f1").await.unwrap());
+    assert!(store.stickers(b).await.unwrap().is_empty(), "a deleted file leaves the collection");
     assert!(!store.delete_file("f1").await.unwrap());
     assert_eq!(store.file("f1").await.unwrap(), None);
     assert!(store.file_messages("f1").await.unwrap().is_empty());

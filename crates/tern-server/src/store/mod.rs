@@ -312,6 +312,19 @@ pub struct FileRef {
     pub client_msg_id: String,
 }
 
+/// A custom sticker in a user's collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sticker {
+    /// Its image file.
+    pub file_id: String,
+    /// When it was added, ms since the Unix epoch.
+    pub added_at: u64,
+    /// Pixels.
+    pub width: Option<u32>,
+    /// Pixels.
+    pub height: Option<u32>,
+}
+
 /// A push API key as stored (the secret itself is never stored, only its SHA-256).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeyRecord {
@@ -474,4 +487,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The stored, unrecalled messages that name a file: `(conversation, seq)`.
     fn file_messages<'a>(&'a self, file_id: &'a str) -> BoxFut<'a, Result<Vec<(ConvId, u64)>, StoreError>>;
+
+    /// Adds a file to a user's stickers; false if it was there.
+    fn add_sticker<'a>(&'a self, user: UserId, file_id: &'a str, at: u64) -> BoxFut<'a, Result<bool, StoreError>>;
+
+    /// Removes a file from a user's stickers; false if it was not there.
+    fn remove_sticker<'a>(&'a self, user: UserId, file_id: &'a str) -> BoxFut<'a, Result<bool, StoreError>>;
+
+    /// A user's stickers whose files exist, oldest first.
+    fn stickers(&self, user: UserId) -> BoxFut<'_, Result<Vec<Sticker>, StoreError>>;
 }

@@ -597,4 +597,16 @@ impl Store for PostgresStore {
     fn file_messages<'a>(&'a self, file_id: &'a str) -> BoxFut<'a, Result<Vec<(ConvId, u64)>, StoreError>> {
         Box::pin(async move { sql::file_messages(&mut Pg(&*self.client().await?), file_id).await })
     }
+
+    fn add_sticker<'a>(&'a self, user: UserId, file_id: &'a str, at: u64) -> BoxFut<'a, Result<bool, StoreError>> {
+        Box::pin(async move { sql::add_sticker(&mut Pg(&*self.client().await?), user, file_id, at).await })
+    }
+
+    fn remove_sticker<'a>(&'a self, user: UserId, file_id: &'a str) -> BoxFut<'a, Result<bool, StoreError>> {
+        Box::pin(async move { sql::remove_sticker(&mut Pg(&*self.client().await?), user, file_id).await })
+    }
+
+    fn stickers(&self, user: UserId) -> BoxFut<'_, Result<Vec<super::Sticker>, StoreError>> {
+        Box::pin(async move { sql::stickers(&mut Pg(&*self.client().await?), user).await })
+    }
 }

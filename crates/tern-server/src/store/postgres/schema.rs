@@ -145,6 +145,12 @@ CREATE TABLE file_refs (
     client_msg_id TEXT NOT NULL,
     PRIMARY KEY (file_id, sender, client_msg_id)
 );
+CREATE TABLE stickers (
+    user_id BIGINT NOT NULL,
+    file_id TEXT NOT NULL,
+    added_at BIGINT NOT NULL,
+    PRIMARY KEY (user_id, file_id)
+);
 CREATE TABLE file_chunks (
     key TEXT NOT NULL,
     pos BIGINT NOT NULL,

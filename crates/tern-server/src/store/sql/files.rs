@@ -1,4 +1,4 @@
-//! File records and the messages that name files, for both engines.
+//! File records, the messages that name files, and users' sticker collections, for both engines.
 
 use tern_proto::{ConvId, UserId};
 
@@ -122,6 +122,42 @@ pub(crate) async fn file_messages<S: Sql>(s: &mut S, file_id: &str) -> Result<Ve
         |r| {
             let conv = r.text(0)?.parse::<ConvId>().map_err(|_| r.corrupt(0, "stored conversation id".into()))?;
             Ok((conv, num(r, 1)?))
+        },
+    )
+    .await
+}
+
+pub(crate) async fn add_sticker<S: Sql>(s: &mut S, user: UserId, file_id: &str, at: u64) -> Result<bool, S::Error> {
+    let added = s
+        .execute(
+            "INSERT INTO stickers (user_id, file_id, added_at) VALUES ($1, $2, $3) ON CONFLICT (user_id, file_id) DO NOTHING",
+            &[Value::id(user.0), Value::Text(file_id), Value::num(at)],
+        )
+        .await?;
+    Ok(added > 0)
+}
+
+pub(crate) async fn remove_sticker<S: Sql>(s: &mut S, user: UserId, file_id: &str) -> Result<bool, S::Error> {
+    let removed = s
+        .execute("DELETE FROM stickers WHERE user_id = $1 AND file_id = $2", &[Value::id(user.0), Value::Text(file_id)])
+        .await?;
+    Ok(removed > 0)
+}
+
+/// A user's stickers whose files still exist, oldest first: `(file_id, added_at, width, height)`.
+pub(crate) async fn stickers<S: Sql>(s: &mut S, user: UserId) -> Result<Vec<crate::store::Sticker>, S::Error> {
+    s.query(
+        "SELECT s.file_id, s.added_at, f.width, f.height FROM stickers s JOIN files f ON f.id = s.file_id \
+         WHERE s.user_id = $1 ORDER BY s.added_at, s.file_id",
+        &[Value::id(user.0)],
+        |r| {
+            let pixels = |v: Option<i64>| v.and_then(|n| u32::try_from(n).ok());
+            Ok(crate::store::Sticker {
+                file_id: r.text(0)?.to_owned(),
+                added_at: num(r, 1)?,
+                width: pixels(r.opt_int(2)?),
+                height: pixels(r.opt_int(3)?),
+            })
         },
     )
     .await

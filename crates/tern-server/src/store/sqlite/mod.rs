@@ -567,4 +567,28 @@ impl Store for SqliteStore {
         let file_id = file_id.to_owned();
         Box::pin(self.readers.run(move |c| now(sql::file_messages(&mut Lite(c), &file_id))))
     }
+
+    fn add_sticker<'a>(&'a self, user: UserId, file_id: &'a str, at: u64) -> BoxFut<'a, Result<bool, StoreError>> {
+        let file_id = file_id.to_owned();
+        Box::pin(async move {
+            let added = self
+                .apply(Box::new(move |tx| now(sql::add_sticker(&mut Lite(tx), user, &file_id, at)).map(usize::from)))
+                .await?;
+            Ok(added > 0)
+        })
+    }
+
+    fn remove_sticker<'a>(&'a self, user: UserId, file_id: &'a str) -> BoxFut<'a, Result<bool, StoreError>> {
+        let file_id = file_id.to_owned();
+        Box::pin(async move {
+            let removed = self
+                .apply(Box::new(move |tx| now(sql::remove_sticker(&mut Lite(tx), user, &file_id)).map(usize::from)))
+                .await?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn stickers(&self, user: UserId) -> BoxFut<'_, Result<Vec<super::Sticker>, StoreError>> {
+        Box::pin(self.readers.run(move |c| now(sql::stickers(&mut Lite(c), user))))
+    }
 }

@@ -172,6 +172,12 @@ CREATE TABLE file_refs (
     client_msg_id TEXT NOT NULL,
     PRIMARY KEY (file_id, sender, client_msg_id)
 ) WITHOUT ROWID;
+CREATE TABLE stickers (
+    user_id INTEGER NOT NULL,
+    file_id TEXT NOT NULL,
+    added_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, file_id)
+) WITHOUT ROWID;
 ";
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
