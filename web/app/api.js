@@ -22,11 +22,21 @@ export async function request(method, path, { body, token } = {}) {
   }
   const text = await response.text();
   const data = text ? parse(text) : null;
-  if (!response.ok) {
-    const error = data?.error ?? {};
-    throw new ApiError(response.status, error.code ?? 'http_' + response.status, error.message ?? response.statusText);
-  }
+  if (!response.ok) throw apiError(response, data);
   return data;
+}
+
+/** The error a failed response carries: the server's stable code and sentence when it sent one. */
+export function apiError(response, data) {
+  const error = data?.error ?? {};
+  return new ApiError(response.status, error.code ?? 'http_' + response.status, error.message ?? response.statusText);
+}
+
+/** The error of a failed response whose body has not been read. */
+export async function failure(response) {
+  let data = null;
+  try { data = parse(await response.text()); } catch { /* not JSON */ }
+  return apiError(response, data);
 }
 
 /** Calls made as the logged-in user. */

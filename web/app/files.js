@@ -1,6 +1,6 @@
 // Files: tus 1.0 uploads (docs/PROTOCOL.md, "Files") that survive a dropped connection and a
 // page reload, and downloads made with the login token (never put into a URL) as object URLs.
-import { ApiError } from './api.js';
+import { ApiError, failure } from './api.js';
 
 const TUS = { 'tus-resumable': '1.0.0' };
 const CHUNK = 1 << 20;
@@ -12,12 +12,6 @@ function b64(s) {
 
 async function sha256(buf) {
   return btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest('SHA-256', buf))));
-}
-
-async function failure(response) {
-  let error = {};
-  try { error = (await response.json()).error ?? {}; } catch { /* not JSON */ }
-  return new ApiError(response.status, error.code ?? `http_${response.status}`, error.message ?? response.statusText);
 }
 
 /** Where an unfinished upload of the same file was left, so a reload resumes it. */

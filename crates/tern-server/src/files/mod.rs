@@ -8,6 +8,7 @@
 
 pub mod blobs;
 pub mod media;
+pub mod pace;
 pub mod postgres;
 pub mod relay;
 
@@ -110,7 +111,7 @@ pub struct Files {
     /// Uploads a request on this node is writing to.
     writing: Mutex<HashSet<String>>,
     /// Per-user upload pacing.
-    pace: Mutex<HashMap<UserId, Pace>>,
+    pace: pace::PerUser,
     /// The SHA-256 of each upload so far, for uploads whose bytes all came through this node:
     /// completing one then needs no second read of the file. (An upload continued on another
     /// node is read back instead.)
@@ -119,13 +120,6 @@ pub struct Files {
 
 /// Uploads whose running hash a node keeps at most.
 const MAX_HASHING: usize = 10_000;
-
-/// A token bucket that is allowed to go into debt: a writer that took more than was there
-/// waits the debt off.
-struct Pace {
-    tokens: f64,
-    at: std::time::Instant,
-}
 
 /// Marks an upload as being written; unmarks when dropped.
 struct Writing<'a> {
@@ -145,9 +139,9 @@ impl Files {
         Self {
             store,
             blobs,
+            pace: pace::PerUser::new(cfg.upload_bytes_per_sec_per_user),
             cfg,
             writing: Mutex::new(HashSet::new()),
-            pace: Mutex::new(HashMap::new()),
             hashing: Mutex::new(HashMap::new()),
         }
     }
@@ -272,7 +266,10 @@ impl Files {
                 )));
                 break;
             }
-            self.pace(upload.owner, chunk.len()).await;
+            let wait = self.pace.take(upload.owner, chunk.len());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             if let Some(h) = hasher.as_mut() {
                 h.update(&chunk);
             }
@@ -318,26 +315,6 @@ impl Files {
             return Err(Error::new(ErrorCode::Locked, "another request is writing to this upload; retry when it ends"));
         }
         Ok(Writing { files: self, id: id.to_owned() })
-    }
-
-    /// Waits as long as `user`'s upload rate asks before `bytes` more may be written.
-    async fn pace(&self, user: UserId, bytes: usize) {
-        let rate = self.cfg.upload_bytes_per_sec_per_user as f64;
-        if rate <= 0.0 {
-            return;
-        }
-        let wait = {
-            let mut pace = self.pace.lock();
-            let now = std::time::Instant::now();
-            let p = pace.entry(user).or_insert(Pace { tokens: rate, at: now });
-            p.tokens = (p.tokens + now.duration_since(p.at).as_secs_f64() * rate).min(rate);
-            p.at = now;
-            p.tokens -= bytes as f64;
-            if p.tokens < 0.0 { -p.tokens / rate } else { 0.0 }
-        };
-        if wait > 0.0 {
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-        }
     }
 
     /// Every byte is in: find the type from the bytes, strip identifying metadata from images,

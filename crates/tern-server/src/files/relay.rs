@@ -13,6 +13,8 @@ use parking_lot::Mutex;
 use tern_proto::{ErrorCode, UserId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::pace::{ByteBucket, PerUser};
+
 use crate::error::Error;
 
 /// How long the first side waits for the second.
@@ -35,29 +37,11 @@ struct Waiting {
     since: Instant,
 }
 
-/// Pacing state: bytes allowed now, refilled at the configured rate.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    /// How long to wait before `n` more bytes may pass at `rate` bytes a second.
-    fn take(&mut self, rate: f64, n: usize) -> Duration {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate);
-        self.at = now;
-        self.tokens -= n as f64;
-        if self.tokens < 0.0 { Duration::from_secs_f64(-self.tokens / rate) } else { Duration::ZERO }
-    }
-}
-
 /// The relay of one node.
 pub struct Relay {
     waiting: Mutex<HashMap<String, Waiting>>,
     per_transfer: f64,
-    per_user: f64,
-    users: Mutex<HashMap<UserId, Bucket>>,
+    per_user: PerUser,
 }
 
 impl Relay {
@@ -66,8 +50,7 @@ impl Relay {
         Self {
             waiting: Mutex::new(HashMap::new()),
             per_transfer: per_transfer as f64,
-            per_user: per_user as f64,
-            users: Mutex::new(HashMap::new()),
+            per_user: PerUser::new(per_user),
         }
     }
 
@@ -90,6 +73,8 @@ impl Relay {
         // The first side waits in the table (its connection held there), the second pipes both.
         let other = {
             let mut waiting = self.waiting.lock();
+            // A side that waited past WAIT is dropped (its connection closed) here as well.
+            waiting.retain(|_, w| w.since.elapsed() < WAIT);
             match waiting.remove(&transfer) {
                 Some(w) if w.side != side && w.since.elapsed() < WAIT => w.io,
                 _ => {
@@ -112,7 +97,7 @@ impl Relay {
             let _ = s_write.shutdown().await;
         };
         let forth = async {
-            let mut transfer_bucket = Bucket { tokens: self.per_transfer, at: Instant::now() };
+            let mut transfer_bucket = ByteBucket::new(self.per_transfer);
             let mut buf = vec![0u8; 64 * 1024];
             let mut moved = 0u64;
             loop {
@@ -120,15 +105,7 @@ impl Relay {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                let mut wait = Duration::ZERO;
-                if self.per_transfer > 0.0 {
-                    wait = wait.max(transfer_bucket.take(self.per_transfer, n));
-                }
-                if self.per_user > 0.0 {
-                    let mut users = self.users.lock();
-                    let bucket = users.entry(sender).or_insert(Bucket { tokens: self.per_user, at: Instant::now() });
-                    wait = wait.max(bucket.take(self.per_user, n));
-                }
+                let wait = transfer_bucket.take(self.per_transfer, n).max(self.per_user.take(sender, n));
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
